@@ -1,0 +1,79 @@
+//! The one place where engine errors become JSON-RPC error codes.
+
+use jsonrpsee::types::ErrorObjectOwned;
+use keel_protocol::error as code;
+use serde_json::json;
+
+use crate::{session, store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid params: {path}: {message}")]
+    InvalidParams { path: String, message: String },
+    #[error("session {0} not found")]
+    SessionNotFound(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(path: &str, message: impl Into<String>) -> Self {
+        Self::InvalidParams {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<session::Error> for ApiError {
+    fn from(e: session::Error) -> Self {
+        match e {
+            session::Error::NotFound(id) => Self::SessionNotFound(id),
+            session::Error::InvalidParam { path, reason } => Self::invalid(path, reason),
+            session::Error::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::SessionNotFound(id) => Self::SessionNotFound(id),
+            other => {
+                tracing::error!("store: {other}");
+                Self::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<ApiError> for ErrorObjectOwned {
+    fn from(e: ApiError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApiError::InvalidParams { path, .. } => ErrorObjectOwned::owned(
+                code::INVALID_PARAMS,
+                message,
+                Some(json!({ "path": path })),
+            ),
+            ApiError::SessionNotFound(id) => ErrorObjectOwned::owned(
+                code::SESSION_NOT_FOUND,
+                message,
+                Some(json!({ "sessionId": id })),
+            ),
+            ApiError::InvalidRequest(_) => {
+                ErrorObjectOwned::owned(code::INVALID_REQUEST, message, None::<()>)
+            }
+            ApiError::Unauthorized(_) => {
+                ErrorObjectOwned::owned(code::UNAUTHORIZED, message, None::<()>)
+            }
+            ApiError::Internal(_) => {
+                ErrorObjectOwned::owned(code::INTERNAL_ERROR, message, None::<()>)
+            }
+        }
+    }
+}

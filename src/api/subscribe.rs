@@ -1,0 +1,231 @@
+//! Cursor subscriptions: `session/subscribe`, `session/unsubscribe`, `session/events`.
+//!
+//! Each subscription is a task on its connection that owns a cursor. It replays from the store in pages, then
+//! follows the session's shared feed; it reads at the pace its client reads, so a slow client costs database
+//! reads, never writer time or memory. A client that accepts nothing for the stall period is ended as `lagged`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keel_protocol::Empty;
+use keel_protocol::Notification;
+use keel_protocol::event::{
+    Event as WireEvent, EventNotificationParams, EventsParams, EventsResult, SessionEvent,
+    SessionSubscriptionEnded, SessionSynced, SubscribeParams, SubscribeResult,
+    SubscriptionEndReason, SubscriptionEndedParams, SyncedParams, UnsubscribeParams,
+};
+use serde_json::value::RawValue;
+
+use super::ApiError;
+use crate::engine::Engine;
+use crate::rpc::{Call, PeerError, PeerRef};
+use crate::store::{Event, Feed, Store};
+
+/// Events read from the store per page during a replay.
+const REPLAY_PAGE: usize = 512;
+const DEFAULT_EVENTS_LIMIT: u32 = 512;
+const MAX_EVENTS_LIMIT: u32 = 4096;
+
+static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
+
+pub async fn subscribe(
+    engine: Arc<Engine>,
+    p: SubscribeParams,
+    call: Call,
+) -> Result<SubscribeResult, ApiError> {
+    // The feed exists before the history is read, so nothing that commits from here on can be missed.
+    let feed = engine.store.feed(&p.session_id)?;
+    let head_seq = feed.head();
+    let cursor = match p.after_seq {
+        -1 => head_seq,
+        n if n >= 0 => n.unsigned_abs(),
+        _ => {
+            return Err(ApiError::invalid(
+                "afterSeq",
+                "must be -1 (from now) or a seq",
+            ));
+        }
+    };
+    let subscription_id = format!(
+        "sub_{}_{}",
+        call.peer.id(),
+        NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed)
+    );
+    let subscription = Subscription {
+        id: subscription_id.clone(),
+        store: Arc::clone(&engine.store),
+        feed,
+        peer: Arc::clone(&call.peer),
+        stall: engine.settings.subscriber_stall,
+        cursor,
+    };
+    let peer = Arc::clone(&call.peer);
+    let key = subscription_id.clone();
+    call.after_response(move || peer.spawn_task(key, subscription.run()));
+    Ok(SubscribeResult {
+        subscription_id,
+        head_seq,
+    })
+}
+
+pub async fn unsubscribe(
+    _: Arc<Engine>,
+    p: UnsubscribeParams,
+    call: Call,
+) -> Result<Empty, ApiError> {
+    if !call.peer.stop_task(&p.subscription_id) {
+        return Err(ApiError::invalid(
+            "subscriptionId",
+            "no such subscription on this connection",
+        ));
+    }
+    Ok(Empty {})
+}
+
+pub async fn events(
+    engine: Arc<Engine>,
+    p: EventsParams,
+    _: Call,
+) -> Result<EventsResult, ApiError> {
+    let limit = p
+        .limit
+        .unwrap_or(DEFAULT_EVENTS_LIMIT)
+        .clamp(1, MAX_EVENTS_LIMIT) as usize;
+    let head_seq = engine
+        .store
+        .head(&p.session_id)?
+        .ok_or(ApiError::SessionNotFound(p.session_id.clone()))?;
+    let events = engine
+        .store
+        .events_after(&p.session_id, p.after_seq, limit)?;
+    let has_more = events.last().is_some_and(|e| e.seq < head_seq);
+    let events = events
+        .iter()
+        .map(|e| wire(e).try_map_data(|d| serde_json::from_str(d.get())))
+        .collect::<Result<Vec<_>, serde_json::Error>>()
+        .map_err(|e| ApiError::Internal(format!("stored event is not JSON: {e}")))?;
+    Ok(EventsResult {
+        events,
+        head_seq,
+        has_more,
+    })
+}
+
+struct Subscription {
+    id: String,
+    store: Arc<Store>,
+    feed: Arc<Feed>,
+    peer: PeerRef,
+    stall: std::time::Duration,
+    cursor: u64,
+}
+
+enum Stop {
+    Ended(SubscriptionEndReason),
+    Closed,
+}
+
+impl Subscription {
+    async fn run(mut self) {
+        let stop = self.deliver().await;
+        if let Stop::Ended(reason) = stop {
+            let ended = SubscriptionEndedParams {
+                subscription_id: self.id.clone(),
+                reason,
+                last_seq: self.cursor,
+            };
+            let _ = self
+                .peer
+                .notify(SessionSubscriptionEnded::NAME, &ended)
+                .await;
+        }
+        self.peer.forget_task(&self.id);
+    }
+
+    async fn deliver(&mut self) -> Stop {
+        let mut wake = self.feed.watch();
+        let mut synced = false;
+        loop {
+            wake.borrow_and_update();
+            loop {
+                let batch = match self.next_batch() {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::error!(subscription = %self.id, "replay failed: {e}");
+                        return Stop::Closed;
+                    }
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for event in batch {
+                    if let Err(stop) = self.send(&event).await {
+                        return stop;
+                    }
+                    self.cursor = event.seq;
+                    if event.kind == "session.deleted" {
+                        return Stop::Ended(SubscriptionEndReason::Deleted);
+                    }
+                }
+            }
+            if self.feed.is_deleted() {
+                return Stop::Ended(SubscriptionEndReason::Deleted);
+            }
+            if !synced {
+                synced = true;
+                let params = SyncedParams {
+                    subscription_id: self.id.clone(),
+                    seq: self.cursor,
+                };
+                if let Err(stop) = self.send_notification(SessionSynced::NAME, &params).await {
+                    return stop;
+                }
+            }
+            if wake.changed().await.is_err() {
+                return Stop::Closed;
+            }
+        }
+    }
+
+    /// The next events after the cursor: from the feed's memory when it reaches back that far, else a store page.
+    fn next_batch(&self) -> Result<Vec<Arc<Event>>, crate::store::Error> {
+        if let Some(recent) = self.feed.recent_after(self.cursor, REPLAY_PAGE) {
+            return Ok(recent);
+        }
+        let page = self
+            .store
+            .events_after(self.feed.session_id(), self.cursor, REPLAY_PAGE)?;
+        Ok(page.into_iter().map(Arc::new).collect())
+    }
+
+    async fn send(&self, event: &Event) -> Result<(), Stop> {
+        let params = EventNotificationParams {
+            subscription_id: self.id.clone(),
+            event: wire(event),
+        };
+        self.send_notification(SessionEvent::NAME, &params).await
+    }
+
+    async fn send_notification(
+        &self,
+        method: &str,
+        params: &impl serde::Serialize,
+    ) -> Result<(), Stop> {
+        match self.peer.notify_within(method, params, self.stall).await {
+            Ok(()) => Ok(()),
+            Err(PeerError::Stalled(_)) => Err(Stop::Ended(SubscriptionEndReason::Lagged)),
+            Err(_) => Err(Stop::Closed),
+        }
+    }
+}
+
+fn wire(e: &Event) -> WireEvent<&RawValue> {
+    WireEvent {
+        session_id: e.session_id.clone(),
+        seq: e.seq,
+        kind: e.kind.clone(),
+        version: e.version,
+        at: e.at,
+        data: &e.data,
+    }
+}

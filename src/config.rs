@@ -1,0 +1,35 @@
+//! Where keel keeps its files: `KEEL_HOME`, or the XDG directories.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn from_env() -> Self {
+        if let Some(home) = std::env::var_os("KEEL_HOME").filter(|h| !h.is_empty()) {
+            let home = PathBuf::from(home);
+            return Self {
+                config_dir: home.clone(),
+                data_dir: home,
+            };
+        }
+        let user_home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let xdg = |var: &str, fallback: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| user_home.join(fallback))
+                .join("keel")
+        };
+        Self {
+            config_dir: xdg("XDG_CONFIG_HOME", ".config"),
+            data_dir: xdg("XDG_DATA_HOME", ".local/share"),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! One connection: reads frames, classifies them, runs requests concurrently through the method table, and writes
+//! every outgoing frame through one ordered queue.
+//!
+//! Requests that name the same `sessionId` run in arrival order; all others run concurrently.
+//! An in-flight request is registered before its task starts, and whoever removes it from the table (the task on
+//! completion, or `$/cancelRequest`) is the one that answers.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jsonrpsee::core::server::{MethodCallback, Methods};
+use jsonrpsee::types::{Id, Params};
+use jsonrpsee::{ConnectionId, Extensions};
+use keel_protocol::error as code;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+
+use super::framing::{Frame, FrameReader, Framing, MAX_FRAME, write_frame};
+use super::message::{self, Incoming, Invalid};
+use super::peer::{OUTBOUND_FRAMES, Peer, PeerError, PeerRef};
+
+/// How long requests still running when the client goes away may take to finish their work.
+const DRAIN_ON_CLOSE: Duration = Duration::from_secs(5);
+
+/// What every connection of one engine shares.
+pub struct Server {
+    methods: Methods,
+    next_connection: AtomicU64,
+    /// The token that `initialize` must carry, for listeners reachable beyond loopback.
+    required_token: Option<String>,
+}
+
+/// Per-request context handed to method handlers through jsonrpsee's `Extensions`.
+#[derive(Clone)]
+pub struct Call {
+    pub peer: PeerRef,
+    pub required_token: Option<Arc<str>>,
+    after_response: Arc<Mutex<Vec<Box<dyn FnOnce() + Send>>>>,
+}
+
+impl Call {
+    /// Runs `f` once this request's response is queued, so that anything `f` sends follows the response.
+    pub fn after_response(&self, f: impl FnOnce() + Send + 'static) {
+        self.after_response.lock().push(Box::new(f));
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed its end.
+    Closed,
+    /// The client sent `exit`; the code is 0 after `shutdown`, 1 otherwise.
+    Exit(i32),
+}
+
+impl Server {
+    pub fn new(methods: impl Into<Methods>, required_token: Option<String>) -> Self {
+        Self {
+            methods: methods.into(),
+            next_connection: AtomicU64::new(1),
+            required_token,
+        }
+    }
+
+    pub async fn serve<R, W>(self: &Arc<Self>, reader: R, writer: W) -> Ended
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+        let peer = Arc::new(Peer::new(id, tx));
+        let mut frames = FrameReader::new(BufReader::new(reader));
+        let mut connection = Connection {
+            server: Arc::clone(self),
+            peer: Arc::clone(&peer),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            session_order: HashMap::new(),
+            required_token: self.required_token.as_deref().map(Arc::from),
+        };
+        let mut writer_task = None;
+        let mut writer_input = Some((rx, writer));
+        let ended = loop {
+            let frame = match frames.next().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ended::Closed,
+                Err(e) => {
+                    tracing::error!(connection = id, "read failed: {e}");
+                    break Ended::Closed;
+                }
+            };
+            if let (Some(framing), Some((rx, writer))) = (frames.framing(), writer_input.take()) {
+                writer_task = Some(tokio::spawn(write_loop(rx, writer, framing)));
+            }
+            if let Some(ended) = connection.handle(frame).await {
+                break ended;
+            }
+        };
+        connection.drain().await;
+        peer.close();
+        drop(connection);
+        drop(peer);
+        if let Some(task) = writer_task {
+            // Ends once every handle on the queue is gone; tasks that outlive the connection only hold it briefly.
+            let _ = tokio::time::timeout(DRAIN_ON_CLOSE, task).await;
+        }
+        ended
+    }
+}
+
+struct Connection {
+    server: Arc<Server>,
+    peer: PeerRef,
+    inflight: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    /// The completion signal of the last request for each session, which the next one waits for.
+    session_order: HashMap<String, oneshot::Receiver<()>>,
+    required_token: Option<Arc<str>>,
+}
+
+impl Connection {
+    async fn handle(&mut self, frame: Frame) -> Option<Ended> {
+        let bytes = match frame {
+            Frame::Message(bytes) => bytes,
+            Frame::Oversized(n) => {
+                let reason =
+                    format!("frame of {n} bytes exceeds the limit of {MAX_FRAME} bytes; skipped");
+                self.reply(message::error(
+                    &Value::Null,
+                    code::INVALID_REQUEST,
+                    &reason,
+                    None,
+                ))
+                .await;
+                return None;
+            }
+            Frame::BadHeader(reason) => {
+                self.reply(message::error(
+                    &Value::Null,
+                    code::PARSE_ERROR,
+                    &format!("bad frame header: {reason}"),
+                    None,
+                ))
+                .await;
+                return None;
+            }
+        };
+        match message::classify(&bytes) {
+            Err(Invalid::Parse(reason)) => {
+                self.reply(message::error(
+                    &Value::Null,
+                    code::PARSE_ERROR,
+                    &format!("parse error: {reason}"),
+                    None,
+                ))
+                .await;
+            }
+            Err(Invalid::Request { id, reason }) => {
+                self.reply(message::error(&id, code::INVALID_REQUEST, reason, None))
+                    .await;
+            }
+            Ok(Incoming::Request { id, method, params }) => self.request(id, method, params).await,
+            Ok(Incoming::Notification { method, params }) => {
+                return self.notification(&method, params).await;
+            }
+            Ok(Incoming::Response { id, result }) => {
+                let result = result.map_err(|(code, message)| PeerError::Remote { code, message });
+                if !id.as_str().is_some_and(|id| self.peer.complete(id, result)) {
+                    tracing::debug!("response to unknown request {id}");
+                }
+            }
+        }
+        None
+    }
+
+    async fn reply(&self, frame: Vec<u8>) {
+        let _ = self.peer.send_frame(frame).await;
+    }
+
+    async fn request(&mut self, id: Value, method: String, params: Option<Value>) {
+        let lifecycle = self.peer.lifecycle();
+        if lifecycle.shut_down {
+            let reason = "the server is shut down; only `exit` is accepted";
+            return self
+                .reply(message::error(&id, code::INVALID_REQUEST, reason, None))
+                .await;
+        }
+        if !lifecycle.initialized && method != "initialize" {
+            let reason = "the connection is not initialized; send `initialize` first";
+            return self
+                .reply(message::error(&id, code::NOT_INITIALIZED, reason, None))
+                .await;
+        }
+        let key = id.to_string();
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        if self.inflight.lock().contains_key(&key) {
+            let reason = "a request with this id is still running";
+            return self
+                .reply(message::error(&id, code::INVALID_REQUEST, reason, None))
+                .await;
+        }
+        self.inflight.lock().insert(key.clone(), cancel_tx);
+
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let previous = match params
+            .as_ref()
+            .and_then(|p| p.get("sessionId"))
+            .and_then(Value::as_str)
+        {
+            Some(session) => self.session_order.insert(session.to_owned(), done_rx),
+            None => None,
+        };
+        let methods = self.server.methods.clone();
+        let peer = Arc::clone(&self.peer);
+        let inflight = Arc::clone(&self.inflight);
+        let required_token = self.required_token.clone();
+        // Lifecycle requests change how every later frame is treated, so the next frame waits for them.
+        let lifecycle_change = method == "initialize" || method == "shutdown";
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let call = Call {
+                peer: Arc::clone(&peer),
+                required_token,
+                after_response: Arc::default(),
+            };
+            tokio::select! {
+                frame = dispatch(&methods, &id, &method, params, call.clone()) => {
+                    let answer = inflight.lock().remove(&key).is_some();
+                    if answer && peer.send_frame(frame).await.is_ok() {
+                        let hooks = std::mem::take(&mut *call.after_response.lock());
+                        hooks.into_iter().for_each(|hook| hook());
+                    }
+                }
+                _ = cancel_rx => {}
+            }
+            drop(done_tx);
+        });
+        if lifecycle_change {
+            let _ = task.await;
+        }
+    }
+
+    async fn notification(&mut self, method: &str, params: Option<Value>) -> Option<Ended> {
+        match method {
+            "exit" => {
+                return Some(Ended::Exit(if self.peer.lifecycle().shut_down {
+                    0
+                } else {
+                    1
+                }));
+            }
+            "$/cancelRequest" => {
+                let Some(id) = params.as_ref().and_then(|p| p.get("id")) else {
+                    return None;
+                };
+                let cancelled = self.inflight.lock().remove(&id.to_string());
+                if let Some(cancel) = cancelled {
+                    let _ = cancel.send(());
+                    self.reply(message::error(
+                        id,
+                        code::REQUEST_CANCELLED,
+                        "request cancelled",
+                        None,
+                    ))
+                    .await;
+                }
+            }
+            "initialized" => {}
+            other => tracing::debug!("ignored notification {other}"),
+        }
+        None
+    }
+
+    /// Gives requests that are still running a moment to finish their durable work.
+    async fn drain(&self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_ON_CLOSE;
+        while !self.inflight.lock().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Runs one request through the method table and returns the response frame.
+async fn dispatch(
+    methods: &Methods,
+    id: &Value,
+    method: &str,
+    params: Option<Value>,
+    call: Call,
+) -> Vec<u8> {
+    let Some((_, callback)) = methods.method_with_name(method) else {
+        return message::error(
+            id,
+            code::METHOD_NOT_FOUND,
+            &format!("method not found: {method}"),
+            None,
+        );
+    };
+    // jsonrpsee ids are unsigned integers or strings; anything else is echoed back by patching the response.
+    let (rpc_id, patch_id) = match id {
+        Value::Number(n) if n.is_u64() => (Id::Number(n.as_u64().unwrap_or_default()), false),
+        Value::String(s) => (Id::Str(Cow::Owned(s.clone())), false),
+        Value::Null => (Id::Null, false),
+        _ => (Id::Null, true),
+    };
+    let params = params.filter(|p| !p.is_null()).map(|p| p.to_string());
+    let params = Params::new(params.as_deref()).into_owned();
+    let mut extensions = Extensions::new();
+    extensions.insert(call.clone());
+    let conn = ConnectionId(usize::try_from(call.peer.id()).unwrap_or_default());
+    let max = MAX_FRAME * 4;
+    let response = match callback {
+        MethodCallback::Async(cb) => cb(rpc_id, params, conn, max, extensions).await,
+        MethodCallback::Sync(cb) => cb(rpc_id, params, max, extensions),
+        _ => {
+            return message::error(
+                id,
+                code::METHOD_NOT_FOUND,
+                &format!("method not found: {method}"),
+                None,
+            );
+        }
+    };
+    let json = response.into_json();
+    if !patch_id {
+        return json.get().as_bytes().to_vec();
+    }
+    match serde_json::from_str::<Value>(json.get()) {
+        Ok(mut value) => {
+            value["id"] = id.clone();
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+        Err(_) => json.get().as_bytes().to_vec(),
+    }
+}
+
+/// Writes queued frames in order, flushing whenever the queue runs dry.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    writer: W,
+    framing: Framing,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = BufWriter::new(writer);
+    while let Some(frame) = rx.recv().await {
+        if write_frame(&mut out, framing, &frame).await.is_err() {
+            break;
+        }
+        while let Ok(frame) = rx.try_recv() {
+            if write_frame(&mut out, framing, &frame).await.is_err() {
+                return;
+            }
+        }
+        if out.flush().await.is_err() {
+            break;
+        }
+    }
+    // The client is gone or every sender dropped; closing `rx` tells the remaining senders.
+    rx.close();
+}

@@ -1,0 +1,13 @@
+//! The only code that knows JSON-RPC framing and connections.
+//! jsonrpsee's `Methods` is the method table; reading, writing, lifecycle, cancellation and server→client requests
+//! are ours.
+
+mod conn;
+pub mod framing;
+mod listen;
+mod message;
+mod peer;
+
+pub use conn::{Call, Ended, Server};
+pub use listen::{ListenError, stdio, tcp, unix};
+pub use peer::{Lifecycle, Peer, PeerError, PeerRef};

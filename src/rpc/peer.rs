@@ -1,0 +1,202 @@
+//! The server's handle on one connection: the ordered outbound queue, server→client requests with their pending
+//! table, and the connection's lifecycle state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use keel_protocol::initialize::ClientCapabilities;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::message;
+
+/// Frames waiting for the writer. Bounded: a client that stops reading fills it, and then senders wait or give up.
+pub const OUTBOUND_FRAMES: usize = 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PeerError {
+    #[error("the connection is closed")]
+    Closed,
+    #[error("the client did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the client's outbound queue stayed full for {0:?}")]
+    Stalled(Duration),
+    #[error("the client answered with error {code}: {message}")]
+    Remote { code: i64, message: String },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Lifecycle {
+    pub initialized: bool,
+    pub shut_down: bool,
+    pub capabilities: ClientCapabilities,
+    pub client_name: String,
+}
+
+pub struct Peer {
+    id: u64,
+    out: mpsc::Sender<Vec<u8>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, PeerError>>>>,
+    next_request: AtomicU64,
+    lifecycle: Mutex<Lifecycle>,
+    tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Peer {
+    pub(super) fn new(id: u64, out: mpsc::Sender<Vec<u8>>) -> Self {
+        Self {
+            id,
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            lifecycle: Mutex::new(Lifecycle::default()),
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.lock().clone()
+    }
+
+    pub fn update_lifecycle<T>(&self, f: impl FnOnce(&mut Lifecycle) -> T) -> T {
+        f(&mut self.lifecycle.lock())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+
+    /// Queues a frame, waiting for room as long as the client reads.
+    pub(super) async fn send_frame(&self, frame: Vec<u8>) -> Result<(), PeerError> {
+        self.out.send(frame).await.map_err(|_| PeerError::Closed)
+    }
+
+    pub async fn notify(&self, method: &str, params: &impl Serialize) -> Result<(), PeerError> {
+        self.send_frame(message::notification(method, params)).await
+    }
+
+    /// Like `notify`, but gives up when the queue stays full for `stall`: the client has stopped reading.
+    pub async fn notify_within(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+        stall: Duration,
+    ) -> Result<(), PeerError> {
+        match self
+            .out
+            .send_timeout(message::notification(method, params), stall)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(PeerError::Stalled(stall)),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(PeerError::Closed),
+        }
+    }
+
+    /// Sends a server→client request and waits for the answer. On timeout the client is told with
+    /// `$/cancelRequest`. Ids are strings prefixed with `s` so they never collide with the client's own.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<Value, PeerError> {
+        let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id.clone(), tx);
+        let guard = PendingGuard {
+            peer: self,
+            id: &id,
+        };
+        self.send_frame(message::request(&id, method, params))
+            .await?;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        drop(guard);
+        match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PeerError::Closed),
+            Err(_) => {
+                let _ = self
+                    .notify("$/cancelRequest", &serde_json::json!({ "id": id }))
+                    .await;
+                Err(PeerError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Withdraws a server→client request that is no longer needed (someone else answered it).
+    pub async fn cancel_request(&self, id: &str) {
+        let removed = self.pending.lock().remove(id);
+        if let Some(waiter) = removed {
+            let _ = waiter.send(Err(PeerError::Remote {
+                code: -32800,
+                message: "cancelled by the server".into(),
+            }));
+            let _ = self
+                .notify("$/cancelRequest", &serde_json::json!({ "id": id }))
+                .await;
+        }
+    }
+
+    /// Routes a client's response to the request waiting for it; false when nobody waits for that id.
+    pub(super) fn complete(&self, id: &str, result: Result<Value, PeerError>) -> bool {
+        let waiter = self.pending.lock().remove(id);
+        match waiter {
+            Some(waiter) => waiter.send(result).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Runs a task that lives as long as the connection, or until `stop_task` with the same key.
+    pub fn spawn_task(&self, key: String, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        if let Some(previous) = self.tasks.lock().insert(key, handle) {
+            previous.abort();
+        }
+    }
+
+    pub fn stop_task(&self, key: &str) -> bool {
+        let handle = self.tasks.lock().remove(key);
+        handle.map(|h| h.abort()).is_some()
+    }
+
+    /// Forgets a task that ended by itself.
+    pub fn forget_task(&self, key: &str) {
+        self.tasks.lock().remove(key);
+    }
+
+    /// Called once the connection is gone: every waiter fails with `Closed`, every task stops.
+    pub(super) fn close(&self) {
+        let pending: Vec<_> = self.pending.lock().drain().collect();
+        for (_, waiter) in pending {
+            let _ = waiter.send(Err(PeerError::Closed));
+        }
+        let tasks: Vec<_> = self.tasks.lock().drain().collect();
+        for (_, task) in tasks {
+            task.abort();
+        }
+    }
+}
+
+struct PendingGuard<'a> {
+    peer: &'a Peer,
+    id: &'a str,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.peer.pending.lock().remove(self.id);
+    }
+}
+
+/// A connection's peer, shared by its tasks.
+pub type PeerRef = Arc<Peer>;

@@ -1,0 +1,351 @@
+//! The event store: SQLite (WAL) holding the per-session event log and the read models projected from it.
+//!
+//! `append` is the only way state changes: one `BEGIN IMMEDIATE` transaction takes the next seq, inserts the
+//! events and updates the projections; only after the commit are the session's subscribers woken.
+//! The immediate transaction is also what keeps seqs gapless when several engine processes share one database.
+
+mod feed;
+mod migrate;
+mod projection;
+mod sessions;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+pub use feed::Feed;
+pub use sessions::{SessionCursor, SessionRow};
+
+use feed::Feeds;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("session {0} not found")]
+    SessionNotFound(String),
+    #[error("session {0} already exists")]
+    SessionExists(String),
+    #[error("seq {at_seq} is past the head of session {session_id} ({head})")]
+    SeqOutOfRange {
+        session_id: String,
+        at_seq: u64,
+        head: u64,
+    },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("event data: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database is at schema version {found}, newer than this engine knows ({known}); upgrade keel"
+    )]
+    SchemaTooNew { found: usize, known: usize },
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stored event. `data` stays serialized: replay sends it on without parsing it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub session_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub version: u32,
+    pub at: i64,
+    pub data: Box<RawValue>,
+}
+
+/// An event to append; the store gives it its seq and time.
+#[derive(Debug)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub version: u32,
+    pub data: Box<RawValue>,
+}
+
+impl NewEvent {
+    pub fn new(kind: &'static str, data: &impl Serialize) -> Result<Self> {
+        Ok(Self {
+            kind,
+            version: 1,
+            data: serde_json::value::to_raw_value(data)?,
+        })
+    }
+}
+
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    feeds: Feeds,
+}
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let mut writer = connect(path)?;
+        migrate::migrate(&mut writer)?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            feeds: Feeds::default(),
+        })
+    }
+
+    /// Appends events to one session in one transaction and wakes its subscribers after the commit.
+    /// The first event of a new session must be `session.created`.
+    pub fn append(&self, session_id: &str, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let creates = events
+            .first()
+            .is_some_and(|e| e.kind == projection::SESSION_CREATED);
+        let head = head_seq(&tx, session_id)?;
+        let mut seq = match (head, creates) {
+            (Some(_), true) => return Err(Error::SessionExists(session_id.to_owned())),
+            (None, false) => return Err(Error::SessionNotFound(session_id.to_owned())),
+            (Some(head), false) => head,
+            (None, true) => 0,
+        };
+        let at = now_millis();
+        let mut appended = Vec::with_capacity(events.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for event in events {
+                seq += 1;
+                insert.execute(params![
+                    session_id,
+                    seq,
+                    event.kind,
+                    event.version,
+                    event.data.get(),
+                    at
+                ])?;
+                let event = Event {
+                    session_id: session_id.to_owned(),
+                    seq,
+                    kind: event.kind.to_owned(),
+                    version: event.version,
+                    at,
+                    data: event.data,
+                };
+                projection::apply(&tx, &event)?;
+                appended.push(Arc::new(event));
+            }
+        }
+        tx.prepare_cached("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![session_id, seq, at])?;
+        tx.commit()?;
+        // Still under the writer lock, so feeds see batches in commit order.
+        self.feeds.publish(session_id, &appended);
+        Ok(appended)
+    }
+
+    /// Creates `new_id` as a copy of `source`'s history up to `at_seq` (default: its head), in one transaction.
+    /// The copied events keep their seqs; the fork's own `session.created` replaces the source's first event.
+    pub fn fork(
+        &self,
+        source: &str,
+        at_seq: Option<u64>,
+        new_id: &str,
+        created: NewEvent,
+    ) -> Result<SessionRow> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head =
+            head_seq(&tx, source)?.ok_or_else(|| Error::SessionNotFound(source.to_owned()))?;
+        let at_seq = at_seq.unwrap_or(head);
+        if at_seq == 0 || at_seq > head {
+            return Err(Error::SeqOutOfRange {
+                session_id: source.to_owned(),
+                at_seq,
+                head,
+            });
+        }
+        let at = now_millis();
+        let created = Event {
+            session_id: new_id.to_owned(),
+            seq: 1,
+            kind: created.kind.to_owned(),
+            version: created.version,
+            at,
+            data: created.data,
+        };
+        tx.execute(
+            "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, 1, ?2, ?3, ?4, ?5)",
+            params![new_id, created.kind, created.version, created.data.get(), at],
+        )?;
+        projection::apply(&tx, &created)?;
+        let copied = {
+            let mut select = tx.prepare(
+                "SELECT session_id, seq, type, version, data, at FROM events \
+                 WHERE session_id = ?1 AND seq > 1 AND seq <= ?2 ORDER BY seq",
+            )?;
+            let rows = select.query_map(params![source, at_seq], read_event)?;
+            rows.collect::<rusqlite::Result<Vec<Event>>>()?
+        };
+        for mut event in copied {
+            event.session_id = new_id.to_owned();
+            tx.prepare_cached(
+                "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![new_id, event.seq, event.kind, event.version, event.data.get(), event.at])?;
+            projection::apply(&tx, &event)?;
+        }
+        tx.execute(
+            "UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1",
+            params![new_id, at_seq, at],
+        )?;
+        let row =
+            sessions::get(&tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// Up to `limit` events after `after_seq`, in seq order.
+    pub fn events_after(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT session_id, seq, type, version, data, at FROM events \
+                 WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![session_id, after_seq, limit], read_event)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The seq of the session's newest event, or `None` when the session does not exist.
+    pub fn head(&self, session_id: &str) -> Result<Option<u64>> {
+        self.read(|conn| head_seq(conn, session_id))
+    }
+
+    pub fn session(&self, session_id: &str) -> Result<Option<SessionRow>> {
+        self.read(|conn| sessions::get(conn, session_id))
+    }
+
+    /// Sessions, most recently updated first, continuing after `cursor`.
+    pub fn sessions(
+        &self,
+        cwd: Option<&str>,
+        cursor: Option<&SessionCursor>,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>> {
+        self.read(|conn| sessions::list(conn, cwd, cursor, limit))
+    }
+
+    /// The session's feed, whose head is at least every seq committed before this call.
+    pub fn feed(&self, session_id: &str) -> Result<Arc<Feed>> {
+        let feed = self.feeds.open(session_id, 0);
+        let head = self
+            .head(session_id)?
+            .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+        feed.advance(head);
+        Ok(feed)
+    }
+
+    /// Watches for commits by other processes and wakes the feeds they touched.
+    /// `PRAGMA data_version` changes whenever another connection commits, so an idle engine costs one cheap query
+    /// per interval.
+    pub async fn watch_other_writers(self: Arc<Self>, every: Duration) -> Result<()> {
+        let conn = connect(&self.path)?;
+        let mut last: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let feeds = self.feeds.live();
+            if feeds.is_empty() {
+                continue;
+            }
+            let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+            if version == last {
+                continue;
+            }
+            last = version;
+            for feed in feeds {
+                match head_seq(&conn, feed.session_id())? {
+                    Some(head) => feed.advance(head),
+                    None => feed.mark_deleted(),
+                }
+            }
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn);
+        self.readers.lock().push(conn);
+        result
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // In WAL mode NORMAL is durable against process crashes (SIGKILL); only a power loss can drop the last commits.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+fn head_seq(conn: &Connection, session_id: &str) -> Result<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT head_seq FROM sessions WHERE id = ?1")?
+        .query_row([session_id], |row| row.get(0))
+        .optional()?)
+}
+
+fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let data: String = row.get(4)?;
+    let data = RawValue::from_string(data).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Event {
+        session_id: row.get(0)?,
+        seq: row.get(1)?,
+        kind: row.get(2)?,
+        version: row.get(3)?,
+        at: row.get(5)?,
+        data,
+    })
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,83 @@
+//! Queries of the `sessions` read model.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: String,
+    pub cwd: String,
+    pub title: String,
+    pub agent: String,
+    pub model: String,
+    pub parent_id: Option<String>,
+    pub status: String,
+    pub head_seq: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// Keyset position in the newest-first session list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionCursor {
+    pub updated_at: i64,
+    pub id: String,
+}
+
+const COLUMNS: &str = "id, cwd, title, agent, model, parent_id, status, head_seq, created_at, updated_at, \
+     input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_usd";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        cwd: r.get(1)?,
+        title: r.get(2)?,
+        agent: r.get(3)?,
+        model: r.get(4)?,
+        parent_id: r.get(5)?,
+        status: r.get(6)?,
+        head_seq: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        input_tokens: r.get(10)?,
+        output_tokens: r.get(11)?,
+        reasoning_tokens: r.get(12)?,
+        cache_read_tokens: r.get(13)?,
+        cache_write_tokens: r.get(14)?,
+        cost_usd: r.get(15)?,
+    })
+}
+
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<SessionRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"))?
+        .query_row([id], row)
+        .optional()?)
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    cwd: Option<&str>,
+    cursor: Option<&SessionCursor>,
+    limit: usize,
+) -> Result<Vec<SessionRow>> {
+    let (after_time, after_id) = match cursor {
+        Some(c) => (c.updated_at, c.id.as_str()),
+        None => (i64::MAX, ""),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sessions \
+         WHERE (?1 IS NULL OR cwd = ?1) AND (updated_at < ?2 OR (updated_at = ?2 AND (?3 = '' OR id < ?3))) \
+         ORDER BY updated_at DESC, id DESC LIMIT ?4"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![cwd, after_time, after_id, limit], row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
