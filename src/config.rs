@@ -12,14 +12,9 @@ impl Paths {
     pub fn from_env() -> Self {
         if let Some(home) = std::env::var_os("KEEL_HOME").filter(|h| !h.is_empty()) {
             let home = PathBuf::from(home);
-            return Self {
-                config_dir: home.clone(),
-                data_dir: home,
-            };
+            return Self { config_dir: home.clone(), data_dir: home };
         }
-        let user_home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         let xdg = |var: &str, fallback: &str| {
             std::env::var_os(var)
                 .filter(|v| !v.is_empty())
@@ -27,9 +22,6 @@ impl Paths {
                 .unwrap_or_else(|| user_home.join(fallback))
                 .join("keel")
         };
-        Self {
-            config_dir: xdg("XDG_CONFIG_HOME", ".config"),
-            data_dir: xdg("XDG_DATA_HOME", ".local/share"),
-        }
+        Self { config_dir: xdg("XDG_CONFIG_HOME", ".config"), data_dir: xdg("XDG_DATA_HOME", ".local/share") }
     }
 }

@@ -26,11 +26,7 @@ pub struct Settings {
 impl Engine {
     pub fn open(settings: Settings) -> Result<Arc<Self>, store::Error> {
         let store = Arc::new(Store::open(&settings.data_dir.join("keel.db"))?);
-        let engine = Arc::new(Self {
-            sessions: Sessions::new(Arc::clone(&store)),
-            store,
-            settings,
-        });
+        let engine = Arc::new(Self { sessions: Sessions::new(Arc::clone(&store)), store, settings });
         Ok(engine)
     }
 

@@ -12,11 +12,7 @@ use keel::engine::{Engine, Settings};
 use keel::rpc;
 
 #[derive(Parser)]
-#[command(
-    name = "keel",
-    version,
-    about = "A headless AI coding-agent engine driven over JSON-RPC"
-)]
+#[command(name = "keel", version, about = "A headless AI coding-agent engine driven over JSON-RPC")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -50,10 +46,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "info".into()))
         .with_ansi(false)
         .init();
     let cli = Cli::parse();
@@ -79,12 +72,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn env_millis(var: &str, default: u64) -> Duration {
-    Duration::from_millis(
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
+    Duration::from_millis(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode, String> {
@@ -104,12 +92,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         ),
         None => None,
     };
-    if let Some(Listen::Tcp(addr)) = &listen {
-        if !addr.ip().is_loopback() && token.is_none() {
-            return Err(format!(
-                "listening on {addr} is beyond loopback and needs --token-file"
-            ));
-        }
+    if let Some(Listen::Tcp(addr)) = &listen
+        && !addr.ip().is_loopback()
+        && token.is_none()
+    {
+        return Err(format!("listening on {addr} is beyond loopback and needs --token-file"));
     }
     let rt = runtime()?;
     rt.block_on(async move {
@@ -123,9 +110,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 // stdin is read on a blocking thread that a runtime shutdown would wait for; leave now.
                 std::process::exit(code);
             }
-            Some(Listen::Unix(path)) => {
-                rpc::unix(server, &path).await.map_err(|e| e.to_string())?
-            }
+            Some(Listen::Unix(path)) => rpc::unix(server, &path).await.map_err(|e| e.to_string())?,
             Some(Listen::Tcp(addr)) => rpc::tcp(server, addr).await.map_err(|e| e.to_string())?,
         }
         Ok(ExitCode::SUCCESS)
@@ -142,14 +127,9 @@ fn parse_listen(spec: &str) -> Result<Listen, String> {
         return Ok(Listen::Unix(PathBuf::from(path)));
     }
     if let Some(addr) = spec.strip_prefix("tcp:") {
-        return addr
-            .parse()
-            .map(Listen::Tcp)
-            .map_err(|e| format!("bad address {addr:?}: {e}"));
+        return addr.parse().map(Listen::Tcp).map_err(|e| format!("bad address {addr:?}: {e}"));
     }
-    Err(format!(
-        "--listen takes unix:PATH or tcp:HOST:PORT, not {spec:?}"
-    ))
+    Err(format!("--listen takes unix:PATH or tcp:HOST:PORT, not {spec:?}"))
 }
 
 fn schema(out: Option<PathBuf>) -> Result<ExitCode, String> {
@@ -157,11 +137,9 @@ fn schema(out: Option<PathBuf>) -> Result<ExitCode, String> {
     match out {
         None => print!("{text}"),
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let path = dir.join("protocol.schema.json");
-            std::fs::write(&path, text)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -71,6 +71,9 @@ pub struct EventsParams {
     /// 1..=4096, default 512.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Long poll: when nothing follows the cursor, wait up to this long (at most 60000) for the next commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -159,20 +162,11 @@ method!(
     /// Replays every event after the cursor as `session/event`, then `session/synced`, then live events.
     SessionSubscribe, "session/subscribe", SubscribeParams, SubscribeResult
 );
-method!(
-    SessionUnsubscribe,
-    "session/unsubscribe",
-    UnsubscribeParams,
-    Empty
-);
+method!(SessionUnsubscribe, "session/unsubscribe", UnsubscribeParams, Empty);
 method!(
     /// One page of stored events, for clients that poll instead of subscribing.
     SessionEvents, "session/events", EventsParams, EventsResult
 );
 notification!(SessionEvent, "session/event", EventNotificationParams);
 notification!(SessionSynced, "session/synced", SyncedParams);
-notification!(
-    SessionSubscriptionEnded,
-    "session/subscriptionEnded",
-    SubscriptionEndedParams
-);
+notification!(SessionSubscriptionEnded, "session/subscriptionEnded", SubscriptionEndedParams);

@@ -15,19 +15,13 @@ impl Builder {
     fn method<M: Method>(&mut self, direction: &str) -> &mut Self {
         let params = self.generator.subschema_for::<M::Params>();
         let result = self.generator.subschema_for::<M::Result>();
-        self.methods.insert(
-            M::NAME.to_owned(),
-            json!({ "direction": direction, "params": params, "result": result }),
-        );
+        self.methods.insert(M::NAME.to_owned(), json!({ "direction": direction, "params": params, "result": result }));
         self
     }
 
     fn notification<N: Notification>(&mut self, direction: &str) -> &mut Self {
         let params = self.generator.subschema_for::<N::Params>();
-        self.notifications.insert(
-            N::NAME.to_owned(),
-            json!({ "direction": direction, "params": params }),
-        );
+        self.notifications.insert(N::NAME.to_owned(), json!({ "direction": direction, "params": params }));
         self
     }
 

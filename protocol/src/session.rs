@@ -138,31 +138,11 @@ pub struct SessionStatusChangedParams {
     pub status: SessionStatus,
 }
 
-method!(
-    SessionCreate,
-    "session/create",
-    SessionCreateParams,
-    SessionResult
-);
-method!(
-    SessionList,
-    "session/list",
-    Option<SessionListParams>,
-    SessionListResult
-);
+method!(SessionCreate, "session/create", SessionCreateParams, SessionResult);
+method!(SessionList, "session/list", Option<SessionListParams>, SessionListResult);
 method!(SessionGet, "session/get", SessionIdParams, SessionGetResult);
-method!(
-    SessionUpdate,
-    "session/update",
-    SessionUpdateParams,
-    SessionResult
-);
-method!(
-    SessionFork,
-    "session/fork",
-    SessionForkParams,
-    SessionResult
-);
+method!(SessionUpdate, "session/update", SessionUpdateParams, SessionResult);
+method!(SessionFork, "session/fork", SessionForkParams, SessionResult);
 method!(
     /// Interrupts running work, then removes the session and its events.
     SessionDelete, "session/delete", SessionIdParams, Empty

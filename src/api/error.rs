@@ -22,10 +22,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(path: &str, message: impl Into<String>) -> Self {
-        Self::InvalidParams {
-            path: path.to_owned(),
-            message: message.into(),
-        }
+        Self::InvalidParams { path: path.to_owned(), message: message.into() }
     }
 }
 
@@ -55,25 +52,15 @@ impl From<ApiError> for ErrorObjectOwned {
     fn from(e: ApiError) -> Self {
         let message = e.to_string();
         match e {
-            ApiError::InvalidParams { path, .. } => ErrorObjectOwned::owned(
-                code::INVALID_PARAMS,
-                message,
-                Some(json!({ "path": path })),
-            ),
-            ApiError::SessionNotFound(id) => ErrorObjectOwned::owned(
-                code::SESSION_NOT_FOUND,
-                message,
-                Some(json!({ "sessionId": id })),
-            ),
-            ApiError::InvalidRequest(_) => {
-                ErrorObjectOwned::owned(code::INVALID_REQUEST, message, None::<()>)
+            ApiError::InvalidParams { path, .. } => {
+                ErrorObjectOwned::owned(code::INVALID_PARAMS, message, Some(json!({ "path": path })))
             }
-            ApiError::Unauthorized(_) => {
-                ErrorObjectOwned::owned(code::UNAUTHORIZED, message, None::<()>)
+            ApiError::SessionNotFound(id) => {
+                ErrorObjectOwned::owned(code::SESSION_NOT_FOUND, message, Some(json!({ "sessionId": id })))
             }
-            ApiError::Internal(_) => {
-                ErrorObjectOwned::owned(code::INTERNAL_ERROR, message, None::<()>)
-            }
+            ApiError::InvalidRequest(_) => ErrorObjectOwned::owned(code::INVALID_REQUEST, message, None::<()>),
+            ApiError::Unauthorized(_) => ErrorObjectOwned::owned(code::UNAUTHORIZED, message, None::<()>),
+            ApiError::Internal(_) => ErrorObjectOwned::owned(code::INTERNAL_ERROR, message, None::<()>),
         }
     }
 }

@@ -3,19 +3,13 @@
 use std::sync::Arc;
 
 use keel_protocol::PROTOCOL_VERSION;
-use keel_protocol::initialize::{
-    InitializeParams, InitializeResult, ServerCapabilities, ServerInfo,
-};
+use keel_protocol::initialize::{InitializeParams, InitializeResult, ServerCapabilities, ServerInfo};
 
 use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::{Call, framing::MAX_FRAME};
 
-pub async fn initialize(
-    _: Arc<Engine>,
-    p: InitializeParams,
-    call: Call,
-) -> Result<InitializeResult, ApiError> {
+pub async fn initialize(_: Arc<Engine>, p: InitializeParams, call: Call) -> Result<InitializeResult, ApiError> {
     if p.protocol_version != PROTOCOL_VERSION {
         let reason = format!("this engine speaks protocol version {PROTOCOL_VERSION}");
         return Err(ApiError::invalid("protocolVersion", reason));
@@ -24,16 +18,9 @@ pub async fn initialize(
         // Compared in full, without an early exit, so the time taken says nothing about the token.
         let given = p.auth_token.as_deref().unwrap_or_default().as_bytes();
         let matches = given.len() == required.len()
-            && given
-                .iter()
-                .zip(required.as_bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+            && given.iter().zip(required.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
         if !matches {
-            tracing::info!(
-                connection = call.peer.id(),
-                "initialize refused: bad or missing authToken"
-            );
+            tracing::info!(connection = call.peer.id(), "initialize refused: bad or missing authToken");
             return Err(ApiError::Unauthorized("bad or missing authToken"));
         }
     }
@@ -47,16 +34,11 @@ pub async fn initialize(
         already
     });
     if already {
-        return Err(ApiError::InvalidRequest(
-            "the connection is already initialized".into(),
-        ));
+        return Err(ApiError::InvalidRequest("the connection is already initialized".into()));
     }
     Ok(InitializeResult {
         protocol_version: PROTOCOL_VERSION,
-        server_info: ServerInfo {
-            name: "keel".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
+        server_info: ServerInfo { name: "keel".into(), version: env!("CARGO_PKG_VERSION").into() },
         capabilities: ServerCapabilities {
             durable_cursors: true,
             max_frame_bytes: MAX_FRAME as u64,
@@ -65,11 +47,7 @@ pub async fn initialize(
     })
 }
 
-pub async fn shutdown(
-    _: Arc<Engine>,
-    _: Option<keel_protocol::Empty>,
-    call: Call,
-) -> Result<(), ApiError> {
+pub async fn shutdown(_: Arc<Engine>, _: Option<keel_protocol::Empty>, call: Call) -> Result<(), ApiError> {
     call.peer.update_lifecycle(|l| l.shut_down = true);
     Ok(())
 }

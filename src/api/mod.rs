@@ -46,22 +46,19 @@ impl Table {
         F: Fn(Arc<Engine>, M::Params, Call) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<M::Result, ApiError>> + Send + 'static,
     {
-        self.0
-            .register_async_method(M::NAME, move |raw, engine, extensions| {
-                let handler = handler.clone();
-                async move {
-                    let call = extensions
-                        .get::<Call>()
-                        .cloned()
-                        .ok_or_else(|| ApiError::Internal("no call context".into()));
-                    let params = params::parse::<M::Params>(raw.as_str());
-                    let result = match (call, params) {
-                        (Ok(call), Ok(params)) => handler(engine, params, call).await,
-                        (Err(e), _) | (_, Err(e)) => Err(e),
-                    };
-                    result.map_err(ErrorObjectOwned::from)
-                }
-            })?;
+        self.0.register_async_method(M::NAME, move |raw, engine, extensions| {
+            let handler = handler.clone();
+            async move {
+                let call =
+                    extensions.get::<Call>().cloned().ok_or_else(|| ApiError::Internal("no call context".into()));
+                let params = params::parse::<M::Params>(raw.as_str());
+                let result = match (call, params) {
+                    (Ok(call), Ok(params)) => handler(engine, params, call).await,
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                result.map_err(ErrorObjectOwned::from)
+            }
+        })?;
         Ok(())
     }
 }

@@ -11,11 +11,7 @@ pub fn parse<P: DeserializeOwned>(raw: Option<&str>) -> Result<P, ApiError> {
         let at = e.path().to_string();
         let message = e.into_inner().to_string();
         // serde_json appends the position, which says nothing useful about a single params object.
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
         let path = match (field_in(&message), at.as_str()) {
             (Some(field), ".") => field.to_owned(),
             (Some(field), parent) => format!("{parent}.{field}"),
@@ -29,9 +25,7 @@ pub fn parse<P: DeserializeOwned>(raw: Option<&str>) -> Result<P, ApiError> {
 
 /// The field named by serde's "missing field `x`" and "unknown field `x`" messages.
 fn field_in(message: &str) -> Option<&str> {
-    let rest = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"))?;
+    let rest = message.strip_prefix("missing field `").or_else(|| message.strip_prefix("unknown field `"))?;
     rest.split('`').next()
 }
 

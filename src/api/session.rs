@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use keel_protocol::Empty;
 use keel_protocol::session::{
-    Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams,
-    SessionListParams, SessionListResult, SessionResult, SessionStatus, SessionUpdateParams, Usage,
+    Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams, SessionListParams,
+    SessionListResult, SessionResult, SessionStatus, SessionUpdateParams, Usage,
 };
 
 use super::ApiError;
@@ -16,44 +16,22 @@ use crate::store::SessionRow;
 
 const DEFAULT_PAGE: usize = 50;
 
-pub async fn create(
-    engine: Arc<Engine>,
-    p: SessionCreateParams,
-    _: Call,
-) -> Result<SessionResult, ApiError> {
-    let new = NewSession {
-        cwd: p.cwd,
-        title: p.title,
-        agent: p.agent,
-        model: p.model,
-        parent_id: p.parent_id,
-    };
-    Ok(SessionResult {
-        session: to_wire(engine.sessions.create(new)?),
-    })
+pub async fn create(engine: Arc<Engine>, p: SessionCreateParams, _: Call) -> Result<SessionResult, ApiError> {
+    let new = NewSession { cwd: p.cwd, title: p.title, agent: p.agent, model: p.model, parent_id: p.parent_id };
+    Ok(SessionResult { session: to_wire(engine.sessions.create(new)?) })
 }
 
-pub async fn list(
-    engine: Arc<Engine>,
-    p: Option<SessionListParams>,
-    _: Call,
-) -> Result<SessionListResult, ApiError> {
+pub async fn list(engine: Arc<Engine>, p: Option<SessionListParams>, _: Call) -> Result<SessionListResult, ApiError> {
     let p = p.unwrap_or_default();
     let limit = p.limit.map_or(DEFAULT_PAGE, |l| l as usize);
-    let page = engine
-        .sessions
-        .list(p.cwd.as_deref(), p.cursor.as_deref(), limit)?;
+    let page = engine.sessions.list(p.cwd.as_deref(), p.cursor.as_deref(), limit)?;
     Ok(SessionListResult {
         sessions: page.sessions.into_iter().map(to_wire).collect(),
         next_cursor: page.next.as_ref().map(encode_cursor),
     })
 }
 
-pub async fn get(
-    engine: Arc<Engine>,
-    p: SessionIdParams,
-    _: Call,
-) -> Result<SessionGetResult, ApiError> {
+pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<SessionGetResult, ApiError> {
     let row = engine.sessions.get(&p.session_id)?;
     let head_seq = row.head_seq;
     let session = to_wire(row);
@@ -66,29 +44,13 @@ pub async fn get(
     })
 }
 
-pub async fn update(
-    engine: Arc<Engine>,
-    p: SessionUpdateParams,
-    _: Call,
-) -> Result<SessionResult, ApiError> {
-    let changes = SessionChanges {
-        title: p.title,
-        agent: p.agent,
-        model: p.model,
-    };
-    Ok(SessionResult {
-        session: to_wire(engine.sessions.update(&p.session_id, changes)?),
-    })
+pub async fn update(engine: Arc<Engine>, p: SessionUpdateParams, _: Call) -> Result<SessionResult, ApiError> {
+    let changes = SessionChanges { title: p.title, agent: p.agent, model: p.model };
+    Ok(SessionResult { session: to_wire(engine.sessions.update(&p.session_id, changes)?) })
 }
 
-pub async fn fork(
-    engine: Arc<Engine>,
-    p: SessionForkParams,
-    _: Call,
-) -> Result<SessionResult, ApiError> {
-    Ok(SessionResult {
-        session: to_wire(engine.sessions.fork(&p.session_id, p.at_seq)?),
-    })
+pub async fn fork(engine: Arc<Engine>, p: SessionForkParams, _: Call) -> Result<SessionResult, ApiError> {
+    Ok(SessionResult { session: to_wire(engine.sessions.fork(&p.session_id, p.at_seq)?) })
 }
 
 pub async fn delete(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Empty, ApiError> {

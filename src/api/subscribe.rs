@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use keel_protocol::Empty;
 use keel_protocol::Notification;
 use keel_protocol::event::{
-    Event as WireEvent, EventNotificationParams, EventsParams, EventsResult, SessionEvent,
-    SessionSubscriptionEnded, SessionSynced, SubscribeParams, SubscribeResult,
-    SubscriptionEndReason, SubscriptionEndedParams, SyncedParams, UnsubscribeParams,
+    Event as WireEvent, EventNotificationParams, EventsParams, EventsResult, SessionEvent, SessionSubscriptionEnded,
+    SessionSynced, SubscribeParams, SubscribeResult, SubscriptionEndReason, SubscriptionEndedParams, SyncedParams,
+    UnsubscribeParams,
 };
 use serde_json::value::RawValue;
 
@@ -25,14 +26,11 @@ use crate::store::{Event, Feed, Store};
 const REPLAY_PAGE: usize = 512;
 const DEFAULT_EVENTS_LIMIT: u32 = 512;
 const MAX_EVENTS_LIMIT: u32 = 4096;
+const MAX_WAIT_MS: u64 = 60_000;
 
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
 
-pub async fn subscribe(
-    engine: Arc<Engine>,
-    p: SubscribeParams,
-    call: Call,
-) -> Result<SubscribeResult, ApiError> {
+pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> Result<SubscribeResult, ApiError> {
     // The feed exists before the history is read, so nothing that commits from here on can be missed.
     let feed = engine.store.feed(&p.session_id)?;
     let head_seq = feed.head();
@@ -40,17 +38,10 @@ pub async fn subscribe(
         -1 => head_seq,
         n if n >= 0 => n.unsigned_abs(),
         _ => {
-            return Err(ApiError::invalid(
-                "afterSeq",
-                "must be -1 (from now) or a seq",
-            ));
+            return Err(ApiError::invalid("afterSeq", "must be -1 (from now) or a seq"));
         }
     };
-    let subscription_id = format!(
-        "sub_{}_{}",
-        call.peer.id(),
-        NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed)
-    );
+    let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
     let subscription = Subscription {
         id: subscription_id.clone(),
         store: Arc::clone(&engine.store),
@@ -62,53 +53,40 @@ pub async fn subscribe(
     let peer = Arc::clone(&call.peer);
     let key = subscription_id.clone();
     call.after_response(move || peer.spawn_task(key, subscription.run()));
-    Ok(SubscribeResult {
-        subscription_id,
-        head_seq,
-    })
+    Ok(SubscribeResult { subscription_id, head_seq })
 }
 
-pub async fn unsubscribe(
-    _: Arc<Engine>,
-    p: UnsubscribeParams,
-    call: Call,
-) -> Result<Empty, ApiError> {
+pub async fn unsubscribe(_: Arc<Engine>, p: UnsubscribeParams, call: Call) -> Result<Empty, ApiError> {
     if !call.peer.stop_task(&p.subscription_id) {
-        return Err(ApiError::invalid(
-            "subscriptionId",
-            "no such subscription on this connection",
-        ));
+        return Err(ApiError::invalid("subscriptionId", "no such subscription on this connection"));
     }
     Ok(Empty {})
 }
 
-pub async fn events(
-    engine: Arc<Engine>,
-    p: EventsParams,
-    _: Call,
-) -> Result<EventsResult, ApiError> {
-    let limit = p
-        .limit
-        .unwrap_or(DEFAULT_EVENTS_LIMIT)
-        .clamp(1, MAX_EVENTS_LIMIT) as usize;
-    let head_seq = engine
-        .store
-        .head(&p.session_id)?
-        .ok_or(ApiError::SessionNotFound(p.session_id.clone()))?;
-    let events = engine
-        .store
-        .events_after(&p.session_id, p.after_seq, limit)?;
+pub async fn events(engine: Arc<Engine>, p: EventsParams, call: Call) -> Result<EventsResult, ApiError> {
+    let limit = p.limit.unwrap_or(DEFAULT_EVENTS_LIMIT).clamp(1, MAX_EVENTS_LIMIT) as usize;
+    let store = &engine.store;
+    let mut events = store.events_after(&p.session_id, p.after_seq, limit)?;
+    if let Some(wait) = p.wait_ms.filter(|_| events.is_empty()) {
+        let feed = store.feed(&p.session_id)?;
+        let mut wake = feed.watch();
+        call.release_order();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait.min(MAX_WAIT_MS));
+        while feed.head() <= p.after_seq && !feed.is_deleted() {
+            if tokio::time::timeout_at(deadline, wake.changed()).await.is_err() {
+                break;
+            }
+        }
+        events = store.events_after(&p.session_id, p.after_seq, limit)?;
+    }
+    let head_seq = store.head(&p.session_id)?.ok_or_else(|| ApiError::SessionNotFound(p.session_id.clone()))?;
     let has_more = events.last().is_some_and(|e| e.seq < head_seq);
     let events = events
         .iter()
         .map(|e| wire(e).try_map_data(|d| serde_json::from_str(d.get())))
         .collect::<Result<Vec<_>, serde_json::Error>>()
         .map_err(|e| ApiError::Internal(format!("stored event is not JSON: {e}")))?;
-    Ok(EventsResult {
-        events,
-        head_seq,
-        has_more,
-    })
+    Ok(EventsResult { events, head_seq, has_more })
 }
 
 struct Subscription {
@@ -129,15 +107,8 @@ impl Subscription {
     async fn run(mut self) {
         let stop = self.deliver().await;
         if let Stop::Ended(reason) = stop {
-            let ended = SubscriptionEndedParams {
-                subscription_id: self.id.clone(),
-                reason,
-                last_seq: self.cursor,
-            };
-            let _ = self
-                .peer
-                .notify(SessionSubscriptionEnded::NAME, &ended)
-                .await;
+            let ended = SubscriptionEndedParams { subscription_id: self.id.clone(), reason, last_seq: self.cursor };
+            let _ = self.peer.notify(SessionSubscriptionEnded::NAME, &ended).await;
         }
         self.peer.forget_task(&self.id);
     }
@@ -173,10 +144,7 @@ impl Subscription {
             }
             if !synced {
                 synced = true;
-                let params = SyncedParams {
-                    subscription_id: self.id.clone(),
-                    seq: self.cursor,
-                };
+                let params = SyncedParams { subscription_id: self.id.clone(), seq: self.cursor };
                 if let Err(stop) = self.send_notification(SessionSynced::NAME, &params).await {
                     return stop;
                 }
@@ -192,25 +160,16 @@ impl Subscription {
         if let Some(recent) = self.feed.recent_after(self.cursor, REPLAY_PAGE) {
             return Ok(recent);
         }
-        let page = self
-            .store
-            .events_after(self.feed.session_id(), self.cursor, REPLAY_PAGE)?;
+        let page = self.store.events_after(self.feed.session_id(), self.cursor, REPLAY_PAGE)?;
         Ok(page.into_iter().map(Arc::new).collect())
     }
 
     async fn send(&self, event: &Event) -> Result<(), Stop> {
-        let params = EventNotificationParams {
-            subscription_id: self.id.clone(),
-            event: wire(event),
-        };
+        let params = EventNotificationParams { subscription_id: self.id.clone(), event: wire(event) };
         self.send_notification(SessionEvent::NAME, &params).await
     }
 
-    async fn send_notification(
-        &self,
-        method: &str,
-        params: &impl serde::Serialize,
-    ) -> Result<(), Stop> {
+    async fn send_notification(&self, method: &str, params: &impl serde::Serialize) -> Result<(), Stop> {
         match self.peer.notify_within(method, params, self.stall).await {
             Ok(()) => Ok(()),
             Err(PeerError::Stalled(_)) => Err(Stop::Ended(SubscriptionEndReason::Lagged)),

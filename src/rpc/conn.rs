@@ -35,15 +35,25 @@ pub struct Server {
     required_token: Option<String>,
 }
 
+type Hook = Box<dyn FnOnce() + Send>;
+
 /// Per-request context handed to method handlers through jsonrpsee's `Extensions`.
 #[derive(Clone)]
 pub struct Call {
     pub peer: PeerRef,
     pub required_token: Option<Arc<str>>,
-    after_response: Arc<Mutex<Vec<Box<dyn FnOnce() + Send>>>>,
+    after_response: Arc<Mutex<Vec<Hook>>>,
+    /// Dropped to let the connection's next request for the same session start.
+    order: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 impl Call {
+    /// Lets later requests for the same session run while this one waits (long polls). Call it once the
+    /// request's ordered part, the reads and writes that must follow earlier requests, is done.
+    pub fn release_order(&self) {
+        self.order.lock().take();
+    }
+
     /// Runs `f` once this request's response is queued, so that anything `f` sends follows the response.
     pub fn after_response(&self, f: impl FnOnce() + Send + 'static) {
         self.after_response.lock().push(Box::new(f));
@@ -61,11 +71,7 @@ pub enum Ended {
 
 impl Server {
     pub fn new(methods: impl Into<Methods>, required_token: Option<String>) -> Self {
-        Self {
-            methods: methods.into(),
-            next_connection: AtomicU64::new(1),
-            required_token,
-        }
+        Self { methods: methods.into(), next_connection: AtomicU64::new(1), required_token }
     }
 
     pub async fn serve<R, W>(self: &Arc<Self>, reader: R, writer: W) -> Ended
@@ -128,15 +134,8 @@ impl Connection {
         let bytes = match frame {
             Frame::Message(bytes) => bytes,
             Frame::Oversized(n) => {
-                let reason =
-                    format!("frame of {n} bytes exceeds the limit of {MAX_FRAME} bytes; skipped");
-                self.reply(message::error(
-                    &Value::Null,
-                    code::INVALID_REQUEST,
-                    &reason,
-                    None,
-                ))
-                .await;
+                let reason = format!("frame of {n} bytes exceeds the limit of {MAX_FRAME} bytes; skipped");
+                self.reply(message::error(&Value::Null, code::INVALID_REQUEST, &reason, None)).await;
                 return None;
             }
             Frame::BadHeader(reason) => {
@@ -152,17 +151,11 @@ impl Connection {
         };
         match message::classify(&bytes) {
             Err(Invalid::Parse(reason)) => {
-                self.reply(message::error(
-                    &Value::Null,
-                    code::PARSE_ERROR,
-                    &format!("parse error: {reason}"),
-                    None,
-                ))
-                .await;
+                self.reply(message::error(&Value::Null, code::PARSE_ERROR, &format!("parse error: {reason}"), None))
+                    .await;
             }
             Err(Invalid::Request { id, reason }) => {
-                self.reply(message::error(&id, code::INVALID_REQUEST, reason, None))
-                    .await;
+                self.reply(message::error(&id, code::INVALID_REQUEST, reason, None)).await;
             }
             Ok(Incoming::Request { id, method, params }) => self.request(id, method, params).await,
             Ok(Incoming::Notification { method, params }) => {
@@ -186,32 +179,22 @@ impl Connection {
         let lifecycle = self.peer.lifecycle();
         if lifecycle.shut_down {
             let reason = "the server is shut down; only `exit` is accepted";
-            return self
-                .reply(message::error(&id, code::INVALID_REQUEST, reason, None))
-                .await;
+            return self.reply(message::error(&id, code::INVALID_REQUEST, reason, None)).await;
         }
         if !lifecycle.initialized && method != "initialize" {
             let reason = "the connection is not initialized; send `initialize` first";
-            return self
-                .reply(message::error(&id, code::NOT_INITIALIZED, reason, None))
-                .await;
+            return self.reply(message::error(&id, code::NOT_INITIALIZED, reason, None)).await;
         }
         let key = id.to_string();
         let (cancel_tx, cancel_rx) = oneshot::channel();
         if self.inflight.lock().contains_key(&key) {
             let reason = "a request with this id is still running";
-            return self
-                .reply(message::error(&id, code::INVALID_REQUEST, reason, None))
-                .await;
+            return self.reply(message::error(&id, code::INVALID_REQUEST, reason, None)).await;
         }
         self.inflight.lock().insert(key.clone(), cancel_tx);
 
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let previous = match params
-            .as_ref()
-            .and_then(|p| p.get("sessionId"))
-            .and_then(Value::as_str)
-        {
+        let previous = match params.as_ref().and_then(|p| p.get("sessionId")).and_then(Value::as_str) {
             Some(session) => self.session_order.insert(session.to_owned(), done_rx),
             None => None,
         };
@@ -229,6 +212,7 @@ impl Connection {
                 peer: Arc::clone(&peer),
                 required_token,
                 after_response: Arc::default(),
+                order: Arc::new(Mutex::new(Some(done_tx))),
             };
             tokio::select! {
                 frame = dispatch(&methods, &id, &method, params, call.clone()) => {
@@ -240,7 +224,7 @@ impl Connection {
                 }
                 _ = cancel_rx => {}
             }
-            drop(done_tx);
+            call.release_order();
         });
         if lifecycle_change {
             let _ = task.await;
@@ -250,26 +234,14 @@ impl Connection {
     async fn notification(&mut self, method: &str, params: Option<Value>) -> Option<Ended> {
         match method {
             "exit" => {
-                return Some(Ended::Exit(if self.peer.lifecycle().shut_down {
-                    0
-                } else {
-                    1
-                }));
+                return Some(Ended::Exit(if self.peer.lifecycle().shut_down { 0 } else { 1 }));
             }
             "$/cancelRequest" => {
-                let Some(id) = params.as_ref().and_then(|p| p.get("id")) else {
-                    return None;
-                };
+                let id = params.as_ref().and_then(|p| p.get("id"))?;
                 let cancelled = self.inflight.lock().remove(&id.to_string());
                 if let Some(cancel) = cancelled {
                     let _ = cancel.send(());
-                    self.reply(message::error(
-                        id,
-                        code::REQUEST_CANCELLED,
-                        "request cancelled",
-                        None,
-                    ))
-                    .await;
+                    self.reply(message::error(id, code::REQUEST_CANCELLED, "request cancelled", None)).await;
                 }
             }
             "initialized" => {}
@@ -288,20 +260,9 @@ impl Connection {
 }
 
 /// Runs one request through the method table and returns the response frame.
-async fn dispatch(
-    methods: &Methods,
-    id: &Value,
-    method: &str,
-    params: Option<Value>,
-    call: Call,
-) -> Vec<u8> {
+async fn dispatch(methods: &Methods, id: &Value, method: &str, params: Option<Value>, call: Call) -> Vec<u8> {
     let Some((_, callback)) = methods.method_with_name(method) else {
-        return message::error(
-            id,
-            code::METHOD_NOT_FOUND,
-            &format!("method not found: {method}"),
-            None,
-        );
+        return message::error(id, code::METHOD_NOT_FOUND, &format!("method not found: {method}"), None);
     };
     // jsonrpsee ids are unsigned integers or strings; anything else is echoed back by patching the response.
     let (rpc_id, patch_id) = match id {
@@ -320,12 +281,7 @@ async fn dispatch(
         MethodCallback::Async(cb) => cb(rpc_id, params, conn, max, extensions).await,
         MethodCallback::Sync(cb) => cb(rpc_id, params, max, extensions),
         _ => {
-            return message::error(
-                id,
-                code::METHOD_NOT_FOUND,
-                &format!("method not found: {method}"),
-                None,
-            );
+            return message::error(id, code::METHOD_NOT_FOUND, &format!("method not found: {method}"), None);
         }
     };
     let json = response.into_json();
@@ -342,11 +298,7 @@ async fn dispatch(
 }
 
 /// Writes queued frames in order, flushing whenever the queue runs dry.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    writer: W,
-    framing: Framing,
-) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Vec<u8>>, writer: W, framing: Framing) {
     use tokio::io::AsyncWriteExt;
     let mut out = BufWriter::new(writer);
     while let Some(frame) = rx.recv().await {

@@ -33,20 +33,12 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            framing: None,
-            max: MAX_FRAME,
-        }
+        Self { inner, framing: None, max: MAX_FRAME }
     }
 
     #[cfg(test)]
     fn with_max(inner: R, max: usize) -> Self {
-        Self {
-            inner,
-            framing: None,
-            max,
-        }
+        Self { inner, framing: None, max }
     }
 
     pub fn framing(&self) -> Option<Framing> {
@@ -79,11 +71,8 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             }
             let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
             if blank < buf.len() {
-                let framing = if buf[blank].eq_ignore_ascii_case(&b'c') {
-                    Framing::ContentLength
-                } else {
-                    Framing::Ndjson
-                };
+                let framing =
+                    if buf[blank].eq_ignore_ascii_case(&b'c') { Framing::ContentLength } else { Framing::Ndjson };
                 self.inner.consume(blank);
                 return Ok(Some(framing));
             }
@@ -126,12 +115,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             let text = String::from_utf8_lossy(line);
             match text.split_once(':') {
                 Some((name, value)) if name.trim().eq_ignore_ascii_case("content-length") => {
-                    length = Some(
-                        value
-                            .trim()
-                            .parse::<usize>()
-                            .map_err(|_| format!("bad Content-Length {value:?}")),
-                    );
+                    length = Some(value.trim().parse::<usize>().map_err(|_| format!("bad Content-Length {value:?}")));
                 }
                 Some(_) => {} // Content-Type and friends
                 None if length.is_none() => length = Some(Err(format!("not a header: {text:.80}"))),
@@ -142,11 +126,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             None => Ok(Some(Frame::BadHeader("missing Content-Length".into()))),
             Some(Err(reason)) => Ok(Some(Frame::BadHeader(reason))),
             Some(Ok(n)) if n > self.max => {
-                let skipped = tokio::io::copy(
-                    &mut (&mut self.inner).take(n as u64),
-                    &mut tokio::io::sink(),
-                )
-                .await?;
+                let skipped = tokio::io::copy(&mut (&mut self.inner).take(n as u64), &mut tokio::io::sink()).await?;
                 if (skipped as usize) < n {
                     return Ok(None);
                 }
@@ -196,11 +176,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::R
         let used = done.unwrap_or(chunk.len());
         r.consume(used);
         if done.is_some() {
-            return Ok(if total > max {
-                Line::TooLong(total)
-            } else {
-                Line::Text(line)
-            });
+            return Ok(if total > max { Line::TooLong(total) } else { Line::Text(line) });
         }
     }
 }
@@ -222,19 +198,14 @@ fn trim_ascii(mut s: &[u8]) -> &[u8] {
 }
 
 /// Writes one JSON message in the connection's framing.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    framing: Framing,
-    json: &[u8],
-) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, framing: Framing, json: &[u8]) -> std::io::Result<()> {
     match framing {
         Framing::Ndjson => {
             w.write_all(json).await?;
             w.write_all(b"\n").await
         }
         Framing::ContentLength => {
-            w.write_all(format!("Content-Length: {}\r\n\r\n", json.len()).as_bytes())
-                .await?;
+            w.write_all(format!("Content-Length: {}\r\n\r\n", json.len()).as_bytes()).await?;
             w.write_all(json).await
         }
     }
@@ -261,10 +232,7 @@ mod tests {
     async fn ndjson_skips_blank_lines_and_oversized_lines() {
         let (framing, got) = frames(b"\n {\"a\":1}\n\n{\"b\":22222222}\n{\"c\":3}\r\n", 9).await;
         assert_eq!(framing, Some(Framing::Ndjson));
-        assert_eq!(
-            got,
-            vec![msg("{\"a\":1}"), Frame::Oversized(14), msg("{\"c\":3}\r")]
-        );
+        assert_eq!(got, vec![msg("{\"a\":1}"), Frame::Oversized(14), msg("{\"c\":3}\r")]);
     }
 
     #[tokio::test]
@@ -277,15 +245,12 @@ mod tests {
 
     #[tokio::test]
     async fn content_length_survives_bad_headers_and_oversized_bodies() {
-        let input = b"Content-Length: 12\r\n\r\n{\"big\":1234}Content-Length: x\r\n\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
+        let input =
+            b"Content-Length: 12\r\n\r\n{\"big\":1234}Content-Length: x\r\n\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
         let (_, got) = frames(input, 10).await;
         assert_eq!(
             got,
-            vec![
-                Frame::Oversized(12),
-                Frame::BadHeader("bad Content-Length \" x\"".into()),
-                msg("{\"a\":1}")
-            ]
+            vec![Frame::Oversized(12), Frame::BadHeader("bad Content-Length \" x\"".into()), msg("{\"a\":1}")]
         );
     }
 

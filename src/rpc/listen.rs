@@ -11,10 +11,7 @@ use super::conn::{Ended, Server};
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("cannot listen on {what}: {source}")]
-    Bind {
-        what: String,
-        source: std::io::Error,
-    },
+    Bind { what: String, source: std::io::Error },
     #[error("{0} is in use by a running engine")]
     SocketInUse(PathBuf),
 }
@@ -56,19 +53,12 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
     let bound = UnixListener::bind(path);
     // SAFETY: as above.
     unsafe { libc::umask(previous) };
-    bound.map_err(|source| ListenError::Bind {
-        what: path.display().to_string(),
-        source,
-    })
+    bound.map_err(|source| ListenError::Bind { what: path.display().to_string(), source })
 }
 
 pub async fn tcp(server: Arc<Server>, addr: SocketAddr) -> Result<(), ListenError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ListenError::Bind {
-            what: addr.to_string(),
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| ListenError::Bind { what: addr.to_string(), source })?;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

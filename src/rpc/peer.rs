@@ -85,17 +85,8 @@ impl Peer {
     }
 
     /// Like `notify`, but gives up when the queue stays full for `stall`: the client has stopped reading.
-    pub async fn notify_within(
-        &self,
-        method: &str,
-        params: &impl Serialize,
-        stall: Duration,
-    ) -> Result<(), PeerError> {
-        match self
-            .out
-            .send_timeout(message::notification(method, params), stall)
-            .await
-        {
+    pub async fn notify_within(&self, method: &str, params: &impl Serialize, stall: Duration) -> Result<(), PeerError> {
+        match self.out.send_timeout(message::notification(method, params), stall).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(PeerError::Stalled(stall)),
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(PeerError::Closed),
@@ -104,30 +95,19 @@ impl Peer {
 
     /// Sends a server→client request and waits for the answer. On timeout the client is told with
     /// `$/cancelRequest`. Ids are strings prefixed with `s` so they never collide with the client's own.
-    pub async fn request(
-        &self,
-        method: &str,
-        params: &impl Serialize,
-        timeout: Duration,
-    ) -> Result<Value, PeerError> {
+    pub async fn request(&self, method: &str, params: &impl Serialize, timeout: Duration) -> Result<Value, PeerError> {
         let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id.clone(), tx);
-        let guard = PendingGuard {
-            peer: self,
-            id: &id,
-        };
-        self.send_frame(message::request(&id, method, params))
-            .await?;
+        let guard = PendingGuard { peer: self, id: &id };
+        self.send_frame(message::request(&id, method, params)).await?;
         let answer = tokio::time::timeout(timeout, rx).await;
         drop(guard);
         match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PeerError::Closed),
             Err(_) => {
-                let _ = self
-                    .notify("$/cancelRequest", &serde_json::json!({ "id": id }))
-                    .await;
+                let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
                 Err(PeerError::Timeout(timeout))
             }
         }
@@ -137,13 +117,8 @@ impl Peer {
     pub async fn cancel_request(&self, id: &str) {
         let removed = self.pending.lock().remove(id);
         if let Some(waiter) = removed {
-            let _ = waiter.send(Err(PeerError::Remote {
-                code: -32800,
-                message: "cancelled by the server".into(),
-            }));
-            let _ = self
-                .notify("$/cancelRequest", &serde_json::json!({ "id": id }))
-                .await;
+            let _ = waiter.send(Err(PeerError::Remote { code: -32800, message: "cancelled by the server".into() }));
+            let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
         }
     }
 

@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use keel_protocol::event::{
-    ForkOrigin, SessionCreatedData, SessionDeletedData, SessionUpdatedData,
-};
+use keel_protocol::event::{ForkOrigin, SessionCreatedData, SessionDeletedData, SessionUpdatedData};
 
 use super::Error;
 use crate::store::{NewEvent, SessionCursor, SessionRow, Store};
@@ -47,16 +45,10 @@ impl Sessions {
     pub fn create(&self, new: NewSession) -> Result<SessionRow, Error> {
         let cwd = Path::new(&new.cwd);
         if !cwd.is_absolute() {
-            return Err(Error::InvalidParam {
-                path: "cwd",
-                reason: "must be an absolute path".into(),
-            });
+            return Err(Error::InvalidParam { path: "cwd", reason: "must be an absolute path".into() });
         }
         if !cwd.is_dir() {
-            return Err(Error::InvalidParam {
-                path: "cwd",
-                reason: format!("{} is not a directory", new.cwd),
-            });
+            return Err(Error::InvalidParam { path: "cwd", reason: format!("{} is not a directory", new.cwd) });
         }
         if let Some(parent) = &new.parent_id {
             self.get(parent)?;
@@ -70,32 +62,21 @@ impl Sessions {
             parent_id: new.parent_id,
             forked_from: None,
         };
-        self.store
-            .append(&id, vec![NewEvent::new("session.created", &created)?])?;
+        self.store.append(&id, vec![NewEvent::new("session.created", &created)?])?;
         self.get(&id)
     }
 
     pub fn get(&self, id: &str) -> Result<SessionRow, Error> {
-        self.store
-            .session(id)?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.store.session(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    pub fn list(
-        &self,
-        cwd: Option<&str>,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<SessionPage, Error> {
+    pub fn list(&self, cwd: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<SessionPage, Error> {
         let cursor = cursor.map(decode_cursor).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
         let mut sessions = self.store.sessions(cwd, cursor.as_ref(), limit + 1)?;
         let next = if sessions.len() > limit {
             sessions.truncate(limit);
-            sessions.last().map(|s| SessionCursor {
-                updated_at: s.updated_at,
-                id: s.id.clone(),
-            })
+            sessions.last().map(|s| SessionCursor { updated_at: s.updated_at, id: s.id.clone() })
         } else {
             None
         };
@@ -114,8 +95,7 @@ impl Sessions {
         if data == SessionUpdatedData::default() {
             return Ok(current);
         }
-        self.store
-            .append(id, vec![NewEvent::new("session.updated", &data)?])?;
+        self.store.append(id, vec![NewEvent::new("session.updated", &data)?])?;
         self.get(id)
     }
 
@@ -124,34 +104,21 @@ impl Sessions {
         let head = self.get(id)?.head_seq;
         let created = SessionCreatedData {
             parent_id: Some(id.to_owned()),
-            forked_from: Some(ForkOrigin {
-                session_id: id.to_owned(),
-                at_seq: at_seq.unwrap_or(head),
-            }),
+            forked_from: Some(ForkOrigin { session_id: id.to_owned(), at_seq: at_seq.unwrap_or(head) }),
             ..source
         };
         let new_id = new_session_id();
-        Ok(self.store.fork(
-            id,
-            at_seq,
-            &new_id,
-            NewEvent::new("session.created", &created)?,
-        )?)
+        Ok(self.store.fork(id, at_seq, &new_id, NewEvent::new("session.created", &created)?)?)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), Error> {
-        self.store.append(
-            id,
-            vec![NewEvent::new("session.deleted", &SessionDeletedData {})?],
-        )?;
+        self.store.append(id, vec![NewEvent::new("session.deleted", &SessionDeletedData {})?])?;
         Ok(())
     }
 
     fn first_event(&self, id: &str) -> Result<SessionCreatedData, Error> {
         let first = self.store.events_after(id, 0, 1)?;
-        let event = first
-            .first()
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let event = first.first().ok_or_else(|| Error::NotFound(id.to_owned()))?;
         serde_json::from_str(event.data.get()).map_err(|e| Error::Store(e.into()))
     }
 }
@@ -162,15 +129,9 @@ fn new_session_id() -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<SessionCursor, Error> {
-    let invalid = || Error::InvalidParam {
-        path: "cursor",
-        reason: "not a cursor returned by session/list".into(),
-    };
+    let invalid = || Error::InvalidParam { path: "cursor", reason: "not a cursor returned by session/list".into() };
     let (time, id) = cursor.split_once('.').ok_or_else(invalid)?;
-    Ok(SessionCursor {
-        updated_at: time.parse().map_err(|_| invalid())?,
-        id: id.to_owned(),
-    })
+    Ok(SessionCursor { updated_at: time.parse().map_err(|_| invalid())?, id: id.to_owned() })
 }
 
 pub fn encode_cursor(cursor: &SessionCursor) -> String {

@@ -102,10 +102,7 @@ impl Drop for Feed {
     fn drop(&mut self) {
         if let Some(feeds) = self.feeds.upgrade() {
             let mut feeds = feeds.lock();
-            if feeds
-                .get(&self.session_id)
-                .is_some_and(|w| w.strong_count() == 0)
-            {
+            if feeds.get(&self.session_id).is_some_and(|w| w.strong_count() == 0) {
                 feeds.remove(&self.session_id);
             }
         }

@@ -9,21 +9,16 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::Error;
 
 /// Every migration, in order. `migrations_match_folder` keeps this list and the folder in step.
-pub(super) const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let applied: usize = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if applied > MIGRATIONS.len() {
-        return Err(Error::SchemaTooNew {
-            found: applied,
-            known: MIGRATIONS.len(),
-        });
+        return Err(Error::SchemaTooNew { found: applied, known: MIGRATIONS.len() });
     }
     for (name, sql) in &MIGRATIONS[applied..] {
-        tx.execute_batch(sql)
-            .map_err(|source| Error::Migration { name, source })?;
+        tx.execute_batch(sql).map_err(|source| Error::Migration { name, source })?;
     }
     if applied < MIGRATIONS.len() {
         tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
@@ -54,9 +49,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
-        let version: usize = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
     }
 }

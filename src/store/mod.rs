@@ -30,29 +30,17 @@ pub enum Error {
     #[error("session {0} already exists")]
     SessionExists(String),
     #[error("seq {at_seq} is past the head of session {session_id} ({head})")]
-    SeqOutOfRange {
-        session_id: String,
-        at_seq: u64,
-        head: u64,
-    },
+    SeqOutOfRange { session_id: String, at_seq: u64, head: u64 },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("event data: {0}")]
     Json(#[from] serde_json::Error),
     #[error("migration {name} failed: {source}")]
-    Migration {
-        name: &'static str,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "the database is at schema version {found}, newer than this engine knows ({known}); upgrade keel"
-    )]
+    Migration { name: &'static str, source: rusqlite::Error },
+    #[error("the database is at schema version {found}, newer than this engine knows ({known}); upgrade keel")]
     SchemaTooNew { found: usize, known: usize },
     #[error("cannot create {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,11 +66,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(kind: &'static str, data: &impl Serialize) -> Result<Self> {
-        Ok(Self {
-            kind,
-            version: 1,
-            data: serde_json::value::to_raw_value(data)?,
-        })
+        Ok(Self { kind, version: 1, data: serde_json::value::to_raw_value(data)? })
     }
 }
 
@@ -99,10 +83,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
         }
         let mut writer = connect(path)?;
         migrate::migrate(&mut writer)?;
@@ -119,9 +100,7 @@ impl Store {
     pub fn append(&self, session_id: &str, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let creates = events
-            .first()
-            .is_some_and(|e| e.kind == projection::SESSION_CREATED);
+        let creates = events.first().is_some_and(|e| e.kind == projection::SESSION_CREATED);
         let head = head_seq(&tx, session_id)?;
         let mut seq = match (head, creates) {
             (Some(_), true) => return Err(Error::SessionExists(session_id.to_owned())),
@@ -137,14 +116,7 @@ impl Store {
             )?;
             for event in events {
                 seq += 1;
-                insert.execute(params![
-                    session_id,
-                    seq,
-                    event.kind,
-                    event.version,
-                    event.data.get(),
-                    at
-                ])?;
+                insert.execute(params![session_id, seq, event.kind, event.version, event.data.get(), at])?;
                 let event = Event {
                     session_id: session_id.to_owned(),
                     seq,
@@ -167,24 +139,13 @@ impl Store {
 
     /// Creates `new_id` as a copy of `source`'s history up to `at_seq` (default: its head), in one transaction.
     /// The copied events keep their seqs; the fork's own `session.created` replaces the source's first event.
-    pub fn fork(
-        &self,
-        source: &str,
-        at_seq: Option<u64>,
-        new_id: &str,
-        created: NewEvent,
-    ) -> Result<SessionRow> {
+    pub fn fork(&self, source: &str, at_seq: Option<u64>, new_id: &str, created: NewEvent) -> Result<SessionRow> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head =
-            head_seq(&tx, source)?.ok_or_else(|| Error::SessionNotFound(source.to_owned()))?;
+        let head = head_seq(&tx, source)?.ok_or_else(|| Error::SessionNotFound(source.to_owned()))?;
         let at_seq = at_seq.unwrap_or(head);
         if at_seq == 0 || at_seq > head {
-            return Err(Error::SeqOutOfRange {
-                session_id: source.to_owned(),
-                at_seq,
-                head,
-            });
+            return Err(Error::SeqOutOfRange { session_id: source.to_owned(), at_seq, head });
         }
         let at = now_millis();
         let created = Event {
@@ -216,23 +177,14 @@ impl Store {
             .execute(params![new_id, event.seq, event.kind, event.version, event.data.get(), event.at])?;
             projection::apply(&tx, &event)?;
         }
-        tx.execute(
-            "UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1",
-            params![new_id, at_seq, at],
-        )?;
-        let row =
-            sessions::get(&tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))?;
+        tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![new_id, at_seq, at])?;
+        let row = sessions::get(&tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))?;
         tx.commit()?;
         Ok(row)
     }
 
     /// Up to `limit` events after `after_seq`, in seq order.
-    pub fn events_after(
-        &self,
-        session_id: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
+    pub fn events_after(&self, session_id: &str, after_seq: u64, limit: usize) -> Result<Vec<Event>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT session_id, seq, type, version, data, at FROM events \
@@ -253,21 +205,14 @@ impl Store {
     }
 
     /// Sessions, most recently updated first, continuing after `cursor`.
-    pub fn sessions(
-        &self,
-        cwd: Option<&str>,
-        cursor: Option<&SessionCursor>,
-        limit: usize,
-    ) -> Result<Vec<SessionRow>> {
+    pub fn sessions(&self, cwd: Option<&str>, cursor: Option<&SessionCursor>, limit: usize) -> Result<Vec<SessionRow>> {
         self.read(|conn| sessions::list(conn, cwd, cursor, limit))
     }
 
     /// The session's feed, whose head is at least every seq committed before this call.
     pub fn feed(&self, session_id: &str) -> Result<Arc<Feed>> {
         let feed = self.feeds.open(session_id, 0);
-        let head = self
-            .head(session_id)?
-            .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+        let head = self.head(session_id)?.ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
         feed.advance(head);
         Ok(feed)
     }
@@ -330,9 +275,8 @@ fn head_seq(conn: &Connection, session_id: &str) -> Result<Option<u64>> {
 
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let data: String = row.get(4)?;
-    let data = RawValue::from_string(data).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let data = RawValue::from_string(data)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(Event {
         session_id: row.get(0)?,
         seq: row.get(1)?,

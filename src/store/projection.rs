@@ -18,7 +18,16 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
                 "INSERT INTO sessions (id, cwd, title, agent, model, parent_id, head_seq, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             )?
-            .execute(params![event.session_id, d.cwd, d.title, d.agent, d.model, d.parent_id, event.seq, event.at])?;
+            .execute(params![
+                event.session_id,
+                d.cwd,
+                d.title,
+                d.agent,
+                d.model,
+                d.parent_id,
+                event.seq,
+                event.at
+            ])?;
         }
         SESSION_UPDATED => {
             let d: SessionUpdatedData = serde_json::from_str(event.data.get())?;
@@ -29,10 +38,8 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
             .execute(params![event.session_id, d.title, d.agent, d.model])?;
         }
         SESSION_DELETED => {
-            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
-                .execute([&event.session_id])?;
-            tx.prepare_cached("DELETE FROM events WHERE session_id = ?1")?
-                .execute([&event.session_id])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?.execute([&event.session_id])?;
+            tx.prepare_cached("DELETE FROM events WHERE session_id = ?1")?.execute([&event.session_id])?;
         }
         _ => {}
     }
