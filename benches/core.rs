@@ -84,7 +84,8 @@ fn spawn(home: &Path) -> Stdio_ {
     Stdio_ { child, stdin, stdout }
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":1,"clientInfo":{"name":"bench"}}}"#;
+const INIT: &str =
+    r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":1,"clientInfo":{"name":"bench"}}}"#;
 
 fn line(reader: &mut impl BufRead) -> String {
     let mut line = String::new();
@@ -162,7 +163,10 @@ fn replay_benchmark(home: &Path, ws: &str) {
         took.as_secs_f64() * 1e3,
         rate(events, took).trim()
     );
-    println!("engine peak RSS after the replay:               {:.1} MiB", rss_kib(e.child.id(), "VmHWM:") as f64 / 1024.0);
+    println!(
+        "engine peak RSS after the replay:               {:.1} MiB",
+        rss_kib(e.child.id(), "VmHWM:") as f64 / 1024.0
+    );
     e.child.kill().unwrap();
     e.child.wait().unwrap();
 }
@@ -188,7 +192,8 @@ fn fanout_benchmark(home: &Path, ws: &str) {
         (w, r)
     };
     let (mut w, mut r) = connect();
-    let session = call(&mut w, &mut r, 1, "session/create", json!({ "cwd": ws }))["session"]["id"].as_str().unwrap().to_owned();
+    let session =
+        call(&mut w, &mut r, 1, "session/create", json!({ "cwd": ws }))["session"]["id"].as_str().unwrap().to_owned();
     let subscribers = 100;
     let events = 1_000;
     let mut readers = Vec::new();
@@ -206,7 +211,13 @@ fn fanout_benchmark(home: &Path, ws: &str) {
     }
     let t = Instant::now();
     for i in 0..events {
-        call(&mut w, &mut r, 10 + i as u64, "session/update", json!({ "sessionId": session, "title": format!("t{i}") }));
+        call(
+            &mut w,
+            &mut r,
+            10 + i as u64,
+            "session/update",
+            json!({ "sessionId": session, "title": format!("t{i}") }),
+        );
     }
     let writes_done = t.elapsed();
     let last = readers.into_iter().map(|h| h.join().unwrap()).max().unwrap();
@@ -217,7 +228,10 @@ fn fanout_benchmark(home: &Path, ws: &str) {
         rate(events * subscribers, took).trim(),
         writes_done.as_secs_f64() * 1e3
     );
-    println!("engine peak RSS with 100 subscribers:           {:.1} MiB", rss_kib(child.id(), "VmHWM:") as f64 / 1024.0);
+    println!(
+        "engine peak RSS with 100 subscribers:           {:.1} MiB",
+        rss_kib(child.id(), "VmHWM:") as f64 / 1024.0
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
