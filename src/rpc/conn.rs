@@ -108,8 +108,9 @@ impl Server {
                 break ended;
             }
         };
+        peer.fail_pending();
         connection.drain().await;
-        peer.close();
+        peer.stop_tasks();
         drop(connection);
         drop(peer);
         if let Some(task) = writer_task {
@@ -316,4 +317,107 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Vec<u8>>, writ
     }
     // The client is gone or every sender dropped; closing `rx` tells the remaining senders.
     rx.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonrpsee::RpcModule;
+    use jsonrpsee::types::ErrorObjectOwned;
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A table with one method that asks the client a question and returns the outcome as text.
+    fn asking_server(timeout: Duration, outcomes: mpsc::UnboundedSender<String>) -> Arc<Server> {
+        let mut module = RpcModule::new(());
+        module
+            .register_async_method("test/ask", move |_, _, ext| {
+                let outcomes = outcomes.clone();
+                async move {
+                    let call = ext.get::<Call>().cloned().ok_or(ErrorObjectOwned::owned(1, "no call", None::<()>))?;
+                    let outcome = match call.peer.request("test/question", &json!({ "q": 1 }), timeout).await {
+                        Ok(answer) => format!("answer {answer}"),
+                        Err(e) => format!("error {e}"),
+                    };
+                    let _ = outcomes.send(outcome.clone());
+                    Ok::<_, ErrorObjectOwned>(outcome)
+                }
+            })
+            .unwrap();
+        module
+            .register_async_method("initialize", |_, _, ext| async move {
+                let call = ext.get::<Call>().cloned().unwrap();
+                call.peer.update_lifecycle(|l| l.initialized = true);
+                Ok::<_, ErrorObjectOwned>(())
+            })
+            .unwrap();
+        Arc::new(Server::new(module, None))
+    }
+
+    struct TestClient {
+        lines: tokio::io::Lines<BufReader<tokio::io::ReadHalf<DuplexStream>>>,
+        writer: tokio::io::WriteHalf<DuplexStream>,
+    }
+
+    impl TestClient {
+        async fn send(&mut self, v: Value) {
+            self.writer.write_all(format!("{v}\n").as_bytes()).await.unwrap();
+        }
+        async fn next(&mut self) -> Value {
+            let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line()).await.unwrap().unwrap();
+            serde_json::from_str(&line.unwrap()).unwrap()
+        }
+    }
+
+    async fn start(server: Arc<Server>) -> (TestClient, tokio::task::JoinHandle<Ended>) {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(theirs);
+        let task = tokio::spawn(async move { server.serve(r, w).await });
+        let (r, writer) = tokio::io::split(ours);
+        let mut client = TestClient { lines: BufReader::new(r).lines(), writer };
+        client.send(json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize" })).await;
+        assert_eq!(client.next().await["id"], 1);
+        client.send(json!({ "jsonrpc": "2.0", "id": 2, "method": "test/ask" })).await;
+        (client, task)
+    }
+
+    #[tokio::test]
+    async fn server_to_client_request_is_answered() {
+        let (tx, mut outcomes) = mpsc::unbounded_channel();
+        let (mut client, _) = start(asking_server(Duration::from_secs(5), tx)).await;
+        let question = client.next().await;
+        assert_eq!(question["method"], "test/question");
+        assert_eq!(question["id"], "s1");
+        client.send(json!({ "jsonrpc": "2.0", "id": "s1", "result": { "yes": true } })).await;
+        assert_eq!(outcomes.recv().await.unwrap(), r#"answer {"yes":true}"#);
+        assert_eq!(client.next().await["result"], r#"answer {"yes":true}"#);
+    }
+
+    #[tokio::test]
+    async fn server_to_client_request_times_out_and_is_cancelled() {
+        let (tx, mut outcomes) = mpsc::unbounded_channel();
+        let (mut client, _) = start(asking_server(Duration::from_millis(50), tx)).await;
+        assert_eq!(client.next().await["method"], "test/question");
+        let cancel = client.next().await;
+        assert_eq!(cancel["method"], "$/cancelRequest");
+        assert_eq!(cancel["params"]["id"], "s1");
+        assert!(outcomes.recv().await.unwrap().starts_with("error the client did not answer"));
+        // A late answer is ignored and the connection keeps working.
+        client.send(json!({ "jsonrpc": "2.0", "id": "s1", "result": null })).await;
+        assert!(client.next().await["result"].as_str().unwrap().starts_with("error"));
+    }
+
+    #[tokio::test]
+    async fn pending_server_requests_fail_when_the_client_disconnects() {
+        let (tx, mut outcomes) = mpsc::unbounded_channel();
+        let (mut client, task) = start(asking_server(Duration::from_secs(30), tx)).await;
+        assert_eq!(client.next().await["method"], "test/question");
+        drop(client);
+        assert_eq!(outcomes.recv().await.unwrap(), "error the connection is closed");
+        assert_eq!(tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap(), Ended::Closed);
+    }
 }

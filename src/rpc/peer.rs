@@ -149,12 +149,16 @@ impl Peer {
         self.tasks.lock().remove(key);
     }
 
-    /// Called once the connection is gone: every waiter fails with `Closed`, every task stops.
-    pub(super) fn close(&self) {
+    /// The client is gone: every server→client request still waiting fails with `Closed`.
+    pub(super) fn fail_pending(&self) {
         let pending: Vec<_> = self.pending.lock().drain().collect();
         for (_, waiter) in pending {
             let _ = waiter.send(Err(PeerError::Closed));
         }
+    }
+
+    /// The connection is over: its tasks (subscriptions) stop.
+    pub(super) fn stop_tasks(&self) {
         let tasks: Vec<_> = self.tasks.lock().drain().collect();
         for (_, task) in tasks {
             task.abort();
