@@ -31,24 +31,20 @@ struct Receiver(BufReader<ChildStdout>);
 
 impl TransportSenderT for Sender {
     type Error = TransportError;
-    fn send(&mut self, msg: String) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        async move {
-            self.0.write_all(format!("{msg}\n").as_bytes()).await.map_err(|e| TransportError(e.to_string()))?;
-            self.0.flush().await.map_err(|e| TransportError(e.to_string()))
-        }
+    async fn send(&mut self, msg: String) -> Result<(), Self::Error> {
+        self.0.write_all(format!("{msg}\n").as_bytes()).await.map_err(|e| TransportError(e.to_string()))?;
+        self.0.flush().await.map_err(|e| TransportError(e.to_string()))
     }
 }
 
 impl TransportReceiverT for Receiver {
     type Error = TransportError;
-    fn receive(&mut self) -> impl Future<Output = Result<ReceivedMessage, Self::Error>> + Send {
-        async move {
-            let mut line = String::new();
-            match self.0.read_line(&mut line).await {
-                Ok(0) => Err(TransportError("closed".into())),
-                Ok(_) => Ok(ReceivedMessage::Text(line)),
-                Err(e) => Err(TransportError(e.to_string())),
-            }
+    async fn receive(&mut self) -> Result<ReceivedMessage, Self::Error> {
+        let mut line = String::new();
+        match self.0.read_line(&mut line).await {
+            Ok(0) => Err(TransportError("closed".into())),
+            Ok(_) => Ok(ReceivedMessage::Text(line)),
+            Err(e) => Err(TransportError(e.to_string())),
         }
     }
 }
