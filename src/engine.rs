@@ -1,33 +1,79 @@
-//! The engine: the store and the services over it, shared by every connection.
+//! The engine: the store and the services over it, shared by every connection, and the coordinator that gives
+//! each session at most one drain at a time.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::session::Sessions;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Paths};
+use crate::provider::auth::AuthStore;
+use crate::provider::registry::Registry;
+use crate::session::runner::{self, Mode};
+use crate::session::{Delta, Notice, Sessions};
 use crate::store::{self, Store};
+use crate::tool;
 
 pub struct Engine {
     pub store: Arc<Store>,
     pub sessions: Sessions,
+    pub providers: Registry,
+    pub tools: tool::Registry,
+    pub paths: Paths,
     pub settings: Settings,
+    /// Streamed fragments for subscribers that asked for them.
+    pub deltas: broadcast::Sender<Arc<Delta>>,
+    pub notices: broadcast::Sender<Notice>,
+    drains: Mutex<HashMap<String, Drain>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where state lives: the database, auth, tool output.
-    pub data_dir: PathBuf,
     /// A subscriber whose connection accepts nothing for this long is ended as `lagged`.
     pub subscriber_stall: Duration,
     /// How often to look for events that other engine processes committed.
     pub poll_other_writers: Duration,
+    /// The first retry delay of a failed provider request, doubled per attempt.
+    pub retry_base: Duration,
+    pub max_retries: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            subscriber_stall: Duration::from_secs(10),
+            poll_other_writers: Duration::from_millis(100),
+            retry_base: Duration::from_secs(1),
+            max_retries: 4,
+        }
+    }
+}
+
+/// The one drain of a session: its interrupt switch and the run requested while it was busy.
+struct Drain {
+    cancel: CancellationToken,
+    rerun: Option<Mode>,
 }
 
 impl Engine {
-    pub fn open(settings: Settings) -> Result<Arc<Self>, store::Error> {
-        let store = Arc::new(Store::open(&settings.data_dir.join("keel.db"))?);
-        let engine = Arc::new(Self { sessions: Sessions::new(Arc::clone(&store)), store, settings });
-        Ok(engine)
+    pub fn open(paths: Paths, settings: Settings) -> Result<Arc<Self>, store::Error> {
+        let store = Arc::new(Store::open(&paths.data_dir.join("keel.db"))?);
+        let (deltas, _) = broadcast::channel(1024);
+        let (notices, _) = broadcast::channel(256);
+        Ok(Arc::new(Self {
+            sessions: Sessions::new(Arc::clone(&store)),
+            providers: Registry::new(AuthStore::new(&paths.data_dir)),
+            tools: tool::Registry::builtin(),
+            store,
+            paths,
+            settings,
+            deltas,
+            notices,
+            drains: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// Starts the background work of a serving engine. Needs a running tokio runtime.
@@ -39,5 +85,78 @@ impl Engine {
                 tracing::error!("watching for other engine processes stopped: {e}");
             }
         });
+    }
+
+    /// The effective config for a session in `cwd`. A broken config file is logged and the last layers that
+    /// parsed are not used: the engine falls back to defaults rather than refusing to run.
+    pub fn config(&self, cwd: Option<&str>) -> Config {
+        match config::load(&self.paths, cwd.map(std::path::Path::new)) {
+            Ok(loaded) => loaded.config,
+            Err(e) => {
+                tracing::error!("{e}");
+                Config::default()
+            }
+        }
+    }
+
+    /// Makes sure the session's drain runs. Returns false when one was already running (the call joined it).
+    pub fn wake(self: &Arc<Self>, session_id: &str, mode: Mode) -> bool {
+        let cancel = {
+            let mut drains = self.drains.lock();
+            if let Some(drain) = drains.get_mut(session_id) {
+                drain.rerun = Some(match (drain.rerun, mode) {
+                    (Some(Mode::Run), _) | (_, Mode::Run) => Mode::Run,
+                    _ => Mode::Wake,
+                });
+                return false;
+            }
+            let cancel = CancellationToken::new();
+            drains.insert(session_id.to_owned(), Drain { cancel: cancel.clone(), rerun: None });
+            cancel
+        };
+        let engine = Arc::clone(self);
+        let session_id = session_id.to_owned();
+        tokio::spawn(async move {
+            let mut mode = mode;
+            let mut cancel = cancel;
+            loop {
+                if let Err(e) = runner::drain(&engine, &session_id, mode, &cancel).await {
+                    tracing::error!(session = %session_id, "the session's run failed: {e}");
+                }
+                let mut drains = engine.drains.lock();
+                let Some(drain) = drains.get_mut(&session_id) else { return };
+                match drain.rerun.take() {
+                    Some(next) => {
+                        mode = next;
+                        if cancel.is_cancelled() {
+                            cancel = CancellationToken::new();
+                            drain.cancel = cancel.clone();
+                        }
+                    }
+                    None => {
+                        drains.remove(&session_id);
+                        return;
+                    }
+                }
+            }
+        });
+        true
+    }
+
+    /// Interrupts the session's running drain, if any.
+    pub fn interrupt(&self, session_id: &str) -> bool {
+        let drains = self.drains.lock();
+        match drains.get(session_id) {
+            Some(drain) if !drain.cancel.is_cancelled() => {
+                drain.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while the session's drain runs in this process.
+    pub fn is_running(&self, session_id: &str) -> bool {
+        self.drains.lock().contains_key(session_id)
     }
 }

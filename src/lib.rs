@@ -1,16 +1,26 @@
 //! keel: a headless AI coding-agent engine driven over JSON-RPC. `ARCHITECTURE.md` is the map.
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod provider;
 pub mod engine;
 pub mod rpc;
 pub mod session;
 pub mod store;
+pub mod tool;
 
 /// The protocol schema as committed under `protocol/schema/`, pretty-printed with a final newline.
 pub fn schema_text() -> String {
     let schema = keel_protocol::schema::protocol_schema();
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The config files' schema, as committed under `protocol/schema/`.
+pub fn config_schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&config::schema()).unwrap_or_default();
     text.push('\n');
     text
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use keel::cli::run::{Approve, Format, RunOptions};
+use keel::cli::{admin, run};
 use keel::config::Paths;
 use keel::engine::{Engine, Settings};
 use keel::rpc;
@@ -22,11 +24,28 @@ struct Cli {
 enum Command {
     /// Serve the protocol (stdio unless --listen is given).
     Serve(ServeArgs),
-    /// Write the protocol's JSON Schema.
+    /// Prompt a session once and stream the answer; exits 0 only when the activity completed.
+    Run(RunArgs),
+    /// Write the protocol's and the config's JSON Schemas.
     Schema {
-        /// Directory to write `protocol.schema.json` into; stdout when absent.
+        /// Directory to write `protocol.schema.json` and `config.schema.json` into; stdout when absent.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Credentials in the auth store (keys are read from stdin).
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// The model database.
+    Models {
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Stored sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
     },
 }
 
@@ -43,6 +62,50 @@ struct ServeArgs {
     token_file: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// `provider/model`.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// The workspace of a new session (default: the current directory).
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Continue this session instead of creating one.
+    #[arg(long)]
+    session: Option<String>,
+    /// What to do when a tool needs approval.
+    #[arg(long, value_enum, default_value = "reject")]
+    approve: Approve,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// The prompt.
+    #[arg(required = true, trailing_var_arg = true)]
+    prompt: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Store a key for a provider, read from stdin.
+    Set { provider: String },
+    List,
+    Remove { provider: String },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    List,
+    Show { id: String },
+    Events {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -52,7 +115,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
+        Command::Run(args) => run_once(args),
         Command::Schema { out } => schema(out),
+        Command::Auth { command } => with_engine(|engine| async move {
+            match command {
+                AuthCommand::Set { provider } => admin::auth_set(&engine, &provider, None),
+                AuthCommand::List => admin::auth_list(&engine),
+                AuthCommand::Remove { provider } => admin::auth_remove(&engine, &provider),
+            }
+        }),
+        Command::Models { provider } => with_engine(|engine| async move {
+            admin::models(&engine, provider.as_deref());
+            Ok(())
+        }),
+        Command::Sessions { command } => with_engine(|engine| async move {
+            match command {
+                SessionsCommand::List => admin::sessions_list(&engine),
+                SessionsCommand::Show { id } => admin::session_show(&engine, &id),
+                SessionsCommand::Events { id, after, follow } => admin::session_events(engine, &id, after, follow).await,
+            }
+        }),
     };
     match result {
         Ok(code) => code,
@@ -71,17 +153,61 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-fn env_millis(var: &str, default: u64) -> Duration {
-    Duration::from_millis(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
+fn env_millis(var: &str, default: Duration) -> Duration {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).map_or(default, Duration::from_millis)
+}
+
+fn settings() -> Settings {
+    let defaults = Settings::default();
+    Settings {
+        subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", defaults.subscriber_stall),
+        poll_other_writers: env_millis("KEEL_POLL_MS", defaults.poll_other_writers),
+        retry_base: env_millis("KEEL_RETRY_BASE_MS", defaults.retry_base),
+        max_retries: defaults.max_retries,
+    }
+}
+
+fn open_engine() -> Result<Arc<Engine>, String> {
+    Engine::open(Paths::from_env(), settings()).map_err(|e| e.to_string())
+}
+
+fn with_engine<F, Fut>(f: F) -> Result<ExitCode, String>
+where
+    F: FnOnce(Arc<Engine>) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let engine = open_engine()?;
+        f(engine).await.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+fn run_once(args: RunArgs) -> Result<ExitCode, String> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let engine = open_engine()?;
+        engine.start();
+        let options = RunOptions {
+            model: args.model,
+            agent: args.agent,
+            cwd: args.cwd,
+            session: args.session,
+            approve: args.approve,
+            format: args.format,
+            prompt: args.prompt.join(" "),
+        };
+        match run::run(engine, options).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("keel: {e}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode, String> {
-    let paths = Paths::from_env();
-    let settings = Settings {
-        data_dir: paths.data_dir,
-        subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", 10_000),
-        poll_other_writers: env_millis("KEEL_POLL_MS", 100),
-    };
     let listen = args.listen.as_deref().map(parse_listen).transpose()?;
     let token = match &args.token_file {
         Some(path) => Some(
@@ -100,7 +226,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     }
     let rt = runtime()?;
     rt.block_on(async move {
-        let engine = Engine::open(settings).map_err(|e| e.to_string())?;
+        let engine = open_engine()?;
         engine.start();
         let methods = keel::api::methods(engine).map_err(|e| e.to_string())?;
         let server = Arc::new(rpc::Server::new(methods, token));
@@ -133,13 +259,16 @@ fn parse_listen(spec: &str) -> Result<Listen, String> {
 }
 
 fn schema(out: Option<PathBuf>) -> Result<ExitCode, String> {
-    let text = keel::schema_text();
+    let protocol = keel::schema_text();
+    let config = keel::config_schema_text();
     match out {
-        None => print!("{text}"),
+        None => print!("{protocol}"),
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let path = dir.join("protocol.schema.json");
-            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            for (name, text) in [("protocol.schema.json", protocol), ("config.schema.json", config)] {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

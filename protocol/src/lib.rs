@@ -3,11 +3,16 @@
 //! This crate depends on nothing of keel's. The engine converts its own types into these at its `api` edge.
 //! Everything is camelCase on the wire; discriminators are snake_case or dotted strings.
 
+pub mod auth;
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod initialize;
+pub mod input;
+pub mod model;
 pub mod schema;
 pub mod session;
+pub mod turn;
 
 use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};

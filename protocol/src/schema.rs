@@ -3,7 +3,7 @@
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::{Method, Notification, PROTOCOL_VERSION, event, initialize as init, session};
+use crate::{Method, Notification, PROTOCOL_VERSION, auth, config, event, initialize as init, input, model, session, turn};
 
 struct Builder {
     generator: SchemaGenerator,
@@ -52,6 +52,18 @@ pub fn protocol_schema() -> Value {
         .method::<event::SessionSubscribe>(c2s)
         .method::<event::SessionUnsubscribe>(c2s)
         .method::<event::SessionEvents>(c2s)
+        .method::<turn::SessionMessages>(c2s)
+        .method::<input::SessionPrompt>(c2s)
+        .method::<input::SessionResume>(c2s)
+        .method::<input::SessionInterrupt>(c2s)
+        .method::<input::SessionQueueRemove>(c2s)
+        .method::<model::ModelList>(c2s)
+        .method::<model::ProviderList>(c2s)
+        .method::<auth::AuthSet>(c2s)
+        .method::<auth::AuthList>(c2s)
+        .method::<auth::AuthRemove>(c2s)
+        .method::<config::ConfigGet>(c2s)
+        .method::<config::ToolList>(c2s)
         .notification::<init::Initialized>(c2s)
         .notification::<init::Exit>(c2s)
         .notification::<init::CancelRequest>(both)
@@ -59,9 +71,26 @@ pub fn protocol_schema() -> Value {
         .notification::<event::SessionSynced>(s2c)
         .notification::<event::SessionSubscriptionEnded>(s2c)
         .notification::<session::SessionStatusChanged>(s2c)
+        .notification::<turn::SessionDelta>(s2c)
         .data::<event::SessionCreatedData>()
         .data::<event::SessionUpdatedData>()
-        .data::<event::SessionDeletedData>();
+        .data::<event::SessionDeletedData>()
+        .data::<turn::InputAdmittedData>()
+        .data::<turn::InputPromotedData>()
+        .data::<turn::InputRemovedData>()
+        .data::<turn::ActivityOpenedData>()
+        .data::<turn::ActivityClosedData>()
+        .data::<turn::StatusData>()
+        .data::<turn::QueueData>()
+        .data::<turn::TurnStartedData>()
+        .data::<turn::PartCompletedData>()
+        .data::<turn::ToolCalledData>()
+        .data::<turn::ToolStartedData>()
+        .data::<turn::ToolCompletedData>()
+        .data::<turn::ToolFailedData>()
+        .data::<turn::TurnCompletedData>()
+        .data::<turn::TurnFailedData>()
+        .data::<turn::RetryScheduledData>();
     let defs = b.generator.take_definitions(true);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -106,7 +106,10 @@ pub struct SessionGetResult {
     pub status: SessionStatus,
     /// The seq of the session's newest event.
     pub head_seq: u64,
-    pub pending_inputs: Vec<serde_json::Value>,
+    /// Admitted inputs not yet promoted, in admission order.
+    pub pending_inputs: Vec<crate::input::PendingInput>,
+    /// The queue is paused after an interrupt, until the next prompt or resume.
+    pub queue_paused: bool,
     pub pending_approvals: Vec<serde_json::Value>,
 }
 

@@ -14,6 +14,10 @@ pub enum ApiError {
     SessionNotFound(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not available: {0}")]
+    Unavailable(String),
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
     #[error("internal error: {0}")]
@@ -31,6 +35,8 @@ impl From<session::Error> for ApiError {
         match e {
             session::Error::NotFound(id) => Self::SessionNotFound(id),
             session::Error::InvalidParam { path, reason } => Self::invalid(path, reason),
+            session::Error::Conflict(message) => Self::Conflict(message),
+            session::Error::Unavailable(message) => Self::Unavailable(message),
             session::Error::Store(e) => e.into(),
         }
     }
@@ -58,6 +64,8 @@ impl From<ApiError> for ErrorObjectOwned {
             ApiError::SessionNotFound(id) => {
                 ErrorObjectOwned::owned(code::SESSION_NOT_FOUND, message, Some(json!({ "sessionId": id })))
             }
+            ApiError::Conflict(_) => ErrorObjectOwned::owned(code::CONFLICT, message, None::<()>),
+            ApiError::Unavailable(_) => ErrorObjectOwned::owned(code::PROVIDER_UNAVAILABLE, message, None::<()>),
             ApiError::InvalidRequest(_) => ErrorObjectOwned::owned(code::INVALID_REQUEST, message, None::<()>),
             ApiError::Unauthorized(_) => ErrorObjectOwned::owned(code::UNAUTHORIZED, message, None::<()>),
             ApiError::Internal(_) => ErrorObjectOwned::owned(code::INTERNAL_ERROR, message, None::<()>),

@@ -5,11 +5,17 @@ use std::sync::Arc;
 use keel_protocol::PROTOCOL_VERSION;
 use keel_protocol::initialize::{InitializeParams, InitializeResult, ServerCapabilities, ServerInfo};
 
+use keel_protocol::Notification;
+use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams};
+use tokio::sync::broadcast;
+
 use super::ApiError;
+use crate::rpc::PeerRef;
+use crate::session::Notice;
 use crate::engine::Engine;
 use crate::rpc::{Call, framing::MAX_FRAME};
 
-pub async fn initialize(_: Arc<Engine>, p: InitializeParams, call: Call) -> Result<InitializeResult, ApiError> {
+pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) -> Result<InitializeResult, ApiError> {
     if p.protocol_version != PROTOCOL_VERSION {
         let reason = format!("this engine speaks protocol version {PROTOCOL_VERSION}");
         return Err(ApiError::invalid("protocolVersion", reason));
@@ -36,6 +42,9 @@ pub async fn initialize(_: Arc<Engine>, p: InitializeParams, call: Call) -> Resu
     if already {
         return Err(ApiError::InvalidRequest("the connection is already initialized".into()));
     }
+    let notices = engine.notices.subscribe();
+    let peer = Arc::clone(&call.peer);
+    call.after_response(move || peer.spawn_task("notices".into(), forward_notices(notices, Arc::clone(&peer))));
     Ok(InitializeResult {
         protocol_version: PROTOCOL_VERSION,
         server_info: ServerInfo { name: "keel".into(), version: env!("CARGO_PKG_VERSION").into() },
@@ -50,4 +59,21 @@ pub async fn initialize(_: Arc<Engine>, p: InitializeParams, call: Call) -> Resu
 pub async fn shutdown(_: Arc<Engine>, _: Option<keel_protocol::Empty>, call: Call) -> Result<(), ApiError> {
     call.peer.update_lifecycle(|l| l.shut_down = true);
     Ok(())
+}
+
+/// Engine-wide news goes to every initialized connection. A connection too slow to keep up misses some; status is
+/// also in the event log and in `session/get`.
+async fn forward_notices(mut notices: broadcast::Receiver<Notice>, peer: PeerRef) {
+    loop {
+        match notices.recv().await {
+            Ok(Notice::StatusChanged { session_id, status }) => {
+                let params = SessionStatusChangedParams { session_id, status };
+                if peer.notify(SessionStatusChanged::NAME, &params).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

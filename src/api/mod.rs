@@ -1,6 +1,8 @@
 //! Thin adapters: protocol params → engine calls → protocol results. Protocol types stop here.
 
+mod catalog;
 mod error;
+mod input;
 mod lifecycle;
 mod params;
 mod session;
@@ -20,7 +22,7 @@ use crate::rpc::Call;
 
 /// The method table: every client→server method of the protocol, bound to its handler.
 pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodError> {
-    use keel_protocol::{event as ev, initialize as init, session as s};
+    use keel_protocol::{auth, config, event as ev, initialize as init, input as inp, model, session as s, turn};
     let mut table = Table(RpcModule::from_arc(engine));
     table.add::<init::Initialize, _, _>(lifecycle::initialize)?;
     table.add::<init::Shutdown, _, _>(lifecycle::shutdown)?;
@@ -33,6 +35,18 @@ pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodE
     table.add::<ev::SessionSubscribe, _, _>(subscribe::subscribe)?;
     table.add::<ev::SessionUnsubscribe, _, _>(subscribe::unsubscribe)?;
     table.add::<ev::SessionEvents, _, _>(subscribe::events)?;
+    table.add::<turn::SessionMessages, _, _>(session::messages)?;
+    table.add::<inp::SessionPrompt, _, _>(input::prompt)?;
+    table.add::<inp::SessionResume, _, _>(input::resume)?;
+    table.add::<inp::SessionInterrupt, _, _>(input::interrupt)?;
+    table.add::<inp::SessionQueueRemove, _, _>(input::queue_remove)?;
+    table.add::<model::ModelList, _, _>(catalog::models)?;
+    table.add::<model::ProviderList, _, _>(catalog::providers)?;
+    table.add::<auth::AuthSet, _, _>(catalog::auth_set)?;
+    table.add::<auth::AuthList, _, _>(catalog::auth_list)?;
+    table.add::<auth::AuthRemove, _, _>(catalog::auth_remove)?;
+    table.add::<config::ConfigGet, _, _>(catalog::config)?;
+    table.add::<config::ToolList, _, _>(catalog::tools)?;
     Ok(table.0)
 }
 

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use keel_protocol::Empty;
+use keel_protocol::input::{Delivery, PendingInput};
+use keel_protocol::turn::{Message, MessagesParams, MessagesResult, Part, Role};
 use keel_protocol::session::{
     Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams, SessionListParams,
     SessionListResult, SessionResult, SessionStatus, SessionUpdateParams, Usage,
@@ -12,11 +14,16 @@ use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::Call;
 use crate::session::service::{NewSession, SessionChanges, encode_cursor};
-use crate::store::SessionRow;
+use crate::store::{SessionRow, inputs, transcript};
 
 const DEFAULT_PAGE: usize = 50;
+const DEFAULT_MESSAGES: usize = 100;
+const MAX_MESSAGES: usize = 500;
 
 pub async fn create(engine: Arc<Engine>, p: SessionCreateParams, _: Call) -> Result<SessionResult, ApiError> {
+    if let Some(model) = &p.model {
+        check_model(&engine, Some(&p.cwd), model)?;
+    }
     let new = NewSession { cwd: p.cwd, title: p.title, agent: p.agent, model: p.model, parent_id: p.parent_id };
     Ok(SessionResult { session: to_wire(engine.sessions.create(new)?) })
 }
@@ -34,17 +41,63 @@ pub async fn list(engine: Arc<Engine>, p: Option<SessionListParams>, _: Call) ->
 pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<SessionGetResult, ApiError> {
     let row = engine.sessions.get(&p.session_id)?;
     let head_seq = row.head_seq;
+    let queue_paused = row.queue_paused;
     let session = to_wire(row);
+    let pending = engine.store.query(|c| inputs::pending(c, &p.session_id))?;
+    let pending_inputs = pending
+        .into_iter()
+        .map(|i| PendingInput {
+            input: serde_json::from_str(&i.content).unwrap_or_default(),
+            delivery: if i.delivery == "steer" { Delivery::Steer } else { Delivery::Queue },
+            input_id: i.input_id,
+            admitted_seq: i.admitted_seq,
+        })
+        .collect();
     Ok(SessionGetResult {
         status: session.status,
         session,
         head_seq,
-        pending_inputs: Vec::new(),
+        pending_inputs,
+        queue_paused,
         pending_approvals: Vec::new(),
     })
 }
 
+pub async fn messages(engine: Arc<Engine>, p: MessagesParams, _: Call) -> Result<MessagesResult, ApiError> {
+    engine.sessions.get(&p.session_id)?;
+    let limit = p.limit.map_or(DEFAULT_MESSAGES, |l| l as usize).clamp(1, MAX_MESSAGES);
+    let after = match p.cursor.as_deref() {
+        Some(c) => c.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "not a cursor returned by session/messages"))?,
+        None => 0,
+    };
+    let parts = engine.store.query(|c| transcript::parts_after(c, &p.session_id, after, usize::MAX))?;
+    let mut messages: Vec<Message> = Vec::new();
+    let mut last_seq = after;
+    let mut next_cursor = None;
+    for row in parts {
+        let new_message = messages.last().is_none_or(|m| m.id != row.message_id);
+        if new_message && messages.len() == limit {
+            next_cursor = Some(last_seq.to_string());
+            break;
+        }
+        let Ok(part) = serde_json::from_str::<Part>(&row.data) else { continue };
+        if new_message {
+            let role = if row.role == "user" { Role::User } else { Role::Assistant };
+            messages.push(Message { id: row.message_id.clone(), role, seq: row.seq, parts: Vec::new() });
+        }
+        if let Some(message) = messages.last_mut() {
+            message.parts.push(part);
+        }
+        last_seq = row.seq;
+    }
+    Ok(MessagesResult { messages, next_cursor })
+}
+
 pub async fn update(engine: Arc<Engine>, p: SessionUpdateParams, _: Call) -> Result<SessionResult, ApiError> {
+    if let Some(model) = &p.model {
+        let cwd = engine.sessions.get(&p.session_id)?.cwd;
+        check_model(&engine, Some(&cwd), model)?;
+    }
     let changes = SessionChanges { title: p.title, agent: p.agent, model: p.model };
     Ok(SessionResult { session: to_wire(engine.sessions.update(&p.session_id, changes)?) })
 }
@@ -54,6 +107,7 @@ pub async fn fork(engine: Arc<Engine>, p: SessionForkParams, _: Call) -> Result<
 }
 
 pub async fn delete(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Empty, ApiError> {
+    engine.interrupt(&p.session_id);
     engine.sessions.delete(&p.session_id)?;
     Ok(Empty {})
 }
@@ -86,4 +140,10 @@ fn to_wire(row: SessionRow) -> Session {
             cost_usd: row.cost_usd,
         },
     }
+}
+
+/// A model must name a provider the engine knows; its availability is checked when a turn runs.
+pub fn check_model(engine: &Engine, cwd: Option<&str>, model: &str) -> Result<(), ApiError> {
+    let config = engine.config(cwd);
+    engine.providers.check_model(&config, model).map_err(|e| ApiError::Unavailable(e.to_string()))
 }

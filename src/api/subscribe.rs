@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use keel_protocol::Empty;
 use keel_protocol::Notification;
+use keel_protocol::turn::{DeltaParams, SessionDelta};
+use tokio::sync::broadcast;
 use keel_protocol::event::{
     Event as WireEvent, EventNotificationParams, EventsParams, EventsResult, SessionEvent, SessionSubscriptionEnded,
     SessionSynced, SubscribeParams, SubscribeResult, SubscriptionEndReason, SubscriptionEndedParams, SyncedParams,
@@ -20,6 +22,7 @@ use serde_json::value::RawValue;
 use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::{Call, PeerError, PeerRef};
+use crate::session::Delta;
 use crate::store::{Event, Feed, Store};
 
 /// Events read from the store per page during a replay.
@@ -42,7 +45,9 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
         }
     };
     let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
+    let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas.subscribe());
     let subscription = Subscription {
+        deltas,
         id: subscription_id.clone(),
         store: Arc::clone(&engine.store),
         feed,
@@ -90,6 +95,8 @@ pub async fn events(engine: Arc<Engine>, p: EventsParams, call: Call) -> Result<
 }
 
 struct Subscription {
+    /// Streamed fragments, for clients that asked for them at `initialize`.
+    deltas: Option<broadcast::Receiver<Arc<Delta>>>,
     id: String,
     store: Arc<Store>,
     feed: Arc<Feed>,
@@ -149,8 +156,27 @@ impl Subscription {
                     return stop;
                 }
             }
-            if wake.changed().await.is_err() {
-                return Stop::Closed;
+            loop {
+                let delta = tokio::select! {
+                    changed = wake.changed() => match changed {
+                        Ok(()) => break,
+                        Err(_) => return Stop::Closed,
+                    },
+                    delta = next_delta(&mut self.deltas) => delta,
+                };
+                if delta.session_id != self.feed.session_id() {
+                    continue;
+                }
+                let params = DeltaParams {
+                    session_id: delta.session_id.clone(),
+                    message_id: delta.message_id.clone(),
+                    part_id: delta.part_id.clone(),
+                    kind: delta.kind,
+                    delta: delta.text.clone(),
+                };
+                if let Err(stop) = self.send_notification(SessionDelta::NAME, &params).await {
+                    return stop;
+                }
             }
         }
     }
@@ -174,6 +200,18 @@ impl Subscription {
             Ok(()) => Ok(()),
             Err(PeerError::Stalled(_)) => Err(Stop::Ended(SubscriptionEndReason::Lagged)),
             Err(_) => Err(Stop::Closed),
+        }
+    }
+}
+
+/// The next delta; pends forever without a receiver. Deltas are ephemeral: missed ones are skipped.
+async fn next_delta(deltas: &mut Option<broadcast::Receiver<Arc<Delta>>>) -> Arc<Delta> {
+    let Some(rx) = deltas else { return std::future::pending().await };
+    loop {
+        match rx.recv().await {
+            Ok(delta) => return delta,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
 }

@@ -1,6 +1,13 @@
-//! The engine core for sessions. Knows nothing of connections or JSON-RPC.
+//! The engine core for sessions: the service (CRUD), the inbox, the runner and its context. Knows nothing of
+//! connections or JSON-RPC.
 
+pub mod context;
+pub mod inbox;
+pub mod runner;
 pub mod service;
+
+use keel_protocol::session::SessionStatus;
+use keel_protocol::turn::DeltaKind;
 
 pub use service::Sessions;
 
@@ -10,6 +17,10 @@ pub enum Error {
     NotFound(String),
     #[error("{path}: {reason}")]
     InvalidParam { path: &'static str, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(crate::store::Error),
 }
@@ -25,4 +36,20 @@ impl From<crate::store::Error> for Error {
             other => Self::Store(other),
         }
     }
+}
+
+/// A streamed fragment; ephemeral, batched by the runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub session_id: String,
+    pub message_id: String,
+    pub part_id: String,
+    pub kind: DeltaKind,
+    pub text: String,
+}
+
+/// Engine-wide news for every connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    StatusChanged { session_id: String, status: SessionStatus },
 }

@@ -9,7 +9,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::Error;
 
 /// Every migration, in order. `migrations_match_folder` keeps this list and the folder in step.
-pub(super) const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    ("0002_agent", include_str!("../../migrations/0002_agent.sql")),
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -5,9 +5,11 @@
 //! The immediate transaction is also what keeps seqs gapless when several engine processes share one database.
 
 mod feed;
+pub mod inputs;
 mod migrate;
 mod projection;
-mod sessions;
+pub mod sessions;
+pub mod transcript;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,8 +100,22 @@ impl Store {
     /// Appends events to one session in one transaction and wakes its subscribers after the commit.
     /// The first event of a new session must be `session.created`.
     pub fn append(&self, session_id: &str, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>> {
+        Ok(self.append_with(session_id, |_| Ok((events, ())))?.0)
+    }
+
+    /// Like `append`, but `decide` first reads the database inside the same transaction and chooses the events,
+    /// so that check-then-append (idempotent admission, say) is atomic, also across processes.
+    pub fn append_with<T>(
+        &self,
+        session_id: &str,
+        decide: impl FnOnce(&Connection) -> Result<(Vec<NewEvent>, T)>,
+    ) -> Result<(Vec<Arc<Event>>, T)> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (events, decided) = decide(&tx)?;
+        if events.is_empty() {
+            return Ok((Vec::new(), decided));
+        }
         let creates = events.first().is_some_and(|e| e.kind == projection::SESSION_CREATED);
         let head = head_seq(&tx, session_id)?;
         let mut seq = match (head, creates) {
@@ -134,7 +150,12 @@ impl Store {
         tx.commit()?;
         // Still under the writer lock, so feeds see batches in commit order.
         self.feeds.publish(session_id, &appended);
-        Ok(appended)
+        Ok((appended, decided))
+    }
+
+    /// Reads through a pooled connection; for queries of the read models that live outside this module.
+    pub fn query<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.read(f)
     }
 
     /// Creates `new_id` as a copy of `source`'s history up to `at_seq` (default: its head), in one transaction.

@@ -22,6 +22,10 @@ pub struct SessionRow {
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
     pub cost_usd: f64,
+    /// An interrupt paused the queue; the next prompt or resume restarts it.
+    pub queue_paused: bool,
+    /// The activity that is open, if any.
+    pub active_activity: Option<String>,
 }
 
 /// Keyset position in the newest-first session list.
@@ -32,7 +36,8 @@ pub struct SessionCursor {
 }
 
 const COLUMNS: &str = "id, cwd, title, agent, model, parent_id, status, head_seq, created_at, updated_at, \
-     input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_usd";
+     input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_usd, queue_paused, \
+     active_activity";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
@@ -52,10 +57,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         cache_read_tokens: r.get(13)?,
         cache_write_tokens: r.get(14)?,
         cost_usd: r.get(15)?,
+        queue_paused: r.get(16)?,
+        active_activity: r.get(17)?,
     })
 }
 
-pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<SessionRow>> {
+pub fn get(conn: &Connection, id: &str) -> Result<Option<SessionRow>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"))?
         .query_row([id], row)

@@ -1,0 +1,114 @@
+//! `model/list`, `provider/list`, `auth/*`, `config/get`, `tool/list`.
+
+use std::sync::Arc;
+
+use keel_protocol::Empty;
+use keel_protocol::auth::{AuthEntry, AuthListResult, AuthRemoveParams, AuthRemoveResult, AuthSetParams};
+use keel_protocol::config::{ConfigGetParams, ConfigGetResult, ConfigLayer, ToolInfo, ToolListParams, ToolListResult};
+use keel_protocol::model::{ModelInfo, ModelListParams, ModelListResult, ProviderInfo, ProviderListResult};
+
+use super::ApiError;
+use crate::engine::Engine;
+use crate::provider::auth::Credential;
+use crate::rpc::Call;
+
+pub async fn models(engine: Arc<Engine>, p: Option<ModelListParams>, _: Call) -> Result<ModelListResult, ApiError> {
+    let filter = p.and_then(|p| p.provider);
+    let config = engine.config(None);
+    let providers = engine.providers.providers(&config);
+    let models = engine
+        .providers
+        .models(&config)
+        .into_iter()
+        .filter(|m| filter.as_deref().is_none_or(|f| m.provider() == f))
+        .map(|m| {
+            let available = providers.iter().any(|p| p.id == m.provider() && engine.providers.authenticated(p));
+            ModelInfo {
+                provider: m.provider().to_owned(),
+                capabilities: m.capabilities(),
+                id: m.id,
+                name: m.name,
+                context_window: m.context_window,
+                max_output_tokens: m.max_output_tokens,
+                cost: m.cost,
+                available,
+                source: m.source.to_owned(),
+            }
+        })
+        .collect();
+    Ok(ModelListResult { models })
+}
+
+pub async fn providers(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result<ProviderListResult, ApiError> {
+    let config = engine.config(None);
+    let providers = engine
+        .providers
+        .providers(&config)
+        .into_iter()
+        .map(|p| ProviderInfo {
+            authenticated: engine.providers.authenticated(&p),
+            id: p.id,
+            name: p.name,
+            wire: p.wire.as_str().to_owned(),
+            base_url: p.base_url,
+            source: p.source.to_owned(),
+        })
+        .collect();
+    Ok(ProviderListResult { providers })
+}
+
+pub async fn auth_set(engine: Arc<Engine>, p: AuthSetParams, call: Call) -> Result<Empty, ApiError> {
+    if p.api_key.trim().is_empty() {
+        return Err(ApiError::invalid("apiKey", "must not be empty"));
+    }
+    engine
+        .providers
+        .auth
+        .set(&p.provider, Credential::ApiKey { key: p.api_key.trim().to_owned() })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(connection = call.peer.id(), provider = %p.provider, "credential stored");
+    Ok(Empty {})
+}
+
+pub async fn auth_list(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result<AuthListResult, ApiError> {
+    let entries = engine.providers.auth.list().map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(AuthListResult {
+        entries: entries
+            .into_iter()
+            .map(|e| AuthEntry { provider: e.provider, kind: e.kind.into(), source: e.source.into() })
+            .collect(),
+    })
+}
+
+pub async fn auth_remove(engine: Arc<Engine>, p: AuthRemoveParams, call: Call) -> Result<AuthRemoveResult, ApiError> {
+    let removed = engine.providers.auth.remove(&p.provider).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if removed {
+        tracing::info!(connection = call.peer.id(), provider = %p.provider, "credential removed");
+    }
+    Ok(AuthRemoveResult { removed })
+}
+
+pub async fn config(engine: Arc<Engine>, p: Option<ConfigGetParams>, _: Call) -> Result<ConfigGetResult, ApiError> {
+    let cwd = p.and_then(|p| p.cwd);
+    let loaded = crate::config::load(&engine.paths, cwd.as_deref().map(std::path::Path::new))
+        .map_err(|e| ApiError::invalid("config", e.to_string()))?;
+    Ok(ConfigGetResult {
+        config: loaded.config.redacted(),
+        layers: loaded
+            .layers
+            .into_iter()
+            .map(|l| ConfigLayer { source: l.source.into(), path: l.path.map(|p| p.display().to_string()) })
+            .collect(),
+    })
+}
+
+pub async fn tools(engine: Arc<Engine>, _: Option<ToolListParams>, _: Call) -> Result<ToolListResult, ApiError> {
+    Ok(ToolListResult {
+        tools: engine
+            .tools
+            .specs()
+            .into_iter()
+            .map(|t| ToolInfo { name: t.name, description: t.description, input_schema: t.input_schema, source: "builtin".into() })
+            .collect(),
+    })
+}

@@ -1,0 +1,45 @@
+//! `session/prompt|resume|interrupt|queue/remove`: admit durably, then wake the session's drain.
+
+use std::sync::Arc;
+
+use keel_protocol::input::{
+    InterruptResult, PromptParams, PromptResult, QueueRemoveParams, QueueRemoveResult, ResumeResult,
+};
+use keel_protocol::session::SessionIdParams;
+
+use super::ApiError;
+use super::session::check_model;
+use crate::engine::Engine;
+use crate::rpc::Call;
+use crate::session::inbox::{self, NewInput};
+use crate::session::runner::Mode;
+
+pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<PromptResult, ApiError> {
+    let session = engine.sessions.get(&p.session_id)?;
+    if let Some(model) = &p.model {
+        check_model(&engine, Some(&session.cwd), model)?;
+    }
+    let new = NewInput { input_id: p.input_id, delivery: p.delivery, input: p.input, agent: p.agent, model: p.model };
+    let receipt = inbox::admit(&engine.store, &p.session_id, new)?;
+    engine.wake(&p.session_id, Mode::Wake);
+    Ok(PromptResult {
+        input_id: receipt.input_id,
+        delivery: receipt.delivery,
+        disposition: receipt.disposition,
+        admitted_seq: receipt.admitted_seq,
+    })
+}
+
+pub async fn resume(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<ResumeResult, ApiError> {
+    engine.sessions.get(&p.session_id)?;
+    Ok(ResumeResult { started: engine.wake(&p.session_id, Mode::Run) })
+}
+
+pub async fn interrupt(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<InterruptResult, ApiError> {
+    engine.sessions.get(&p.session_id)?;
+    Ok(InterruptResult { interrupted: engine.interrupt(&p.session_id) })
+}
+
+pub async fn queue_remove(engine: Arc<Engine>, p: QueueRemoveParams, _: Call) -> Result<QueueRemoveResult, ApiError> {
+    Ok(QueueRemoveResult { removed: inbox::remove(&engine.store, &p.session_id, &p.input_id)? })
+}

@@ -1,0 +1,101 @@
+//! `keel auth …`, `keel models`, `keel sessions …`: thin views over the engine for people at a terminal.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::provider::auth::Credential;
+
+pub fn auth_set(engine: &Engine, provider: &str, key: Option<String>) -> Result<(), String> {
+    let key = match key {
+        Some(key) => key,
+        None => {
+            // Read from stdin so the key stays out of shell history and process listings.
+            let mut key = String::new();
+            std::io::stdin().read_to_string(&mut key).map_err(|e| e.to_string())?;
+            key
+        }
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err("no key given: pass it on stdin".into());
+    }
+    engine.providers.auth.set(provider, Credential::ApiKey { key: key.to_owned() }).map_err(|e| e.to_string())?;
+    println!("stored a key for {provider}");
+    Ok(())
+}
+
+pub fn auth_list(engine: &Engine) -> Result<(), String> {
+    for entry in engine.providers.auth.list().map_err(|e| e.to_string())? {
+        println!("{}\t{}\t{}", entry.provider, entry.kind, entry.source);
+    }
+    Ok(())
+}
+
+pub fn auth_remove(engine: &Engine, provider: &str) -> Result<(), String> {
+    let removed = engine.providers.auth.remove(provider).map_err(|e| e.to_string())?;
+    println!("{}", if removed { "removed" } else { "nothing stored for that provider" });
+    Ok(())
+}
+
+pub fn models(engine: &Engine, provider: Option<&str>) {
+    let config = engine.config(None);
+    let providers = engine.providers.providers(&config);
+    for model in engine.providers.models(&config) {
+        if provider.is_some_and(|p| p != model.provider()) {
+            continue;
+        }
+        let available = providers.iter().any(|p| p.id == model.provider() && engine.providers.authenticated(p));
+        println!(
+            "{}\t{}\tcontext {}\t${}/${} per Mtok{}",
+            model.id,
+            model.name,
+            model.context_window,
+            model.cost.input,
+            model.cost.output,
+            if available { "" } else { "\t(no credentials)" }
+        );
+    }
+}
+
+pub fn sessions_list(engine: &Engine) -> Result<(), String> {
+    let page = engine.sessions.list(None, None, 500).map_err(|e| e.to_string())?;
+    for s in page.sessions {
+        println!("{}\t{}\t{}\t{}", s.id, s.status, s.cwd, s.title);
+    }
+    Ok(())
+}
+
+pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
+    let s = engine.sessions.get(id).map_err(|e| e.to_string())?;
+    println!("id: {}\ntitle: {}\ncwd: {}\nagent: {}\nmodel: {}\nstatus: {}\nevents: {}", s.id, s.title, s.cwd, s.agent, s.model, s.status, s.head_seq);
+    println!("tokens: {} in, {} out; cost ${:.4}", s.input_tokens, s.output_tokens, s.cost_usd);
+    Ok(())
+}
+
+/// Prints events as NDJSON; with `follow`, keeps printing as they commit.
+pub async fn session_events(engine: Arc<Engine>, id: &str, after: u64, follow: bool) -> Result<(), String> {
+    let feed = engine.store.feed(id).map_err(|e| e.to_string())?;
+    let mut wake = feed.watch();
+    let mut cursor = after;
+    loop {
+        wake.borrow_and_update();
+        loop {
+            let events = engine.store.events_after(id, cursor, 512).map_err(|e| e.to_string())?;
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                cursor = e.seq;
+                println!(
+                    "{}",
+                    serde_json::json!({ "sessionId": e.session_id, "seq": e.seq, "type": e.kind, "version": e.version,
+                                        "at": e.at, "data": serde_json::from_str::<serde_json::Value>(e.data.get()).unwrap_or_default() })
+                );
+            }
+        }
+        if !follow || wake.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}

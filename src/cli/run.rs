@@ -1,0 +1,237 @@
+//! `keel run`: the one-shot driver for scripts and CI. It runs the engine in-process, prompts one session, streams
+//! the answer and exits 0 only when the activity completed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keel_protocol::input::{ContentPart, Delivery};
+use keel_protocol::turn::{ActivityClosedData, CloseReason, InputPromotedData, PartCompletedData, ToolCalledData, ToolCompletedData, ToolFailedData, TurnFailedData};
+use tokio::sync::broadcast;
+
+use crate::engine::Engine;
+use crate::session::inbox::{self, NewInput};
+use crate::session::runner::Mode;
+use crate::session::service::NewSession;
+use crate::session::{Delta, Error as SessionError};
+use crate::store::Event;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Approve {
+    Ask,
+    Allow,
+    Reject,
+}
+
+pub struct RunOptions {
+    pub model: Option<String>,
+    pub agent: Option<String>,
+    pub cwd: Option<PathBuf>,
+    pub session: Option<String>,
+    pub approve: Approve,
+    pub format: Format,
+    pub prompt: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    Store(#[from] crate::store::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("the activity ended {reason}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    NotCompleted { reason: String, detail: Option<String> },
+}
+
+/// Runs one prompt to the end of its activity.
+pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunError> {
+    if options.prompt.trim().is_empty() {
+        return Err(RunError::Usage("nothing to ask: give a prompt".into()));
+    }
+    let session_id = match &options.session {
+        Some(id) => {
+            let session = engine.sessions.get(id)?;
+            if let Some(model) = &options.model {
+                check_model(&engine, &session.cwd, model)?;
+            }
+            session.id
+        }
+        None => {
+            let cwd = match &options.cwd {
+                Some(cwd) => cwd.clone(),
+                None => std::env::current_dir().map_err(|e| RunError::Usage(format!("no working directory: {e}")))?,
+            };
+            let cwd = std::fs::canonicalize(&cwd).map_err(|e| RunError::Usage(format!("{}: {e}", cwd.display())))?;
+            let cwd = cwd.display().to_string();
+            if let Some(model) = &options.model {
+                check_model(&engine, &cwd, model)?;
+            }
+            let title: String = options.prompt.chars().take(60).collect();
+            engine
+                .sessions
+                .create(NewSession { cwd, title: Some(title), agent: options.agent.clone(), model: options.model.clone(), parent_id: None })?
+                .id
+        }
+    };
+    let feed = engine.store.feed(&session_id)?;
+    let mut wake = feed.watch();
+    let mut cursor = feed.head();
+    let mut deltas = engine.deltas.subscribe();
+    let receipt = inbox::admit(
+        &engine.store,
+        &session_id,
+        NewInput {
+            input_id: None,
+            delivery: Delivery::Queue,
+            input: vec![ContentPart::Text { text: options.prompt.clone() }],
+            agent: options.agent.clone(),
+            model: options.model.clone(),
+        },
+    )?;
+    engine.wake(&session_id, Mode::Wake);
+    if options.format == Format::Text {
+        eprintln!("session {session_id}");
+    }
+    let mut printer = Printer { format: options.format, printed: Default::default(), activity: None, ended_line: true };
+    loop {
+        wake.borrow_and_update();
+        loop {
+            let events = engine.store.events_after(&session_id, cursor, 256)?;
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                cursor = event.seq;
+                if let Some(outcome) = printer.event(&event, &receipt.input_id) {
+                    return outcome;
+                }
+            }
+        }
+        tokio::select! {
+            changed = wake.changed() => if changed.is_err() { return Err(RunError::Usage("the session went away".into())) },
+            delta = deltas.recv() => match delta {
+                Ok(delta) => printer.delta(&delta, &session_id),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+        }
+    }
+}
+
+fn check_model(engine: &Engine, cwd: &str, model: &str) -> Result<(), RunError> {
+    let config = engine.config(Some(cwd));
+    engine.providers.check_model(&config, model).map_err(|e| RunError::Usage(e.to_string()))
+}
+
+struct Printer {
+    format: Format,
+    /// Bytes of each text part already written from deltas.
+    printed: std::collections::HashMap<String, usize>,
+    activity: Option<String>,
+    ended_line: bool,
+}
+
+impl Printer {
+    fn delta(&mut self, delta: &Delta, session_id: &str) {
+        if self.format != Format::Text || delta.session_id != session_id || self.activity.is_none() {
+            return;
+        }
+        if delta.kind != keel_protocol::turn::DeltaKind::Text {
+            return;
+        }
+        *self.printed.entry(delta.part_id.clone()).or_default() += delta.text.len();
+        self.out(&delta.text);
+    }
+
+    fn out(&mut self, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+        if !text.is_empty() {
+            self.ended_line = text.ends_with('\n');
+        }
+    }
+
+    /// Prints one event; returns the run's outcome once our activity closes.
+    fn event(&mut self, event: &Event, input_id: &str) -> Option<Result<(), RunError>> {
+        let data = event.data.get();
+        if event.kind == "input.promoted"
+            && let Ok(d) = serde_json::from_str::<InputPromotedData>(data)
+            && d.input_ids.iter().any(|i| i == input_id)
+        {
+            self.activity = Some(d.activity_id);
+        }
+        if self.format == Format::Json {
+            let line = serde_json::json!({
+                "sessionId": event.session_id, "seq": event.seq, "type": event.kind,
+                "version": event.version, "at": event.at, "data": serde_json::from_str::<serde_json::Value>(data).unwrap_or_default(),
+            });
+            println!("{line}");
+        } else if self.activity.is_some() {
+            self.text_event(event);
+        }
+        if event.kind == "activity.closed"
+            && let Ok(d) = serde_json::from_str::<ActivityClosedData>(data)
+            && Some(&d.activity_id) == self.activity.as_ref()
+        {
+            if self.format == Format::Text && !self.ended_line {
+                self.out("\n");
+            }
+            return Some(match d.reason {
+                CloseReason::Completed => Ok(()),
+                other => Err(RunError::NotCompleted {
+                    reason: serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                    detail: d.error,
+                }),
+            });
+        }
+        None
+    }
+
+    fn text_event(&mut self, event: &Event) {
+        let data = event.data.get();
+        match event.kind.as_str() {
+            "text.completed" => {
+                if let Ok(d) = serde_json::from_str::<PartCompletedData>(data) {
+                    let printed = self.printed.get(&d.part_id).copied().unwrap_or(0);
+                    let rest = d.text.get(printed..).unwrap_or_default().to_owned();
+                    self.out(&rest);
+                    if !self.ended_line {
+                        self.out("\n");
+                    }
+                }
+            }
+            "tool.called" => {
+                if let Ok(d) = serde_json::from_str::<ToolCalledData>(data) {
+                    eprintln!("→ {} {}", d.tool, d.input);
+                }
+            }
+            "tool.completed" => {
+                if let Ok(d) = serde_json::from_str::<ToolCompletedData>(data) {
+                    let first = d.output.lines().next().unwrap_or_default();
+                    eprintln!("  ✓ {first}");
+                }
+            }
+            "tool.failed" => {
+                if let Ok(d) = serde_json::from_str::<ToolFailedData>(data) {
+                    eprintln!("  ✗ {}", d.error);
+                }
+            }
+            "turn.failed" => {
+                if let Ok(d) = serde_json::from_str::<TurnFailedData>(data) {
+                    eprintln!("turn failed: {}", d.error.message);
+                }
+            }
+            "retry.scheduled" => eprintln!("retrying: {data}"),
+            _ => {}
+        }
+    }
+}

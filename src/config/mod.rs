@@ -1,0 +1,362 @@
+//! Configuration: JSONC files merged in a fixed order, with `{env:VAR}` and `{file:path}` substitution.
+//!
+//! Layers, later wins: global `config.jsonc`/`config.json`; `KEEL_CONFIG`; project `keel.jsonc`/`keel.json` and
+//! `.keel/config.jsonc` from the filesystem root down to the session's cwd (an `opencode.json(c)` is converted and
+//! used where a directory has no keel file); `KEEL_CONFIG_CONTENT`. Config is read when a turn starts, so edits
+//! reach running sessions at their next turn without a restart.
+
+mod jsonc;
+mod legacy;
+mod paths;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use paths::Paths;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The default model, `provider/model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Ordered permission rules; the last match wins.
+    #[serde(default)]
+    pub permissions: Vec<PermissionRule>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Value>,
+    /// Instruction files (relative to the project) added to the system prompt.
+    #[serde(default)]
+    pub instructions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_output: Option<ToolOutputSettings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `openai-chat`, `openai-responses`, `anthropic` or `scripted`; built-in providers know theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<crate::provider::Wire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Prefer `{env:VAR}` or the auth store to a literal key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelSettings>,
+    /// The scripted provider only: the script file it plays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// USD per million tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<keel_protocol::model::ModelCost>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRule {
+    /// A tool or action name, e.g. `bash`, `edit`, `external_directory`; `*` globs.
+    pub action: String,
+    #[serde(default = "any")]
+    pub pattern: String,
+    pub effect: Effect,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Ask,
+    Deny,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Added to the system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// `primary` or `subagent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Provider turns per activity before it closes with `turn_limit` (default 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolOutputSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lines: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+}
+
+/// Where a layer came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub source: &'static str,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub layers: Vec<Layer>,
+}
+
+/// Loads the effective config for a session in `cwd` (or the global layers only).
+pub fn load(paths: &Paths, cwd: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let mut merged = Value::Object(Default::default());
+    let mut layers = Vec::new();
+    let mut add = |value: Value, layer: Layer| {
+        merge(&mut merged, value);
+        layers.push(layer);
+    };
+    for name in ["config.jsonc", "config.json"] {
+        let path = paths.config_dir.join(name);
+        if let Some(value) = read_layer(&path)? {
+            add(value, Layer { source: "global", path: Some(path) });
+            break;
+        }
+    }
+    if let Some(path) = std::env::var_os("KEEL_CONFIG").map(PathBuf::from) {
+        let value = read_layer(&path)?.ok_or_else(|| ConfigError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "KEEL_CONFIG names a missing file"),
+        })?;
+        add(value, Layer { source: "env-file", path: Some(path) });
+    }
+    if let Some(cwd) = cwd {
+        let mut dirs: Vec<&Path> = cwd.ancestors().collect();
+        dirs.reverse();
+        for dir in dirs {
+            let mut found = false;
+            for name in ["keel.jsonc", "keel.json", ".keel/config.jsonc"] {
+                let path = dir.join(name);
+                if let Some(value) = read_layer(&path)? {
+                    add(value, Layer { source: "project", path: Some(path) });
+                    found = true;
+                }
+            }
+            if found {
+                continue;
+            }
+            for name in ["opencode.jsonc", "opencode.json"] {
+                let path = dir.join(name);
+                if let Some(value) = read_layer(&path)? {
+                    add(legacy::convert(value), Layer { source: "legacy", path: Some(path) });
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(content) = std::env::var("KEEL_CONFIG_CONTENT").ok().filter(|c| !c.trim().is_empty()) {
+        let value = parse("KEEL_CONFIG_CONTENT", &content, None)?;
+        add(value, Layer { source: "env-content", path: None });
+    }
+    let config = serde_json::from_value(merged).map_err(|e| ConfigError::Invalid {
+        path: layers.last().and_then(|l| l.path.as_ref()).map_or("(merged)".into(), |p| p.display().to_string()),
+        message: e.to_string(),
+    })?;
+    Ok(Loaded { config, layers })
+}
+
+fn read_layer(path: &Path) -> Result<Option<Value>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&path.display().to_string(), &text, path.parent()).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
+        Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+    }
+}
+
+fn parse(name: &str, text: &str, dir: Option<&Path>) -> Result<Value, ConfigError> {
+    let text = substitute(text, dir).map_err(|message| ConfigError::Invalid { path: name.into(), message })?;
+    let value: Value = serde_json::from_str(&jsonc::to_json(&text))
+        .map_err(|e| ConfigError::Invalid { path: name.into(), message: e.to_string() })?;
+    if !value.is_object() {
+        return Err(ConfigError::Invalid { path: name.into(), message: "the top level must be an object".into() });
+    }
+    Ok(value)
+}
+
+/// Replaces `{env:VAR}` and `{file:path}` with JSON-escaped values, so they are safe inside strings.
+fn substitute(text: &str, dir: Option<&Path>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let (kind, body) = if let Some(b) = tail.strip_prefix("{env:") {
+            ("env", b)
+        } else if let Some(b) = tail.strip_prefix("{file:") {
+            ("file", b)
+        } else {
+            out.push('{');
+            rest = &tail[1..];
+            continue;
+        };
+        let Some(end) = body.find('}') else {
+            out.push_str(tail);
+            rest = "";
+            break;
+        };
+        let name = &body[..end];
+        let value = match kind {
+            "env" => std::env::var(name).unwrap_or_default(),
+            _ => {
+                let path = expand_home(name);
+                let path = match dir {
+                    Some(dir) if path.is_relative() => dir.join(path),
+                    _ => path,
+                };
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{{file:{name}}}: {}: {e}", path.display()))?
+                    .trim_end()
+                    .to_owned()
+            }
+        };
+        let escaped = serde_json::to_string(&value).unwrap_or_default();
+        out.push_str(&escaped[1..escaped.len() - 1]);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// Objects merge key by key; `permissions` and `instructions` append; anything else is replaced.
+fn merge(base: &mut Value, overlay: Value) {
+    let (Value::Object(base), Value::Object(overlay)) = (base, overlay) else { return };
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Array(existing)), Value::Array(more)) if key == "permissions" || key == "instructions" => {
+                existing.extend(more);
+            }
+            (Some(existing @ Value::Object(_)), value @ Value::Object(_)) => merge(existing, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The config as `config/get` shows it: secrets replaced.
+    pub fn redacted(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(providers) = value["providers"].as_object_mut() {
+            for provider in providers.values_mut() {
+                if provider.get("apiKey").is_some() {
+                    provider["apiKey"] = Value::String("[redacted]".into());
+                }
+                if let Some(headers) = provider["headers"].as_object_mut() {
+                    headers.values_mut().for_each(|v| *v = Value::String("[redacted]".into()));
+                }
+            }
+        }
+        value
+    }
+
+    /// The step limit of an agent.
+    pub fn steps(&self, agent: &str) -> u32 {
+        self.agents.get(agent).and_then(|a| a.steps).unwrap_or(DEFAULT_STEPS).max(1)
+    }
+}
+
+pub const DEFAULT_STEPS: u32 = 25;
+
+/// The JSON Schema of config files.
+pub fn schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_escapes_values() {
+        // SAFETY: single-threaded test setting a variable no other test reads.
+        unsafe { std::env::set_var("KEEL_TEST_SUBST", "a\"b") };
+        let text = substitute(r#"{"k": "{env:KEEL_TEST_SUBST}", "m": "{env:KEEL_TEST_UNSET_X}"}"#, None).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["k"], "a\"b");
+        assert_eq!(v["m"], "");
+    }
+
+    #[test]
+    fn merge_appends_rules_and_replaces_scalars() {
+        let mut base = serde_json::json!({ "model": "a/b", "permissions": [1], "providers": { "x": { "baseUrl": "u", "apiKey": "k" } } });
+        merge(&mut base, serde_json::json!({ "model": "c/d", "permissions": [2], "providers": { "x": { "baseUrl": "v" } } }));
+        assert_eq!(base, serde_json::json!({ "model": "c/d", "permissions": [1, 2], "providers": { "x": { "baseUrl": "v", "apiKey": "k" } } }));
+    }
+}

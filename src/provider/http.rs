@@ -1,0 +1,156 @@
+//! The HTTP half shared by the wire formats: POST a JSON body, map failures to typed errors, feed the SSE body to
+//! the wire module event by event.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::ProviderError;
+use super::sse::{SseEvent, SseParser};
+
+/// What a wire module says after each event.
+pub enum Flow {
+    Continue,
+    /// The wire's terminal event arrived; the rest of the body is ignored.
+    Done,
+}
+
+pub struct Endpoint<'a> {
+    pub client: &'a reqwest::Client,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// Scrubbed from every error message, whatever the server echoes back.
+    pub secret: Option<&'a str>,
+}
+
+/// Sends the request and streams its events into `on_event`. Returns whether the wire's terminal event was seen.
+pub async fn stream_sse(
+    endpoint: Endpoint<'_>,
+    body: &Value,
+    mut on_event: impl FnMut(SseEvent) -> Result<Flow, ProviderError>,
+) -> Result<bool, ProviderError> {
+    let scrub = |text: String| match endpoint.secret.filter(|s| !s.is_empty()) {
+        Some(secret) => text.replace(secret, "[redacted]"),
+        None => text,
+    };
+    let mut request = endpoint.client.post(&endpoint.url).header("content-type", "application/json");
+    for (name, value) in &endpoint.headers {
+        request = request.header(name, value);
+    }
+    let mut response = request
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| ProviderError::Connection(scrub(describe(&e))))?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let retry_after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        return Err(classify(status, &scrub(text), retry_after));
+    }
+    let mut parser = SseParser::default();
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => return Err(ProviderError::Interrupted(scrub(describe(&e)))),
+        };
+        for event in parser.push(&chunk) {
+            if let Flow::Done = on_event(event)? {
+                return Ok(true);
+            }
+        }
+    }
+    if let Some(event) = parser.finish()
+        && let Flow::Done = on_event(event)?
+    {
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `retry-after-ms`, or `retry-after` in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    get("retry-after").and_then(|v| v.parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.max(0.0)))
+}
+
+/// The provider's own message, from the usual JSON error shapes or the raw body.
+pub fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v["error"]["message"].as_str().or_else(|| v["message"].as_str()).or_else(|| v["error"].as_str()).map(str::to_owned)
+    });
+    let mut message = message.unwrap_or_else(|| body.trim().to_owned());
+    if message.len() > 500 {
+        let mut end = 500;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
+}
+
+pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> ProviderError {
+    let message = error_message(body);
+    let lower = body.to_ascii_lowercase();
+    let overflow = ["context_length_exceeded", "prompt is too long", "maximum context length", "context window"]
+        .iter()
+        .any(|needle| lower.contains(needle));
+    let unknown_model = lower.contains("model")
+        && ["not found", "not_found", "does not exist", "unknown model", "model_not_found"]
+            .iter()
+            .any(|needle| lower.contains(needle));
+    match status {
+        401 | 403 => ProviderError::Unauthorized { status, message },
+        429 => ProviderError::RateLimited { status, message, retry_after },
+        500..=599 => ProviderError::Server { status, message, retry_after },
+        _ if overflow => ProviderError::ContextOverflow { message },
+        404 | 400 if unknown_model => ProviderError::UnknownModel { message },
+        _ => ProviderError::Rejected { status, message },
+    }
+}
+
+/// Parses one event's JSON data, or says the stream is malformed.
+pub fn json(event: &SseEvent) -> Result<Value, ProviderError> {
+    serde_json::from_str(&event.data).map_err(|e| {
+        let mut data = event.data.clone();
+        data.truncate(120);
+        ProviderError::Malformed(format!("{e} in {data:?}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_provider_failures() {
+        let check = |status: u16, body: &str, kind: &str| {
+            assert_eq!(classify(status, body, None).kind(), kind, "{status} {body}");
+        };
+        check(401, r#"{"error":{"message":"bad key"}}"#, "unauthorized");
+        check(429, "{}", "rate_limited");
+        check(529, r#"{"type":"error","error":{"type":"overloaded_error"}}"#, "server_error");
+        check(400, r#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#, "context_overflow");
+        check(400, r#"{"type":"error","error":{"message":"prompt is too long: 210000 tokens"}}"#, "context_overflow");
+        check(404, r#"{"error":{"message":"The model `gpt-9` does not exist"}}"#, "unknown_model");
+        check(400, r#"{"error":{"message":"bad request"}}"#, "other");
+        assert_eq!(error_message(r#"{"error":{"message":"x"}}"#), "x");
+    }
+}

@@ -1,0 +1,238 @@
+//! Resolves `provider/model` to a provider instance and the model's description, from the built-in providers,
+//! the config, the auth store and the model database.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::anthropic::Anthropic;
+use super::auth::AuthStore;
+use super::catalog::{self, ModelSpec};
+use super::openai_chat::OpenAiChat;
+use super::openai_responses::OpenAiResponses;
+use super::scripted::Scripted;
+use super::{Provider, ProviderError, Wire};
+use crate::config::{Config, ProviderSettings};
+
+/// The model used when neither the session, the agent nor the config names one.
+pub const FALLBACK_MODEL: &str = "scripted/default";
+
+struct Builtin {
+    id: &'static str,
+    name: &'static str,
+    wire: Wire,
+    base_url: &'static str,
+    needs_key: bool,
+}
+
+const BUILTINS: &[Builtin] = &[
+    Builtin { id: "openai", name: "OpenAI", wire: Wire::OpenaiResponses, base_url: "https://api.openai.com/v1", needs_key: true },
+    Builtin { id: "anthropic", name: "Anthropic", wire: Wire::Anthropic, base_url: "https://api.anthropic.com/v1", needs_key: true },
+    Builtin { id: "openrouter", name: "OpenRouter", wire: Wire::OpenaiChat, base_url: "https://openrouter.ai/api/v1", needs_key: true },
+    Builtin { id: "groq", name: "Groq", wire: Wire::OpenaiChat, base_url: "https://api.groq.com/openai/v1", needs_key: true },
+    Builtin { id: "deepseek", name: "DeepSeek", wire: Wire::OpenaiChat, base_url: "https://api.deepseek.com/v1", needs_key: true },
+    Builtin { id: "ollama", name: "Ollama (local)", wire: Wire::OpenaiChat, base_url: "http://127.0.0.1:11434/v1", needs_key: false },
+    Builtin { id: "scripted", name: "Scripted (offline, not a model)", wire: Wire::Scripted, base_url: "", needs_key: false },
+];
+
+/// A provider as configured: built-in defaults with the config's settings on top.
+#[derive(Debug, Clone)]
+pub struct ProviderEntry {
+    pub id: String,
+    pub name: String,
+    pub wire: Wire,
+    pub base_url: String,
+    pub needs_key: bool,
+    pub source: &'static str,
+    pub settings: ProviderSettings,
+}
+
+pub struct Resolved {
+    pub provider: Arc<dyn Provider>,
+    pub spec: ModelSpec,
+}
+
+pub struct Registry {
+    client: reqwest::Client,
+    pub auth: AuthStore,
+    scripted: Mutex<HashMap<Option<PathBuf>, Arc<Scripted>>>,
+    runtime_models: Mutex<Vec<ModelSpec>>,
+}
+
+impl Registry {
+    pub fn new(auth: AuthStore) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(300))
+            .build()
+            .unwrap_or_default();
+        let registry = Self {
+            client,
+            auth,
+            scripted: Mutex::new(HashMap::new()),
+            runtime_models: Mutex::new(Vec::new()),
+        };
+        // The scripted provider describes its one model itself, as any provider may at run time.
+        registry.register_model(ModelSpec {
+            id: FALLBACK_MODEL.into(),
+            name: "Scripted playback (not a model)".into(),
+            context_window: 1_000_000,
+            max_output_tokens: 100_000,
+            tools: true,
+            reasoning: true,
+            images: false,
+            cost: Default::default(),
+            source: "runtime",
+        });
+        registry
+    }
+
+    pub fn register_model(&self, spec: ModelSpec) {
+        let mut models = self.runtime_models.lock();
+        models.retain(|m| m.id != spec.id);
+        models.push(spec);
+    }
+
+    pub fn providers(&self, config: &Config) -> Vec<ProviderEntry> {
+        let mut entries: Vec<ProviderEntry> = BUILTINS
+            .iter()
+            .map(|b| ProviderEntry {
+                id: b.id.into(),
+                name: b.name.into(),
+                wire: b.wire,
+                base_url: b.base_url.into(),
+                needs_key: b.needs_key,
+                source: "builtin",
+                settings: ProviderSettings::default(),
+            })
+            .collect();
+        for (id, settings) in &config.providers {
+            let entry = match entries.iter_mut().find(|e| &e.id == id) {
+                Some(entry) => entry,
+                None => {
+                    entries.push(ProviderEntry {
+                        id: id.clone(),
+                        name: id.clone(),
+                        wire: Wire::OpenaiChat,
+                        base_url: String::new(),
+                        needs_key: false,
+                        source: "config",
+                        settings: ProviderSettings::default(),
+                    });
+                    let last = entries.len() - 1;
+                    &mut entries[last]
+                }
+            };
+            if let Some(name) = &settings.name {
+                entry.name = name.clone();
+            }
+            if let Some(wire) = settings.wire {
+                entry.wire = wire;
+            }
+            if let Some(url) = &settings.base_url {
+                entry.base_url = url.clone();
+            }
+            entry.settings = settings.clone();
+        }
+        entries
+    }
+
+    fn api_key(&self, entry: &ProviderEntry) -> Option<String> {
+        entry.settings.api_key.clone().filter(|k| !k.is_empty()).or_else(|| self.auth.key(&entry.id))
+    }
+
+    pub fn authenticated(&self, entry: &ProviderEntry) -> bool {
+        !entry.needs_key || self.api_key(entry).is_some()
+    }
+
+    /// Every known model: the catalog, then config declarations (which override the catalog), then run-time ones.
+    pub fn models(&self, config: &Config) -> Vec<ModelSpec> {
+        let mut models: Vec<ModelSpec> = catalog::builtin().to_vec();
+        for (provider, settings) in &config.providers {
+            for (model, m) in &settings.models {
+                let id = format!("{provider}/{model}");
+                let mut spec = models.iter().find(|s| s.id == id).cloned().unwrap_or_else(|| ModelSpec::unknown(&id));
+                spec.source = "config";
+                if let Some(name) = &m.name {
+                    spec.name = name.clone();
+                }
+                spec.context_window = m.context_window.unwrap_or(spec.context_window);
+                spec.max_output_tokens = m.max_output_tokens.unwrap_or(spec.max_output_tokens);
+                spec.tools = m.tools.unwrap_or(spec.tools);
+                spec.reasoning = m.reasoning.unwrap_or(spec.reasoning);
+                spec.images = m.images.unwrap_or(spec.images);
+                if let Some(cost) = &m.cost {
+                    spec.cost = cost.clone();
+                }
+                models.retain(|s| s.id != id);
+                models.push(spec);
+            }
+        }
+        for spec in self.runtime_models.lock().iter() {
+            if !models.iter().any(|m| m.id == spec.id) {
+                models.push(spec.clone());
+            }
+        }
+        models
+    }
+
+    /// The model a session runs when nothing more specific is set.
+    pub fn default_model(config: &Config) -> String {
+        config.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| FALLBACK_MODEL.into())
+    }
+
+    /// Checks that `model` names a configured provider, without building anything.
+    pub fn check_model(&self, config: &Config, model: &str) -> Result<(), ProviderError> {
+        let (provider, name) = split(model)?;
+        if name.is_empty() {
+            return Err(ProviderError::NotConfigured(format!("model {model:?} must be written provider/model")));
+        }
+        self.providers(config).iter().find(|p| p.id == provider).map(|_| ()).ok_or_else(|| unknown_provider(provider))
+    }
+
+    pub fn resolve(&self, config: &Config, model: &str) -> Result<Resolved, ProviderError> {
+        let (provider_id, _) = split(model)?;
+        let entry = self.providers(config).into_iter().find(|p| p.id == provider_id).ok_or_else(|| unknown_provider(provider_id))?;
+        let spec = self.models(config).into_iter().find(|m| m.id == model).unwrap_or_else(|| ModelSpec::unknown(model));
+        let api_key = self.api_key(&entry);
+        if entry.needs_key && api_key.is_none() {
+            let hint = super::auth::env_var(&entry.id).map(|v| format!(" or set {v}")).unwrap_or_default();
+            return Err(ProviderError::NotConfigured(format!(
+                "no credentials for provider {}: run `keel auth set {}`{hint}",
+                entry.id, entry.id
+            )));
+        }
+        let headers: Vec<(String, String)> = entry.settings.headers.clone().into_iter().collect();
+        let client = self.client.clone();
+        let base_url = entry.base_url.clone();
+        let provider: Arc<dyn Provider> = match entry.wire {
+            Wire::OpenaiChat => Arc::new(OpenAiChat { client, base_url, api_key, headers }),
+            Wire::OpenaiResponses => Arc::new(OpenAiResponses { client, base_url, api_key, headers }),
+            Wire::Anthropic => Arc::new(Anthropic { client, base_url, api_key, headers }),
+            Wire::Scripted => {
+                let path = entry.settings.script.clone().or_else(|| std::env::var("KEEL_SCRIPT").ok()).map(PathBuf::from);
+                let mut scripted = self.scripted.lock();
+                let player = scripted.entry(path.clone()).or_insert_with(|| Arc::new(Scripted::new(path)));
+                Arc::clone(player) as Arc<dyn Provider>
+            }
+        };
+        Ok(Resolved { provider, spec })
+    }
+}
+
+fn split(model: &str) -> Result<(&str, &str), ProviderError> {
+    model
+        .split_once('/')
+        .ok_or_else(|| ProviderError::NotConfigured(format!("model {model:?} must be written provider/model")))
+}
+
+fn unknown_provider(id: &str) -> ProviderError {
+    let known: Vec<&str> = BUILTINS.iter().map(|b| b.id).collect();
+    ProviderError::NotConfigured(format!(
+        "unknown provider {id:?}: declare it under `providers` in the config (built in: {})",
+        known.join(", ")
+    ))
+}

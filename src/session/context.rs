@@ -1,0 +1,119 @@
+//! What the model sees: the system prompt and the transcript, rebuilt from the projection before every turn.
+
+use std::path::Path;
+
+use keel_protocol::turn::{Part, ToolStatus};
+
+use crate::config::Config;
+use crate::provider::{ChatMessage, ToolCall, UserPart};
+use crate::store::transcript::PartRow;
+
+const BASE_PROMPT: &str = "You are keel, a coding agent working in the user's project. Use the tools to inspect and \
+change the workspace; keep answers short and concrete; say what you changed.";
+
+/// Files larger than this are cut when a prompt attaches them.
+const MAX_ATTACHED_FILE: usize = 50 * 1024;
+
+pub fn system_prompt(config: &Config, agent: &str, cwd: &Path) -> String {
+    let mut prompt = String::from(BASE_PROMPT);
+    prompt.push_str(&format!(
+        "\n\n<env>\nworking directory: {}\nplatform: {}\n</env>",
+        cwd.display(),
+        std::env::consts::OS
+    ));
+    if let Some(system) = config.agents.get(agent).and_then(|a| a.system.as_deref()) {
+        prompt.push_str("\n\n");
+        prompt.push_str(system);
+    }
+    let mut files: Vec<String> = config.instructions.clone();
+    if !files.iter().any(|f| f == "AGENTS.md") {
+        files.insert(0, "AGENTS.md".into());
+    }
+    for file in files {
+        let path = cwd.join(&file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            prompt.push_str(&format!("\n\nInstructions from {file}:\n{}", truncate(&text, MAX_ATTACHED_FILE)));
+        }
+    }
+    prompt
+}
+
+/// Groups transcript parts into provider messages: a user message per promotion, an assistant message per turn
+/// followed by one tool result per call.
+pub fn history(parts: &[PartRow], cwd: &Path) -> Vec<ChatMessage> {
+    let mut messages = Vec::new();
+    let mut i = 0;
+    while i < parts.len() {
+        let message_id = &parts[i].message_id;
+        let end = parts[i..].iter().position(|p| &p.message_id != message_id).map_or(parts.len(), |n| i + n);
+        let group: Vec<Part> = parts[i..end].iter().filter_map(|p| serde_json::from_str(&p.data).ok()).collect();
+        if parts[i].role == "user" {
+            let raw: Vec<serde_json::Value> = parts[i..end].iter().filter_map(|p| serde_json::from_str(&p.data).ok()).collect();
+            messages.push(ChatMessage::User(user_parts(&group, &raw, cwd)));
+        } else {
+            assistant(&group, &mut messages);
+        }
+        i = end;
+    }
+    messages
+}
+
+fn user_parts(parts: &[Part], raw: &[serde_json::Value], cwd: &Path) -> Vec<UserPart> {
+    parts
+        .iter()
+        .zip(raw)
+        .map(|(part, raw)| match part {
+            Part::Text { text, .. } => UserPart::Text(text.clone()),
+            Part::File { path, .. } => {
+                let full = cwd.join(path);
+                match std::fs::read_to_string(&full) {
+                    Ok(text) => UserPart::Text(format!("File {path}:\n{}", truncate(&text, MAX_ATTACHED_FILE))),
+                    Err(e) => UserPart::Text(format!("File {path} could not be read: {e}")),
+                }
+            }
+            Part::Image { mime, .. } => UserPart::Image {
+                mime: mime.clone(),
+                data_base64: raw["dataBase64"].as_str().unwrap_or_default().to_owned(),
+            },
+            Part::Reasoning { text, .. } => UserPart::Text(text.clone()),
+            Part::Tool { .. } => UserPart::Text(String::new()),
+        })
+        .collect()
+}
+
+fn assistant(parts: &[Part], messages: &mut Vec<ChatMessage>) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    let mut results = Vec::new();
+    for part in parts {
+        match part {
+            Part::Text { text: t, .. } => text.push_str(t),
+            Part::Tool { call_id, tool, input, status, output, error } => {
+                calls.push(ToolCall { id: call_id.clone(), name: tool.clone(), input: input.clone() });
+                let (output, is_error) = match status {
+                    ToolStatus::Completed => (output.clone().unwrap_or_default(), false),
+                    ToolStatus::Failed => (error.clone().unwrap_or_else(|| "failed".into()), true),
+                    ToolStatus::Pending | ToolStatus::Running => ("interrupted".into(), true),
+                };
+                results.push(ChatMessage::ToolResult { call_id: call_id.clone(), tool: tool.clone(), output, is_error });
+            }
+            _ => {}
+        }
+    }
+    if text.is_empty() && calls.is_empty() {
+        return;
+    }
+    messages.push(ChatMessage::Assistant { text, tool_calls: calls });
+    messages.extend(results);
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

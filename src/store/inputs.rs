@@ -1,0 +1,51 @@
+//! Queries of the `inputs` read model: the durable inbox.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRow {
+    pub input_id: String,
+    pub admitted_seq: u64,
+    pub delivery: String,
+    pub disposition: String,
+    /// JSON `ContentPart[]`.
+    pub content: String,
+    pub agent: Option<String>,
+    pub model: Option<String>,
+    pub fingerprint: String,
+    pub state: String,
+}
+
+const COLUMNS: &str = "input_id, admitted_seq, delivery, disposition, content, agent, model, fingerprint, state";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InputRow> {
+    Ok(InputRow {
+        input_id: r.get(0)?,
+        admitted_seq: r.get(1)?,
+        delivery: r.get(2)?,
+        disposition: r.get(3)?,
+        content: r.get(4)?,
+        agent: r.get(5)?,
+        model: r.get(6)?,
+        fingerprint: r.get(7)?,
+        state: r.get(8)?,
+    })
+}
+
+pub fn get(conn: &Connection, session_id: &str, input_id: &str) -> Result<Option<InputRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM inputs WHERE session_id = ?1 AND input_id = ?2"))?
+        .query_row(params![session_id, input_id], row)
+        .optional()?)
+}
+
+/// Admitted, not yet promoted or removed, in admission order.
+pub fn pending(conn: &Connection, session_id: &str) -> Result<Vec<InputRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM inputs WHERE session_id = ?1 AND state = 'pending' ORDER BY admitted_seq"
+    ))?;
+    let rows = stmt.query_map([session_id], row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

@@ -1,0 +1,40 @@
+//! Queries of the `parts` read model: the model-visible transcript.
+
+use rusqlite::{Connection, params};
+
+use super::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartRow {
+    pub seq: u64,
+    pub message_id: String,
+    pub role: String,
+    pub kind: String,
+    /// JSON shaped like the protocol's `Part`.
+    pub data: String,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartRow> {
+    Ok(PartRow { seq: r.get(0)?, message_id: r.get(1)?, role: r.get(2)?, kind: r.get(3)?, data: r.get(4)? })
+}
+
+/// Parts created by events after `after_seq`, in transcript order, at most `limit` of them.
+pub fn parts_after(conn: &Connection, session_id: &str, after_seq: u64, limit: usize) -> Result<Vec<PartRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, message_id, role, kind, data FROM parts WHERE session_id = ?1 AND seq > ?2 \
+         ORDER BY seq, idx LIMIT ?3",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![session_id, after_seq, limit], row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Tool calls that were recorded but never settled: the process running them died.
+pub fn unsettled_tool_calls(conn: &Connection, session_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT part_id FROM parts WHERE session_id = ?1 AND kind = 'tool' \
+         AND json_extract(data, '$.status') IN ('pending', 'running') ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([session_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
