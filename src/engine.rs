@@ -55,6 +55,8 @@ impl Default for Settings {
 /// The one drain of a session: its interrupt switch and the run requested while it was busy.
 struct Drain {
     cancel: CancellationToken,
+    /// What the drain is doing now: an explicit run that another explicit run can join, or a wake.
+    mode: Mode,
     rerun: Option<Mode>,
 }
 
@@ -104,6 +106,9 @@ impl Engine {
         let cancel = {
             let mut drains = self.drains.lock();
             if let Some(drain) = drains.get_mut(session_id) {
+                if mode == Mode::Run && drain.mode == Mode::Run {
+                    return false;
+                }
                 drain.rerun = Some(match (drain.rerun, mode) {
                     (Some(Mode::Run), _) | (_, Mode::Run) => Mode::Run,
                     _ => Mode::Wake,
@@ -111,7 +116,7 @@ impl Engine {
                 return false;
             }
             let cancel = CancellationToken::new();
-            drains.insert(session_id.to_owned(), Drain { cancel: cancel.clone(), rerun: None });
+            drains.insert(session_id.to_owned(), Drain { cancel: cancel.clone(), mode, rerun: None });
             cancel
         };
         let engine = Arc::clone(self);
@@ -128,6 +133,7 @@ impl Engine {
                 match drain.rerun.take() {
                     Some(next) => {
                         mode = next;
+                        drain.mode = next;
                         if cancel.is_cancelled() {
                             cancel = CancellationToken::new();
                             drain.cancel = cancel.clone();

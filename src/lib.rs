@@ -3,8 +3,8 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod provider;
 pub mod engine;
+pub mod provider;
 pub mod rpc;
 pub mod session;
 pub mod store;

@@ -88,15 +88,21 @@ struct RunArgs {
 #[derive(Subcommand)]
 enum AuthCommand {
     /// Store a key for a provider, read from stdin.
-    Set { provider: String },
+    Set {
+        provider: String,
+    },
     List,
-    Remove { provider: String },
+    Remove {
+        provider: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum SessionsCommand {
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
     Events {
         id: String,
         #[arg(long, default_value_t = 0)]
@@ -132,7 +138,9 @@ fn main() -> ExitCode {
             match command {
                 SessionsCommand::List => admin::sessions_list(&engine),
                 SessionsCommand::Show { id } => admin::session_show(&engine, &id),
-                SessionsCommand::Events { id, after, follow } => admin::session_events(engine, &id, after, follow).await,
+                SessionsCommand::Events { id, after, follow } => {
+                    admin::session_events(engine, &id, after, follow).await
+                }
             }
         }),
     };

@@ -3,7 +3,9 @@
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::{Method, Notification, PROTOCOL_VERSION, auth, config, event, initialize as init, input, model, session, turn};
+use crate::{
+    Method, Notification, PROTOCOL_VERSION, auth, config, event, initialize as init, input, model, session, turn,
+};
 
 struct Builder {
     generator: SchemaGenerator,

@@ -108,7 +108,12 @@ pub async fn tools(engine: Arc<Engine>, _: Option<ToolListParams>, _: Call) -> R
             .tools
             .specs()
             .into_iter()
-            .map(|t| ToolInfo { name: t.name, description: t.description, input_schema: t.input_schema, source: "builtin".into() })
+            .map(|t| ToolInfo {
+                name: t.name,
+                description: t.description,
+                input_schema: t.input_schema,
+                source: "builtin".into(),
+            })
             .collect(),
     })
 }

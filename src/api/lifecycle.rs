@@ -10,10 +10,10 @@ use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams};
 use tokio::sync::broadcast;
 
 use super::ApiError;
-use crate::rpc::PeerRef;
-use crate::session::Notice;
 use crate::engine::Engine;
+use crate::rpc::PeerRef;
 use crate::rpc::{Call, framing::MAX_FRAME};
+use crate::session::Notice;
 
 pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) -> Result<InitializeResult, ApiError> {
     if p.protocol_version != PROTOCOL_VERSION {

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use keel_protocol::Empty;
 use keel_protocol::input::{Delivery, PendingInput};
-use keel_protocol::turn::{Message, MessagesParams, MessagesResult, Part, Role};
 use keel_protocol::session::{
     Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams, SessionListParams,
     SessionListResult, SessionResult, SessionStatus, SessionUpdateParams, Usage,
 };
+use keel_protocol::turn::{Message, MessagesParams, MessagesResult, Part, Role};
 
 use super::ApiError;
 use crate::engine::Engine;
@@ -67,7 +67,9 @@ pub async fn messages(engine: Arc<Engine>, p: MessagesParams, _: Call) -> Result
     engine.sessions.get(&p.session_id)?;
     let limit = p.limit.map_or(DEFAULT_MESSAGES, |l| l as usize).clamp(1, MAX_MESSAGES);
     let after = match p.cursor.as_deref() {
-        Some(c) => c.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "not a cursor returned by session/messages"))?,
+        Some(c) => {
+            c.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "not a cursor returned by session/messages"))?
+        }
         None => 0,
     };
     let parts = engine.store.query(|c| transcript::parts_after(c, &p.session_id, after, usize::MAX))?;

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use keel_protocol::Empty;
 use keel_protocol::Notification;
-use keel_protocol::turn::{DeltaParams, SessionDelta};
-use tokio::sync::broadcast;
 use keel_protocol::event::{
     Event as WireEvent, EventNotificationParams, EventsParams, EventsResult, SessionEvent, SessionSubscriptionEnded,
     SessionSynced, SubscribeParams, SubscribeResult, SubscriptionEndReason, SubscriptionEndedParams, SyncedParams,
     UnsubscribeParams,
 };
+use keel_protocol::turn::{DeltaParams, SessionDelta};
 use serde_json::value::RawValue;
+use tokio::sync::broadcast;
 
 use super::ApiError;
 use crate::engine::Engine;
@@ -126,6 +126,12 @@ impl Subscription {
         loop {
             wake.borrow_and_update();
             loop {
+                // Fragments streamed before an event committed go out before it.
+                while let Some(delta) = self.deltas.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                    if synced && let Err(stop) = self.send_delta(&delta).await {
+                        return stop;
+                    }
+                }
                 let batch = match self.next_batch() {
                     Ok(batch) => batch,
                     Err(e) => {
@@ -158,27 +164,32 @@ impl Subscription {
             }
             loop {
                 let delta = tokio::select! {
+                    biased;
+                    delta = next_delta(&mut self.deltas) => delta,
                     changed = wake.changed() => match changed {
                         Ok(()) => break,
                         Err(_) => return Stop::Closed,
                     },
-                    delta = next_delta(&mut self.deltas) => delta,
                 };
-                if delta.session_id != self.feed.session_id() {
-                    continue;
-                }
-                let params = DeltaParams {
-                    session_id: delta.session_id.clone(),
-                    message_id: delta.message_id.clone(),
-                    part_id: delta.part_id.clone(),
-                    kind: delta.kind,
-                    delta: delta.text.clone(),
-                };
-                if let Err(stop) = self.send_notification(SessionDelta::NAME, &params).await {
+                if let Err(stop) = self.send_delta(&delta).await {
                     return stop;
                 }
             }
         }
+    }
+
+    async fn send_delta(&self, delta: &Delta) -> Result<(), Stop> {
+        if delta.session_id != self.feed.session_id() {
+            return Ok(());
+        }
+        let params = DeltaParams {
+            session_id: delta.session_id.clone(),
+            message_id: delta.message_id.clone(),
+            part_id: delta.part_id.clone(),
+            kind: delta.kind,
+            delta: delta.text.clone(),
+        };
+        self.send_notification(SessionDelta::NAME, &params).await
     }
 
     /// The next events after the cursor: from the feed's memory when it reaches back that far, else a store page.

@@ -68,7 +68,10 @@ pub fn sessions_list(engine: &Engine) -> Result<(), String> {
 
 pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
     let s = engine.sessions.get(id).map_err(|e| e.to_string())?;
-    println!("id: {}\ntitle: {}\ncwd: {}\nagent: {}\nmodel: {}\nstatus: {}\nevents: {}", s.id, s.title, s.cwd, s.agent, s.model, s.status, s.head_seq);
+    println!(
+        "id: {}\ntitle: {}\ncwd: {}\nagent: {}\nmodel: {}\nstatus: {}\nevents: {}",
+        s.id, s.title, s.cwd, s.agent, s.model, s.status, s.head_seq
+    );
     println!("tokens: {} in, {} out; cost ${:.4}", s.input_tokens, s.output_tokens, s.cost_usd);
     Ok(())
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel_protocol::input::{ContentPart, Delivery};
-use keel_protocol::turn::{ActivityClosedData, CloseReason, InputPromotedData, PartCompletedData, ToolCalledData, ToolCompletedData, ToolFailedData, TurnFailedData};
+use keel_protocol::turn::{
+    ActivityClosedData, CloseReason, InputPromotedData, PartCompletedData, ToolCalledData, ToolCompletedData,
+    ToolFailedData, TurnFailedData,
+};
 use tokio::sync::broadcast;
 
 use crate::engine::Engine;
@@ -77,7 +80,13 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
             let title: String = options.prompt.chars().take(60).collect();
             engine
                 .sessions
-                .create(NewSession { cwd, title: Some(title), agent: options.agent.clone(), model: options.model.clone(), parent_id: None })?
+                .create(NewSession {
+                    cwd,
+                    title: Some(title),
+                    agent: options.agent.clone(),
+                    model: options.model.clone(),
+                    parent_id: None,
+                })?
                 .id
         }
     };
@@ -188,7 +197,10 @@ impl Printer {
             return Some(match d.reason {
                 CloseReason::Completed => Ok(()),
                 other => Err(RunError::NotCompleted {
-                    reason: serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                    reason: serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
                     detail: d.error,
                 }),
             });

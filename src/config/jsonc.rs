@@ -105,7 +105,10 @@ mod tests {
     #[test]
     fn comments_and_trailing_commas() {
         check("{\"a\": 1, // one\n \"b\": [1, 2,], /* x */ }", serde_json::json!({ "a": 1, "b": [1, 2] }));
-        check("{\"url\": \"http://x//y\", \"s\": \"a /* b */ \\\" c\",}", serde_json::json!({ "url": "http://x//y", "s": "a /* b */ \" c" }));
+        check(
+            "{\"url\": \"http://x//y\", \"s\": \"a /* b */ \\\" c\",}",
+            serde_json::json!({ "url": "http://x//y", "s": "a /* b */ \" c" }),
+        );
         check("{\"é\": \"ü\" /* ü */,\n}", serde_json::json!({ "é": "ü" }));
         check("[1, // c\n]", serde_json::json!([1]));
     }

@@ -64,7 +64,9 @@ pub fn convert(old: Value) -> Value {
             .iter()
             .map(|(name, a)| {
                 let mut na = Map::new();
-                for (from, to) in [("description", "description"), ("prompt", "system"), ("mode", "mode"), ("model", "model")] {
+                for (from, to) in
+                    [("description", "description"), ("prompt", "system"), ("mode", "mode"), ("model", "model")]
+                {
                     if let Some(v) = a.get(from) {
                         na.insert(to.into(), v.clone());
                     }

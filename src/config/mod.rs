@@ -356,7 +356,13 @@ mod tests {
     #[test]
     fn merge_appends_rules_and_replaces_scalars() {
         let mut base = serde_json::json!({ "model": "a/b", "permissions": [1], "providers": { "x": { "baseUrl": "u", "apiKey": "k" } } });
-        merge(&mut base, serde_json::json!({ "model": "c/d", "permissions": [2], "providers": { "x": { "baseUrl": "v" } } }));
-        assert_eq!(base, serde_json::json!({ "model": "c/d", "permissions": [1, 2], "providers": { "x": { "baseUrl": "v", "apiKey": "k" } } }));
+        merge(
+            &mut base,
+            serde_json::json!({ "model": "c/d", "permissions": [2], "providers": { "x": { "baseUrl": "v" } } }),
+        );
+        assert_eq!(
+            base,
+            serde_json::json!({ "model": "c/d", "permissions": [1, 2], "providers": { "x": { "baseUrl": "v", "apiKey": "k" } } })
+        );
     }
 }

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::http::{self, Endpoint, Flow};
 use super::openai_chat::parse_arguments;
-use super::{BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart};
+use super::{
+    BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart,
+};
 
 const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires a limit; used when the model database has none.
@@ -35,7 +37,8 @@ impl Provider for Anthropic {
                 secret: self.api_key.as_deref(),
             };
             let mut state = State::default();
-            let done = http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
+            let done =
+                http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
             if !done {
                 return Err(ProviderError::Interrupted("no message_stop".into()));
             }
@@ -140,7 +143,8 @@ impl State {
                 let delta = &data["delta"];
                 match delta["type"].as_str().unwrap_or_default() {
                     "text_delta" => {
-                        let _ = sink.send(StreamEvent::TextDelta(delta["text"].as_str().unwrap_or_default().to_owned()));
+                        let _ =
+                            sink.send(StreamEvent::TextDelta(delta["text"].as_str().unwrap_or_default().to_owned()));
                     }
                     "thinking_delta" => {
                         let text = delta["thinking"].as_str().unwrap_or_default().to_owned();
@@ -151,7 +155,8 @@ impl State {
                         if let Some((id, _, json)) = self.tools.get_mut(&index) {
                             let part = delta["partial_json"].as_str().unwrap_or_default();
                             json.push_str(part);
-                            let _ = sink.send(StreamEvent::ToolInputDelta { call_id: id.clone(), delta: part.to_owned() });
+                            let _ =
+                                sink.send(StreamEvent::ToolInputDelta { call_id: id.clone(), delta: part.to_owned() });
                         }
                     }
                     _ => {}

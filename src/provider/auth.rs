@@ -83,7 +83,8 @@ impl AuthStore {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
         let tmp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
         let text = serde_json::to_string_pretty(entries).unwrap_or_default();
         file.write_all(text.as_bytes()).map_err(err)?;

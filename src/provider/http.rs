@@ -37,11 +37,8 @@ pub async fn stream_sse(
     for (name, value) in &endpoint.headers {
         request = request.header(name, value);
     }
-    let mut response = request
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| ProviderError::Connection(scrub(describe(&e))))?;
+    let mut response =
+        request.body(body.to_string()).send().await.map_err(|e| ProviderError::Connection(scrub(describe(&e))))?;
     let status = response.status().as_u16();
     if !(200..300).contains(&status) {
         let retry_after = retry_after(response.headers());
@@ -93,7 +90,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 pub fn error_message(body: &str) -> String {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let message = parsed.as_ref().and_then(|v| {
-        v["error"]["message"].as_str().or_else(|| v["message"].as_str()).or_else(|| v["error"].as_str()).map(str::to_owned)
+        v["error"]["message"]
+            .as_str()
+            .or_else(|| v["message"].as_str())
+            .or_else(|| v["error"].as_str())
+            .map(str::to_owned)
     });
     let mut message = message.unwrap_or_else(|| body.trim().to_owned());
     if message.len() > 500 {

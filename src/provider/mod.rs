@@ -76,7 +76,10 @@ pub enum StreamEvent {
     TextDelta(String),
     ReasoningDelta(String),
     /// A fragment of a tool call's JSON input, for live display.
-    ToolInputDelta { call_id: String, delta: String },
+    ToolInputDelta {
+        call_id: String,
+        delta: String,
+    },
     /// A complete tool call: it can run now.
     ToolCall(ToolCall),
     Usage(TokenUsage),

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::http::{self, Endpoint, Flow};
-use super::{BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart};
+use super::{
+    BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart,
+};
 
 pub struct OpenAiChat {
     pub client: reqwest::Client,
@@ -28,7 +30,8 @@ impl Provider for OpenAiChat {
                 secret: self.api_key.as_deref(),
             };
             let mut state = State::default();
-            let done = http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
+            let done =
+                http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
             if !done && state.finish_reason.is_none() {
                 return Err(ProviderError::Interrupted("no finish_reason and no [DONE]".into()));
             }
@@ -44,7 +47,8 @@ pub fn request_body(request: &Request) -> Value {
         messages.push(match message {
             ChatMessage::User(parts) => json!({ "role": "user", "content": user_content(parts) }),
             ChatMessage::Assistant { text, tool_calls } => {
-                let mut m = json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) } });
+                let mut m =
+                    json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) } });
                 if !tool_calls.is_empty() {
                     m["tool_calls"] = tool_calls
                         .iter()
@@ -156,7 +160,8 @@ impl State {
             if let Some(args) = call["function"]["arguments"].as_str() {
                 pending.arguments.push_str(args);
                 if !args.is_empty() {
-                    let _ = sink.send(StreamEvent::ToolInputDelta { call_id: pending.id.clone(), delta: args.to_owned() });
+                    let _ =
+                        sink.send(StreamEvent::ToolInputDelta { call_id: pending.id.clone(), delta: args.to_owned() });
                 }
             }
         }
@@ -169,7 +174,11 @@ impl State {
     fn finish(self, sink: &EventSink) {
         for (index, call) in self.calls {
             let id = if call.id.is_empty() { format!("call_{index}") } else { call.id };
-            let _ = sink.send(StreamEvent::ToolCall(ToolCall { id, name: call.name, input: parse_arguments(&call.arguments) }));
+            let _ = sink.send(StreamEvent::ToolCall(ToolCall {
+                id,
+                name: call.name,
+                input: parse_arguments(&call.arguments),
+            }));
         }
         if let Some(usage) = self.usage {
             let _ = sink.send(StreamEvent::Usage(usage));

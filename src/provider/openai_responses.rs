@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use super::http::{self, Endpoint, Flow};
 use super::openai_chat::parse_arguments;
-use super::{BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart};
+use super::{
+    BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart,
+};
 
 pub struct OpenAiResponses {
     pub client: reqwest::Client,
@@ -29,7 +31,8 @@ impl Provider for OpenAiResponses {
                 secret: self.api_key.as_deref(),
             };
             let mut state = State::default();
-            let done = http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
+            let done =
+                http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
             if !done {
                 return Err(ProviderError::Interrupted("no response.completed".into()));
             }
@@ -121,7 +124,8 @@ impl State {
             "response.function_call_arguments.delta" => {
                 let item = data["item_id"].as_str().unwrap_or_default();
                 if let (Some(call_id), Some(delta)) = (self.call_ids.get(item), data["delta"].as_str()) {
-                    let _ = sink.send(StreamEvent::ToolInputDelta { call_id: call_id.clone(), delta: delta.to_owned() });
+                    let _ =
+                        sink.send(StreamEvent::ToolInputDelta { call_id: call_id.clone(), delta: delta.to_owned() });
                 }
             }
             "response.output_item.done" => {

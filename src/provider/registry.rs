@@ -29,13 +29,55 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
-    Builtin { id: "openai", name: "OpenAI", wire: Wire::OpenaiResponses, base_url: "https://api.openai.com/v1", needs_key: true },
-    Builtin { id: "anthropic", name: "Anthropic", wire: Wire::Anthropic, base_url: "https://api.anthropic.com/v1", needs_key: true },
-    Builtin { id: "openrouter", name: "OpenRouter", wire: Wire::OpenaiChat, base_url: "https://openrouter.ai/api/v1", needs_key: true },
-    Builtin { id: "groq", name: "Groq", wire: Wire::OpenaiChat, base_url: "https://api.groq.com/openai/v1", needs_key: true },
-    Builtin { id: "deepseek", name: "DeepSeek", wire: Wire::OpenaiChat, base_url: "https://api.deepseek.com/v1", needs_key: true },
-    Builtin { id: "ollama", name: "Ollama (local)", wire: Wire::OpenaiChat, base_url: "http://127.0.0.1:11434/v1", needs_key: false },
-    Builtin { id: "scripted", name: "Scripted (offline, not a model)", wire: Wire::Scripted, base_url: "", needs_key: false },
+    Builtin {
+        id: "openai",
+        name: "OpenAI",
+        wire: Wire::OpenaiResponses,
+        base_url: "https://api.openai.com/v1",
+        needs_key: true,
+    },
+    Builtin {
+        id: "anthropic",
+        name: "Anthropic",
+        wire: Wire::Anthropic,
+        base_url: "https://api.anthropic.com/v1",
+        needs_key: true,
+    },
+    Builtin {
+        id: "openrouter",
+        name: "OpenRouter",
+        wire: Wire::OpenaiChat,
+        base_url: "https://openrouter.ai/api/v1",
+        needs_key: true,
+    },
+    Builtin {
+        id: "groq",
+        name: "Groq",
+        wire: Wire::OpenaiChat,
+        base_url: "https://api.groq.com/openai/v1",
+        needs_key: true,
+    },
+    Builtin {
+        id: "deepseek",
+        name: "DeepSeek",
+        wire: Wire::OpenaiChat,
+        base_url: "https://api.deepseek.com/v1",
+        needs_key: true,
+    },
+    Builtin {
+        id: "ollama",
+        name: "Ollama (local)",
+        wire: Wire::OpenaiChat,
+        base_url: "http://127.0.0.1:11434/v1",
+        needs_key: false,
+    },
+    Builtin {
+        id: "scripted",
+        name: "Scripted (offline, not a model)",
+        wire: Wire::Scripted,
+        base_url: "",
+        needs_key: false,
+    },
 ];
 
 /// A provider as configured: built-in defaults with the config's settings on top.
@@ -69,12 +111,8 @@ impl Registry {
             .read_timeout(Duration::from_secs(300))
             .build()
             .unwrap_or_default();
-        let registry = Self {
-            client,
-            auth,
-            scripted: Mutex::new(HashMap::new()),
-            runtime_models: Mutex::new(Vec::new()),
-        };
+        let registry =
+            Self { client, auth, scripted: Mutex::new(HashMap::new()), runtime_models: Mutex::new(Vec::new()) };
         // The scripted provider describes its one model itself, as any provider may at run time.
         registry.register_model(ModelSpec {
             id: FALLBACK_MODEL.into(),
@@ -195,7 +233,11 @@ impl Registry {
 
     pub fn resolve(&self, config: &Config, model: &str) -> Result<Resolved, ProviderError> {
         let (provider_id, _) = split(model)?;
-        let entry = self.providers(config).into_iter().find(|p| p.id == provider_id).ok_or_else(|| unknown_provider(provider_id))?;
+        let entry = self
+            .providers(config)
+            .into_iter()
+            .find(|p| p.id == provider_id)
+            .ok_or_else(|| unknown_provider(provider_id))?;
         let spec = self.models(config).into_iter().find(|m| m.id == model).unwrap_or_else(|| ModelSpec::unknown(model));
         let api_key = self.api_key(&entry);
         if entry.needs_key && api_key.is_none() {
@@ -213,7 +255,8 @@ impl Registry {
             Wire::OpenaiResponses => Arc::new(OpenAiResponses { client, base_url, api_key, headers }),
             Wire::Anthropic => Arc::new(Anthropic { client, base_url, api_key, headers }),
             Wire::Scripted => {
-                let path = entry.settings.script.clone().or_else(|| std::env::var("KEEL_SCRIPT").ok()).map(PathBuf::from);
+                let path =
+                    entry.settings.script.clone().or_else(|| std::env::var("KEEL_SCRIPT").ok()).map(PathBuf::from);
                 let mut scripted = self.scripted.lock();
                 let player = scripted.entry(path.clone()).or_insert_with(|| Arc::new(Scripted::new(path)));
                 Arc::clone(player) as Arc<dyn Provider>

@@ -125,11 +125,9 @@ pub struct Scripted {
 impl Scripted {
     pub fn new(script_path: Option<PathBuf>) -> Self {
         let script = script_path.map(|path| {
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read script {}: {e}", path.display()))
-                .and_then(|text| {
-                    serde_json::from_str(&text).map_err(|e| format!("script {} is invalid: {e}", path.display()))
-                })
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read script {}: {e}", path.display())).and_then(
+                |text| serde_json::from_str(&text).map_err(|e| format!("script {} is invalid: {e}", path.display())),
+            )
         });
         Self { script, cursors: Mutex::new(HashMap::new()) }
     }
@@ -144,7 +142,10 @@ impl Scripted {
         let cursor = cursors.entry(session_id.to_owned()).or_default();
         let turn = script.turns.get(*cursor).cloned();
         *cursor += 1;
-        Ok(turn.unwrap_or_else(|| ScriptTurn { text: Some("(the script has no more turns)".into()), ..Default::default() }))
+        Ok(turn.unwrap_or_else(|| ScriptTurn {
+            text: Some("(the script has no more turns)".into()),
+            ..Default::default()
+        }))
     }
 }
 
@@ -164,7 +165,8 @@ impl Provider for Scripted {
             let pieces = [(turn.reasoning.as_deref(), true), (turn.text.as_deref(), false)];
             for (text, reasoning) in pieces {
                 for chunk in ScriptTurn::chunks(text.unwrap_or_default()) {
-                    let event = if reasoning { StreamEvent::ReasoningDelta(chunk) } else { StreamEvent::TextDelta(chunk) };
+                    let event =
+                        if reasoning { StreamEvent::ReasoningDelta(chunk) } else { StreamEvent::TextDelta(chunk) };
                     let _ = sink.send(event);
                     tokio::time::sleep(pause).await;
                 }
@@ -173,7 +175,11 @@ impl Provider for Scripted {
                 return Err(ProviderError::Interrupted("the script cut the stream".into()));
             }
             for (i, call) in turn.tool_calls.iter().enumerate() {
-                let _ = sink.send(StreamEvent::ToolCall(ToolCall { id: turn.call_id(i), name: call.name.clone(), input: call.input.clone() }));
+                let _ = sink.send(StreamEvent::ToolCall(ToolCall {
+                    id: turn.call_id(i),
+                    name: call.name.clone(),
+                    input: call.input.clone(),
+                }));
             }
             let usage = turn.usage.unwrap_or_default();
             let _ = sink.send(StreamEvent::Usage(TokenUsage {

@@ -26,7 +26,8 @@ impl SseParser {
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
                 if self.has_data {
-                    let event = if self.event.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.event) };
+                    let event =
+                        if self.event.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.event) };
                     out.push(SseEvent { event, data: std::mem::take(&mut self.data) });
                 }
                 self.event.clear();

@@ -48,7 +48,8 @@ pub fn history(parts: &[PartRow], cwd: &Path) -> Vec<ChatMessage> {
         let end = parts[i..].iter().position(|p| &p.message_id != message_id).map_or(parts.len(), |n| i + n);
         let group: Vec<Part> = parts[i..end].iter().filter_map(|p| serde_json::from_str(&p.data).ok()).collect();
         if parts[i].role == "user" {
-            let raw: Vec<serde_json::Value> = parts[i..end].iter().filter_map(|p| serde_json::from_str(&p.data).ok()).collect();
+            let raw: Vec<serde_json::Value> =
+                parts[i..end].iter().filter_map(|p| serde_json::from_str(&p.data).ok()).collect();
             messages.push(ChatMessage::User(user_parts(&group, &raw, cwd)));
         } else {
             assistant(&group, &mut messages);
@@ -95,7 +96,12 @@ fn assistant(parts: &[Part], messages: &mut Vec<ChatMessage>) {
                     ToolStatus::Failed => (error.clone().unwrap_or_else(|| "failed".into()), true),
                     ToolStatus::Pending | ToolStatus::Running => ("interrupted".into(), true),
                 };
-                results.push(ChatMessage::ToolResult { call_id: call_id.clone(), tool: tool.clone(), output, is_error });
+                results.push(ChatMessage::ToolResult {
+                    call_id: call_id.clone(),
+                    tool: tool.clone(),
+                    output,
+                    is_error,
+                });
             }
             _ => {}
         }

@@ -29,7 +29,8 @@ pub fn admit(store: &Store, session_id: &str, new: NewInput) -> Result<Receipt, 
     }
     let input_id = new.input_id.clone().unwrap_or_else(|| format!("inp_{}", uuid::Uuid::now_v7().simple()));
     let (appended, existing) = store.append_with(session_id, |conn| {
-        let session = store::sessions::get(conn, session_id)?.ok_or_else(|| store::Error::SessionNotFound(session_id.into()))?;
+        let session =
+            store::sessions::get(conn, session_id)?.ok_or_else(|| store::Error::SessionNotFound(session_id.into()))?;
         let mut data = InputAdmittedData {
             input_id: input_id.clone(),
             delivery: new.delivery,
@@ -71,8 +72,11 @@ pub fn admit(store: &Store, session_id: &str, new: NewInput) -> Result<Receipt, 
 pub fn remove(store: &Store, session_id: &str, input_id: &str) -> Result<bool, Error> {
     let (appended, ()) = store.append_with(session_id, |conn| {
         let pending = inputs::get(conn, session_id, input_id)?.is_some_and(|i| i.state == "pending");
-        let events =
-            if pending { vec![NewEvent::new("input.removed", &InputRemovedData { input_id: input_id.into() })?] } else { Vec::new() };
+        let events = if pending {
+            vec![NewEvent::new("input.removed", &InputRemovedData { input_id: input_id.into() })?]
+        } else {
+            Vec::new()
+        };
         Ok((events, ()))
     })?;
     Ok(!appended.is_empty())

@@ -45,14 +45,22 @@ pub enum Mode {
 
 /// Runs the session until it has no eligible work, or until `cancel` (an interrupt). An internal failure (the
 /// database, say) closes the open activity as failed, so that nobody waits for it forever.
-pub async fn drain(engine: &Arc<Engine>, session_id: &str, mode: Mode, cancel: &CancellationToken) -> Result<(), Error> {
+pub async fn drain(
+    engine: &Arc<Engine>,
+    session_id: &str,
+    mode: Mode,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     let result = drain_inner(engine, session_id, mode, cancel).await;
     if let Err(e) = &result
         && let Ok(Some(session)) = engine.store.session(session_id)
         && let Some(activity_id) = session.active_activity
     {
         let closing = [
-            event("activity.closed", &ActivityClosedData { activity_id, reason: CloseReason::Failed, error: Some(e.to_string()) }),
+            event(
+                "activity.closed",
+                &ActivityClosedData { activity_id, reason: CloseReason::Failed, error: Some(e.to_string()) },
+            ),
             event("session.status", &StatusData { status: SessionStatus::Failed }),
         ];
         if let Ok(events) = closing.into_iter().collect::<Result<Vec<_>, _>>() {
@@ -62,7 +70,12 @@ pub async fn drain(engine: &Arc<Engine>, session_id: &str, mode: Mode, cancel: &
     result
 }
 
-async fn drain_inner(engine: &Arc<Engine>, session_id: &str, mut mode: Mode, cancel: &CancellationToken) -> Result<(), Error> {
+async fn drain_inner(
+    engine: &Arc<Engine>,
+    session_id: &str,
+    mut mode: Mode,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     recover(engine, session_id)?;
     loop {
         if cancel.is_cancelled() {
@@ -97,7 +110,10 @@ fn recover(engine: &Engine, session_id: &str) -> Result<(), Error> {
     let unsettled = engine.store.query(|c| transcript::unsettled_tool_calls(c, session_id))?;
     let mut events = Vec::new();
     for call_id in unsettled {
-        events.push(event("tool.failed", &ToolFailedData { call_id, error: "interrupted: the engine stopped while the tool ran".into() })?);
+        events.push(event(
+            "tool.failed",
+            &ToolFailedData { call_id, error: "interrupted: the engine stopped while the tool ran".into() },
+        )?);
     }
     if let Some(session) = engine.store.session(session_id)?
         && let Some(activity_id) = session.active_activity
@@ -138,13 +154,7 @@ async fn run_activity(
     let config = engine.config(Some(&session.cwd));
     let agent = promote.iter().find_map(|i| i.agent.clone()).unwrap_or_else(|| session.agent.clone());
     let model = promote.iter().find_map(|i| i.model.clone());
-    let activity = Activity {
-        id: id("act"),
-        session: session.clone(),
-        step_limit: config.steps(&agent),
-        agent,
-        model,
-    };
+    let activity = Activity { id: id("act"), session: session.clone(), step_limit: config.steps(&agent), agent, model };
     opening.push(event(
         "activity.opened",
         &ActivityOpenedData { activity_id: activity.id.clone(), trigger, step_limit: activity.step_limit },
@@ -212,7 +222,8 @@ fn append(engine: &Engine, session_id: &str, events: Vec<NewEvent>) -> Result<()
     let appended = engine.store.append(session_id, events)?;
     for e in appended.iter().filter(|e| e.kind == "session.status") {
         if let Ok(data) = serde_json::from_str::<StatusData>(e.data.get()) {
-            let _ = engine.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
+            let _ =
+                engine.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
         }
     }
     Ok(())
@@ -313,7 +324,11 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                         "turn.failed",
                         &TurnFailedData {
                             turn_id: turn.turn_id.clone(),
-                            error: ProviderFailure { kind: "interrupted".into(), message: "interrupted".into(), status: None },
+                            error: ProviderFailure {
+                                kind: "interrupted".into(),
+                                message: "interrupted".into(),
+                                status: None,
+                            },
                             retryable: false,
                         },
                     )?],
@@ -350,7 +365,11 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return Ok(TurnOutcome::Interrupted),
                 }
-                append(engine, session_id, vec![event("session.status", &StatusData { status: SessionStatus::Running })?])?;
+                append(
+                    engine,
+                    session_id,
+                    vec![event("session.status", &StatusData { status: SessionStatus::Running })?],
+                )?;
             }
         }
     }
@@ -386,7 +405,10 @@ impl Turn {
         append(
             engine,
             &self.session_id,
-            vec![event("turn.failed", &TurnFailedData { turn_id: self.turn_id.clone(), error: failure(e), retryable })?],
+            vec![event(
+                "turn.failed",
+                &TurnFailedData { turn_id: self.turn_id.clone(), error: failure(e), retryable },
+            )?],
         )?;
         Ok(TurnOutcome::Failed(e.to_string()))
     }
@@ -442,7 +464,12 @@ impl<'a> TurnStream<'a> {
         }
     }
 
-    async fn run(&mut self, provider: &dyn crate::provider::Provider, request: &Request, cancel: &CancellationToken) -> StreamResult {
+    async fn run(
+        &mut self,
+        provider: &dyn crate::provider::Provider,
+        request: &Request,
+        cancel: &CancellationToken,
+    ) -> StreamResult {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stream = provider.stream(request, tx);
         tokio::pin!(stream);
@@ -517,7 +544,11 @@ impl<'a> TurnStream<'a> {
 
     fn push_delta(&mut self, kind: DeltaKind, delta: String) -> Result<(), Error> {
         // Text and reasoning alternate as separate parts; switching kind closes the other one.
-        let other = if kind == DeltaKind::Text { self.reasoning.take().map(|p| (p, DeltaKind::Reasoning)) } else { self.text.take().map(|p| (p, DeltaKind::Text)) };
+        let other = if kind == DeltaKind::Text {
+            self.reasoning.take().map(|p| (p, DeltaKind::Reasoning))
+        } else {
+            self.text.take().map(|p| (p, DeltaKind::Text))
+        };
         if let Some((part, other_kind)) = other {
             let completed = self.complete(part, other_kind)?;
             append(self.engine, &self.turn.session_id, vec![completed])?;
@@ -605,7 +636,9 @@ impl<'a> TurnStream<'a> {
                     let (output, cut) = cut_output(out.output);
                     event("tool.completed", &ToolCompletedData { call_id, output, truncated: out.truncated || cut })
                 }
-                Err(ToolError::Interrupted) => event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() }),
+                Err(ToolError::Interrupted) => {
+                    event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() })
+                }
                 Err(e) => event("tool.failed", &ToolFailedData { call_id, error: e.to_string() }),
             };
             match settled.and_then(|e| append(&engine, &session_id, vec![e])) {

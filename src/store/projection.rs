@@ -134,7 +134,8 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
         }
         "tool.called" => {
             let d: ToolCalledData = data(event)?;
-            let value = json!({ "type": "tool", "callId": d.call_id, "tool": d.tool, "input": d.input, "status": "pending" });
+            let value =
+                json!({ "type": "tool", "callId": d.call_id, "tool": d.tool, "input": d.input, "status": "pending" });
             insert_part(tx, event, 0, &d.message_id, "assistant", &d.call_id, "tool", &value)?;
         }
         "tool.started" => {

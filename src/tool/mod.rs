@@ -87,7 +87,11 @@ impl Registry {
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools
             .values()
-            .map(|t| ToolSpec { name: t.name().into(), description: t.description().into(), input_schema: t.input_schema() })
+            .map(|t| ToolSpec {
+                name: t.name().into(),
+                description: t.description().into(),
+                input_schema: t.input_schema(),
+            })
             .collect()
     }
 
