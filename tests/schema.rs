@@ -6,6 +6,7 @@ mod common;
 use common::{Engine, Home};
 use serde_json::{Value, json};
 
+const SCHEMA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol/schema");
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol/schema/protocol.schema.json");
 
 #[tokio::test]
@@ -17,16 +18,19 @@ async fn committed_schema_is_fresh() {
         .status()
         .unwrap();
     assert!(status.success());
-    let generated = std::fs::read_to_string(out.path().join("protocol.schema.json")).unwrap();
-    if std::env::var_os("UPDATE_SCHEMA").is_some() {
-        std::fs::write(COMMITTED, &generated).unwrap();
+    for name in ["protocol.schema.json", "config.schema.json"] {
+        let generated = std::fs::read_to_string(out.path().join(name)).unwrap();
+        let committed_path = std::path::Path::new(SCHEMA_DIR).join(name);
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&committed_path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "protocol/schema/{name} is stale: run `cargo run -- schema --out protocol/schema` \
+             (or UPDATE_SCHEMA=1 cargo test --test schema)"
+        );
     }
-    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "protocol/schema/protocol.schema.json is stale: run `cargo run -- schema --out protocol/schema` \
-         (or UPDATE_SCHEMA=1 cargo test --test schema)"
-    );
 }
 
 #[tokio::test]

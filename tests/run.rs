@@ -1,0 +1,99 @@
+//! `keel run`: the one-shot driver, from a fresh machine with no model to a mock provider, text and NDJSON.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Home;
+use common::mock::MockModel;
+use keel::provider::scripted::{ScriptError, ScriptToolCall, ScriptTurn};
+use serde_json::{Value, json};
+
+async fn keel_run(home: &Home, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = common::keel_command(home.path());
+    cmd.arg("run").args(args).current_dir(home.workspace());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(common::WAIT, cmd.output()).await.expect("keel run hung").unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn mock_config(home: &Home, mock: &MockModel) {
+    let config =
+        json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    std::fs::write(home.path().join("config.jsonc"), format!("// test config\n{config}")).unwrap();
+}
+
+#[tokio::test]
+async fn without_a_model_the_scripted_provider_says_how_to_configure_one() {
+    let home = Home::new();
+    let (code, stdout, stderr) = keel_run(&home, &[], &["hello"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("no model configured"), "{stdout}");
+    assert!(stdout.contains("not a model"));
+    assert!(stdout.contains("OPENAI_API_KEY"));
+}
+
+#[tokio::test]
+async fn the_shipped_example_script_runs_a_whole_turn_with_a_tool() {
+    let home = Home::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.json");
+    let (code, stdout, stderr) = keel_run(&home, &[("KEEL_SCRIPT", script)], &["Plan a small change"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("→ todowrite"), "{stderr}");
+    assert!(!stdout.is_empty());
+}
+
+#[tokio::test]
+async fn text_and_json_output_against_a_mock_model_and_continuing_a_session() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    mock.push(ScriptTurn {
+        tool_calls: vec![ScriptToolCall { id: None, name: "todowrite".into(), input: json!({ "todos": [] }) }],
+        ..Default::default()
+    });
+    mock.push(ScriptTurn { text: Some("The answer is 42.".into()), ..Default::default() });
+    mock.push(ScriptTurn { text: Some("Still 42.".into()), ..Default::default() });
+    mock_config(&home, &mock);
+
+    let (code, stdout, stderr) = keel_run(&home, &[], &["What", "is", "the", "answer?"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "The answer is 42.");
+    let session = stderr.lines().find_map(|l| l.strip_prefix("session ")).unwrap().to_owned();
+    assert_eq!(mock.requests()[0].body["messages"][1]["content"], "What is the answer?");
+
+    let (code, stdout, stderr) =
+        keel_run(&home, &[], &["--session", &session, "--format", "json", "And", "now?"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.first().unwrap()["type"], "input.admitted");
+    assert_eq!(events.last().unwrap()["type"], "activity.closed");
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
+    assert!(events.iter().all(|e| e["sessionId"] == session.as_str()));
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    // The continued session carries the earlier exchange to the model.
+    let history = mock.requests()[2].body["messages"].to_string();
+    assert!(history.contains("The answer is 42.") && history.contains("And now?"), "{history}");
+}
+
+#[tokio::test]
+async fn a_failed_activity_exits_non_zero_with_the_reason() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    mock.push(ScriptTurn {
+        error: Some(ScriptError { status: 401, message: "bad key".into(), retry_after: None }),
+        ..Default::default()
+    });
+    mock_config(&home, &mock);
+    let (code, _, stderr) = keel_run(&home, &[], &["hi"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("failed") && stderr.contains("bad key"), "{stderr}");
+
+    let (code, _, stderr) = keel_run(&home, &[], &["--model", "nowhere/x", "hi"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unknown provider"), "{stderr}");
+    let (code, _, stderr) = keel_run(&home, &[], &["--session", "ses_missing", "hi"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not found"), "{stderr}");
+}
