@@ -85,16 +85,12 @@ async fn sigkill_mid_stream_keeps_every_committed_event_and_the_next_run_recover
     let session = c.create_session(&home.workspace()).await;
     let sub = c.subscribe(&session, 0).await;
     c.ok("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": "long" }] })).await;
-    let mut last = 0;
-    loop {
+    let last = loop {
         let m = c.next_message().await;
-        if m["params"]["subscriptionId"] == sub && m["method"] == "session/event" {
-            last = m["params"]["event"]["seq"].as_u64().unwrap();
-            if m["params"]["event"]["type"] == "turn.started" {
-                break;
-            }
+        if m["params"]["subscriptionId"] == sub && m["params"]["event"]["type"] == "turn.started" {
+            break m["params"]["event"]["seq"].as_u64().unwrap();
         }
-    }
+    };
     let mut child = engine.child;
     child.kill().await.unwrap();
 
