@@ -1,0 +1,218 @@
+//! `cargo bench --bench agent`: the agent loop's own cost, against an instant mock model on loopback.
+//! Prints, asserts nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Answers every request at once with a short streamed Chat Completions answer.
+fn instant_mock() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let (head_end, length) = loop {
+                    let n = stream.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (i + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = stream.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let mut body = String::new();
+                let chunk = |delta: Value, finish: Value| {
+                    format!("data: {}\n\n", json!({ "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] }))
+                };
+                body.push_str(&chunk(json!({ "role": "assistant", "content": "" }), Value::Null));
+                for word in ["Hello ", "there, ", "this ", "is ", "a ", "short ", "answer."] {
+                    body.push_str(&chunk(json!({ "content": word }), Value::Null));
+                }
+                body.push_str(&chunk(json!({}), json!("stop")));
+                body.push_str(&format!("data: {}\n\n", json!({ "choices": [], "usage": { "prompt_tokens": 10, "completion_tokens": 7 } })));
+                body.push_str("data: [DONE]\n\n");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+fn write_config(home: &Path, port: u16) {
+    std::fs::create_dir_all(home).unwrap();
+    let config = json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": format!("http://127.0.0.1:{port}/v1") } } });
+    std::fs::write(home.join("config.jsonc"), config.to_string()).unwrap();
+}
+
+struct Engine {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+}
+
+impl Engine {
+    fn spawn(home: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("serve")
+            .env("KEEL_HOME", home)
+            .env("KEEL_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut engine = Self { child, stdin, stdout, next_id: 0 };
+        engine.call("initialize", json!({ "protocolVersion": 1, "clientInfo": { "name": "bench" }, "capabilities": { "deltas": true } }));
+        engine
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn send(&mut self, method: &str, params: Value) -> u64 {
+        self.next_id += 1;
+        writeln!(self.stdin, "{}", json!({ "jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params })).unwrap();
+        self.stdin.flush().unwrap();
+        self.next_id
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
+        loop {
+            let m = self.read();
+            if m["id"] == id {
+                return m["result"].clone();
+            }
+        }
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib / 1024.0
+    }
+}
+
+fn stats(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "median {:.2} ms, p90 {:.2} ms, min {:.2} ms (n={})",
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 9 / 10]),
+        ms(samples[0]),
+        samples.len()
+    )
+}
+
+fn main() {
+    let port = instant_mock();
+    let root = tempfile::tempdir().unwrap();
+    let ws = root.path().to_str().unwrap().to_owned();
+    println!("keel agent-loop benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    // One warm turn at a time: prompt → first delta → activity closed.
+    let home = root.path().join("turns");
+    write_config(&home, port);
+    let mut engine = Engine::spawn(&home);
+    let mut turn = Vec::new();
+    let mut first_delta = Vec::new();
+    for i in 0..201 {
+        let session = engine.call("session/create", json!({ "cwd": ws }))["session"]["id"].as_str().unwrap().to_owned();
+        engine.call("session/subscribe", json!({ "sessionId": session, "afterSeq": -1 }));
+        let t = Instant::now();
+        engine.send("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": "hi" }] }));
+        let mut delta_at = None;
+        loop {
+            let m = engine.read();
+            if m["method"] == "session/delta" && delta_at.is_none() {
+                delta_at = Some(t.elapsed());
+            }
+            if m["method"] == "session/event" && m["params"]["event"]["type"] == "activity.closed" {
+                break;
+            }
+        }
+        if i > 0 {
+            turn.push(t.elapsed());
+            first_delta.extend(delta_at);
+        }
+    }
+    println!("prompt → activity closed, one turn:       {}", stats(turn));
+    println!("prompt → first session/delta:             {}", stats(first_delta));
+    println!("engine peak RSS after 200 turns:          {:.1} MiB", engine.peak_rss_mib());
+    let _ = engine.child.kill();
+
+    // 100 sessions, each running a turn, all at once.
+    let home = root.path().join("parallel");
+    write_config(&home, port);
+    let mut engine = Engine::spawn(&home);
+    let sessions: Vec<String> = (0..100)
+        .map(|_| engine.call("session/create", json!({ "cwd": ws }))["session"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    for s in &sessions {
+        engine.call("session/subscribe", json!({ "sessionId": s, "afterSeq": -1 }));
+    }
+    let t = Instant::now();
+    for s in &sessions {
+        engine.send("session/prompt", json!({ "sessionId": s, "input": [{ "type": "text", "text": "hi" }] }));
+    }
+    let mut closed = 0;
+    while closed < sessions.len() {
+        let m = engine.read();
+        if m["method"] == "session/event" && m["params"]["event"]["type"] == "activity.closed" {
+            closed += 1;
+        }
+    }
+    println!("100 sessions each running a turn at once: {:.0} ms for all", t.elapsed().as_secs_f64() * 1e3);
+    println!("engine peak RSS during that:              {:.1} MiB", engine.peak_rss_mib());
+    let _ = engine.child.kill();
+
+    // `keel run` from spawn to exit.
+    let home = root.path().join("run");
+    write_config(&home, port);
+    let mut runs = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["run", "--cwd", &ws, "hi"])
+            .env("KEEL_HOME", &home)
+            .env("KEEL_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        runs.push(t.elapsed());
+    }
+    println!("keel run, spawn → exit, one turn:         {}", stats(runs));
+}
