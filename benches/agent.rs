@@ -45,14 +45,20 @@ fn instant_mock() -> u16 {
                 }
                 let mut body = String::new();
                 let chunk = |delta: Value, finish: Value| {
-                    format!("data: {}\n\n", json!({ "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] }))
+                    format!(
+                        "data: {}\n\n",
+                        json!({ "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
+                    )
                 };
                 body.push_str(&chunk(json!({ "role": "assistant", "content": "" }), Value::Null));
                 for word in ["Hello ", "there, ", "this ", "is ", "a ", "short ", "answer."] {
                     body.push_str(&chunk(json!({ "content": word }), Value::Null));
                 }
                 body.push_str(&chunk(json!({}), json!("stop")));
-                body.push_str(&format!("data: {}\n\n", json!({ "choices": [], "usage": { "prompt_tokens": 10, "completion_tokens": 7 } })));
+                body.push_str(&format!(
+                    "data: {}\n\n",
+                    json!({ "choices": [], "usage": { "prompt_tokens": 10, "completion_tokens": 7 } })
+                ));
                 body.push_str("data: [DONE]\n\n");
                 let response = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -91,7 +97,10 @@ impl Engine {
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut engine = Self { child, stdin, stdout, next_id: 0 };
-        engine.call("initialize", json!({ "protocolVersion": 1, "clientInfo": { "name": "bench" }, "capabilities": { "deltas": true } }));
+        engine.call(
+            "initialize",
+            json!({ "protocolVersion": 1, "clientInfo": { "name": "bench" }, "capabilities": { "deltas": true } }),
+        );
         engine
     }
 
@@ -103,7 +112,8 @@ impl Engine {
 
     fn send(&mut self, method: &str, params: Value) -> u64 {
         self.next_id += 1;
-        writeln!(self.stdin, "{}", json!({ "jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params })).unwrap();
+        writeln!(self.stdin, "{}", json!({ "jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params }))
+            .unwrap();
         self.stdin.flush().unwrap();
         self.next_id
     }
@@ -120,7 +130,15 @@ impl Engine {
 
     fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         kib / 1024.0
     }
 }
