@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Paths};
 use crate::provider::auth::AuthStore;
 use crate::provider::registry::Registry;
+use crate::session::approval::Resolution;
 use crate::session::runner::{self, Mode};
 use crate::session::{Delta, Notice, Sessions};
 use crate::store::{self, Store};
@@ -28,6 +29,8 @@ pub struct Engine {
     pub deltas: broadcast::Sender<Arc<Delta>>,
     pub notices: broadcast::Sender<Notice>,
     drains: Mutex<HashMap<String, Drain>>,
+    /// Tool calls in this process waiting for an approval, by approval id.
+    waiters: Mutex<HashMap<String, oneshot::Sender<Resolution>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct Settings {
     /// The first retry delay of a failed provider request, doubled per attempt.
     pub retry_base: Duration,
     pub max_retries: u32,
+    /// Tool calls executed per provider turn; calls over the cap get an error result.
+    pub max_tool_calls_per_turn: usize,
 }
 
 impl Default for Settings {
@@ -48,6 +53,7 @@ impl Default for Settings {
             poll_other_writers: Duration::from_millis(100),
             retry_base: Duration::from_secs(1),
             max_retries: 4,
+            max_tool_calls_per_turn: 32,
         }
     }
 }
@@ -75,6 +81,7 @@ impl Engine {
             deltas,
             notices,
             drains: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -159,6 +166,27 @@ impl Engine {
             }
             _ => false,
         }
+    }
+
+    pub(crate) fn waiters(&self) -> &Mutex<HashMap<String, oneshot::Sender<Resolution>>> {
+        &self.waiters
+    }
+
+    /// Appends a session's events and tells status listeners; every other client learns from the event log.
+    pub fn append_events(&self, session_id: &str, events: Vec<store::NewEvent>) -> Result<(), crate::session::Error> {
+        let appended = self.store.append(session_id, events)?;
+        for e in appended.iter().filter(|e| e.kind == "session.status") {
+            if let Ok(data) = serde_json::from_str::<keel_protocol::turn::StatusData>(e.data.get()) {
+                let _ =
+                    self.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory of a session's saved tool outputs.
+    pub fn output_dir(&self, session_id: &str) -> std::path::PathBuf {
+        self.paths.data_dir.join("tool-output").join(session_id)
     }
 
     /// True while the session's drain runs in this process.

@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod permission;
 pub mod provider;
 pub mod rpc;
 pub mod session;

@@ -171,7 +171,7 @@ fn settings() -> Settings {
         subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", defaults.subscriber_stall),
         poll_other_writers: env_millis("KEEL_POLL_MS", defaults.poll_other_writers),
         retry_base: env_millis("KEEL_RETRY_BASE_MS", defaults.retry_base),
-        max_retries: defaults.max_retries,
+        ..defaults
     }
 }
 

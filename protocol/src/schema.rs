@@ -4,7 +4,8 @@ use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    Method, Notification, PROTOCOL_VERSION, auth, config, event, initialize as init, input, model, session, turn,
+    Method, Notification, PROTOCOL_VERSION, approval, auth, config, event, initialize as init, input, model, session,
+    turn,
 };
 
 struct Builder {
@@ -66,6 +67,8 @@ pub fn protocol_schema() -> Value {
         .method::<auth::AuthRemove>(c2s)
         .method::<config::ConfigGet>(c2s)
         .method::<config::ToolList>(c2s)
+        .method::<approval::ApprovalRespond>(c2s)
+        .method::<approval::ApprovalRequest>(s2c)
         .notification::<init::Initialized>(c2s)
         .notification::<init::Exit>(c2s)
         .notification::<init::CancelRequest>(both)
@@ -92,7 +95,9 @@ pub fn protocol_schema() -> Value {
         .data::<turn::ToolFailedData>()
         .data::<turn::TurnCompletedData>()
         .data::<turn::TurnFailedData>()
-        .data::<turn::RetryScheduledData>();
+        .data::<turn::RetryScheduledData>()
+        .data::<approval::ApprovalRequestedData>()
+        .data::<approval::ApprovalResolvedData>();
     let defs = b.generator.take_definitions(true);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

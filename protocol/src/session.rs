@@ -110,7 +110,7 @@ pub struct SessionGetResult {
     pub pending_inputs: Vec<crate::input::PendingInput>,
     /// The queue is paused after an interrupt, until the next prompt or resume.
     pub queue_paused: bool,
-    pub pending_approvals: Vec<serde_json::Value>,
+    pub pending_approvals: Vec<crate::approval::Approval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -14,6 +14,8 @@ pub enum ApiError {
     SessionNotFound(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    ApprovalGone(String),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("not available: {0}")]
@@ -66,6 +68,7 @@ impl From<ApiError> for ErrorObjectOwned {
             }
             ApiError::Conflict(_) => ErrorObjectOwned::owned(code::CONFLICT, message, None::<()>),
             ApiError::Unavailable(_) => ErrorObjectOwned::owned(code::PROVIDER_UNAVAILABLE, message, None::<()>),
+            ApiError::ApprovalGone(_) => ErrorObjectOwned::owned(code::APPROVAL_NOT_FOUND, message, None::<()>),
             ApiError::InvalidRequest(_) => ErrorObjectOwned::owned(code::INVALID_REQUEST, message, None::<()>),
             ApiError::Unauthorized(_) => ErrorObjectOwned::owned(code::UNAUTHORIZED, message, None::<()>),
             ApiError::Internal(_) => ErrorObjectOwned::owned(code::INTERNAL_ERROR, message, None::<()>),

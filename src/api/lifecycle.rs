@@ -44,7 +44,7 @@ pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) ->
     }
     let notices = engine.notices.subscribe();
     let peer = Arc::clone(&call.peer);
-    call.after_response(move || peer.spawn_task("notices".into(), forward_notices(notices, Arc::clone(&peer))));
+    call.after_response(move || peer.spawn_task("notices".into(), forward_notices(engine, notices, Arc::clone(&peer))));
     Ok(InitializeResult {
         protocol_version: PROTOCOL_VERSION,
         server_info: ServerInfo { name: "keel".into(), version: env!("CARGO_PKG_VERSION").into() },
@@ -63,9 +63,11 @@ pub async fn shutdown(_: Arc<Engine>, _: Option<keel_protocol::Empty>, call: Cal
 
 /// Engine-wide news goes to every initialized connection. A connection too slow to keep up misses some; status is
 /// also in the event log and in `session/get`.
-async fn forward_notices(mut notices: broadcast::Receiver<Notice>, peer: PeerRef) {
+async fn forward_notices(engine: Arc<Engine>, mut notices: broadcast::Receiver<Notice>, peer: PeerRef) {
     loop {
         match notices.recv().await {
+            Ok(Notice::ApprovalRequested(row)) => super::approval::deliver(&engine, &peer, row),
+            Ok(Notice::ApprovalResolved { approval_id, .. }) => peer.withdraw(&approval_id),
             Ok(Notice::StatusChanged { session_id, status }) => {
                 let params = SessionStatusChangedParams { session_id, status };
                 if peer.notify(SessionStatusChanged::NAME, &params).await.is_err() {

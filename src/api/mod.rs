@@ -1,5 +1,6 @@
 //! Thin adapters: protocol params → engine calls → protocol results. Protocol types stop here.
 
+mod approval;
 mod catalog;
 mod error;
 mod input;
@@ -22,7 +23,9 @@ use crate::rpc::Call;
 
 /// The method table: every client→server method of the protocol, bound to its handler.
 pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodError> {
-    use keel_protocol::{auth, config, event as ev, initialize as init, input as inp, model, session as s, turn};
+    use keel_protocol::{
+        approval as apr, auth, config, event as ev, initialize as init, input as inp, model, session as s, turn,
+    };
     let mut table = Table(RpcModule::from_arc(engine));
     table.add::<init::Initialize, _, _>(lifecycle::initialize)?;
     table.add::<init::Shutdown, _, _>(lifecycle::shutdown)?;
@@ -47,6 +50,7 @@ pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodE
     table.add::<auth::AuthRemove, _, _>(catalog::auth_remove)?;
     table.add::<config::ConfigGet, _, _>(catalog::config)?;
     table.add::<config::ToolList, _, _>(catalog::tools)?;
+    table.add::<apr::ApprovalRespond, _, _>(approval::respond)?;
     Ok(table.0)
 }
 

@@ -14,7 +14,7 @@ use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::Call;
 use crate::session::service::{NewSession, SessionChanges, encode_cursor};
-use crate::store::{SessionRow, inputs, transcript};
+use crate::store::{SessionRow, approvals, inputs, transcript};
 
 const DEFAULT_PAGE: usize = 50;
 const DEFAULT_MESSAGES: usize = 100;
@@ -59,7 +59,12 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
         head_seq,
         pending_inputs,
         queue_paused,
-        pending_approvals: Vec::new(),
+        pending_approvals: engine
+            .store
+            .query(|c| approvals::pending(c, &p.session_id))?
+            .into_iter()
+            .map(super::approval::to_wire)
+            .collect(),
     })
 }
 

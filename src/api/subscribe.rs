@@ -57,11 +57,17 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
     };
     let peer = Arc::clone(&call.peer);
     let key = subscription_id.clone();
-    call.after_response(move || peer.spawn_task(key, subscription.run()));
+    peer.attach(&subscription_id, &p.session_id);
+    let session_id = p.session_id.clone();
+    call.after_response(move || {
+        peer.spawn_task(key, subscription.run());
+        super::approval::replay_pending(&engine, &peer, &session_id);
+    });
     Ok(SubscribeResult { subscription_id, head_seq })
 }
 
 pub async fn unsubscribe(_: Arc<Engine>, p: UnsubscribeParams, call: Call) -> Result<Empty, ApiError> {
+    call.peer.detach(&p.subscription_id);
     if !call.peer.stop_task(&p.subscription_id) {
         return Err(ApiError::invalid("subscriptionId", "no such subscription on this connection"));
     }
@@ -118,6 +124,7 @@ impl Subscription {
             let _ = self.peer.notify(SessionSubscriptionEnded::NAME, &ended).await;
         }
         self.peer.forget_task(&self.id);
+        self.peer.detach(&self.id);
     }
 
     async fn deliver(&mut self) -> Stop {

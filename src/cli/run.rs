@@ -13,11 +13,13 @@ use keel_protocol::turn::{
 use tokio::sync::broadcast;
 
 use crate::engine::Engine;
+use crate::session::approval;
 use crate::session::inbox::{self, NewInput};
 use crate::session::runner::Mode;
 use crate::session::service::NewSession;
-use crate::session::{Delta, Error as SessionError};
+use crate::session::{Delta, Error as SessionError, Notice};
 use crate::store::Event;
+use crate::store::approvals::{self, ApprovalRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -94,6 +96,10 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     let mut wake = feed.watch();
     let mut cursor = feed.head();
     let mut deltas = engine.deltas.subscribe();
+    let mut notices = engine.notices.subscribe();
+    for row in engine.store.query(|c| approvals::pending(c, &session_id))? {
+        answer(&engine, row, options.approve);
+    }
     let receipt = inbox::admit(
         &engine.store,
         &session_id,
@@ -126,6 +132,11 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         }
         tokio::select! {
             changed = wake.changed() => if changed.is_err() { return Err(RunError::Usage("the session went away".into())) },
+            notice = notices.recv() => {
+                if let Ok(Notice::ApprovalRequested(row)) = notice && row.session_id == session_id {
+                    answer(&engine, row, options.approve);
+                }
+            }
             delta = deltas.recv() => match delta {
                 Ok(delta) => printer.delta(&delta, &session_id),
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -133,6 +144,32 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
             },
         }
     }
+}
+
+/// Answers an approval as `--approve` says: always allow, always reject, or ask on the terminal.
+fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
+    let engine = Arc::clone(engine);
+    tokio::spawn(async move {
+        let (decision, message) = match policy {
+            Approve::Allow => ("once", None),
+            Approve::Reject => ("reject", Some("keel run was started with --approve reject".to_owned())),
+            Approve::Ask => {
+                let title = row.title.clone();
+                let typed = tokio::task::spawn_blocking(move || {
+                    eprint!("approve? {title}\n  [o]nce, [a]lways, [r]eject: ");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).map(|_| line)
+                })
+                .await;
+                match typed.ok().and_then(Result::ok).as_deref().map(str::trim) {
+                    Some("o" | "once" | "y" | "yes") => ("once", None),
+                    Some("a" | "always") => ("always", None),
+                    _ => ("reject", Some("rejected at the terminal".to_owned())),
+                }
+            }
+        };
+        let _ = approval::resolve(&engine, &row.approval_id, decision, message, "keel run");
+    });
 }
 
 fn check_model(engine: &Engine, cwd: &str, model: &str) -> Result<(), RunError> {
@@ -243,6 +280,11 @@ impl Printer {
                 }
             }
             "retry.scheduled" => eprintln!("retrying: {data}"),
+            "approval.requested" => {
+                if let Ok(d) = serde_json::from_str::<keel_protocol::approval::ApprovalRequestedData>(data) {
+                    eprintln!("? {}", d.title);
+                }
+            }
             _ => {}
         }
     }

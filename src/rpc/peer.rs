@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::message;
 
@@ -45,6 +46,10 @@ pub struct Peer {
     next_request: AtomicU64,
     lifecycle: Mutex<Lifecycle>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Sessions this connection follows, by subscription id.
+    attached: Mutex<HashMap<String, String>>,
+    /// Server→client requests that may be withdrawn, by the caller's key.
+    withdrawable: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Peer {
@@ -56,6 +61,8 @@ impl Peer {
             next_request: AtomicU64::new(1),
             lifecycle: Mutex::new(Lifecycle::default()),
             tasks: Mutex::new(HashMap::new()),
+            attached: Mutex::new(HashMap::new()),
+            withdrawable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,6 +118,66 @@ impl Peer {
                 Err(PeerError::Timeout(timeout))
             }
         }
+    }
+
+    /// Like `request`, but `withdraw` (by `key`) cancels it: the client gets `$/cancelRequest`. False when a request
+    /// with that key is already out.
+    pub async fn request_withdrawable(
+        &self,
+        key: &str,
+        method: &str,
+        params: &impl Serialize,
+        timeout: Duration,
+    ) -> Option<Result<Value, PeerError>> {
+        let token = CancellationToken::new();
+        {
+            let mut out = self.withdrawable.lock();
+            if out.contains_key(key) {
+                return None;
+            }
+            out.insert(key.to_owned(), token.clone());
+        }
+        let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id.clone(), tx);
+        let guard = PendingGuard { peer: self, id: &id };
+        let result = match self.send_frame(message::request(&id, method, params)).await {
+            Err(e) => Err(e),
+            Ok(()) => tokio::select! {
+                answer = tokio::time::timeout(timeout, rx) => match answer {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(PeerError::Closed),
+                    Err(_) => Err(PeerError::Timeout(timeout)),
+                },
+                _ = token.cancelled() => Err(PeerError::Remote { code: -32800, message: "withdrawn".into() }),
+            },
+        };
+        drop(guard);
+        self.withdrawable.lock().remove(key);
+        if matches!(result, Err(PeerError::Timeout(_)) | Err(PeerError::Remote { code: -32800, .. })) {
+            let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
+        }
+        Some(result)
+    }
+
+    /// Withdraws the request sent with `request_withdrawable` under `key`, if it is still out.
+    pub fn withdraw(&self, key: &str) {
+        if let Some(token) = self.withdrawable.lock().remove(key) {
+            token.cancel();
+        }
+    }
+
+    /// Records that a subscription of this connection follows `session_id`.
+    pub fn attach(&self, subscription_id: &str, session_id: &str) {
+        self.attached.lock().insert(subscription_id.to_owned(), session_id.to_owned());
+    }
+
+    pub fn detach(&self, subscription_id: &str) {
+        self.attached.lock().remove(subscription_id);
+    }
+
+    pub fn is_attached(&self, session_id: &str) -> bool {
+        self.attached.lock().values().any(|s| s == session_id)
     }
 
     /// Withdraws a server→client request that is no longer needed (someone else answered it).

@@ -1,6 +1,7 @@
 //! The engine core for sessions: the service (CRUD), the inbox, the runner and its context. Knows nothing of
 //! connections or JSON-RPC.
 
+pub mod approval;
 pub mod context;
 pub mod inbox;
 pub mod runner;
@@ -51,5 +52,15 @@ pub struct Delta {
 /// Engine-wide news for every connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    StatusChanged { session_id: String, status: SessionStatus },
+    StatusChanged {
+        session_id: String,
+        status: SessionStatus,
+    },
+    /// A tool call waits for an answer.
+    ApprovalRequested(crate::store::approvals::ApprovalRow),
+    /// An approval was answered (or cancelled): outstanding questions about it can be withdrawn.
+    ApprovalResolved {
+        session_id: String,
+        approval_id: String,
+    },
 }

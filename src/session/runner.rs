@@ -14,15 +14,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Delta, Error, Notice, context};
+use super::approval::{self, Gate};
+use super::{Delta, Error, context};
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
 use crate::provider::{ProviderError, Request, StreamEvent, TokenUsage, ToolCall};
-use crate::store::{self, NewEvent, SessionRow, inputs, transcript};
-use crate::tool::{ToolContext, ToolError};
+use crate::store::{self, NewEvent, SessionRow, approvals, inputs, transcript};
+use crate::tool::{ToolContext, ToolError, ToolOutput, output};
 
-/// Tool output above this many bytes is cut before it is recorded and shown to the model.
-const MAX_TOOL_OUTPUT: usize = 50 * 1024;
 /// Streamed fragments are sent at most this often per part, or when this many bytes wait.
 const DELTA_INTERVAL: Duration = Duration::from_millis(25);
 const DELTA_BYTES: usize = 2048;
@@ -76,7 +75,15 @@ async fn drain_inner(
     mut mode: Mode,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    recover(engine, session_id)?;
+    match recover(engine, session_id, cancel).await? {
+        Recovered::Waiting => return Ok(()),
+        Recovered::Continue(activity) => {
+            if activity_loop(engine, &activity, cancel).await? == CloseReason::Interrupted {
+                return Ok(());
+            }
+        }
+        Recovered::Nothing => {}
+    }
     loop {
         if cancel.is_cancelled() {
             return Ok(());
@@ -104,34 +111,130 @@ async fn drain_inner(
     }
 }
 
-/// Settles what a process that died mid-activity left behind: its running tool calls fail as interrupted (they
-/// are never re-run) and its open activity closes as failed.
-fn recover(engine: &Engine, session_id: &str) -> Result<(), Error> {
+enum Recovered {
+    Nothing,
+    /// A tool call of the open activity still waits for an approval: nothing runs until it is answered.
+    Waiting,
+    /// Approvals answered after a restart settled the open activity's calls: it goes on.
+    Continue(Box<Activity>),
+}
+
+/// Settles what a process that stopped mid-activity left behind. A tool call whose approval was answered runs now
+/// (or fails, if rejected) and the activity continues; one still waiting for its approval keeps the activity open;
+/// any other call that was running fails as interrupted and is never re-run, and the activity closes as failed.
+async fn recover(engine: &Arc<Engine>, session_id: &str, cancel: &CancellationToken) -> Result<Recovered, Error> {
+    let Some(session) = engine.store.session(session_id)? else { return Ok(Recovered::Nothing) };
     let unsettled = engine.store.query(|c| transcript::unsettled_tool_calls(c, session_id))?;
-    let mut events = Vec::new();
+    let (mut waiting, mut answered) = (false, false);
     for call_id in unsettled {
-        events.push(event(
-            "tool.failed",
-            &ToolFailedData { call_id, error: "interrupted: the engine stopped while the tool ran".into() },
-        )?);
+        let approval = engine.store.query(|c| approvals::for_call(c, session_id, &call_id))?;
+        match approval.as_ref().map(|a| (a.state.as_str(), a.decision.as_deref())) {
+            Some(("pending", _)) => waiting = true,
+            Some((_, Some(decision @ ("once" | "always" | "reject")))) => {
+                answered = true;
+                let resolution = approval::Resolution {
+                    decision: decision.to_owned(),
+                    message: approval.as_ref().and_then(|a| a.message.clone()),
+                };
+                match approval::gate_for(&resolution) {
+                    Gate::Run => run_recovered_call(engine, &session, &call_id, cancel).await?,
+                    Gate::Refuse(error) => {
+                        append(engine, session_id, vec![event("tool.failed", &ToolFailedData { call_id, error })?])?
+                    }
+                    Gate::Interrupted => {}
+                }
+            }
+            _ => append(
+                engine,
+                session_id,
+                vec![event(
+                    "tool.failed",
+                    &ToolFailedData { call_id, error: "interrupted: the engine stopped while the tool ran".into() },
+                )?],
+            )?,
+        }
     }
-    if let Some(session) = engine.store.session(session_id)?
-        && let Some(activity_id) = session.active_activity
-    {
-        events.push(event(
-            "activity.closed",
-            &ActivityClosedData {
-                activity_id,
-                reason: CloseReason::Failed,
-                error: Some("the engine stopped while this activity ran".into()),
-            },
-        )?);
-        events.push(event("session.status", &StatusData { status: SessionStatus::Idle })?);
+    if waiting {
+        return Ok(Recovered::Waiting);
     }
-    if !events.is_empty() {
-        engine.store.append(session_id, events)?;
+    let Some(activity_id) = session.active_activity.clone() else { return Ok(Recovered::Nothing) };
+    if answered {
+        let config = engine.config(Some(&session.cwd));
+        let agent = session.agent.clone();
+        return Ok(Recovered::Continue(Box::new(Activity {
+            id: activity_id,
+            step_limit: config.steps(&agent),
+            agent,
+            model: None,
+            session,
+            recent: Default::default(),
+        })));
     }
-    Ok(())
+    append(
+        engine,
+        session_id,
+        vec![
+            event(
+                "activity.closed",
+                &ActivityClosedData {
+                    activity_id,
+                    reason: CloseReason::Failed,
+                    error: Some("the engine stopped while this activity ran".into()),
+                },
+            )?,
+            event("session.status", &StatusData { status: SessionStatus::Idle })?,
+        ],
+    )?;
+    Ok(Recovered::Nothing)
+}
+
+/// Runs a call whose approval was answered while no process waited for it.
+async fn run_recovered_call(
+    engine: &Arc<Engine>,
+    session: &SessionRow,
+    call_id: &str,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let Some((tool, input)) = engine.store.query(|c| transcript::tool_call(c, &session.id, call_id))? else {
+        return Ok(());
+    };
+    let ctx = ToolContext {
+        session_id: session.id.clone(),
+        call_id: call_id.to_owned(),
+        cwd: std::path::PathBuf::from(&session.cwd),
+        output_dir: engine.output_dir(&session.id),
+        cancel: cancel.child_token(),
+    };
+    let limits = output_limits(&engine.config(Some(&session.cwd)));
+    append(engine, &session.id, vec![event("tool.started", &ToolStartedData { call_id: call_id.to_owned() })?])?;
+    let result = engine.tools.run(&tool, input, ctx.clone()).await;
+    append(engine, &session.id, vec![settlement(call_id.to_owned(), result, limits, &ctx.output_dir)?])
+}
+
+/// The event that settles a call with its result, large outputs saved for paging.
+fn settlement(
+    call_id: String,
+    result: Result<ToolOutput, ToolError>,
+    limits: output::Limits,
+    dir: &std::path::Path,
+) -> Result<NewEvent, Error> {
+    match result {
+        Ok(out) => {
+            let (output, cut) = output::fit(out.output, limits, dir);
+            event("tool.completed", &ToolCompletedData { call_id, output, truncated: out.truncated || cut })
+        }
+        Err(ToolError::Interrupted) => event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() }),
+        Err(e) => event("tool.failed", &ToolFailedData { call_id, error: e.to_string() }),
+    }
+}
+
+fn output_limits(config: &crate::config::Config) -> output::Limits {
+    let defaults = output::Limits::default();
+    let settings = config.tool_output.as_ref();
+    output::Limits {
+        max_lines: settings.and_then(|s| s.max_lines).map_or(defaults.max_lines, |n| n as usize),
+        max_bytes: settings.and_then(|s| s.max_bytes).map_or(defaults.max_bytes, |n| n as usize),
+    }
 }
 
 /// What the activity runs with, fixed when it opens (config is re-read per turn).
@@ -141,6 +244,8 @@ struct Activity {
     agent: String,
     model: Option<String>,
     step_limit: u32,
+    /// The last tool calls (name and input), to notice a model repeating itself.
+    recent: parking_lot::Mutex<Vec<String>>,
 }
 
 async fn run_activity(
@@ -154,7 +259,14 @@ async fn run_activity(
     let config = engine.config(Some(&session.cwd));
     let agent = promote.iter().find_map(|i| i.agent.clone()).unwrap_or_else(|| session.agent.clone());
     let model = promote.iter().find_map(|i| i.model.clone());
-    let activity = Activity { id: id("act"), session: session.clone(), step_limit: config.steps(&agent), agent, model };
+    let activity = Activity {
+        id: id("act"),
+        session: session.clone(),
+        step_limit: config.steps(&agent),
+        agent,
+        model,
+        recent: Default::default(),
+    };
     opening.push(event(
         "activity.opened",
         &ActivityOpenedData { activity_id: activity.id.clone(), trigger, step_limit: activity.step_limit },
@@ -164,14 +276,23 @@ async fn run_activity(
     }
     opening.push(event("session.status", &StatusData { status: SessionStatus::Running })?);
     append(engine, &session.id, opening)?;
+    activity_loop(engine, &activity, cancel).await
+}
 
+/// Turns until the activity settles: completed, interrupted, failed or out of steps.
+async fn activity_loop(
+    engine: &Arc<Engine>,
+    activity: &Activity,
+    cancel: &CancellationToken,
+) -> Result<CloseReason, Error> {
+    let session = &activity.session;
     let mut steps = 0;
     let (reason, error) = loop {
         if steps == activity.step_limit {
             break (CloseReason::TurnLimit, Some(format!("stopped after {} provider turns", activity.step_limit)));
         }
         steps += 1;
-        let outcome = run_turn(engine, &activity, cancel).await?;
+        let outcome = run_turn(engine, activity, cancel).await?;
         if let TurnOutcome::Interrupted = outcome {
             break (CloseReason::Interrupted, None);
         }
@@ -217,16 +338,8 @@ fn promotion(activity_id: &str, inputs: &[inputs::InputRow]) -> Result<NewEvent,
     )
 }
 
-/// Appends and tells status listeners; every other client learns from the event log.
 fn append(engine: &Engine, session_id: &str, events: Vec<NewEvent>) -> Result<(), Error> {
-    let appended = engine.store.append(session_id, events)?;
-    for e in appended.iter().filter(|e| e.kind == "session.status") {
-        if let Ok(data) = serde_json::from_str::<StatusData>(e.data.get()) {
-            let _ =
-                engine.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
-        }
-    }
-    Ok(())
+    engine.append_events(session_id, events)
 }
 
 enum TurnOutcome {
@@ -282,7 +395,8 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
 
     let mut attempt = 0;
     loop {
-        let mut stream = TurnStream::new(engine, &turn, cancel.child_token(), cwd.clone());
+        let mut stream =
+            TurnStream::new(engine, &turn, activity, cancel.child_token(), cwd.clone(), output_limits(&config));
         let result = stream.run(&*resolved.provider, &request, cancel).await;
         let flushed = stream.flush_parts();
         let called_tools = stream.called;
@@ -429,6 +543,9 @@ enum StreamResult {
 struct TurnStream<'a> {
     engine: &'a Arc<Engine>,
     turn: &'a Turn,
+    activity: &'a Activity,
+    limits: output::Limits,
+    calls: usize,
     tool_cancel: CancellationToken,
     cwd: std::path::PathBuf,
     text: Option<OpenPart>,
@@ -448,10 +565,20 @@ struct OpenPart {
 }
 
 impl<'a> TurnStream<'a> {
-    fn new(engine: &'a Arc<Engine>, turn: &'a Turn, tool_cancel: CancellationToken, cwd: std::path::PathBuf) -> Self {
+    fn new(
+        engine: &'a Arc<Engine>,
+        turn: &'a Turn,
+        activity: &'a Activity,
+        tool_cancel: CancellationToken,
+        cwd: std::path::PathBuf,
+        limits: output::Limits,
+    ) -> Self {
         Self {
             engine,
             turn,
+            activity,
+            limits,
+            calls: 0,
             tool_cancel,
             cwd,
             text: None,
@@ -534,7 +661,7 @@ impl<'a> TurnStream<'a> {
                     },
                 )?);
                 append(self.engine, &self.turn.session_id, events)?;
-                self.start_tool(call);
+                self.start_tool(call)?;
             }
             StreamEvent::Usage(usage) => self.usage = usage,
             StreamEvent::Finish(reason) => self.finish_reason = Some(reason),
@@ -615,49 +742,65 @@ impl<'a> TurnStream<'a> {
         events
     }
 
-    fn start_tool(&mut self, call: ToolCall) {
+    /// Starts a recorded call at once: permission gate (and approval), then the tool, then its settlement.
+    fn start_tool(&mut self, call: ToolCall) -> Result<(), Error> {
+        self.calls += 1;
+        if self.calls > self.engine.settings.max_tool_calls_per_turn {
+            let error = format!(
+                "too many tool calls in one turn (the limit is {}); make fewer calls at a time",
+                self.engine.settings.max_tool_calls_per_turn
+            );
+            return append(
+                self.engine,
+                &self.turn.session_id,
+                vec![event("tool.failed", &ToolFailedData { call_id: call.id, error })?],
+            );
+        }
+        let repeated = {
+            let key = format!("{}\u{0}{}", call.name, call.input);
+            let mut recent = self.activity.recent.lock();
+            let repeated = recent.len() >= 2 && recent[recent.len() - 2..].iter().all(|k| *k == key);
+            recent.push(key);
+            let excess = recent.len().saturating_sub(3);
+            recent.drain(..excess);
+            repeated
+        };
         let engine = Arc::clone(self.engine);
         let session_id = self.turn.session_id.clone();
+        let cwd = self.cwd.display().to_string();
+        let limits = self.limits;
         let ctx = ToolContext {
             session_id: session_id.clone(),
             call_id: call.id.clone(),
             cwd: self.cwd.clone(),
+            output_dir: engine.output_dir(&session_id),
             cancel: self.tool_cancel.child_token(),
         };
         self.tools.spawn(async move {
             let call_id = call.id.clone();
-            let started = event("tool.started", &ToolStartedData { call_id: call_id.clone() });
-            if let Ok(started) = started {
-                let _ = append(&engine, &session_id, vec![started]);
-            }
-            let result = engine.tools.run(&call.name, call.input, ctx).await;
-            let settled = match result {
-                Ok(out) => {
-                    let (output, cut) = cut_output(out.output);
-                    event("tool.completed", &ToolCompletedData { call_id, output, truncated: out.truncated || cut })
+            let gate = approval::authorize(&engine, &session_id, &cwd, &call, &ctx, repeated, &ctx.cancel).await;
+            let settled = match gate {
+                Ok(Gate::Run) => {
+                    let started = event("tool.started", &ToolStartedData { call_id: call_id.clone() });
+                    if let Ok(started) = started {
+                        let _ = append(&engine, &session_id, vec![started]);
+                    }
+                    let result = engine.tools.run(&call.name, call.input, ctx.clone()).await;
+                    let limits = if engine.tools.get(&call.name).is_some_and(|t| t.pages_itself()) {
+                        output::Limits::UNBOUNDED
+                    } else {
+                        limits
+                    };
+                    settlement(call_id, result, limits, &ctx.output_dir)
                 }
-                Err(ToolError::Interrupted) => {
-                    event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() })
-                }
+                Ok(Gate::Refuse(error)) => event("tool.failed", &ToolFailedData { call_id, error }),
+                Ok(Gate::Interrupted) => event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() }),
                 Err(e) => event("tool.failed", &ToolFailedData { call_id, error: e.to_string() }),
             };
-            match settled.and_then(|e| append(&engine, &session_id, vec![e])) {
-                Ok(()) => {}
-                Err(e) => tracing::error!(session = %session_id, "recording a tool result failed: {e}"),
+            if let Err(e) = settled.and_then(|e| append(&engine, &session_id, vec![e])) {
+                tracing::error!(session = %session_id, "recording a tool result failed: {e}");
             }
         });
+        Ok(())
     }
-}
-
-fn cut_output(mut output: String) -> (String, bool) {
-    if output.len() <= MAX_TOOL_OUTPUT {
-        return (output, false);
-    }
-    let mut end = MAX_TOOL_OUTPUT;
-    while !output.is_char_boundary(end) {
-        end -= 1;
-    }
-    output.truncate(end);
-    output.push_str("\n[output truncated]");
-    (output, true)
 }

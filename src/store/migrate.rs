@@ -12,6 +12,7 @@ use super::Error;
 pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
     ("0002_agent", include_str!("../../migrations/0002_agent.sql")),
+    ("0003_permissions", include_str!("../../migrations/0003_permissions.sql")),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {

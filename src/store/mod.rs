@@ -4,6 +4,7 @@
 //! events and updates the projections; only after the commit are the session's subscribers woken.
 //! The immediate transaction is also what keeps seqs gapless when several engine processes share one database.
 
+pub mod approvals;
 mod feed;
 pub mod inputs;
 mod migrate;

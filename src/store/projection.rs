@@ -1,6 +1,7 @@
 //! Read-model updates, applied inside the append transaction of the event that causes them.
 //! Each arm reads the event's persisted payload; types without a read model project nothing.
 
+use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use keel_protocol::input::ContentPart;
 use keel_protocol::turn::{
@@ -43,7 +44,11 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
             for table in ["DELETE FROM sessions WHERE id = ?1", "DELETE FROM events WHERE session_id = ?1"] {
                 tx.prepare_cached(table)?.execute([sid])?;
             }
-            for table in ["DELETE FROM inputs WHERE session_id = ?1", "DELETE FROM parts WHERE session_id = ?1"] {
+            for table in [
+                "DELETE FROM inputs WHERE session_id = ?1",
+                "DELETE FROM parts WHERE session_id = ?1",
+                "DELETE FROM approvals WHERE session_id = ?1",
+            ] {
                 tx.prepare_cached(table)?.execute([sid])?;
             }
         }
@@ -167,6 +172,40 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
                 u.cache_write_tokens,
                 d.cost_usd
             ])?;
+        }
+        "approval.requested" => {
+            let d: ApprovalRequestedData = data(event)?;
+            tx.prepare_cached(
+                "INSERT INTO approvals (session_id, approval_id, call_id, tool, action, resources, title, requested_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                sid,
+                d.approval_id,
+                d.call_id,
+                d.tool,
+                d.action,
+                serde_json::to_string(&d.resources)?,
+                d.title,
+                event.seq
+            ])?;
+        }
+        "approval.resolved" => {
+            let d: ApprovalResolvedData = data(event)?;
+            tx.prepare_cached(
+                "UPDATE approvals SET state = 'resolved', decision = ?3, message = ?4 \
+                 WHERE session_id = ?1 AND approval_id = ?2",
+            )?
+            .execute(params![sid, d.approval_id, d.decision, d.message])?;
+            if d.decision == "always" {
+                // The project is the session's workspace; its rules outlive the session.
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO project_rules (project, action, pattern, created_at) \
+                     SELECT s.cwd, a.action, r.value, ?3 FROM approvals a, json_each(a.resources) r, sessions s \
+                     WHERE a.session_id = ?1 AND a.approval_id = ?2 AND s.id = ?1",
+                )?
+                .execute(params![sid, d.approval_id, event.at])?;
+            }
         }
         _ => {}
     }

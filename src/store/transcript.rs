@@ -1,6 +1,6 @@
 //! Queries of the `parts` read model: the model-visible transcript.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Result;
 
@@ -37,4 +37,15 @@ pub fn unsettled_tool_calls(conn: &Connection, session_id: &str) -> Result<Vec<S
     )?;
     let rows = stmt.query_map([session_id], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The tool and input of a recorded call.
+pub fn tool_call(conn: &Connection, session_id: &str, call_id: &str) -> Result<Option<(String, serde_json::Value)>> {
+    let data: Option<String> = conn
+        .prepare_cached("SELECT data FROM parts WHERE session_id = ?1 AND part_id = ?2 AND kind = 'tool'")?
+        .query_row(params![session_id, call_id], |r| r.get(0))
+        .optional()?;
+    let Some(data) = data else { return Ok(None) };
+    let value: serde_json::Value = serde_json::from_str(&data)?;
+    Ok(Some((value["tool"].as_str().unwrap_or_default().to_owned(), value["input"].clone())))
 }

@@ -1,7 +1,15 @@
 //! Tools the model can call. A `Tool` validates its own input and returns text for the model; the runner records
 //! the call and its outcome as events and runs the calls of one turn concurrently.
 
+mod file;
+pub mod fs;
+pub mod matching;
+pub mod output;
+pub mod patch;
+pub mod search;
+mod shell;
 mod todo;
+mod web;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +18,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::permission::Access;
 use crate::provider::{BoxFuture, ToolSpec};
 
 /// What a tool runs with.
@@ -18,6 +27,8 @@ pub struct ToolContext {
     pub session_id: String,
     pub call_id: String,
     pub cwd: PathBuf,
+    /// Where this session's saved outputs live (`output`).
+    pub output_dir: PathBuf,
     /// Cancelled when the activity is interrupted; long tools must stop.
     pub cancel: CancellationToken,
 }
@@ -45,6 +56,18 @@ pub trait Tool: Send + Sync {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
     fn input_schema(&self) -> Value;
+
+    /// What a call touches, for the permission check; by default the tool's own name on everything.
+    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let _ = (input, ctx);
+        Ok(vec![Access { action: self.name(), resources: vec!["*".into()] }])
+    }
+
+    /// True for tools that bound and page their own output (`read`): the output store leaves it alone.
+    fn pages_itself(&self) -> bool {
+        false
+    }
+
     fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>>;
 }
 
@@ -73,6 +96,15 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut registry = Self::default();
         registry.add(Arc::new(todo::TodoWrite));
+        registry.add(Arc::new(file::Read));
+        registry.add(Arc::new(file::Write));
+        registry.add(Arc::new(file::Edit));
+        registry.add(Arc::new(file::ApplyPatch));
+        registry.add(Arc::new(shell::Bash));
+        registry.add(Arc::new(web::WebFetch::new()));
+        registry.add(Arc::new(search::Grep));
+        registry.add(Arc::new(search::Glob));
+        registry.add(Arc::new(search::List));
         registry
     }
 
@@ -95,13 +127,10 @@ impl Registry {
             .collect()
     }
 
-    /// Runs a call: unknown tools and bad input become errors for the model.
+    /// Runs a call: unknown tools and bad input become errors for the model. Tools watch `ctx.cancel` themselves,
+    /// so that they clean up (kill a process group) before returning.
     pub async fn run(&self, name: &str, input: Value, ctx: ToolContext) -> Result<ToolOutput, ToolError> {
         let tool = self.get(name).ok_or_else(|| ToolError::Unknown(name.to_owned()))?;
-        let cancel = ctx.cancel.clone();
-        tokio::select! {
-            result = tool.run(input, ctx) => result,
-            _ = cancel.cancelled() => Err(ToolError::Interrupted),
-        }
+        tool.run(input, ctx).await
     }
 }

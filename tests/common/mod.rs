@@ -121,10 +121,14 @@ impl SocketEngine {
     }
 
     pub async fn connect(&self) -> Client {
+        self.connect_with(json!({})).await
+    }
+
+    pub async fn connect_with(&self, capabilities: Value) -> Client {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
         let (r, w) = stream.into_split();
         let client = Client::connect(r, w, Framing::Ndjson);
-        client.initialize().await;
+        client.initialize_with(capabilities).await;
         client
     }
 }
@@ -265,6 +269,19 @@ impl Client {
 
     pub fn notify(&self, method: &str, params: Value) {
         self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    }
+
+    /// Answers a server→client request.
+    pub fn respond(&self, id: &Value, result: Value) {
+        self.send(&json!({ "jsonrpc": "2.0", "id": id, "result": result }));
+    }
+
+    pub async fn initialize_with(&self, capabilities: Value) -> Value {
+        self.ok(
+            "initialize",
+            json!({ "protocolVersion": 1, "clientInfo": { "name": "keel-tests" }, "capabilities": capabilities }),
+        )
+        .await
     }
 
     pub async fn initialize(&self) -> Value {

@@ -1,0 +1,207 @@
+//! The permission gate in front of every tool call, and durable approvals.
+//!
+//! A call that the rules put on `ask` appends `approval.requested` and waits. The answer can come from any client
+//! (a response to `approval/request`, or `approval/respond`), from `keel run --approve`, from an `always` rule
+//! answered meanwhile, or from an interrupt; the first one recorded wins. If the engine stops while an approval
+//! waits, the question stays in the log: answering it later wakes the session, and recovery runs the call.
+
+use std::sync::Arc;
+
+use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData};
+use keel_protocol::session::SessionStatus;
+use keel_protocol::turn::StatusData;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{Error, Notice};
+use crate::engine::Engine;
+use crate::permission::{self, Access, Verdict};
+use crate::provider::ToolCall;
+use crate::store::{NewEvent, approvals};
+use crate::tool::ToolContext;
+
+/// What the gate decided for a call.
+pub enum Gate {
+    Run,
+    /// The call does not run; this is its result for the model.
+    Refuse(String),
+    Interrupted,
+}
+
+/// An answer as the waiting call receives it.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub decision: String,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ApprovalError {
+    #[error("approval {0} not found")]
+    NotFound(String),
+    #[error("approval {0} was already answered")]
+    AlreadyResolved(String),
+}
+
+fn event(kind: &'static str, data: &impl serde::Serialize) -> Result<NewEvent, Error> {
+    Ok(NewEvent::new(kind, data)?)
+}
+
+/// Checks the call against the rules and, when they say ask, asks and waits for the answer.
+pub async fn authorize(
+    engine: &Arc<Engine>,
+    session_id: &str,
+    cwd: &str,
+    call: &ToolCall,
+    ctx: &ToolContext,
+    repeated: bool,
+    cancel: &CancellationToken,
+) -> Result<Gate, Error> {
+    let Some(tool) = engine.tools.get(&call.name) else {
+        return Ok(Gate::Refuse(format!("unknown tool {:?}", call.name)));
+    };
+    let mut accesses = match tool.access(&call.input, ctx) {
+        Ok(accesses) => accesses,
+        Err(e) => return Ok(Gate::Refuse(e.to_string())),
+    };
+    if repeated {
+        accesses.push(Access { action: "doom_loop", resources: vec![call.name.clone()] });
+    }
+    let rules = rules_for(engine, cwd)?;
+    let (action, resources) = match permission::check(&rules, &accesses) {
+        Verdict::Allow => return Ok(Gate::Run),
+        Verdict::Deny { action, resource } => {
+            return Ok(Gate::Refuse(format!("denied by the permission rules: {action} {resource}")));
+        }
+        Verdict::Ask { action, resources } => (action, resources),
+    };
+    let approval_id = format!("apr_{}", uuid::Uuid::now_v7().simple());
+    let title = match action.as_str() {
+        "doom_loop" => format!("{} was called three times in a row with the same input; let it run again?", call.name),
+        "external_directory" => format!("{} wants to reach outside the workspace: {}", call.name, resources.join(", ")),
+        _ if action == call.name => format!("{}: {}", call.name, resources.join(", ")),
+        _ => format!("{} ({action}): {}", call.name, resources.join(", ")),
+    };
+    let (tx, rx) = oneshot::channel();
+    engine.waiters().lock().insert(approval_id.clone(), tx);
+    let requested = ApprovalRequestedData {
+        approval_id: approval_id.clone(),
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+        action,
+        resources,
+        title,
+        options: vec!["once".into(), "always".into(), "reject".into()],
+    };
+    let appended = engine.append_events(
+        session_id,
+        vec![
+            event("approval.requested", &requested)?,
+            event("session.status", &StatusData { status: SessionStatus::WaitingApproval })?,
+        ],
+    );
+    if let Err(e) = appended {
+        engine.waiters().lock().remove(&approval_id);
+        return Err(e);
+    }
+    if let Some(row) = engine.store.query(|c| approvals::get(c, &approval_id))? {
+        let _ = engine.notices.send(Notice::ApprovalRequested(row));
+    }
+    let resolution = tokio::select! {
+        answer = rx => answer.ok(),
+        _ = cancel.cancelled() => None,
+    };
+    let Some(resolution) = resolution else {
+        engine.waiters().lock().remove(&approval_id);
+        let _ = resolve(engine, &approval_id, "cancelled", None, "interrupt");
+        return Ok(Gate::Interrupted);
+    };
+    engine.append_events(session_id, vec![event("session.status", &StatusData { status: SessionStatus::Running })?])?;
+    Ok(gate_for(&resolution))
+}
+
+/// What a recorded answer means for its call.
+pub fn gate_for(resolution: &Resolution) -> Gate {
+    match resolution.decision.as_str() {
+        "once" | "always" => Gate::Run,
+        "reject" => Gate::Refuse(match &resolution.message {
+            Some(message) => format!("the user rejected this call: {message}"),
+            None => "the user rejected this call".into(),
+        }),
+        _ => Gate::Interrupted,
+    }
+}
+
+fn rules_for(engine: &Engine, cwd: &str) -> Result<Vec<crate::config::PermissionRule>, Error> {
+    let config = engine.config(Some(cwd));
+    let stored = engine.store.query(|c| approvals::project_rules(c, cwd))?;
+    Ok(permission::rules_for(&config.permissions, stored))
+}
+
+/// Records an answer. The first answer wins; later ones get `AlreadyResolved`. `always` stores allow rules for the
+/// project and answers the session's other pending approvals that those rules now cover.
+pub fn resolve(
+    engine: &Arc<Engine>,
+    approval_id: &str,
+    decision: &str,
+    message: Option<String>,
+    by: &str,
+) -> Result<(), ApprovalError> {
+    let not_found = || ApprovalError::NotFound(approval_id.to_owned());
+    let row = engine.store.query(|c| approvals::get(c, approval_id)).ok().flatten().ok_or_else(not_found)?;
+    let data = ApprovalResolvedData {
+        approval_id: approval_id.to_owned(),
+        decision: decision.to_owned(),
+        by: by.to_owned(),
+        message: message.clone(),
+    };
+    let appended = engine.store.append_with(&row.session_id, |conn| match approvals::get(conn, approval_id)? {
+        Some(current) if current.state == "pending" => Ok((vec![NewEvent::new("approval.resolved", &data)?], true)),
+        _ => Ok((Vec::new(), false)),
+    });
+    match appended {
+        Ok((_, true)) => {}
+        Ok((_, false)) => return Err(ApprovalError::AlreadyResolved(approval_id.to_owned())),
+        Err(e) => {
+            tracing::error!("recording the answer to {approval_id} failed: {e}");
+            return Err(not_found());
+        }
+    }
+    let _ = engine
+        .notices
+        .send(Notice::ApprovalResolved { session_id: row.session_id.clone(), approval_id: approval_id.to_owned() });
+    let waiter = engine.waiters().lock().remove(approval_id);
+    match waiter {
+        Some(waiter) => {
+            let _ = waiter.send(Resolution { decision: decision.to_owned(), message });
+        }
+        // Nobody waits in this process (it restarted): the session's next run settles the call.
+        None if decision != "cancelled" => {
+            engine.wake(&row.session_id, super::runner::Mode::Wake);
+        }
+        None => {}
+    }
+    if decision == "always" {
+        resolve_covered(engine, &row.session_id);
+    }
+    Ok(())
+}
+
+fn resolve_covered(engine: &Arc<Engine>, session_id: &str) {
+    let Ok(Some(session)) = engine.store.session(session_id) else { return };
+    let Ok(rules) = rules_for(engine, &session.cwd) else { return };
+    let pending = engine.store.query(|c| approvals::pending(c, session_id)).unwrap_or_default();
+    for approval in pending {
+        let access = Access { action: leak_action(&approval.action), resources: approval.resources.clone() };
+        if permission::check(&rules, &[access]) == Verdict::Allow {
+            let _ = resolve(engine, &approval.approval_id, "once", None, "rule");
+        }
+    }
+}
+
+/// Access actions are static names; stored ones map back to the known set (anything else stays asked).
+fn leak_action(action: &str) -> &'static str {
+    const KNOWN: &[&str] =
+        &["read", "edit", "bash", "webfetch", "external_directory", "doom_loop", "grep", "glob", "list", "todowrite"];
+    KNOWN.iter().find(|k| **k == action).copied().unwrap_or("unknown")
+}

@@ -1,0 +1,181 @@
+//! `bash`: runs a command in its own process group, with a timeout and bounded capture. On timeout or interrupt
+//! the whole group is killed, so nothing the command started keeps running.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Tool, ToolContext, ToolError, ToolOutput, fs, parse_input, schema_of};
+use crate::permission::{Access, bash};
+use crate::provider::BoxFuture;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Captured per stream; the rest is read and dropped so the command never blocks on a full pipe.
+const MAX_CAPTURE: usize = 1024 * 1024;
+/// After the command exits, how long its descendants may keep the pipes open before the group is killed.
+const PIPE_GRACE: Duration = Duration::from_millis(200);
+
+pub struct Bash;
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BashInput {
+    /// The command line, run with `bash -c`.
+    command: String,
+    /// Milliseconds before the command is killed (default 120000, at most 600000).
+    #[serde(default)]
+    timeout: Option<u64>,
+    /// The directory to run in, relative to the workspace (default: the workspace).
+    #[serde(default)]
+    workdir: Option<String>,
+    /// Five to ten words saying what the command does.
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl Tool for Bash {
+    fn name(&self) -> &'static str {
+        "bash"
+    }
+
+    fn description(&self) -> &'static str {
+        "Run a shell command in the workspace. Output over 1 MiB per stream is cut; the command is killed (with \
+         everything it started) after its timeout, 2 minutes by default."
+    }
+
+    fn input_schema(&self) -> Value {
+        schema_of::<BashInput>()
+    }
+
+    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input: BashInput = parse_input(self.name(), input.clone())?;
+        let mut accesses = vec![Access { action: "bash", resources: bash::simple_commands(&input.command) }];
+        if let Some(dir) = &input.workdir
+            && let fs::Target::Outside(abs) = fs::locate(&ctx.cwd, dir)
+        {
+            accesses.push(Access { action: "external_directory", resources: vec![abs.display().to_string()] });
+        }
+        Ok(accesses)
+    }
+
+    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+        Box::pin(async move {
+            let input: BashInput = parse_input(self.name(), input)?;
+            let _ = input.description;
+            let timeout = input.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_millis).min(MAX_TIMEOUT);
+            let dir = match &input.workdir {
+                Some(dir) => fs::locate(&ctx.cwd, dir).absolute(&ctx.cwd),
+                None => ctx.cwd.clone(),
+            };
+            run(&input.command, &dir, timeout, &ctx).await
+        })
+    }
+}
+
+async fn run(
+    command: &str,
+    dir: &std::path::Path,
+    timeout: Duration,
+    ctx: &ToolContext,
+) -> Result<ToolOutput, ToolError> {
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c").arg(command).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.process_group(0).kill_on_drop(true);
+    // Provider keys live in the engine's environment; a command has no business reading them.
+    for provider in ["openai", "anthropic", "openrouter", "groq", "deepseek"] {
+        if let Some(var) = crate::provider::auth::env_var(provider) {
+            cmd.env_remove(var);
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| ToolError::Failed(format!("cannot start bash: {e}")))?;
+    let group = ProcessGroup(child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)));
+    let kill_group = || group.kill();
+    let stdout = tokio::spawn(capture(child.stdout.take()));
+    let stderr = tokio::spawn(capture(child.stderr.take()));
+    let outcome = tokio::select! {
+        status = child.wait() => Outcome::Exited(status.map_err(|e| ToolError::Failed(e.to_string()))?),
+        _ = tokio::time::sleep(timeout) => Outcome::TimedOut,
+        _ = ctx.cancel.cancelled() => Outcome::Cancelled,
+    };
+    if !matches!(outcome, Outcome::Exited(_)) {
+        kill_group();
+        let _ = child.wait().await;
+    }
+    let out = tokio::time::timeout(PIPE_GRACE, stdout).await;
+    let err = tokio::time::timeout(PIPE_GRACE, stderr).await;
+    // Whatever the command left behind in its group (background jobs) goes with it.
+    kill_group();
+    let (out, out_cut) = out.ok().and_then(Result::ok).unwrap_or_default();
+    let (err, err_cut) = err.ok().and_then(Result::ok).unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if !err.is_empty() {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&String::from_utf8_lossy(&err));
+    }
+    if out_cut || err_cut {
+        text.push_str("\n[output over 1 MiB per stream was cut]");
+    }
+    match outcome {
+        Outcome::Cancelled => Err(ToolError::Interrupted),
+        Outcome::TimedOut => {
+            Err(ToolError::Failed(format!("{text}\n[killed after the timeout of {} s]", timeout.as_secs())))
+        }
+        Outcome::Exited(status) => {
+            if !status.success() {
+                let code = status.code().map_or_else(|| "a signal".to_owned(), |c| c.to_string());
+                text.push_str(&format!("\n[exit status {code}]"));
+            }
+            Ok(ToolOutput {
+                output: if text.is_empty() { "(no output)".into() } else { text },
+                truncated: out_cut || err_cut,
+            })
+        }
+    }
+}
+
+/// The command's process group, killed when the tool is done with it, also when its future is dropped.
+struct ProcessGroup(Option<rustix::process::Pid>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+enum Outcome {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
+async fn capture<R: AsyncRead + Unpin>(stream: Option<R>) -> (Vec<u8>, bool) {
+    let Some(mut stream) = stream else { return (Vec::new(), false) };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut cut = false;
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, cut),
+            Ok(n) => {
+                let room = MAX_CAPTURE.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                cut |= n > room;
+            }
+        }
+    }
+}
