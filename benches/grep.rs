@@ -27,7 +27,7 @@ fn main() {
         }
     }
     println!();
-    println!("{:<44} {:>10} {:>10} {:>8}", "case", "keel", "rg", "keel/rg");
+    println!("{:<44} {:>10} {:>10} {:>8} {:>14}", "case", "keel", "rg", "keel/rg", "lines keel/rg");
 
     let cases: [(&str, &str, usize); 3] = [
         ("rare, full scan", r"fn\s+zzqq_not_there", 100),
@@ -35,17 +35,19 @@ fn main() {
         ("common, uncapped (full scan)", "unsafe fn", usize::MAX - 1),
     ];
     for (label, pattern, max) in cases {
+        let found = grep_tree(&dir, pattern, max).unwrap().len();
         let keel = median(|| {
             let lines = grep_tree(&dir, pattern, max).unwrap();
             std::hint::black_box(lines.len());
         });
-        let rg = rg.as_ref().map(|_| median(|| run_rg(&dir, pattern)));
         let case = format!("{label} `{pattern}`");
-        match rg {
-            Some(rg) => {
-                println!("{case:<44} {:>10} {:>10} {:>7.2}x", ms(keel), ms(rg), keel.as_secs_f64() / rg.as_secs_f64())
-            }
-            None => println!("{case:<44} {:>10} {:>10} {:>8}", ms(keel), "-", "-"),
+        if rg.is_some() {
+            let rg = median(|| run_rg(&dir, pattern));
+            let lines = format!("{found}/{}", rg_count(&dir, pattern));
+            let ratio = keel.as_secs_f64() / rg.as_secs_f64();
+            println!("{case:<44} {:>10} {:>10} {ratio:>7.2}x {lines:>14}", ms(keel), ms(rg));
+        } else {
+            println!("{case:<44} {:>10} {:>10} {:>8} {found:>14}", ms(keel), "-", "-");
         }
     }
     println!();
@@ -87,6 +89,13 @@ fn run_rg(dir: &Path, pattern: &str) {
         .stderr(Stdio::null())
         .status()
         .unwrap();
+}
+
+/// Matching lines rg finds in the whole tree, to check both searched the same files.
+fn rg_count(dir: &Path, pattern: &str) -> u64 {
+    let out = Command::new("rg").args(["--no-messages", "-c", pattern]).arg(dir).output().unwrap();
+    let counts = String::from_utf8_lossy(&out.stdout);
+    counts.lines().filter_map(|l| l.rsplit_once(':')?.1.parse::<u64>().ok()).sum()
 }
 
 /// One warm-up run, then the median of `RUNS` timed runs.

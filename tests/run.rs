@@ -38,10 +38,22 @@ async fn without_a_model_the_scripted_provider_says_how_to_configure_one() {
 async fn the_shipped_example_script_runs_a_whole_turn_with_a_tool() {
     let home = Home::new();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.json");
-    let (code, stdout, stderr) = keel_run(&home, &[("KEEL_SCRIPT", script)], &["Plan a small change"]).await;
+    let (code, stdout, stderr) =
+        keel_run(&home, &[("KEEL_SCRIPT", script)], &["--approve", "allow", "Write notes"]).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("→ todowrite"), "{stderr}");
-    assert!(!stdout.is_empty());
+    assert!(
+        stderr.contains("→ write") && stderr.contains("? write (edit): notes.md") && stderr.contains("→ edit"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Done: notes.md"), "{stdout}");
+    let notes = std::fs::read_to_string(std::path::Path::new(&home.workspace()).join("notes.md")).unwrap();
+    assert!(notes.contains("a headless coding-agent engine driven over JSON-RPC."), "{notes}");
+
+    // Without an answer to its approval, the write is refused and the model is told.
+    let other = Home::new();
+    let (code, _, stderr) = keel_run(&other, &[("KEEL_SCRIPT", script)], &["Write notes"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("rejected"), "{stderr}");
 }
 
 #[tokio::test]

@@ -497,19 +497,19 @@ fn list_tree(
         if stop.is_cancelled() {
             return Err(SearchError::Stopped);
         }
-        for (path, dir) in children(&dir, root, &skip) {
+        for (path, is_dir) in children(&dir, root, &skip) {
             if nodes.len() == max {
                 truncated = true;
                 break 'walk;
             }
             let index = nodes.len();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            nodes.push(Node { name, dir, children: Vec::new() });
+            nodes.push(Node { name, dir: is_dir, children: Vec::new() });
             match parent {
                 Some(p) => nodes[p].children.push(index),
                 None => top.push(index),
             }
-            if dir {
+            if is_dir {
                 queue.push_back((path, Some(index)));
             }
         }
