@@ -1,5 +1,6 @@
 //! keel: a headless AI coding-agent engine driven over JSON-RPC. `ARCHITECTURE.md` is the map.
 
+pub mod acp;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Serve the protocol (stdio unless --listen is given).
     Serve(ServeArgs),
+    /// Speak the Agent Client Protocol on stdio (for Zed, JetBrains, Neovim and Emacs ACP clients).
+    Acp,
     /// Prompt a session once and stream the answer; exits 0 only when the activity completed.
     Run(RunArgs),
     /// Write the protocol's and the config's JSON Schemas.
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::Run(args) => run_once(args),
+        Command::Acp => acp(),
         Command::Schema { out } => schema(out),
         Command::Auth { command } => with_engine(|engine| async move {
             match command {
@@ -212,6 +215,18 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(1))
             }
         }
+    })
+}
+
+fn acp() -> Result<ExitCode, String> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let engine = open_engine()?;
+        engine.start();
+        let methods = keel::acp::methods(engine).map_err(|e| e.to_string())?;
+        let code = rpc::stdio(Arc::new(rpc::Server::new(methods, None))).await;
+        // As for `serve`: stdin's blocking reader would hold up a runtime shutdown.
+        std::process::exit(code);
     })
 }
 

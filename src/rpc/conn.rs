@@ -237,8 +237,9 @@ impl Connection {
             "exit" => {
                 return Some(Ended::Exit(if self.peer.lifecycle().shut_down { 0 } else { 1 }));
             }
-            "$/cancelRequest" => {
-                let id = params.as_ref().and_then(|p| p.get("id"))?;
+            // LSP's name and ACP's, whose parameter is `requestId`.
+            "$/cancelRequest" | "$/cancel_request" => {
+                let id = params.as_ref().and_then(|p| p.get("id").or_else(|| p.get("requestId")))?;
                 let cancelled = self.inflight.lock().remove(&id.to_string());
                 if let Some(cancel) = cancelled {
                     let _ = cancel.send(());
@@ -246,6 +247,20 @@ impl Connection {
                 }
             }
             "initialized" => {}
+            // A notification the method table knows runs like a request whose answer is dropped.
+            other if self.server.methods.method_with_name(other).is_some() && self.peer.lifecycle().initialized => {
+                let methods = self.server.methods.clone();
+                let call = Call {
+                    peer: Arc::clone(&self.peer),
+                    required_token: self.required_token.clone(),
+                    after_response: Arc::default(),
+                    order: Arc::new(Mutex::new(None)),
+                };
+                let method = other.to_owned();
+                tokio::spawn(async move {
+                    let _ = dispatch(&methods, &Value::Null, &method, params, call).await;
+                });
+            }
             other => tracing::debug!("ignored notification {other}"),
         }
         None
