@@ -321,7 +321,7 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
 }
 
 async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, session_id: &str, seq: u64) {
-    if delta.session_id != session_id {
+    if delta.session_id != session_id || mapper.completed.contains(&delta.part_id) {
         return;
     }
     let update = match delta.kind {

@@ -19,6 +19,8 @@ pub struct Mapper {
     calls: HashMap<String, ToolCalledData>,
     /// Bytes of each part already sent as chunks from live deltas.
     pub streamed: HashMap<String, usize>,
+    /// Parts whose whole text went out: late deltas for them are dropped.
+    pub completed: std::collections::HashSet<String>,
     /// The session's workspace, for absolute paths in locations and diffs.
     pub cwd: String,
     /// The context window of the session's model, for `usage_update.size`.
@@ -93,6 +95,7 @@ impl Mapper {
             }
             kind @ ("text.completed" | "reasoning.completed") => {
                 if let Ok(d) = serde_json::from_str::<PartCompletedData>(data) {
+                    self.completed.insert(d.part_id.clone());
                     let sent = self.streamed.get(&d.part_id).copied().unwrap_or(0);
                     let rest = d.text.get(sent..).unwrap_or_default();
                     if !rest.is_empty() {
