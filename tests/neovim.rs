@@ -19,12 +19,17 @@ async fn neovim_chat_streams_answers_approvals_and_resumes_after_a_restart() {
     let mock = MockModel::start().await;
     mock.push(ScriptTurn {
         text: Some("Writing it.".into()),
-        tool_calls: vec![ScriptToolCall { id: None, name: "write".into(), input: json!({ "filePath": "hello.txt", "content": "hi\n" }) }],
+        tool_calls: vec![ScriptToolCall {
+            id: None,
+            name: "write".into(),
+            input: json!({ "filePath": "hello.txt", "content": "hi\n" }),
+        }],
         ..Default::default()
     });
     mock.push(ScriptTurn { text: Some("First answer is complete.".into()), chunk_delay_ms: 20, ..Default::default() });
     mock.push(ScriptTurn { text: Some("Second answer after the restart.".into()), ..Default::default() });
-    let config = json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    let config =
+        json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
     std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
     let ws = home.workspace();
     let result = home.path().join("result.txt");
@@ -40,7 +45,12 @@ async fn neovim_chat_streams_answers_approvals_and_resumes_after_a_restart() {
         .kill_on_drop(true);
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output()).await.expect("nvim hung").unwrap();
     let report = std::fs::read_to_string(&result).unwrap_or_default();
-    assert!(out.status.success() && report.starts_with("OK"), "nvim: {:?}\n{report}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && report.starts_with("OK"),
+        "nvim: {:?}\n{report}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(report.contains("approval: write (edit): hello.txt"), "{report}");
     let deltas: usize = report.lines().find_map(|l| l.strip_prefix("deltas: ")).unwrap().parse().unwrap();
     assert!(deltas > 1, "the answer streamed in pieces: {report}");
