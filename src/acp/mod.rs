@@ -24,7 +24,7 @@ use crate::session::runner::Mode;
 use crate::session::service::{NewSession, SessionChanges};
 use crate::session::{Delta, Notice};
 use crate::store::approvals::ApprovalRow;
-use updates::{Mapper, tool_kind, with_seq};
+use updates::{Mapper, tool_kind, tool_title};
 
 pub const PROTOCOL_VERSION: u64 = 1;
 
@@ -330,8 +330,12 @@ async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, sessio
         _ => return,
     };
     *mapper.streamed.entry(delta.part_id.clone()).or_default() += delta.text.len();
-    let chunk = json!({ "sessionUpdate": update, "content": { "type": "text", "text": delta.text }, "messageId": delta.message_id });
-    send_update(peer, session_id, with_seq(chunk, seq)).await;
+    // A streamed fragment is not an event yet: it says which seq it follows, not one of its own.
+    let chunk = json!({
+        "sessionUpdate": update, "content": { "type": "text", "text": delta.text }, "messageId": delta.message_id,
+        "_meta": { "keel": { "afterSeq": seq } },
+    });
+    send_update(peer, session_id, chunk).await;
 }
 
 /// Asks the client with `session/request_permission` and records its choice as the approval's answer.
@@ -348,9 +352,25 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
         .iter()
         .map(|(kind, name)| json!({ "optionId": kind, "name": name, "kind": kind }))
         .collect();
+        // The same title and input as the `tool_call` update, so a client applying this update loses nothing; what
+        // the approval is about goes in `_meta`.
+        let called = engine
+            .store
+            .query(|c| crate::store::transcript::tool_call(c, &row.session_id, &row.call_id))
+            .ok()
+            .flatten();
+        let (tool, input) = called.unwrap_or_else(|| (row.tool.clone(), Value::Null));
+        let call = keel_protocol::turn::ToolCalledData {
+            turn_id: String::new(),
+            message_id: String::new(),
+            call_id: row.call_id.clone(),
+            tool,
+            input,
+        };
         let tool_call = json!({
-            "toolCallId": row.call_id, "title": row.title, "kind": tool_kind(&row.tool), "status": "pending",
-            "rawInput": { "action": row.action, "resources": row.resources },
+            "toolCallId": row.call_id, "title": tool_title(&call), "kind": tool_kind(&row.tool), "status": "pending",
+            "rawInput": call.input,
+            "_meta": { "keel": { "approvalId": row.approval_id, "title": row.title, "action": row.action, "resources": row.resources } },
         });
         let params = json!({ "sessionId": row.session_id, "toolCall": tool_call, "options": options });
         let key = row.approval_id.clone();

@@ -27,7 +27,7 @@ pub struct Mapper {
     pub context_window: u64,
 }
 
-pub fn with_seq(mut update: Value, seq: u64) -> Value {
+fn with_seq(mut update: Value, seq: u64) -> Value {
     update["_meta"] = json!({ "keel": { "seq": seq } });
     update
 }
