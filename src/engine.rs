@@ -58,6 +58,20 @@ impl Default for Settings {
     }
 }
 
+/// Removes a drain's entry when its task ends abnormally (a panic); the normal exit removes it under the lock.
+struct DrainGuard {
+    engine: Arc<Engine>,
+    session_id: String,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.engine.drains.lock().remove(&self.session_id);
+        }
+    }
+}
+
 /// The one drain of a session: its interrupt switch and the run requested while it was busy.
 struct Drain {
     cancel: CancellationToken,
@@ -113,7 +127,8 @@ impl Engine {
         let cancel = {
             let mut drains = self.drains.lock();
             if let Some(drain) = drains.get_mut(session_id) {
-                if mode == Mode::Run && drain.mode == Mode::Run {
+                // An explicit run joins a running one, unless that one is being interrupted.
+                if mode == Mode::Run && drain.mode == Mode::Run && !drain.cancel.is_cancelled() {
                     return false;
                 }
                 drain.rerun = Some(match (drain.rerun, mode) {
@@ -129,6 +144,8 @@ impl Engine {
         let engine = Arc::clone(self);
         let session_id = session_id.to_owned();
         tokio::spawn(async move {
+            // If the drain panics, its entry must still go, or the session could never run again.
+            let _guard = DrainGuard { engine: Arc::clone(&engine), session_id: session_id.clone() };
             let mut mode = mode;
             let mut cancel = cancel;
             loop {
@@ -156,16 +173,54 @@ impl Engine {
         true
     }
 
-    /// Interrupts the session's running drain, if any.
-    pub fn interrupt(&self, session_id: &str) -> bool {
-        let drains = self.drains.lock();
-        match drains.get(session_id) {
-            Some(drain) if !drain.cancel.is_cancelled() => {
-                drain.cancel.cancel();
-                true
+    /// Interrupts the session: its drain stops (stream aborted, tools killed, approvals cancelled) and its queue
+    /// pauses until the next prompt or resume. Without a drain in this process (after a restart), an activity left
+    /// open is closed here and its pending approvals are cancelled. False when there was nothing to interrupt.
+    pub fn interrupt(self: &Arc<Self>, session_id: &str) -> bool {
+        let cancel = {
+            let drains = self.drains.lock();
+            drains.get(session_id).filter(|d| !d.cancel.is_cancelled()).map(|d| d.cancel.clone())
+        };
+        // Paused now, in log order: input admitted after this call restarts the queue, whenever the activity closes.
+        let pause = || store::NewEvent::new("queue.paused", &keel_protocol::turn::QueueData {});
+        if let Some(cancel) = cancel {
+            if let Ok(event) = pause() {
+                let _ = self.append_events(session_id, vec![event]);
             }
-            _ => false,
+            cancel.cancel();
+            return true;
         }
+        match self.close_orphaned_activity(session_id) {
+            Ok(closed) => closed,
+            Err(e) => {
+                tracing::error!(session = %session_id, "interrupting failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn close_orphaned_activity(self: &Arc<Self>, session_id: &str) -> Result<bool, crate::session::Error> {
+        use keel_protocol::turn::{ActivityClosedData, CloseReason, QueueData, StatusData, ToolFailedData};
+        let Some(session) = self.store.session(session_id)? else { return Ok(false) };
+        let Some(activity_id) = session.active_activity else { return Ok(false) };
+        for approval in self.store.query(|c| store::approvals::pending(c, session_id))? {
+            let _ = crate::session::approval::resolve(self, &approval.approval_id, "cancelled", None, "interrupt");
+        }
+        let mut events = Vec::new();
+        for (call_id, _) in self.store.query(|c| store::transcript::unsettled_tool_calls(c, session_id))? {
+            events.push(store::NewEvent::new("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() })?);
+        }
+        events.push(store::NewEvent::new(
+            "activity.closed",
+            &ActivityClosedData { activity_id, reason: CloseReason::Interrupted, error: None },
+        )?);
+        events.push(store::NewEvent::new(
+            "session.status",
+            &StatusData { status: keel_protocol::session::SessionStatus::Idle },
+        )?);
+        events.push(store::NewEvent::new("queue.paused", &QueueData {})?);
+        self.append_events(session_id, events)?;
+        Ok(true)
     }
 
     pub(crate) fn waiters(&self) -> &Mutex<HashMap<String, oneshot::Sender<Resolution>>> {

@@ -589,3 +589,21 @@ async fn auth_store_is_private_and_never_echoes_keys() {
     assert_eq!(c.ok("auth/remove", json!({ "provider": "openai" })).await["removed"], true);
     assert_eq!(c.ok("auth/remove", json!({ "provider": "openai" })).await["removed"], false);
 }
+
+#[tokio::test]
+async fn a_prompt_sent_right_after_an_interrupt_runs() {
+    let long = "word ".repeat(200);
+    let s = setup(Wire::Chat, vec![slow(&long, 20), text("the next prompt ran")], json!({})).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "long task", "queue").await;
+    let _ = until(c, &s.sub, |e| e["type"] == "turn.started").await;
+    // Let the mock start streaming, so that the long answer is the one interrupted.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = c.ok("session/interrupt", json!({ "sessionId": s.session })).await;
+    assert_eq!(r["interrupted"], true);
+    prompt(c, &s.session, "right after", "queue").await;
+    let (events, _) = until(c, &s.sub, closed("completed")).await;
+    assert_eq!(of_type(&events, "text.completed").last().unwrap()["data"]["text"], "the next prompt ran");
+    assert!(events.iter().any(|e| e["type"] == "activity.closed" && e["data"]["reason"] == "interrupted"));
+    assert_eq!(c.ok("session/get", json!({ "sessionId": s.session })).await["queuePaused"], false);
+}

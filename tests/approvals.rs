@@ -149,6 +149,9 @@ async fn always_stores_a_project_rule_and_answers_the_calls_it_covers() {
     let events = events_until(&c, |e| e["type"] == "activity.closed").await;
     assert!(events.iter().all(|e| e["type"] != "approval.requested"), "the stored rule answers it");
     assert_eq!(std::fs::read_to_string(s.ws.join("same.txt")).unwrap(), "3");
+    // A session with approvals in its history forks (the copies get their own approval ids).
+    let fork = c.ok("session/fork", json!({ "sessionId": session })).await;
+    assert_ne!(fork["session"]["id"], session.as_str());
 }
 
 #[tokio::test]

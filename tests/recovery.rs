@@ -110,3 +110,44 @@ async fn sigkill_mid_stream_keeps_every_committed_event_and_the_next_run_recover
     }
     assert_eq!(reasons, [json!("failed"), json!("completed")]);
 }
+
+#[tokio::test]
+async fn an_approved_call_that_had_started_is_not_run_again_after_a_crash() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let config =
+        json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let ws = home.workspace();
+    {
+        let store = Store::open(&home.path().join("keel.db")).unwrap();
+        let e = |kind: &'static str, data: serde_json::Value| NewEvent::new(kind, &data).unwrap();
+        store
+            .append(
+                "ses_ran",
+                vec![
+                    e("session.created", json!({ "cwd": ws, "title": "t", "agent": "build", "model": "" })),
+                    e("activity.opened", json!({ "activityId": "act_1", "trigger": "queue", "stepLimit": 25 })),
+                    e("turn.started", json!({ "turnId": "t1", "activityId": "act_1", "messageId": "m2", "model": "mock/m", "agent": "build" })),
+                    e("tool.called", json!({ "turnId": "t1", "messageId": "m2", "callId": "c1", "tool": "write", "input": { "filePath": "twice.txt", "content": "x" } })),
+                    e("approval.requested", json!({ "approvalId": "apr_1", "callId": "c1", "tool": "write", "action": "edit", "resources": ["twice.txt"], "title": "t", "options": ["once"] })),
+                    e("approval.resolved", json!({ "approvalId": "apr_1", "decision": "once", "by": "t" })),
+                    e("tool.started", json!({ "callId": "c1" })),
+                ],
+            )
+            .unwrap();
+    }
+    let engine = Engine::ready(home.path()).await;
+    let c = &engine.client;
+    let sub = c.subscribe("ses_ran", 7).await;
+    c.ok("session/resume", json!({ "sessionId": "ses_ran" })).await;
+    let first = loop {
+        let m = c.next_message().await;
+        if m["params"]["subscriptionId"] == sub && m["method"] == "session/event" {
+            break m["params"]["event"].clone();
+        }
+    };
+    assert_eq!(first["type"], "tool.failed");
+    assert!(first["data"]["error"].as_str().unwrap().starts_with("interrupted"));
+    assert!(!std::path::Path::new(&ws).join("twice.txt").exists(), "a call that had started is never run again");
+}

@@ -14,6 +14,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use keel_protocol::input::{ContentPart, Delivery};
 use keel_protocol::turn::{ActivityClosedData, CloseReason, DeltaKind, InputPromotedData};
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
@@ -286,6 +287,10 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
                     activity = Some(d.activity_id);
                     continue;
                 }
+                // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
+                if event.kind == "queue.paused" && activity.is_none() {
+                    return Ok(json!({ "stopReason": "cancelled" }));
+                }
                 let Some(ours) = &activity else { continue };
                 if event.kind == "activity.closed"
                     && let Ok(d) = serde_json::from_str::<ActivityClosedData>(event.data.get())
@@ -313,8 +318,16 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
             delta = deltas.recv() => if let Ok(delta) = delta {
                 stream_delta(&call.peer, &mut mapper, &delta, &session_id, cursor).await;
             },
-            notice = notices.recv() => if let Ok(Notice::ApprovalRequested(row)) = notice && row.session_id == session_id {
-                ask_permission(&engine, &call.peer, row);
+            notice = notices.recv() => match notice {
+                Ok(Notice::ApprovalRequested(row)) if row.session_id == session_id => ask_permission(&engine, &call.peer, row),
+                Ok(Notice::ApprovalResolved { approval_id, .. }) => call.peer.withdraw(&approval_id),
+                // Missed notices: ask about whatever is pending (questions already out are not sent twice).
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for row in engine.store.query(|c| crate::store::approvals::pending(c, &session_id)).unwrap_or_default() {
+                        ask_permission(&engine, &call.peer, row);
+                    }
+                }
+                _ => {}
             },
         }
     }

@@ -219,7 +219,7 @@ pub fn load(paths: &Paths, cwd: Option<&Path>) -> Result<Loaded, ConfigError> {
     }
     let config = serde_json::from_value(merged).map_err(|e| ConfigError::Invalid {
         path: layers.last().and_then(|l| l.path.as_ref()).map_or("(merged)".into(), |p| p.display().to_string()),
-        message: e.to_string(),
+        message: scrub(&e.to_string()),
     })?;
     Ok(Loaded { config, layers })
 }
@@ -235,11 +235,29 @@ fn read_layer(path: &Path) -> Result<Option<Value>, ConfigError> {
 fn parse(name: &str, text: &str, dir: Option<&Path>) -> Result<Value, ConfigError> {
     let text = substitute(text, dir).map_err(|message| ConfigError::Invalid { path: name.into(), message })?;
     let value: Value = serde_json::from_str(&jsonc::to_json(&text))
-        .map_err(|e| ConfigError::Invalid { path: name.into(), message: e.to_string() })?;
+        .map_err(|e| ConfigError::Invalid { path: name.into(), message: scrub(&e.to_string()) })?;
     if !value.is_object() {
         return Err(ConfigError::Invalid { path: name.into(), message: "the top level must be an object".into() });
     }
     Ok(value)
+}
+
+/// serde quotes the offending value in its messages, and a config value can be a substituted secret: quoted
+/// strings are dropped from error messages.
+fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Replaces `{env:VAR}` and `{file:path}` with JSON-escaped values, so they are safe inside strings.
@@ -323,6 +341,9 @@ impl Config {
                 }
             }
         }
+        if let Some(mcp) = value.get_mut("mcp") {
+            redact_secrets(mcp);
+        }
         value
     }
 
@@ -333,6 +354,28 @@ impl Config {
 }
 
 pub const DEFAULT_STEPS: u32 = 25;
+
+/// MCP server settings carry environment variables, headers and tokens: their values are not shown.
+fn redact_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let lower = key.to_ascii_lowercase();
+                if ["env", "environment", "headers"].contains(&lower.as_str()) {
+                    if let Some(inner) = v.as_object_mut() {
+                        inner.values_mut().for_each(|x| *x = Value::String("[redacted]".into()));
+                    }
+                } else if ["apikey", "token", "authorization", "secret", "password"].iter().any(|k| lower.contains(k)) {
+                    *v = Value::String("[redacted]".into());
+                } else {
+                    redact_secrets(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
+}
 
 /// The JSON Schema of config files.
 pub fn schema() -> Value {
@@ -351,6 +394,20 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["k"], "a\"b");
         assert_eq!(v["m"], "");
+    }
+
+    #[test]
+    fn errors_and_answers_do_not_show_values() {
+        assert_eq!(
+            scrub(r#"invalid type: string "sk-123", expected a map"#),
+            r#"invalid type: string "…", expected a map"#
+        );
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "mcp": { "servers": { "gh": { "command": ["gh-mcp"], "env": { "GITHUB_TOKEN": "ghp_secret" }, "token": "t0k" } } }
+        }))
+        .unwrap();
+        let shown = config.redacted().to_string();
+        assert!(!shown.contains("ghp_secret") && !shown.contains("t0k") && shown.contains("gh-mcp"), "{shown}");
     }
 
     #[test]

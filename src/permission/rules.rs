@@ -13,27 +13,59 @@ pub fn matches(pattern: &str, text: &str) -> bool {
 
 fn wildcard(pattern: &str, text: &str) -> bool {
     // On bytes, without allocating: it runs for every rule on every resource of every call. `?` is one byte,
-    // which is one character for the ASCII paths and commands rules are written for.
+    // which is one character for the ASCII paths and commands rules are written for. `\*`, `\?` and `\\` are
+    // literal, which is how rules stored from `always` answers keep the exact text that was approved.
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    // Greedy matching with backtracking to the last star: linear in practice, no recursion.
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+        let (literal, width) = match p.get(pi) {
+            Some(b'\\') if pi + 1 < p.len() => (Some(p[pi + 1]), 2),
+            Some(b'*') => (None, 1),
+            Some(b'?') => (Some(b'?'), 0),
+            Some(&c) => (Some(c), 1),
+            None => (None, 0),
+        };
+        match (p.get(pi), literal) {
+            (Some(b'?'), _) if width == 0 => {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            (Some(b'*'), None) => {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            (Some(_), Some(c)) if c == t[ti] => {
+                pi += width;
+                ti += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((sp, st)) => {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
         }
     }
     p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// A pattern that matches exactly `text`.
+pub fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The effect of the last rule matching `action` and `resource`; `Ask` when none does.
@@ -105,6 +137,10 @@ mod tests {
         check("a*b*c", "a-b-b-c", true);
         check("a*b*c", "a-b-b-d", false);
         check("", "", true);
+        check(&literal("rm -f *.o"), "rm -f *.o", true);
+        check(&literal("rm -f *.o"), "rm -f -r ~ x.o", false);
+        check(&literal("a?b\\c"), "a?b\\c", true);
+        check(&literal("a?b"), "axb", false);
     }
 
     #[test]

@@ -68,8 +68,11 @@ impl AuthStore {
 
     fn read(&self) -> Result<BTreeMap<String, Credential>, AuthError> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| AuthError::Read { path: self.path.display().to_string(), message: e.to_string() }),
+            // serde's message could quote a key from the file: only the position is reported.
+            Ok(text) => serde_json::from_str(&text).map_err(|e| AuthError::Read {
+                path: self.path.display().to_string(),
+                message: format!("not a valid credential store (line {}, column {})", e.line(), e.column()),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(AuthError::Read { path: self.path.display().to_string(), message: e.to_string() }),
         }

@@ -130,8 +130,7 @@ pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Provi
 /// Parses one event's JSON data, or says the stream is malformed.
 pub fn json(event: &SseEvent) -> Result<Value, ProviderError> {
     serde_json::from_str(&event.data).map_err(|e| {
-        let mut data = event.data.clone();
-        data.truncate(120);
+        let data: String = event.data.chars().take(120).collect();
         ProviderError::Malformed(format!("{e} in {data:?}"))
     })
 }

@@ -206,8 +206,14 @@ impl Connection {
         // Lifecycle requests change how every later frame is treated, so the next frame waits for them.
         let lifecycle_change = method == "initialize" || method == "shutdown";
         let task = tokio::spawn(async move {
+            let mut cancel_rx = cancel_rx;
             if let Some(previous) = previous {
-                let _ = previous.await;
+                // A request cancelled while it waits for its turn never runs.
+                tokio::select! {
+                    biased;
+                    _ = &mut cancel_rx => return,
+                    _ = previous => {}
+                }
             }
             let call = Call {
                 peer: Arc::clone(&peer),
@@ -216,6 +222,8 @@ impl Connection {
                 order: Arc::new(Mutex::new(Some(done_tx))),
             };
             tokio::select! {
+                biased;
+                _ = &mut cancel_rx => {}
                 frame = dispatch(&methods, &id, &method, params, call.clone()) => {
                     let answer = inflight.lock().remove(&key).is_some();
                     if answer && peer.send_frame(frame).await.is_ok() {
@@ -223,7 +231,6 @@ impl Connection {
                         hooks.into_iter().for_each(|hook| hook());
                     }
                 }
-                _ = cancel_rx => {}
             }
             call.release_order();
         });

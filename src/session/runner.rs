@@ -126,8 +126,10 @@ async fn recover(engine: &Arc<Engine>, session_id: &str, cancel: &CancellationTo
     let Some(session) = engine.store.session(session_id)? else { return Ok(Recovered::Nothing) };
     let unsettled = engine.store.query(|c| transcript::unsettled_tool_calls(c, session_id))?;
     let (mut waiting, mut answered) = (false, false);
-    for call_id in unsettled {
+    for (call_id, status) in unsettled {
         let approval = engine.store.query(|c| approvals::for_call(c, session_id, &call_id))?;
+        // A call that had started may have done part of its work: it is never run twice.
+        let approval = approval.filter(|_| status == "pending");
         match approval.as_ref().map(|a| (a.state.as_str(), a.decision.as_deref())) {
             Some(("pending", _)) => waiting = true,
             Some((_, Some(decision @ ("once" | "always" | "reject")))) => {
@@ -298,6 +300,10 @@ async fn activity_loop(
         }
         if let TurnOutcome::Failed(message) = outcome {
             break (CloseReason::Failed, Some(message));
+        }
+        // Interrupted while the turn's tools settled: no steer joins an activity that is ending.
+        if cancel.is_cancelled() {
+            break (CloseReason::Interrupted, None);
         }
         // The safe boundary: steers admitted meanwhile join now, all together, and renew the step allowance.
         let steers: Vec<_> = engine

@@ -193,6 +193,14 @@ impl Store {
         };
         for mut event in copied {
             event.session_id = new_id.to_owned();
+            if event.kind.starts_with("approval.") {
+                // Approval ids are unique across sessions: the fork's copies get their own.
+                let mut data: serde_json::Value = serde_json::from_str(event.data.get())?;
+                if let Some(id) = data["approvalId"].as_str() {
+                    data["approvalId"] = serde_json::Value::String(format!("{id}.{new_id}"));
+                }
+                event.data = serde_json::value::to_raw_value(&data)?;
+            }
             tx.prepare_cached(
                 "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?

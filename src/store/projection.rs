@@ -5,9 +5,8 @@ use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use keel_protocol::input::ContentPart;
 use keel_protocol::turn::{
-    ActivityClosedData, ActivityOpenedData, CloseReason, InputAdmittedData, InputPromotedData, InputRemovedData,
-    PartCompletedData, StatusData, ToolCalledData, ToolCompletedData, ToolFailedData, ToolStartedData,
-    TurnCompletedData,
+    ActivityClosedData, ActivityOpenedData, InputAdmittedData, InputPromotedData, InputRemovedData, PartCompletedData,
+    StatusData, ToolCalledData, ToolCompletedData, ToolFailedData, ToolStartedData, TurnCompletedData,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::de::DeserializeOwned;
@@ -121,12 +120,12 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
                 .execute(params![sid, d.activity_id])?;
         }
         "activity.closed" => {
-            let d: ActivityClosedData = data(event)?;
-            let paused = d.reason == CloseReason::Interrupted;
-            tx.prepare_cached(
-                "UPDATE sessions SET active_activity = NULL, queue_paused = (queue_paused OR ?2) WHERE id = ?1",
-            )?
-            .execute(params![sid, paused])?;
+            // The pause of an interrupt is its own event (`queue.paused`), recorded when the interrupt happens.
+            let _: ActivityClosedData = data(event)?;
+            tx.prepare_cached("UPDATE sessions SET active_activity = NULL WHERE id = ?1")?.execute([sid])?;
+        }
+        "queue.paused" => {
+            tx.prepare_cached("UPDATE sessions SET queue_paused = 1 WHERE id = ?1")?.execute([sid])?;
         }
         "queue.resumed" => {
             tx.prepare_cached("UPDATE sessions SET queue_paused = 0 WHERE id = ?1")?.execute([sid])?;
@@ -201,7 +200,9 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event) -> Result<()> {
                 // The project is the session's workspace; its rules outlive the session.
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO project_rules (project, action, pattern, created_at) \
-                     SELECT s.cwd, a.action, r.value, ?3 FROM approvals a, json_each(a.resources) r, sessions s \
+                     SELECT s.cwd, a.action, \
+                            replace(replace(replace(r.value, '\\', '\\\\'), '*', '\\*'), '?', '\\?'), ?3 \
+                     FROM approvals a, json_each(a.resources) r, sessions s \
                      WHERE a.session_id = ?1 AND a.approval_id = ?2 AND s.id = ?1",
                 )?
                 .execute(params![sid, d.approval_id, event.at])?;

@@ -29,13 +29,14 @@ pub fn parts_after(conn: &Connection, session_id: &str, after_seq: u64, limit: u
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Tool calls that were recorded but never settled: the process running them died.
-pub fn unsettled_tool_calls(conn: &Connection, session_id: &str) -> Result<Vec<String>> {
+/// Tool calls that were recorded but never settled, with their status (`pending`: never started, `running`: the
+/// process running them died).
+pub fn unsettled_tool_calls(conn: &Connection, session_id: &str) -> Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT part_id FROM parts WHERE session_id = ?1 AND kind = 'tool' \
+        "SELECT part_id, json_extract(data, '$.status') FROM parts WHERE session_id = ?1 AND kind = 'tool' \
          AND json_extract(data, '$.status') IN ('pending', 'running') ORDER BY seq",
     )?;
-    let rows = stmt.query_map([session_id], |r| r.get(0))?;
+    let rows = stmt.query_map([session_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 

@@ -277,17 +277,29 @@ impl Tool for ApplyPatch {
         Box::pin(async move {
             let input: PatchInput = parse_input(self.name(), input)?;
             let ops = patch::parse(&input.patch).map_err(|e| ToolError::Failed(e.to_string()))?;
-            let touched: Vec<Target> = ops
-                .iter()
-                .flat_map(|op| match op {
-                    patch::PatchOp::Add { path, .. } | patch::PatchOp::Delete { path } => vec![path.clone()],
-                    patch::PatchOp::Update { path, move_to, .. } => {
-                        std::iter::once(path.clone()).chain(move_to.clone()).collect()
+            let mut touched: Vec<Target> = Vec::new();
+            for op in &ops {
+                let mut paths = match op {
+                    patch::PatchOp::Add { path, .. } | patch::PatchOp::Delete { path } => {
+                        vec![fs::locate(&ctx.cwd, path)]
                     }
-                })
-                .map(|p| fs::locate(&ctx.cwd, &p))
-                .collect();
+                    patch::PatchOp::Update { path, move_to, .. } => {
+                        std::iter::once(path).chain(move_to).map(|p| fs::locate(&ctx.cwd, p)).collect()
+                    }
+                };
+                paths.dedup();
+                touched.extend(paths);
+            }
             let _locked = fs::lock_files(&ctx.cwd, &touched.iter().collect::<Vec<_>>()).await;
+            let mut seen = std::collections::HashSet::new();
+            for target in &touched {
+                if !seen.insert(target.clone()) {
+                    return Err(ToolError::Failed(format!(
+                        "{} appears in more than one section; put all its changes in one Update",
+                        target.display()
+                    )));
+                }
+            }
             // Compute every change first, so a hunk that does not apply leaves all files untouched.
             let mut changes: Vec<(Target, Option<String>)> = Vec::new();
             let mut summary = Vec::new();
@@ -319,7 +331,7 @@ impl Tool for ApplyPatch {
                         } else {
                             patch::apply(&content, &hunks).map_err(|e| ToolError::Failed(format!("{path}: {e}")))?
                         };
-                        match move_to {
+                        match move_to.filter(|to| fs::locate(&ctx.cwd, to) != target) {
                             Some(to) => {
                                 let dest = fs::locate(&ctx.cwd, &to);
                                 summary.push(format!("R {} -> {}", target.display(), dest.display()));

@@ -106,12 +106,19 @@ async fn run(
         kill_group();
         let _ = child.wait().await;
     }
-    let out = tokio::time::timeout(PIPE_GRACE, stdout).await;
-    let err = tokio::time::timeout(PIPE_GRACE, stderr).await;
-    // Whatever the command left behind in its group (background jobs) goes with it.
+    // Background jobs the command left in its group may hold the pipes open: after a grace period they are killed,
+    // which closes the pipes, and what was captured is kept.
+    let captured = async { (stdout.await.unwrap_or_default(), stderr.await.unwrap_or_default()) };
+    tokio::pin!(captured);
+    let early = tokio::select! {
+        both = &mut captured => Some(both),
+        _ = tokio::time::sleep(PIPE_GRACE) => None,
+    };
     kill_group();
-    let (out, out_cut) = out.ok().and_then(Result::ok).unwrap_or_default();
-    let (err, err_cut) = err.ok().and_then(Result::ok).unwrap_or_default();
+    let ((out, out_cut), (err, err_cut)) = match early {
+        Some(both) => both,
+        None => tokio::time::timeout(PIPE_GRACE * 5, captured).await.unwrap_or_default(),
+    };
     let mut text = String::from_utf8_lossy(&out).into_owned();
     if !err.is_empty() {
         if !text.is_empty() && !text.ends_with('\n') {
