@@ -1,0 +1,136 @@
+//! `keel acp` on the wire, with a plain JSON-RPC client: config options, steering, cancel, plans, session lists and
+//! bad input. (tests/acp.rs drives the happy path with the official TypeScript SDK.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::mock::MockModel;
+use common::{Client, Framing, Home};
+use keel::provider::scripted::{ScriptToolCall, ScriptTurn};
+use serde_json::{Value, json};
+
+async fn acp(home: &Home, mock: &MockModel) -> (tokio::process::Child, Client) {
+    let config =
+        json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let mut child = common::keel_command(home.path())
+        .arg("acp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let client = Client::connect(child.stdout.take().unwrap(), child.stdin.take().unwrap(), Framing::Ndjson);
+    let init = client.ok("initialize", json!({ "protocolVersion": 1, "clientCapabilities": {} })).await;
+    assert_eq!(init["protocolVersion"], 1);
+    (child, client)
+}
+
+/// Updates until the prompt request answers; returns (answer, updates).
+async fn finish(c: &Client, answer: tokio::sync::oneshot::Receiver<Value>) -> (Value, Vec<Value>) {
+    let mut updates = Vec::new();
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            a = &mut answer => return (a.unwrap(), updates),
+            m = c.next_message() => {
+                if m["method"] == "session/update" {
+                    updates.push(m["params"]["update"].clone());
+                } else if m["method"] == "session/request_permission" {
+                    c.respond(&m["id"], json!({ "outcome": { "outcome": "selected", "optionId": "allow_once" } }));
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn config_options_plans_steering_cancel_and_lists() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    let options = new["configOptions"].as_array().unwrap();
+    assert_eq!(options[0]["id"], "model");
+    assert_eq!(options[0]["currentValue"], "mock/m");
+
+    let set = c
+        .ok(
+            "session/set_config_option",
+            json!({ "sessionId": session, "configId": "model", "value": "scripted/default" }),
+        )
+        .await;
+    assert_eq!(set["configOptions"][0]["currentValue"], "scripted/default");
+    let bad = c
+        .err("session/set_config_option", json!({ "sessionId": session, "configId": "model", "value": "nowhere/x" }))
+        .await;
+    assert_eq!(bad.code, -32602);
+    c.ok("session/set_config_option", json!({ "sessionId": session, "configId": "model", "value": "mock/m" })).await;
+
+    // A plan from todowrite, then a steer while the second turn streams slowly.
+    mock.push(ScriptTurn {
+        tool_calls: vec![ScriptToolCall {
+            id: Some("p1".into()),
+            name: "todowrite".into(),
+            input: json!({ "todos": [{ "content": "step one", "status": "in_progress" }] }),
+        }],
+        ..Default::default()
+    });
+    mock.push(ScriptTurn {
+        text: Some("one two three four five six".into()),
+        chunk_delay_ms: 50,
+        ..Default::default()
+    });
+    mock.push(ScriptTurn { text: Some("steered".into()), ..Default::default() });
+    let (_, answer) = c.start_request(
+        "session/prompt",
+        json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "plan" }] }),
+    );
+    loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "plan" {
+            assert_eq!(m["params"]["update"]["entries"][0]["content"], "step one");
+            assert_eq!(m["params"]["update"]["entries"][0]["status"], "in_progress");
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let steer =
+        c.ok("_keel/steer", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "also this" }] })).await;
+    assert!(steer["inputId"].is_string());
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let steered = mock.requests()[2].body.to_string();
+    assert!(steered.contains("also this"), "the steer reached the next turn");
+
+    // Cancel ends the prompt with `cancelled`.
+    mock.push(ScriptTurn { text: Some("word ".repeat(300)), chunk_delay_ms: 10, ..Default::default() });
+    let (_, answer) = c.start_request(
+        "session/prompt",
+        json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "long" }] }),
+    );
+    loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "agent_message_chunk" {
+            break;
+        }
+    }
+    c.notify("session/cancel", json!({ "sessionId": session }));
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+
+    let list = c.ok("session/list", json!({ "cwd": ws })).await;
+    assert_eq!(list["sessions"][0]["sessionId"], session.as_str());
+    assert!(list["sessions"][0]["updatedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        c.err("session/load", json!({ "sessionId": "ses_nope", "cwd": ws, "mcpServers": [] })).await.code,
+        -32002
+    );
+    assert_eq!(c.err("session/prompt", json!({ "sessionId": session, "prompt": [] })).await.code, -32602);
+    c.ok("session/close", json!({ "sessionId": session })).await;
+}
