@@ -84,6 +84,9 @@ pub async fn authorize(
     };
     let (tx, rx) = oneshot::channel();
     engine.waiters().lock().insert(approval_id.clone(), tx);
+    // However this wait ends (answer, interrupt, the drain failing), the waiter goes; an answer recorded after that
+    // wakes the session instead, and recovery settles the call.
+    let _waiter = WaiterGuard { engine, approval_id: &approval_id };
     let requested = ApprovalRequestedData {
         approval_id: approval_id.clone(),
         call_id: call.id.clone(),
@@ -118,6 +121,17 @@ pub async fn authorize(
     };
     engine.append_events(session_id, vec![event("session.status", &StatusData { status: SessionStatus::Running })?])?;
     Ok(gate_for(&resolution))
+}
+
+struct WaiterGuard<'a> {
+    engine: &'a Engine,
+    approval_id: &'a str,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.engine.waiters().lock().remove(self.approval_id);
+    }
 }
 
 /// What a recorded answer means for its call.
