@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::http::{self, Endpoint, Flow};
+use super::http::{self, Flow, KeyHeader, Upstream};
 use super::openai_chat::parse_arguments;
 use super::{
     BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart,
@@ -16,26 +16,14 @@ const API_VERSION: &str = "2023-06-01";
 const DEFAULT_MAX_TOKENS: u64 = 8192;
 
 pub struct Anthropic {
-    pub client: reqwest::Client,
-    pub base_url: String,
-    pub api_key: Option<String>,
-    pub headers: Vec<(String, String)>,
+    pub upstream: Upstream,
 }
 
 impl Provider for Anthropic {
     fn stream<'a>(&'a self, request: &'a Request, sink: EventSink) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let mut headers = self.headers.clone();
-            headers.push(("anthropic-version".into(), API_VERSION.into()));
-            if let Some(key) = &self.api_key {
-                headers.push(("x-api-key".into(), key.clone()));
-            }
-            let endpoint = Endpoint {
-                client: &self.client,
-                url: format!("{}/messages", self.base_url.trim_end_matches('/')),
-                headers,
-                secret: self.api_key.as_deref(),
-            };
+            let endpoint =
+                self.upstream.endpoint("messages", KeyHeader::XApiKey, &[("anthropic-version", API_VERSION)]);
             let mut state = State::default();
             let done =
                 http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;

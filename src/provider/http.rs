@@ -15,6 +15,42 @@ pub enum Flow {
     Done,
 }
 
+/// Where and how one provider is reached; each wire format adds its path and how the key is sent.
+#[derive(Clone)]
+pub struct Upstream {
+    pub client: reqwest::Client,
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// How a wire format sends the key.
+pub enum KeyHeader {
+    /// `authorization: Bearer KEY` (OpenAI and compatible servers).
+    Bearer,
+    /// `x-api-key: KEY` (Anthropic).
+    XApiKey,
+}
+
+impl Upstream {
+    pub fn endpoint(&self, path: &str, key: KeyHeader, extra: &[(&str, &str)]) -> Endpoint<'_> {
+        let mut headers = self.headers.clone();
+        headers.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+        if let Some(api_key) = &self.api_key {
+            headers.push(match key {
+                KeyHeader::Bearer => ("authorization".into(), format!("Bearer {api_key}")),
+                KeyHeader::XApiKey => ("x-api-key".into(), api_key.clone()),
+            });
+        }
+        Endpoint {
+            client: &self.client,
+            url: format!("{}/{path}", self.base_url.trim_end_matches('/')),
+            headers,
+            secret: self.api_key.as_deref(),
+        }
+    }
+}
+
 pub struct Endpoint<'a> {
     pub client: &'a reqwest::Client,
     pub url: String,

@@ -4,32 +4,20 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::http::{self, Endpoint, Flow};
+use super::http::{self, Flow, KeyHeader, Upstream};
 use super::openai_chat::parse_arguments;
 use super::{
     BoxFuture, ChatMessage, EventSink, Provider, ProviderError, Request, StreamEvent, TokenUsage, ToolCall, UserPart,
 };
 
 pub struct OpenAiResponses {
-    pub client: reqwest::Client,
-    pub base_url: String,
-    pub api_key: Option<String>,
-    pub headers: Vec<(String, String)>,
+    pub upstream: Upstream,
 }
 
 impl Provider for OpenAiResponses {
     fn stream<'a>(&'a self, request: &'a Request, sink: EventSink) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let mut headers = self.headers.clone();
-            if let Some(key) = &self.api_key {
-                headers.push(("authorization".into(), format!("Bearer {key}")));
-            }
-            let endpoint = Endpoint {
-                client: &self.client,
-                url: format!("{}/responses", self.base_url.trim_end_matches('/')),
-                headers,
-                secret: self.api_key.as_deref(),
-            };
+            let endpoint = self.upstream.endpoint("responses", KeyHeader::Bearer, &[]);
             let mut state = State::default();
             let done =
                 http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;

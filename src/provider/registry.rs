@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use super::anthropic::Anthropic;
 use super::auth::AuthStore;
 use super::catalog::{self, ModelSpec};
+use super::http::Upstream;
 use super::openai_chat::OpenAiChat;
 use super::openai_responses::OpenAiResponses;
 use super::scripted::Scripted;
@@ -247,13 +248,16 @@ impl Registry {
                 entry.id, entry.id
             )));
         }
-        let headers: Vec<(String, String)> = entry.settings.headers.clone().into_iter().collect();
-        let client = self.client.clone();
-        let base_url = entry.base_url.clone();
+        let upstream = Upstream {
+            client: self.client.clone(),
+            base_url: entry.base_url.clone(),
+            api_key,
+            headers: entry.settings.headers.clone().into_iter().collect(),
+        };
         let provider: Arc<dyn Provider> = match entry.wire {
-            Wire::OpenaiChat => Arc::new(OpenAiChat { client, base_url, api_key, headers }),
-            Wire::OpenaiResponses => Arc::new(OpenAiResponses { client, base_url, api_key, headers }),
-            Wire::Anthropic => Arc::new(Anthropic { client, base_url, api_key, headers }),
+            Wire::OpenaiChat => Arc::new(OpenAiChat { upstream }),
+            Wire::OpenaiResponses => Arc::new(OpenAiResponses { upstream }),
+            Wire::Anthropic => Arc::new(Anthropic { upstream }),
             Wire::Scripted => {
                 let path =
                     entry.settings.script.clone().or_else(|| std::env::var("KEEL_SCRIPT").ok()).map(PathBuf::from);
