@@ -46,6 +46,9 @@ async fn the_shipped_example_script_runs_a_whole_turn_with_a_tool() {
         "{stderr}"
     );
     assert!(stdout.contains("Done: notes.md"), "{stdout}");
+    // Streamed text is printed once, whatever the order of deltas and completed events.
+    assert_eq!(stdout.matches("precise.").count(), 1, "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("Done: notes.md")), "{stdout}");
     let notes = std::fs::read_to_string(std::path::Path::new(&home.workspace()).join("notes.md")).unwrap();
     assert!(notes.contains("a headless coding-agent engine driven over JSON-RPC."), "{notes}");
 

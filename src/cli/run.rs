@@ -115,7 +115,13 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     if options.format == Format::Text {
         eprintln!("session {session_id}");
     }
-    let mut printer = Printer { format: options.format, printed: Default::default(), activity: None, ended_line: true };
+    let mut printer = Printer {
+        format: options.format,
+        printed: Default::default(),
+        completed: Default::default(),
+        activity: None,
+        ended_line: true,
+    };
     loop {
         wake.borrow_and_update();
         loop {
@@ -181,6 +187,8 @@ struct Printer {
     format: Format,
     /// Bytes of each text part already written from deltas.
     printed: std::collections::HashMap<String, usize>,
+    /// Parts written whole: a delta arriving after its part's event is dropped.
+    completed: std::collections::HashSet<String>,
     activity: Option<String>,
     ended_line: bool,
 }
@@ -190,7 +198,7 @@ impl Printer {
         if self.format != Format::Text || delta.session_id != session_id || self.activity.is_none() {
             return;
         }
-        if delta.kind != keel_protocol::turn::DeltaKind::Text {
+        if delta.kind != keel_protocol::turn::DeltaKind::Text || self.completed.contains(&delta.part_id) {
             return;
         }
         *self.printed.entry(delta.part_id.clone()).or_default() += delta.text.len();
@@ -250,6 +258,7 @@ impl Printer {
         match event.kind.as_str() {
             "text.completed" => {
                 if let Ok(d) = serde_json::from_str::<PartCompletedData>(data) {
+                    self.completed.insert(d.part_id.clone());
                     let printed = self.printed.get(&d.part_id).copied().unwrap_or(0);
                     let rest = d.text.get(printed..).unwrap_or_default().to_owned();
                     self.out(&rest);
