@@ -18,6 +18,7 @@ local state = {
   index = {}, -- block id -> position in blocks
   buf = nil,
   deltas = 0, -- streamed fragments received
+  completed = {}, -- part id -> true once its whole text arrived
   config = { cmd = { 'keel', 'serve' }, env = nil },
 }
 M.state = state
@@ -122,6 +123,7 @@ handlers['session/event'] = function(params)
     local label = data.delivery == 'steer' and 'You (steer)' or 'You'
     set_block('in:' .. data.inputId, label .. ': ' .. table.concat(texts, ' '))
   elseif kind == 'text.completed' then
+    state.completed[data.partId] = true
     set_block(data.partId, data.text)
   elseif kind == 'reasoning.completed' then
     set_block(data.partId, '(thinking) ' .. data.text)
@@ -145,7 +147,8 @@ handlers['session/event'] = function(params)
 end
 
 handlers['session/delta'] = function(params)
-  if params.sessionId ~= state.session or params.kind ~= 'text' then
+  -- A fragment that arrives after its part's whole text adds nothing.
+  if params.sessionId ~= state.session or params.kind ~= 'text' or state.completed[params.partId] then
     return
   end
   state.deltas = state.deltas + 1
