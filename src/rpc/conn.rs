@@ -87,6 +87,7 @@ impl Server {
             server: Arc::clone(self),
             peer: Arc::clone(&peer),
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            generation: 0,
             session_order: HashMap::new(),
             required_token: self.required_token.as_deref().map(Arc::from),
         };
@@ -124,7 +125,9 @@ impl Server {
 struct Connection {
     server: Arc<Server>,
     peer: PeerRef,
-    inflight: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    /// Requests running, by id: a generation (ids may be reused once answered) and the cancel switch.
+    inflight: Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>,
+    generation: u64,
     /// The completion signal of the last request for each session, which the next one waits for.
     session_order: HashMap<String, oneshot::Receiver<()>>,
     required_token: Option<Arc<str>>,
@@ -192,7 +195,9 @@ impl Connection {
             let reason = "a request with this id is still running";
             return self.reply(message::error(&id, code::INVALID_REQUEST, reason, None)).await;
         }
-        self.inflight.lock().insert(key.clone(), cancel_tx);
+        self.generation += 1;
+        let generation = self.generation;
+        self.inflight.lock().insert(key.clone(), (generation, cancel_tx));
 
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let previous = match params.as_ref().and_then(|p| p.get("sessionId")).and_then(Value::as_str) {
@@ -225,7 +230,11 @@ impl Connection {
                 biased;
                 _ = &mut cancel_rx => {}
                 frame = dispatch(&methods, &id, &method, params, call.clone()) => {
-                    let answer = inflight.lock().remove(&key).is_some();
+                    let answer = {
+                        let mut inflight = inflight.lock();
+                        let ours = inflight.get(&key).is_some_and(|(g, _)| *g == generation);
+                        ours && inflight.remove(&key).is_some()
+                    };
                     if answer && peer.send_frame(frame).await.is_ok() {
                         let hooks = std::mem::take(&mut *call.after_response.lock());
                         hooks.into_iter().for_each(|hook| hook());
@@ -248,7 +257,7 @@ impl Connection {
             "$/cancelRequest" | "$/cancel_request" => {
                 let id = params.as_ref().and_then(|p| p.get("id").or_else(|| p.get("requestId")))?;
                 let cancelled = self.inflight.lock().remove(&id.to_string());
-                if let Some(cancel) = cancelled {
+                if let Some((_, cancel)) = cancelled {
                     let _ = cancel.send(());
                     self.reply(message::error(id, code::REQUEST_CANCELLED, "request cancelled", None)).await;
                 }
