@@ -37,6 +37,9 @@ pub struct Server {
 
 type Hook = Box<dyn FnOnce() + Send>;
 
+/// Running requests by id: their generation and their cancel switch.
+type Inflight = Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>;
+
 /// Per-request context handed to method handlers through jsonrpsee's `Extensions`.
 #[derive(Clone)]
 pub struct Call {
@@ -126,7 +129,7 @@ struct Connection {
     server: Arc<Server>,
     peer: PeerRef,
     /// Requests running, by id: a generation (ids may be reused once answered) and the cancel switch.
-    inflight: Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>,
+    inflight: Inflight,
     generation: u64,
     /// The completion signal of the last request for each session, which the next one waits for.
     session_order: HashMap<String, oneshot::Receiver<()>>,
