@@ -288,7 +288,9 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
                     continue;
                 }
                 // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
+                // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
                 if event.kind == "queue.paused" && activity.is_none() {
+                    let _ = inbox::remove(&engine.store, &session_id, &receipt.input_id);
                     return Ok(json!({ "stopReason": "cancelled" }));
                 }
                 let Some(ours) = &activity else { continue };
