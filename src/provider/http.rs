@@ -189,4 +189,11 @@ mod tests {
         check(400, r#"{"error":{"message":"bad request"}}"#, "other");
         assert_eq!(error_message(r#"{"error":{"message":"x"}}"#), "x");
     }
+
+    #[test]
+    fn malformed_events_are_errors_even_with_multibyte_text() {
+        let data = format!("{{\"choices\": \"{}", "日本語".repeat(100));
+        let event = super::super::sse::SseEvent { event: "message".into(), data };
+        assert!(matches!(json(&event), Err(ProviderError::Malformed(_))));
+    }
 }
