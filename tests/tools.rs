@@ -435,3 +435,30 @@ async fn webfetch_reads_pages_and_refuses_oversized_bodies() {
     assert!(error(&events, "c1").contains("larger than 5 MiB"));
     assert!(error(&events, "c2").contains("http or https"));
 }
+
+#[tokio::test]
+async fn patch_and_bash_edge_cases() {
+    let s = setup(allow_all(), json!({})).await;
+    std::fs::write(s.ws.join("self.txt"), "a\nb\n").unwrap();
+    s.mock.push(calls(&[
+        ("apply_patch", json!({ "patch": "*** Begin Patch\n*** Update File: self.txt\n*** Move to: ./self.txt\n@@\n-a\n+A\n*** End Patch" })),
+        ("bash", json!({ "command": "sleep 30 & echo started" })),
+    ]));
+    s.mock.push(calls(&[(
+        "apply_patch",
+        json!({ "patch": "*** Begin Patch\n*** Update File: self.txt\n@@\n-A\n+X\n*** Update File: self.txt\n@@\n-b\n+Y\n*** End Patch" }),
+    )]));
+    s.mock.push(done());
+    let events = run(&s, "edge cases").await;
+    assert_eq!(std::fs::read_to_string(s.ws.join("self.txt")).unwrap(), "A\nb\n", "a move onto itself keeps the file");
+    let bash = events
+        .iter()
+        .find(|e| e["type"] == "tool.completed" && e["data"]["output"].as_str().unwrap().contains("started"));
+    assert!(bash.is_some(), "output survives a background job holding the pipe: {events:#?}");
+    let dup = events
+        .iter()
+        .filter(|e| e["type"] == "tool.failed")
+        .map(|e| e["data"]["error"].as_str().unwrap())
+        .collect::<Vec<_>>();
+    assert!(dup.iter().any(|e| e.contains("more than one section")), "{dup:?}");
+}
