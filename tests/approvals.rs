@@ -260,3 +260,31 @@ async fn keel_run_states_its_approval_policy() {
         assert!(stderr.contains("? write (edit): run.txt"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn interrupting_after_a_restart_closes_the_waiting_activity_and_cancels_its_approval() {
+    let s = setup(Wire::Chat).await;
+    s.mock.push(turn(vec![write_call("c1", "never.txt", "x")]));
+    s.mock.push(done());
+    let c = s.engine.connect().await;
+    let session = c.create_session(s.ws.to_str().unwrap()).await;
+    c.subscribe(&session, 0).await;
+    prompt(&c, &session).await;
+    events_until(&c, |e| e["type"] == "approval.requested").await;
+    let mut child = s.engine.child;
+    child.kill().await.unwrap();
+    drop(c);
+
+    let engine = SocketEngine::start(s.home.path(), &[]).await;
+    let c = engine.connect().await;
+    c.subscribe(&session, -1).await;
+    assert_eq!(c.ok("session/interrupt", json!({ "sessionId": session })).await["interrupted"], true);
+    let events = events_until(&c, |e| e["type"] == "activity.closed").await;
+    let resolved = events.iter().find(|e| e["type"] == "approval.resolved").unwrap();
+    assert_eq!(resolved["data"]["decision"], "cancelled");
+    assert_eq!(events.last().unwrap()["data"]["reason"], "interrupted");
+    let got = c.ok("session/get", json!({ "sessionId": session })).await;
+    assert!(got["pendingApprovals"].as_array().unwrap().is_empty());
+    assert_eq!(got["status"], "idle");
+    assert!(!s.ws.join("never.txt").exists());
+}
