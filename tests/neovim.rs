@@ -13,7 +13,10 @@ use serde_json::json;
 async fn neovim_chat_streams_answers_approvals_and_resumes_after_a_restart() {
     let nvim = std::env::var("KEEL_NVIM").unwrap_or_else(|_| "nvim".into());
     if std::process::Command::new(&nvim).arg("--version").output().is_err() {
-        panic!("Neovim is needed for this test: apt-get install neovim (or set KEEL_NVIM)");
+        // .ci/run installs Neovim and sets KEEL_REQUIRE_NVIM, so CI never skips this test.
+        assert!(std::env::var_os("KEEL_REQUIRE_NVIM").is_none(), "Neovim is required here: apt-get install neovim");
+        eprintln!("SKIPPED: Neovim is not installed (apt-get install neovim, or set KEEL_NVIM)");
+        return;
     }
     let home = Home::new();
     let mock = MockModel::start().await;
