@@ -89,7 +89,7 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
         }
         let mut writer = connect(path)?;
-        migrate::migrate(&mut writer)?;
+        retry_busy(|| migrate::migrate(&mut writer))?;
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(writer),
@@ -288,12 +288,33 @@ impl Store {
 }
 
 fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // In WAL mode NORMAL is durable against process crashes (SIGKILL); only a power loss can drop the last commits.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
+    retry_busy(|| {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // In WAL mode NORMAL is durable against process crashes (SIGKILL); only a power loss can drop the last
+        // commits.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(conn)
+    })
+}
+
+/// Retries `f` while SQLite reports the database busy or locked. The busy timeout covers ordinary waits, but not
+/// every case while several engines start on a new database at once: switching it to WAL and WAL recovery can
+/// answer SQLITE_BUSY without waiting.
+fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn head_seq(conn: &Connection, session_id: &str) -> Result<Option<u64>> {
