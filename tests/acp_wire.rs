@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::mock::MockModel;
 use common::{Client, Framing, Home};
@@ -82,7 +81,7 @@ async fn config_options_plans_steering_cancel_and_lists() {
         ..Default::default()
     });
     mock.push(ScriptTurn {
-        text: Some("one two three four five six".into()),
+        text: Some("one two three four five six ".repeat(5)),
         chunk_delay_ms: 50,
         ..Default::default()
     });
@@ -99,7 +98,13 @@ async fn config_options_plans_steering_cancel_and_lists() {
             break;
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Steer once the second turn streams (for about 1.5 s), so it lands at that turn's end.
+    loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "agent_message_chunk" {
+            break;
+        }
+    }
     let steer =
         c.ok("_keel/steer", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "also this" }] })).await;
     assert!(steer["inputId"].is_string());

@@ -305,6 +305,12 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
                         CloseReason::Failed => Err(internal(d.error.unwrap_or_else(|| "the turn failed".into()))),
                     };
                 }
+                if event.kind == "turn.started"
+                    && let Ok(d) = serde_json::from_str::<keel_protocol::turn::TurnStartedData>(event.data.get())
+                    && &d.activity_id == ours
+                {
+                    mapper.messages.insert(d.message_id);
+                }
                 if event.kind == "input.admitted" {
                     // Inputs are remembered for replays only; a live prompt's own text is the client's.
                     let _ = mapper.updates(&event);
@@ -336,7 +342,11 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
 }
 
 async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, session_id: &str, seq: u64) {
-    if delta.session_id != session_id || mapper.completed.contains(&delta.part_id) {
+    // Fragments of another activity of the session, or of a part already sent whole, are not this prompt's.
+    if delta.session_id != session_id
+        || mapper.completed.contains(&delta.part_id)
+        || !mapper.messages.contains(&delta.message_id)
+    {
         return;
     }
     let update = match delta.kind {
