@@ -2,10 +2,12 @@
 //! Prints, asserts nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -86,16 +88,7 @@ struct Engine {
 
 impl Engine {
     fn spawn(home: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg("serve")
-            .env("KEEL_HOME", home)
-            .env("KEEL_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let common::Spawned { child, stdin, stdout } = common::spawn_serve(home);
         let mut engine = Self { child, stdin, stdout, next_id: 0 };
         engine.call(
             "initialize",
@@ -119,27 +112,12 @@ impl Engine {
     }
 
     fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.send(method, params);
-        loop {
-            let m = self.read();
-            if m["id"] == id {
-                return m["result"].clone();
-            }
-        }
+        self.next_id += 1;
+        common::call(&mut self.stdin, &mut self.stdout, self.next_id, method, params)
     }
 
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        kib / 1024.0
+        common::rss_kib(self.child.id(), "VmHWM:") as f64 / 1024.0
     }
 }
 

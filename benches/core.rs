@@ -4,14 +4,17 @@
 //! stdio or a Unix socket, as a frontend would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{call, line, rss_kib, spawn_serve};
 use keel::store::{NewEvent, Store};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn main() {
     let home = tempfile::tempdir().unwrap();
@@ -64,51 +67,8 @@ fn append_benchmarks(home: &Path) {
     println!("append, 1 session, 256 events per transaction:  {}", rate(batches * 256, t.elapsed()));
 }
 
-struct Stdio_ {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-fn spawn(home: &Path) -> Stdio_ {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("serve")
-        .env("KEEL_HOME", home)
-        .env("KEEL_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    Stdio_ { child, stdin, stdout }
-}
-
 const INIT: &str =
     r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":1,"clientInfo":{"name":"bench"}}}"#;
-
-fn line(reader: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    line
-}
-
-fn call(w: &mut impl Write, r: &mut impl BufRead, id: u64, method: &str, params: Value) -> Value {
-    writeln!(w, "{}", json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).unwrap();
-    w.flush().unwrap();
-    loop {
-        let v: Value = serde_json::from_str(&line(r)).unwrap();
-        if v["id"] == id {
-            return v["result"].clone();
-        }
-    }
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 fn start_benchmark(home: &Path) {
     // The first start creates the database; the figure is for a warm home, as a frontend sees it.
@@ -116,7 +76,7 @@ fn start_benchmark(home: &Path) {
     let mut idle_rss = 0;
     for _ in 0..21 {
         let t = Instant::now();
-        let mut e = spawn(home);
+        let mut e = spawn_serve(home);
         writeln!(e.stdin, "{INIT}").unwrap();
         e.stdin.flush().unwrap();
         line(&mut e.stdout);
@@ -143,7 +103,7 @@ fn replay_benchmark(home: &Path, ws: &str) {
             store.append("big", (0..1000).map(|i| renamed(b * 1000 + i)).collect()).unwrap();
         }
     }
-    let mut e = spawn(home);
+    let mut e = spawn_serve(home);
     writeln!(e.stdin, "{INIT}").unwrap();
     line(&mut e.stdout);
     let t = Instant::now();

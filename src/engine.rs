@@ -243,9 +243,4 @@ impl Engine {
     pub fn output_dir(&self, session_id: &str) -> std::path::PathBuf {
         self.paths.data_dir.join("tool-output").join(session_id)
     }
-
-    /// True while the session's drain runs in this process.
-    pub fn is_running(&self, session_id: &str) -> bool {
-        self.drains.lock().contains_key(session_id)
-    }
 }

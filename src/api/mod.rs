@@ -17,6 +17,12 @@ use jsonrpsee::types::ErrorObjectOwned;
 use keel_protocol::Method;
 
 pub use error::ApiError;
+pub use subscribe::wire as wire_event;
+
+/// An event as one line of JSON in its wire shape (`keel run --format json`, `keel sessions events`).
+pub fn event_line(e: &crate::store::Event) -> String {
+    serde_json::to_string(&wire_event(e)).unwrap_or_default()
+}
 
 use crate::engine::Engine;
 use crate::rpc::Call;

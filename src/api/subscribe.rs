@@ -234,7 +234,8 @@ async fn next_delta(deltas: &mut Option<broadcast::Receiver<Arc<Delta>>>) -> Arc
     }
 }
 
-fn wire(e: &Event) -> WireEvent<&RawValue> {
+/// A stored event in its wire shape, borrowing its data: nothing is parsed or copied.
+pub fn wire(e: &Event) -> WireEvent<&RawValue> {
     WireEvent {
         session_id: e.session_id.clone(),
         seq: e.seq,

@@ -90,11 +90,7 @@ pub async fn session_events(engine: Arc<Engine>, id: &str, after: u64, follow: b
             }
             for e in events {
                 cursor = e.seq;
-                println!(
-                    "{}",
-                    serde_json::json!({ "sessionId": e.session_id, "seq": e.seq, "type": e.kind, "version": e.version,
-                                        "at": e.at, "data": serde_json::from_str::<serde_json::Value>(e.data.get()).unwrap_or_default() })
-                );
+                println!("{}", crate::api::event_line(&e));
             }
         }
         if !follow || wake.changed().await.is_err() {

@@ -224,11 +224,7 @@ impl Printer {
             self.activity = Some(d.activity_id);
         }
         if self.format == Format::Json {
-            let line = serde_json::json!({
-                "sessionId": event.session_id, "seq": event.seq, "type": event.kind,
-                "version": event.version, "at": event.at, "data": serde_json::from_str::<serde_json::Value>(data).unwrap_or_default(),
-            });
-            println!("{line}");
+            println!("{}", crate::api::event_line(event));
         } else if self.activity.is_some() {
             self.text_event(event);
         }

@@ -103,25 +103,11 @@ impl Peer {
     /// Sends a server→client request and waits for the answer. On timeout the client is told with
     /// `$/cancelRequest`. Ids are strings prefixed with `s` so they never collide with the client's own.
     pub async fn request(&self, method: &str, params: &impl Serialize, timeout: Duration) -> Result<Value, PeerError> {
-        let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id.clone(), tx);
-        let guard = PendingGuard { peer: self, id: &id };
-        self.send_frame(message::request(&id, method, params)).await?;
-        let answer = tokio::time::timeout(timeout, rx).await;
-        drop(guard);
-        match answer {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(PeerError::Closed),
-            Err(_) => {
-                let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
-                Err(PeerError::Timeout(timeout))
-            }
-        }
+        self.request_until(method, params, timeout, std::future::pending()).await
     }
 
-    /// Like `request`, but `withdraw` (by `key`) cancels it: the client gets `$/cancelRequest`. False when a request
-    /// with that key is already out.
+    /// Like `request`, but `withdraw` (by `key`) cancels it: the client gets `$/cancelRequest`. `None` when a
+    /// request with that key is already out.
     pub async fn request_withdrawable(
         &self,
         key: &str,
@@ -137,27 +123,34 @@ impl Peer {
             }
             out.insert(key.to_owned(), token.clone());
         }
+        let result = self.request_until(method, params, timeout, token.cancelled()).await;
+        self.withdrawable.lock().remove(key);
+        Some(result)
+    }
+
+    /// The one request path: answered, timed out, or stopped by `stop`; the last two tell the client.
+    async fn request_until(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+        timeout: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Value, PeerError> {
         let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id.clone(), tx);
-        let guard = PendingGuard { peer: self, id: &id };
-        let result = match self.send_frame(message::request(&id, method, params)).await {
-            Err(e) => Err(e),
-            Ok(()) => tokio::select! {
-                answer = tokio::time::timeout(timeout, rx) => match answer {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_)) => Err(PeerError::Closed),
-                    Err(_) => Err(PeerError::Timeout(timeout)),
-                },
-                _ = token.cancelled() => Err(PeerError::Remote { code: -32800, message: "withdrawn".into() }),
+        let _guard = PendingGuard { peer: self, id: &id };
+        self.send_frame(message::request(&id, method, params)).await?;
+        let result = tokio::select! {
+            answer = tokio::time::timeout(timeout, rx) => match answer {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(PeerError::Closed),
+                Err(_) => Err(PeerError::Timeout(timeout)),
             },
+            () = stop => Err(PeerError::Remote { code: -32800, message: "withdrawn".into() }),
         };
-        drop(guard);
-        self.withdrawable.lock().remove(key);
-        if matches!(result, Err(PeerError::Timeout(_)) | Err(PeerError::Remote { code: -32800, .. })) {
-            let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
-        }
-        Some(result)
+        let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
+        result
     }
 
     /// Withdraws the request sent with `request_withdrawable` under `key`, if it is still out.
@@ -178,15 +171,6 @@ impl Peer {
 
     pub fn is_attached(&self, session_id: &str) -> bool {
         self.attached.lock().values().any(|s| s == session_id)
-    }
-
-    /// Withdraws a server→client request that is no longer needed (someone else answered it).
-    pub async fn cancel_request(&self, id: &str) {
-        let removed = self.pending.lock().remove(id);
-        if let Some(waiter) = removed {
-            let _ = waiter.send(Err(PeerError::Remote { code: -32800, message: "cancelled by the server".into() }));
-            let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
-        }
     }
 
     /// Routes a client's response to the request waiting for it; false when nobody waits for that id.

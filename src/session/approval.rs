@@ -11,9 +11,9 @@ use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::StatusData;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
-use super::{Error, Notice};
+use super::{Error, Notice, event};
+use crate::config::PermissionRule;
 use crate::engine::Engine;
 use crate::permission::{self, Access, Verdict};
 use crate::provider::ToolCall;
@@ -43,20 +43,17 @@ pub enum ApprovalError {
     AlreadyResolved(String),
 }
 
-fn event(kind: &'static str, data: &impl serde::Serialize) -> Result<NewEvent, Error> {
-    Ok(NewEvent::new(kind, data)?)
-}
-
-/// Checks the call against the rules and, when they say ask, asks and waits for the answer.
+/// Checks the call against the rules (the turn's config rules, then the project's stored ones, read now so that an
+/// `always` given earlier in the turn counts) and, when they say ask, asks and waits for the answer.
 pub async fn authorize(
     engine: &Arc<Engine>,
-    session_id: &str,
-    cwd: &str,
     call: &ToolCall,
     ctx: &ToolContext,
     repeated: bool,
-    cancel: &CancellationToken,
+    configured: &[PermissionRule],
 ) -> Result<Gate, Error> {
+    let (session_id, cancel) = (ctx.session_id.as_str(), &ctx.cancel);
+    let cwd = ctx.cwd.display().to_string();
     let Some(tool) = engine.tools.get(&call.name) else {
         return Ok(Gate::Refuse(format!("unknown tool {:?}", call.name)));
     };
@@ -67,7 +64,8 @@ pub async fn authorize(
     if repeated {
         accesses.push(Access { action: "doom_loop", resources: vec![call.name.clone()] });
     }
-    let rules = rules_for(engine, cwd)?;
+    let stored = engine.store.query(|c| approvals::project_rules(c, &cwd))?;
+    let rules = permission::rules_for(configured, stored);
     let (action, resources) = match permission::check(&rules, &accesses) {
         Verdict::Allow => return Ok(Gate::Run),
         Verdict::Deny { action, resource } => {
@@ -146,7 +144,7 @@ pub fn gate_for(resolution: &Resolution) -> Gate {
     }
 }
 
-fn rules_for(engine: &Engine, cwd: &str) -> Result<Vec<crate::config::PermissionRule>, Error> {
+fn rules_for(engine: &Engine, cwd: &str) -> Result<Vec<PermissionRule>, Error> {
     let config = engine.config(Some(cwd));
     let stored = engine.store.query(|c| approvals::project_rules(c, cwd))?;
     Ok(permission::rules_for(&config.permissions, stored))
@@ -206,16 +204,12 @@ fn resolve_covered(engine: &Arc<Engine>, session_id: &str) {
     let Ok(rules) = rules_for(engine, &session.cwd) else { return };
     let pending = engine.store.query(|c| approvals::pending(c, session_id)).unwrap_or_default();
     for approval in pending {
-        let access = Access { action: leak_action(&approval.action), resources: approval.resources.clone() };
-        if permission::check(&rules, &[access]) == Verdict::Allow {
+        let covered = approval
+            .resources
+            .iter()
+            .all(|r| permission::rules::evaluate(&rules, &approval.action, r) == crate::config::Effect::Allow);
+        if covered {
             let _ = resolve(engine, &approval.approval_id, "once", None, "rule");
         }
     }
-}
-
-/// Access actions are static names; stored ones map back to the known set (anything else stays asked).
-fn leak_action(action: &str) -> &'static str {
-    const KNOWN: &[&str] =
-        &["read", "edit", "bash", "webfetch", "external_directory", "doom_loop", "grep", "glob", "list", "todowrite"];
-    KNOWN.iter().find(|k| **k == action).copied().unwrap_or("unknown")
 }

@@ -39,6 +39,11 @@ impl From<crate::store::Error> for Error {
     }
 }
 
+/// An event to append, with the session layer's error type.
+pub(crate) fn event(kind: &'static str, data: &impl serde::Serialize) -> Result<crate::store::NewEvent, Error> {
+    Ok(crate::store::NewEvent::new(kind, data)?)
+}
+
 /// A streamed fragment; ephemeral, batched by the runner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delta {

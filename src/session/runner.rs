@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::approval::{self, Gate};
-use super::{Delta, Error, context};
+use super::{Delta, Error, context, event};
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
 use crate::provider::{ProviderError, Request, StreamEvent, TokenUsage, ToolCall};
@@ -28,10 +28,6 @@ const DELTA_BYTES: usize = 2048;
 
 fn id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
-}
-
-fn event(kind: &'static str, data: &impl serde::Serialize) -> Result<NewEvent, Error> {
-    Ok(NewEvent::new(kind, data)?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +59,7 @@ pub async fn drain(
             event("session.status", &StatusData { status: SessionStatus::Failed }),
         ];
         if let Ok(events) = closing.into_iter().collect::<Result<Vec<_>, _>>() {
-            let _ = append(engine, session_id, events);
+            let _ = engine.append_events(session_id, events);
         }
     }
     result
@@ -140,14 +136,12 @@ async fn recover(engine: &Arc<Engine>, session_id: &str, cancel: &CancellationTo
                 };
                 match approval::gate_for(&resolution) {
                     Gate::Run => run_recovered_call(engine, &session, &call_id, cancel).await?,
-                    Gate::Refuse(error) => {
-                        append(engine, session_id, vec![event("tool.failed", &ToolFailedData { call_id, error })?])?
-                    }
+                    Gate::Refuse(error) => engine
+                        .append_events(session_id, vec![event("tool.failed", &ToolFailedData { call_id, error })?])?,
                     Gate::Interrupted => {}
                 }
             }
-            _ => append(
-                engine,
+            _ => engine.append_events(
                 session_id,
                 vec![event(
                     "tool.failed",
@@ -172,8 +166,7 @@ async fn recover(engine: &Arc<Engine>, session_id: &str, cancel: &CancellationTo
             recent: Default::default(),
         })));
     }
-    append(
-        engine,
+    engine.append_events(
         session_id,
         vec![
             event(
@@ -208,9 +201,10 @@ async fn run_recovered_call(
         cancel: cancel.child_token(),
     };
     let limits = output_limits(&engine.config(Some(&session.cwd)));
-    append(engine, &session.id, vec![event("tool.started", &ToolStartedData { call_id: call_id.to_owned() })?])?;
+    engine
+        .append_events(&session.id, vec![event("tool.started", &ToolStartedData { call_id: call_id.to_owned() })?])?;
     let result = engine.tools.run(&tool, input, ctx.clone()).await;
-    append(engine, &session.id, vec![settlement(call_id.to_owned(), result, limits, &ctx.output_dir)?])
+    engine.append_events(&session.id, vec![settlement(call_id.to_owned(), result, limits, &ctx.output_dir)?])
 }
 
 /// The event that settles a call with its result, large outputs saved for paging.
@@ -277,7 +271,7 @@ async fn run_activity(
         opening.push(promotion(&activity.id, &promote)?);
     }
     opening.push(event("session.status", &StatusData { status: SessionStatus::Running })?);
-    append(engine, &session.id, opening)?;
+    engine.append_events(&session.id, opening)?;
     activity_loop(engine, &activity, cancel).await
 }
 
@@ -313,7 +307,7 @@ async fn activity_loop(
             .filter(|i| i.delivery == "steer")
             .collect();
         if !steers.is_empty() {
-            append(engine, &session.id, vec![promotion(&activity.id, &steers)?])?;
+            engine.append_events(&session.id, vec![promotion(&activity.id, &steers)?])?;
             steps = 0;
             continue;
         }
@@ -322,8 +316,7 @@ async fn activity_loop(
         }
     };
     let status = if reason == CloseReason::Failed { SessionStatus::Failed } else { SessionStatus::Idle };
-    append(
-        engine,
+    engine.append_events(
         &session.id,
         vec![
             event("activity.closed", &ActivityClosedData { activity_id: activity.id.clone(), reason, error })?,
@@ -342,10 +335,6 @@ fn promotion(activity_id: &str, inputs: &[inputs::InputRow]) -> Result<NewEvent,
             message_id: id("msg"),
         },
     )
-}
-
-fn append(engine: &Engine, session_id: &str, events: Vec<NewEvent>) -> Result<(), Error> {
-    engine.append_events(session_id, events)
 }
 
 enum TurnOutcome {
@@ -370,8 +359,7 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
         .or_else(|| config.agents.get(&activity.agent).and_then(|a| a.model.clone()))
         .unwrap_or_else(|| Registry::default_model(&config));
     let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
-    append(
-        engine,
+    engine.append_events(
         session_id,
         vec![event(
             "turn.started",
@@ -401,14 +389,13 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
 
     let mut attempt = 0;
     loop {
-        let mut stream =
-            TurnStream::new(engine, &turn, activity, cancel.child_token(), cwd.clone(), output_limits(&config));
+        let mut stream = TurnStream::new(engine, &turn, activity, cancel.child_token(), cwd.clone(), &config);
         let result = stream.run(&*resolved.provider, &request, cancel).await;
         let flushed = stream.flush_parts();
         let called_tools = stream.called;
         let produced = stream.produced_output;
         let tools = stream.tools;
-        append_all(engine, session_id, flushed)?;
+        engine.append_events(session_id, flushed)?;
         match result {
             StreamResult::Finished { finish_reason, usage } => {
                 settle(tools).await;
@@ -420,8 +407,7 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                     cache_write_tokens: usage.cache_write,
                     cost_usd: resolved.spec.cost_of(&usage),
                 };
-                append(
-                    engine,
+                engine.append_events(
                     session_id,
                     vec![event(
                         "turn.completed",
@@ -437,8 +423,7 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
             }
             StreamResult::Interrupted => {
                 settle(tools).await;
-                append(
-                    engine,
+                engine.append_events(
                     session_id,
                     vec![event(
                         "turn.failed",
@@ -464,8 +449,7 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                 }
                 attempt += 1;
                 let delay = e.retry_after().unwrap_or_else(|| backoff(engine.settings.retry_base, attempt));
-                append(
-                    engine,
+                engine.append_events(
                     session_id,
                     vec![
                         event(
@@ -485,21 +469,13 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return Ok(TurnOutcome::Interrupted),
                 }
-                append(
-                    engine,
+                engine.append_events(
                     session_id,
                     vec![event("session.status", &StatusData { status: SessionStatus::Running })?],
                 )?;
             }
         }
     }
-}
-
-fn append_all(engine: &Engine, session_id: &str, events: Vec<NewEvent>) -> Result<(), Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    append(engine, session_id, events)
 }
 
 /// Jittered exponential backoff: base × 2^(attempt-1), ±25%, at most 30 s.
@@ -522,8 +498,7 @@ struct Turn {
 
 impl Turn {
     fn fail(&self, engine: &Engine, e: &ProviderError, retryable: bool) -> Result<TurnOutcome, Error> {
-        append(
-            engine,
+        engine.append_events(
             &self.session_id,
             vec![event(
                 "turn.failed",
@@ -551,6 +526,8 @@ struct TurnStream<'a> {
     turn: &'a Turn,
     activity: &'a Activity,
     limits: output::Limits,
+    /// The turn's permission rules from config; shared by the turn's tool calls.
+    permissions: Arc<[crate::config::PermissionRule]>,
     calls: usize,
     tool_cancel: CancellationToken,
     cwd: std::path::PathBuf,
@@ -577,13 +554,14 @@ impl<'a> TurnStream<'a> {
         activity: &'a Activity,
         tool_cancel: CancellationToken,
         cwd: std::path::PathBuf,
-        limits: output::Limits,
+        config: &crate::config::Config,
     ) -> Self {
         Self {
             engine,
             turn,
             activity,
-            limits,
+            limits: output_limits(config),
+            permissions: config.permissions.clone().into(),
             calls: 0,
             tool_cancel,
             cwd,
@@ -666,7 +644,7 @@ impl<'a> TurnStream<'a> {
                         input: call.input.clone(),
                     },
                 )?);
-                append(self.engine, &self.turn.session_id, events)?;
+                self.engine.append_events(&self.turn.session_id, events)?;
                 self.start_tool(call)?;
             }
             StreamEvent::Usage(usage) => self.usage = usage,
@@ -684,7 +662,7 @@ impl<'a> TurnStream<'a> {
         };
         if let Some((part, other_kind)) = other {
             let completed = self.complete(part, other_kind)?;
-            append(self.engine, &self.turn.session_id, vec![completed])?;
+            self.engine.append_events(&self.turn.session_id, vec![completed])?;
         }
         let slot = if kind == DeltaKind::Text { &mut self.text } else { &mut self.reasoning };
         let part = slot.get_or_insert_with(|| OpenPart {
@@ -756,8 +734,7 @@ impl<'a> TurnStream<'a> {
                 "too many tool calls in one turn (the limit is {}); make fewer calls at a time",
                 self.engine.settings.max_tool_calls_per_turn
             );
-            return append(
-                self.engine,
+            return self.engine.append_events(
                 &self.turn.session_id,
                 vec![event("tool.failed", &ToolFailedData { call_id: call.id, error })?],
             );
@@ -773,8 +750,8 @@ impl<'a> TurnStream<'a> {
         };
         let engine = Arc::clone(self.engine);
         let session_id = self.turn.session_id.clone();
-        let cwd = self.cwd.display().to_string();
         let limits = self.limits;
+        let permissions = Arc::clone(&self.permissions);
         let ctx = ToolContext {
             session_id: session_id.clone(),
             call_id: call.id.clone(),
@@ -784,12 +761,12 @@ impl<'a> TurnStream<'a> {
         };
         self.tools.spawn(async move {
             let call_id = call.id.clone();
-            let gate = approval::authorize(&engine, &session_id, &cwd, &call, &ctx, repeated, &ctx.cancel).await;
+            let gate = approval::authorize(&engine, &call, &ctx, repeated, &permissions).await;
             let settled = match gate {
                 Ok(Gate::Run) => {
                     let started = event("tool.started", &ToolStartedData { call_id: call_id.clone() });
                     if let Ok(started) = started {
-                        let _ = append(&engine, &session_id, vec![started]);
+                        let _ = engine.append_events(&session_id, vec![started]);
                     }
                     let result = engine.tools.run(&call.name, call.input, ctx.clone()).await;
                     let limits = if engine.tools.get(&call.name).is_some_and(|t| t.pages_itself()) {
@@ -803,7 +780,7 @@ impl<'a> TurnStream<'a> {
                 Ok(Gate::Interrupted) => event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() }),
                 Err(e) => event("tool.failed", &ToolFailedData { call_id, error: e.to_string() }),
             };
-            if let Err(e) = settled.and_then(|e| append(&engine, &session_id, vec![e])) {
+            if let Err(e) = settled.and_then(|e| engine.append_events(&session_id, vec![e])) {
                 tracing::error!(session = %session_id, "recording a tool result failed: {e}");
             }
         });

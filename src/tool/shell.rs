@@ -35,6 +35,7 @@ struct BashInput {
     workdir: Option<String>,
     /// Five to ten words saying what the command does.
     #[serde(default)]
+    #[allow(dead_code)] // Asked of the model for the transcript's sake; running the command does not need it.
     description: Option<String>,
 }
 
@@ -66,7 +67,6 @@ impl Tool for Bash {
     fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
             let input: BashInput = parse_input(self.name(), input)?;
-            let _ = input.description;
             let timeout = input.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_millis).min(MAX_TIMEOUT);
             let dir = match &input.workdir {
                 Some(dir) => fs::locate(&ctx.cwd, dir).absolute(&ctx.cwd),

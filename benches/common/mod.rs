@@ -1,0 +1,54 @@
+//! What the benchmarks share: spawning `keel serve` on pipes, one JSON-RPC call, reading a process's memory.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{Value, json};
+
+pub struct Spawned {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+/// The release `keel serve` with its own home, quiet on stderr.
+pub fn spawn_serve(home: &Path) -> Spawned {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("serve")
+        .env("KEEL_HOME", home)
+        .env("KEEL_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    Spawned { child, stdin, stdout }
+}
+
+pub fn line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
+/// Sends a request and returns its result, skipping the notifications before it.
+pub fn call(w: &mut impl Write, r: &mut impl BufRead, id: u64, method: &str, params: Value) -> Value {
+    writeln!(w, "{}", json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).unwrap();
+    w.flush().unwrap();
+    loop {
+        let v: Value = serde_json::from_str(&line(r)).unwrap();
+        if v["id"] == id {
+            return v["result"].clone();
+        }
+    }
+}
+
+/// A memory figure of a process in KiB: `VmRSS:` now, `VmHWM:` at its peak.
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
