@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -615,11 +615,13 @@ fn resolve(cwd: &Path, path: Option<&str>) -> Result<(PathBuf, PathBuf), ToolErr
         .canonicalize()
         .map_err(|e| ToolError::Failed(format!("workspace {} is not accessible: {e}", cwd.display())))?;
     let Some(raw) = path.filter(|p| !p.trim().is_empty()) else { return Ok((workspace.clone(), workspace)) };
-    let joined = normalize(&cwd.join(raw));
     // Checked before touching the filesystem, so a missing outside path is still reported as outside.
-    if !joined.starts_with(&workspace) && !joined.starts_with(normalize(cwd)) {
-        return Err(outside(raw));
-    }
+    let joined = match super::fs::locate(cwd, raw) {
+        super::fs::Target::Inside(rel) => cwd.join(rel),
+        super::fs::Target::Outside(abs) if abs.starts_with(&workspace) => abs,
+        super::fs::Target::Outside(_) => return Err(outside(raw)),
+    };
+    // Symlinks are resolved here; the walk itself only reads what lies below the resolved root.
     let target = joined.canonicalize().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ToolError::Failed(format!("{raw} does not exist")),
         _ => ToolError::Failed(format!("{raw} is not accessible: {e}")),
@@ -632,21 +634,6 @@ fn resolve(cwd: &Path, path: Option<&str>) -> Result<(PathBuf, PathBuf), ToolErr
 
 fn outside(raw: &str) -> ToolError {
     ToolError::Failed(format!("{raw} is outside the workspace"))
-}
-
-/// Removes `.` and `..` lexically; `..` at the root stays at the root.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Runs blocking search work on the blocking pool. The work gets a stop token that is cancelled when the activity
