@@ -44,6 +44,8 @@ pub struct Settings {
     pub max_retries: u32,
     /// Tool calls executed per provider turn; calls over the cap get an error result.
     pub max_tool_calls_per_turn: usize,
+    /// Subscriptions one connection may hold at once; more are refused with -32001.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(1),
             max_retries: 4,
             max_tool_calls_per_turn: 32,
+            max_subscriptions_per_connection: 256,
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod engine;
 pub mod permission;
 pub mod provider;
 pub mod rpc;
+pub mod sandbox;
+pub mod secret;
 pub mod session;
 pub mod store;
 pub mod tool;

@@ -121,6 +121,13 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let cli = Cli::parse();
+    keel::secret::remember_environment();
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_DUMPABLE takes a plain integer and changes no memory. A non-dumpable process's /proc files
+    // (its environment, where provider keys live) are closed to other processes of the same user.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::Run(args) => run_once(args),
@@ -168,12 +175,17 @@ fn env_millis(var: &str, default: Duration) -> Duration {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).map_or(default, Duration::from_millis)
 }
 
+fn env_number(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn settings() -> Settings {
     let defaults = Settings::default();
     Settings {
         subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", defaults.subscriber_stall),
         poll_other_writers: env_millis("KEEL_POLL_MS", defaults.poll_other_writers),
         retry_base: env_millis("KEEL_RETRY_BASE_MS", defaults.retry_base),
+        max_subscriptions_per_connection: env_number("KEEL_MAX_SUBSCRIPTIONS", defaults.max_subscriptions_per_connection),
         ..defaults
     }
 }
@@ -252,7 +264,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         let engine = open_engine()?;
         engine.start();
         let methods = keel::api::methods(engine).map_err(|e| e.to_string())?;
-        let server = Arc::new(rpc::Server::new(methods, token));
+        let max_connections = env_number("KEEL_MAX_CONNECTIONS", rpc::DEFAULT_MAX_CONNECTIONS);
+        let server = Arc::new(rpc::Server::new(methods, token).with_max_connections(max_connections));
         match listen {
             None => {
                 let code = rpc::stdio(server).await;

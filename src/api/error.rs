@@ -22,6 +22,8 @@ pub enum ApiError {
     Unavailable(String),
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -71,6 +73,7 @@ impl From<ApiError> for ErrorObjectOwned {
             ApiError::ApprovalGone(_) => ErrorObjectOwned::owned(code::APPROVAL_NOT_FOUND, message, None::<()>),
             ApiError::InvalidRequest(_) => ErrorObjectOwned::owned(code::INVALID_REQUEST, message, None::<()>),
             ApiError::Unauthorized(_) => ErrorObjectOwned::owned(code::UNAUTHORIZED, message, None::<()>),
+            ApiError::Overloaded(_) => ErrorObjectOwned::owned(code::OVERLOADED, message, None::<()>),
             ApiError::Internal(_) => ErrorObjectOwned::owned(code::INTERNAL_ERROR, message, None::<()>),
         }
     }

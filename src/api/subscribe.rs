@@ -44,6 +44,10 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
             return Err(ApiError::invalid("afterSeq", "must be -1 (from now) or a seq"));
         }
     };
+    let limit = engine.settings.max_subscriptions_per_connection;
+    if call.peer.attachments() >= limit {
+        return Err(ApiError::Overloaded(format!("this connection already has {limit} subscriptions")));
+    }
     let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
     let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas.subscribe());
     let subscription = Subscription {
@@ -76,6 +80,9 @@ pub async fn unsubscribe(_: Arc<Engine>, p: UnsubscribeParams, call: Call) -> Re
 
 pub async fn events(engine: Arc<Engine>, p: EventsParams, call: Call) -> Result<EventsResult, ApiError> {
     let limit = p.limit.unwrap_or(DEFAULT_EVENTS_LIMIT).clamp(1, MAX_EVENTS_LIMIT) as usize;
+    if i64::try_from(p.after_seq).is_err() {
+        return Err(ApiError::invalid("afterSeq", "must be at most 2^63 - 1"));
+    }
     let store = &engine.store;
     let mut events = store.events_after(&p.session_id, p.after_seq, limit)?;
     if let Some(wait) = p.wait_ms.filter(|_| events.is_empty()) {

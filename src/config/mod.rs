@@ -42,6 +42,12 @@ pub struct Config {
     pub instructions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_output: Option<ToolOutputSettings>,
+    /// How `bash` is confined (Linux, Landlock): `workspace-write` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::SandboxSettings>,
+    /// The environment commands start with; credentials are always left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_environment: Option<crate::sandbox::EnvPolicy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -124,6 +130,9 @@ pub struct AgentSettings {
     pub steps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Overrides the top-level `sandbox` for this agent's commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::SandboxSettings>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -97,6 +97,7 @@ impl AuthStore {
 
     pub fn set(&self, provider: &str, credential: Credential) -> Result<(), AuthError> {
         let _guard = self.lock.lock();
+        crate::secret::remember(credential.secret());
         let mut entries = self.read()?;
         entries.insert(provider.to_owned(), credential);
         self.write(&entries)
@@ -114,12 +115,14 @@ impl AuthStore {
 
     /// The key for a provider: the store first, then its environment variable.
     pub fn key(&self, provider: &str) -> Option<String> {
-        if let Ok(entries) = self.read()
-            && let Some(credential) = entries.get(provider)
-        {
-            return Some(credential.secret().to_owned());
+        let key = match self.read().ok().and_then(|mut entries| entries.remove(provider)) {
+            Some(credential) => Some(credential.secret().to_owned()),
+            None => env_var(provider).and_then(|var| std::env::var(var).ok()).filter(|k| !k.is_empty()),
+        };
+        if let Some(key) = &key {
+            crate::secret::remember(key);
         }
-        env_var(provider).and_then(|var| std::env::var(var).ok()).filter(|k| !k.is_empty())
+        key
     }
 
     /// Which providers have credentials and where they come from; never the secrets.

@@ -65,10 +65,10 @@ pub async fn stream_sse(
     body: &Value,
     mut on_event: impl FnMut(SseEvent) -> Result<Flow, ProviderError>,
 ) -> Result<bool, ProviderError> {
-    let scrub = |text: String| match endpoint.secret.filter(|s| !s.is_empty()) {
-        Some(secret) => text.replace(secret, "[redacted]"),
-        None => text,
-    };
+    if let Some(secret) = endpoint.secret {
+        crate::secret::remember(secret);
+    }
+    let scrub = crate::secret::scrub_owned;
     let mut request = endpoint.client.post(&endpoint.url).header("content-type", "application/json");
     for (name, value) in &endpoint.headers {
         request = request.header(name, value);
@@ -89,13 +89,14 @@ pub async fn stream_sse(
             Err(e) => return Err(ProviderError::Interrupted(scrub(describe(&e)))),
         };
         for event in parser.push(&chunk) {
-            if let Flow::Done = on_event(event)? {
+            // An in-stream error event may quote the request, key included.
+            if let Flow::Done = on_event(event).map_err(ProviderError::scrubbed)? {
                 return Ok(true);
             }
         }
     }
     if let Some(event) = parser.finish()
-        && let Flow::Done = on_event(event)?
+        && let Flow::Done = on_event(event).map_err(ProviderError::scrubbed)?
     {
         return Ok(true);
     }

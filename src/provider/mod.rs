@@ -113,6 +113,25 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with every known secret taken out of its message.
+    pub fn scrubbed(self) -> Self {
+        use crate::secret::scrub_owned as s;
+        match self {
+            Self::Unauthorized { status, message } => Self::Unauthorized { status, message: s(message) },
+            Self::UnknownModel { message } => Self::UnknownModel { message: s(message) },
+            Self::ContextOverflow { message } => Self::ContextOverflow { message: s(message) },
+            Self::RateLimited { status, message, retry_after } => {
+                Self::RateLimited { status, message: s(message), retry_after }
+            }
+            Self::Server { status, message, retry_after } => Self::Server { status, message: s(message), retry_after },
+            Self::Rejected { status, message } => Self::Rejected { status, message: s(message) },
+            Self::Connection(message) => Self::Connection(s(message)),
+            Self::Interrupted(message) => Self::Interrupted(s(message)),
+            Self::Malformed(message) => Self::Malformed(s(message)),
+            Self::NotConfigured(message) => Self::NotConfigured(s(message)),
+        }
+    }
+
     /// Transient failures that the same request may get past.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::Server { .. } | Self::Connection(_) | Self::Interrupted(_))

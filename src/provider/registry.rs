@@ -248,6 +248,11 @@ impl Registry {
                 entry.id, entry.id
             )));
         }
+        // Whatever a config substitution produced for the key or a header is a secret now.
+        let secret_headers = entry.settings.headers.iter().filter(|(name, _)| {
+            crate::secret::is_secret_name(name) || name.eq_ignore_ascii_case("authorization")
+        });
+        api_key.iter().chain(secret_headers.map(|(_, value)| value)).for_each(|v| crate::secret::remember(v));
         let upstream = Upstream {
             client: self.client.clone(),
             base_url: entry.base_url.clone(),

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 
-use super::framing::{Frame, FrameReader, Framing, MAX_FRAME, write_frame};
+use super::framing::{Frame, FrameReader, Framing, MAX_FRAME, MAX_FRAME_BEFORE_INIT, write_frame};
 use super::message::{self, Incoming, Invalid};
 use super::peer::{OUTBOUND_FRAMES, Peer, PeerError, PeerRef};
 
@@ -33,7 +33,11 @@ pub struct Server {
     next_connection: AtomicU64,
     /// The token that `initialize` must carry, for listeners reachable beyond loopback.
     required_token: Option<String>,
+    max_connections: usize,
 }
+
+/// Connections one listener serves at once unless told otherwise; more are closed as they arrive.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -74,7 +78,21 @@ pub enum Ended {
 
 impl Server {
     pub fn new(methods: impl Into<Methods>, required_token: Option<String>) -> Self {
-        Self { methods: methods.into(), next_connection: AtomicU64::new(1), required_token }
+        Self {
+            methods: methods.into(),
+            next_connection: AtomicU64::new(1),
+            required_token,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     pub async fn serve<R, W>(self: &Arc<Self>, reader: R, writer: W) -> Ended
@@ -85,7 +103,8 @@ impl Server {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
         let peer = Arc::new(Peer::new(id, tx));
-        let mut frames = FrameReader::new(BufReader::new(reader));
+        let mut frames = FrameReader::strict(BufReader::new(reader), MAX_FRAME_BEFORE_INIT);
+        let mut relaxed = false;
         let mut connection = Connection {
             server: Arc::clone(self),
             peer: Arc::clone(&peer),
@@ -93,6 +112,7 @@ impl Server {
             generation: 0,
             session_order: HashMap::new(),
             required_token: self.required_token.as_deref().map(Arc::from),
+            large_frame: false,
         };
         let mut writer_task = None;
         let mut writer_input = Some((rx, writer));
@@ -106,14 +126,30 @@ impl Server {
                 }
             };
             if let (Some(framing), Some((rx, writer))) = (frames.framing(), writer_input.take()) {
-                writer_task = Some(tokio::spawn(write_loop(rx, writer, framing)));
+                let progress = peer.progress();
+                writer_task = Some(tokio::spawn(write_loop(rx, Counted { inner: writer, progress }, framing)));
             }
+            if !relaxed && let Frame::Oversized(n) = frame {
+                tracing::info!(connection = id, "closed: a frame of {n} bytes before `initialize`");
+                let reason = format!("frame of {n} bytes before `initialize` (limit {MAX_FRAME_BEFORE_INIT}); closing");
+                connection.reply(message::error(&Value::Null, code::INVALID_REQUEST, &reason, None)).await;
+                break Ended::Closed;
+            }
+            connection.large_frame = matches!(&frame, Frame::Message(bytes) if bytes.len() > super::memory::LARGE);
             if let Some(ended) = connection.handle(frame).await {
                 break ended;
+            }
+            if !relaxed && peer.lifecycle().initialized {
+                frames.relax(MAX_FRAME);
+                relaxed = true;
             }
         };
         peer.fail_pending();
         connection.drain().await;
+        if relaxed {
+            // A partial frame may have grown its buffer up to the frame limit before the client went away.
+            super::memory::release();
+        }
         peer.stop_tasks();
         drop(connection);
         drop(peer);
@@ -134,6 +170,8 @@ struct Connection {
     /// The completion signal of the last request for each session, which the next one waits for.
     session_order: HashMap<String, oneshot::Receiver<()>>,
     required_token: Option<Arc<str>>,
+    /// Whether the frame being handled was large: its request gives the memory it took back once answered.
+    large_frame: bool,
 }
 
 impl Connection {
@@ -213,6 +251,7 @@ impl Connection {
         let required_token = self.required_token.clone();
         // Lifecycle requests change how every later frame is treated, so the next frame waits for them.
         let lifecycle_change = method == "initialize" || method == "shutdown";
+        let large = self.large_frame;
         let task = tokio::spawn(async move {
             let mut cancel_rx = cancel_rx;
             if let Some(previous) = previous {
@@ -245,6 +284,9 @@ impl Connection {
                 }
             }
             call.release_order();
+            if large {
+                super::memory::release();
+            }
         });
         if lifecycle_change {
             let _ = task.await;
@@ -329,6 +371,41 @@ async fn dispatch(methods: &Methods, id: &Value, method: &str, params: Option<Va
             serde_json::to_vec(&value).unwrap_or_default()
         }
         Err(_) => json.get().as_bytes().to_vec(),
+    }
+}
+
+/// The writer, counting the bytes the client accepts: that count is how backpressure tells a slow reader from
+/// one that stopped.
+struct Counted<W> {
+    inner: W,
+    progress: Arc<AtomicU64>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

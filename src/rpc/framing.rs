@@ -8,6 +8,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 
 /// Frames above this size are answered with an error and skipped.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Before `initialize`, a peer is unknown: a frame above this size ends the connection, so that idle strangers
+/// cannot hold large buffers.
+pub const MAX_FRAME_BEFORE_INIT: usize = 64 * 1024;
 const MAX_HEADER_LINE: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,16 +32,29 @@ pub struct FrameReader<R> {
     inner: R,
     framing: Option<Framing>,
     max: usize,
+    /// Whether an oversized frame is read past (and reported) or left unread, the stream then being unusable.
+    skip_oversized: bool,
 }
 
 impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, framing: None, max: MAX_FRAME }
+        Self { inner, framing: None, max: MAX_FRAME, skip_oversized: true }
+    }
+
+    /// Frames above `max` are reported as `Oversized` at once, without reading them: the caller closes.
+    pub fn strict(inner: R, max: usize) -> Self {
+        Self { inner, framing: None, max, skip_oversized: false }
+    }
+
+    /// From now on, oversized frames up to any size are read past and reported, and `max` is the limit.
+    pub fn relax(&mut self, max: usize) {
+        self.max = max;
+        self.skip_oversized = true;
     }
 
     #[cfg(test)]
     fn with_max(inner: R, max: usize) -> Self {
-        Self { inner, framing: None, max }
+        Self { inner, framing: None, max, skip_oversized: true }
     }
 
     pub fn framing(&self) -> Option<Framing> {
@@ -82,7 +98,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
 
     async fn next_line(&mut self) -> std::io::Result<Option<Frame>> {
         loop {
-            match read_line(&mut self.inner, self.max).await? {
+            match read_line(&mut self.inner, self.max, self.skip_oversized).await? {
                 Line::End => return Ok(None),
                 Line::TooLong(n) => return Ok(Some(Frame::Oversized(n))),
                 Line::Text(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
@@ -95,8 +111,9 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
         let mut length: Option<Result<usize, String>> = None;
         let mut saw_anything = false;
         loop {
-            let line = match read_line(&mut self.inner, MAX_HEADER_LINE).await? {
+            let line = match read_line(&mut self.inner, MAX_HEADER_LINE, self.skip_oversized).await? {
                 Line::End => return Ok(None),
+                Line::TooLong(n) if !self.skip_oversized => return Ok(Some(Frame::Oversized(n))),
                 Line::TooLong(n) => {
                     length = Some(Err(format!("header line of {n} bytes")));
                     saw_anything = true;
@@ -125,6 +142,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
         match length {
             None => Ok(Some(Frame::BadHeader("missing Content-Length".into()))),
             Some(Err(reason)) => Ok(Some(Frame::BadHeader(reason))),
+            Some(Ok(n)) if n > self.max && !self.skip_oversized => Ok(Some(Frame::Oversized(n))),
             Some(Ok(n)) if n > self.max => {
                 let skipped = tokio::io::copy(&mut (&mut self.inner).take(n as u64), &mut tokio::io::sink()).await?;
                 if (skipped as usize) < n {
@@ -150,8 +168,9 @@ enum Line {
     End,
 }
 
-/// Reads one `\n`-terminated line of at most `max` bytes; a longer line is consumed and reported by its size.
-async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Line> {
+/// Reads one `\n`-terminated line of at most `max` bytes; a longer line is reported by its size, consumed whole
+/// when `skip` is set and left where it passed the limit otherwise.
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize, skip: bool) -> std::io::Result<Line> {
     let mut line = Vec::new();
     let mut total = 0usize;
     loop {
@@ -170,6 +189,8 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::R
         total += chunk.len();
         if total <= max {
             line.extend_from_slice(chunk);
+        } else if !skip {
+            return Ok(Line::TooLong(total));
         } else {
             line = Vec::new();
         }
@@ -252,6 +273,15 @@ mod tests {
             got,
             vec![Frame::Oversized(12), Frame::BadHeader("bad Content-Length \" x\"".into()), msg("{\"a\":1}")]
         );
+    }
+
+    #[tokio::test]
+    async fn strict_readers_stop_at_the_limit_without_reading_on() {
+        let mut reader = FrameReader::strict(&b"{\"a\":1}\n{\"b\":2222222222}\n{\"c\":3}\n"[..], 9);
+        assert_eq!(reader.next().await.unwrap(), Some(msg("{\"a\":1}")));
+        assert!(matches!(reader.next().await.unwrap(), Some(Frame::Oversized(n)) if n > 9));
+        let mut reader = FrameReader::strict(&b"Content-Length: 900000000\r\n\r\n{"[..], 9);
+        assert_eq!(reader.next().await.unwrap(), Some(Frame::Oversized(900000000)));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
 
 use super::conn::{Ended, Server};
 
@@ -26,13 +27,19 @@ pub async fn stdio(server: Arc<Server>) -> i32 {
 
 pub async fn unix(server: Arc<Server>, path: &Path) -> Result<(), ListenError> {
     let listener = bind_unix(path)?;
+    let limit = Arc::new(Semaphore::new(server.max_connections()));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    tracing::info!("refused a connection on {}: {} are open", path.display(), server.max_connections());
+                    continue;
+                };
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
                     let (reader, writer) = stream.into_split();
                     server.serve(reader, writer).await;
+                    drop(permit);
                 });
             }
             Err(e) => tracing::error!("accept on {}: {e}", path.display()),
@@ -59,14 +66,20 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
 pub async fn tcp(server: Arc<Server>, addr: SocketAddr) -> Result<(), ListenError> {
     let listener =
         TcpListener::bind(addr).await.map_err(|source| ListenError::Bind { what: addr.to_string(), source })?;
+    let limit = Arc::new(Semaphore::new(server.max_connections()));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    tracing::info!("refused a connection from {peer}: {} are open", server.max_connections());
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
                     let (reader, writer) = stream.into_split();
                     server.serve(reader, writer).await;
+                    drop(permit);
                 });
             }
             Err(e) => tracing::error!("accept on {addr}: {e}"),

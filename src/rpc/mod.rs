@@ -5,9 +5,10 @@
 mod conn;
 pub mod framing;
 mod listen;
+mod memory;
 mod message;
 mod peer;
 
-pub use conn::{Call, Ended, Server};
+pub use conn::{Call, DEFAULT_MAX_CONNECTIONS, Ended, Server};
 pub use listen::{ListenError, stdio, tcp, unix};
 pub use peer::{Lifecycle, Peer, PeerError, PeerRef};

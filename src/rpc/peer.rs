@@ -42,6 +42,8 @@ pub struct Lifecycle {
 pub struct Peer {
     id: u64,
     out: mpsc::Sender<Vec<u8>>,
+    /// Bytes the client has accepted so far; a subscriber is cut only when this stops moving.
+    progress: Arc<AtomicU64>,
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, PeerError>>>>,
     next_request: AtomicU64,
     lifecycle: Mutex<Lifecycle>,
@@ -57,6 +59,7 @@ impl Peer {
         Self {
             id,
             out,
+            progress: Arc::default(),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             lifecycle: Mutex::new(Lifecycle::default()),
@@ -78,6 +81,10 @@ impl Peer {
         f(&mut self.lifecycle.lock())
     }
 
+    pub(super) fn progress(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.progress)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.out.is_closed()
     }
@@ -91,12 +98,24 @@ impl Peer {
         self.send_frame(message::notification(method, params)).await
     }
 
-    /// Like `notify`, but gives up when the queue stays full for `stall`: the client has stopped reading.
+    /// Like `notify`, but gives up when the client accepts no byte at all for `stall`: it has stopped reading.
+    /// A full queue alone is no reason; a slow reader that keeps reading waits its turn.
     pub async fn notify_within(&self, method: &str, params: &impl Serialize, stall: Duration) -> Result<(), PeerError> {
-        match self.out.send_timeout(message::notification(method, params), stall).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(PeerError::Stalled(stall)),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(PeerError::Closed),
+        let mut frame = message::notification(method, params);
+        let mut seen = self.progress.load(Ordering::Relaxed);
+        loop {
+            match self.out.send_timeout(frame, stall).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(PeerError::Closed),
+                Err(mpsc::error::SendTimeoutError::Timeout(unsent)) => {
+                    let now = self.progress.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Err(PeerError::Stalled(stall));
+                    }
+                    seen = now;
+                    frame = unsent;
+                }
+            }
         }
     }
 
@@ -167,6 +186,10 @@ impl Peer {
 
     pub fn detach(&self, subscription_id: &str) {
         self.attached.lock().remove(subscription_id);
+    }
+
+    pub fn attachments(&self) -> usize {
+        self.attached.lock().len()
     }
 
     pub fn is_attached(&self, session_id: &str) -> bool {

@@ -193,14 +193,18 @@ async fn run_recovered_call(
     let Some((tool, input)) = engine.store.query(|c| transcript::tool_call(c, &session.id, call_id))? else {
         return Ok(());
     };
+    let config = engine.config(Some(&session.cwd));
+    let cwd = std::path::PathBuf::from(&session.cwd);
+    let agent = session.agent.clone();
     let ctx = ToolContext {
         session_id: session.id.clone(),
         call_id: call_id.to_owned(),
-        cwd: std::path::PathBuf::from(&session.cwd),
+        sandbox: Arc::new(crate::sandbox::Policy::for_agent(&config, &agent, &cwd, &engine.paths)),
+        cwd,
         output_dir: engine.output_dir(&session.id),
         cancel: cancel.child_token(),
     };
-    let limits = output_limits(&engine.config(Some(&session.cwd)));
+    let limits = output_limits(&config);
     engine
         .append_events(&session.id, vec![event("tool.started", &ToolStartedData { call_id: call_id.to_owned() })?])?;
     let result = engine.tools.run(&tool, input, ctx.clone()).await;
@@ -528,6 +532,7 @@ struct TurnStream<'a> {
     limits: output::Limits,
     /// The turn's permission rules from config; shared by the turn's tool calls.
     permissions: Arc<[crate::config::PermissionRule]>,
+    sandbox: Arc<crate::sandbox::Policy>,
     calls: usize,
     tool_cancel: CancellationToken,
     cwd: std::path::PathBuf,
@@ -562,6 +567,7 @@ impl<'a> TurnStream<'a> {
             activity,
             limits: output_limits(config),
             permissions: config.permissions.clone().into(),
+            sandbox: Arc::new(crate::sandbox::Policy::for_agent(config, &activity.agent, &cwd, &engine.paths)),
             calls: 0,
             tool_cancel,
             cwd,
@@ -758,6 +764,7 @@ impl<'a> TurnStream<'a> {
             cwd: self.cwd.clone(),
             output_dir: engine.output_dir(&session_id),
             cancel: self.tool_cancel.child_token(),
+            sandbox: Arc::clone(&self.sandbox),
         };
         self.tools.spawn(async move {
             let call_id = call.id.clone();

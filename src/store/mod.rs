@@ -12,6 +12,7 @@ mod projection;
 pub mod sessions;
 pub mod transcript;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,8 +132,12 @@ impl Store {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for event in events {
+            for mut event in events {
                 seq += 1;
+                // The one gate every recorded text passes: provider output, tool output, errors.
+                if let Cow::Owned(scrubbed) = crate::secret::scrub(event.data.get()) {
+                    event.data = RawValue::from_string(scrubbed)?;
+                }
                 insert.execute(params![session_id, seq, event.kind, event.version, event.data.get(), at])?;
                 let event = Event {
                     session_id: session_id.to_owned(),

@@ -31,6 +31,8 @@ pub struct ToolContext {
     pub output_dir: PathBuf,
     /// Cancelled when the activity is interrupted; long tools must stop.
     pub cancel: CancellationToken,
+    /// How processes the tool starts are confined.
+    pub sandbox: std::sync::Arc<crate::sandbox::Policy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

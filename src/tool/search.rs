@@ -680,6 +680,7 @@ mod tests {
             cwd: dir.to_path_buf(),
             output_dir: dir.join(".keel-output"),
             cancel: CancellationToken::new(),
+            sandbox: Default::default(),
         }
     }
 

@@ -55,11 +55,35 @@ impl Tool for Bash {
 
     fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
         let input: BashInput = parse_input(self.name(), input.clone())?;
-        let mut accesses = vec![Access { action: "bash", resources: bash::simple_commands(&input.command) }];
-        if let Some(dir) = &input.workdir
-            && let fs::Target::Outside(abs) = fs::locate(&ctx.cwd, dir)
-        {
+        let analysis = bash::analyse(&input.command);
+        let mut accesses = vec![Access { action: "bash", resources: analysis.commands }];
+        let workdir = input.workdir.as_deref().unwrap_or(".");
+        if let fs::Target::Outside(abs) = fs::locate(&ctx.cwd, workdir) {
             accesses.push(Access { action: "external_directory", resources: vec![abs.display().to_string()] });
+        }
+        // What the line writes or reads is checked like the file tools' own writes and reads, whatever the
+        // rules say of the command that does it.
+        let home = std::env::var("HOME").unwrap_or_default();
+        let resolve = |path: &str| -> Option<String> {
+            let path = match path.strip_prefix('~') {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
+                Some(_) => return None,
+                None => path.to_owned(),
+            };
+            Some(std::path::Path::new(workdir).join(path).display().to_string())
+        };
+        let mut opaque = analysis.opaque;
+        for (action, paths) in [("edit", &analysis.writes), ("read", &analysis.reads)] {
+            for path in paths {
+                match resolve(path) {
+                    Some(path) => accesses.extend(super::file::path_access(action, &ctx.cwd, &path)),
+                    None => opaque.push(path.clone()),
+                }
+            }
+        }
+        // What cannot be known before the command runs could be anywhere: it asks like a path outside.
+        if !opaque.is_empty() {
+            accesses.push(Access { action: "external_directory", resources: opaque });
         }
         Ok(accesses)
     }
@@ -86,13 +110,9 @@ async fn run(
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg("-c").arg(command).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.process_group(0).kill_on_drop(true);
-    // Provider keys live in the engine's environment; a command has no business reading them.
-    for provider in ["openai", "anthropic", "openrouter", "groq", "deepseek"] {
-        if let Some(var) = crate::provider::auth::env_var(provider) {
-            cmd.env_remove(var);
-        }
-    }
+    let armed = ctx.sandbox.apply(&mut cmd).map_err(|e| ToolError::Failed(e.to_string()))?;
     let mut child = cmd.spawn().map_err(|e| ToolError::Failed(format!("cannot start bash: {e}")))?;
+    drop(armed);
     let group = ProcessGroup(child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)));
     let kill_group = || group.kill();
     let stdout = tokio::spawn(capture(child.stdout.take()));
@@ -184,5 +204,61 @@ async fn capture<R: AsyncRead + Unpin>(stream: Option<R>) -> (Vec<u8>, bool) {
                 cut |= n > room;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::{Effect, PermissionRule};
+    use crate::permission::{self, Verdict};
+
+    fn verdict(rules: &[PermissionRule], command: &str) -> &'static str {
+        let ctx = ToolContext {
+            session_id: "s".into(),
+            call_id: "c".into(),
+            cwd: "/work/ws".into(),
+            output_dir: "/work/out".into(),
+            cancel: CancellationToken::new(),
+            sandbox: Default::default(),
+        };
+        let accesses = Bash.access(&json!({ "command": command }), &ctx).unwrap();
+        match permission::check(rules, &accesses) {
+            Verdict::Allow => "allow",
+            Verdict::Ask { .. } => "ask",
+            Verdict::Deny { .. } => "deny",
+        }
+    }
+
+    #[test]
+    fn shell_verdicts() {
+        let rule = |action: &str, pattern: &str, effect| PermissionRule {
+            action: action.into(),
+            pattern: pattern.into(),
+            effect,
+        };
+        let defaults = permission::rules_for(&[], Vec::new());
+        let readme = permission::rules_for(
+            &[rule("bash", "cargo test *", Effect::Allow), rule("bash", "rm *", Effect::Deny), rule("edit", "*", Effect::Allow)],
+            Vec::new(),
+        );
+        let table = include_str!("../../tests/data/shell_verdicts.txt");
+        let mut wrong = Vec::new();
+        let mut checked = 0;
+        for line in table.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (verdicts, command) = line.split_once(" | ").unwrap();
+            let command = command.replace("\\n", "\n");
+            let expected: Vec<&str> = verdicts.split_whitespace().collect();
+            let got = [verdict(&defaults, &command), verdict(&readme, &command)];
+            if expected != got {
+                wrong.push(format!("{command:?}: expected {expected:?}, got {got:?}: {:?}", bash::analyse(&command)));
+            }
+            checked += 1;
+        }
+        assert!(checked >= 100, "only {checked} lines");
+        assert!(wrong.is_empty(), "{} wrong:\n{}", wrong.len(), wrong.join("\n"));
     }
 }

@@ -1,0 +1,97 @@
+//! The process's known secrets and the one scrubber that keeps them out of everything keel records or sends.
+//!
+//! A secret is known once keel has read it: a provider key from the environment, the auth store or a provider's
+//! config (`apiKey`, headers, whatever `{env:}`/`{file:}` substitution produced them), or any environment variable
+//! whose name says it holds a credential. Every event is scrubbed as it is appended, and provider errors as they
+//! are made, so a key echoed by a server, printed by a command or read from a file never leaves as itself.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock};
+
+use aho_corasick::AhoCorasick;
+use parking_lot::RwLock;
+
+/// What a secret becomes.
+pub const REDACTED: &str = "[redacted]";
+
+/// Shorter values are not treated as secrets: scrubbing `abc` would mangle ordinary text.
+const MIN_LEN: usize = 8;
+
+#[derive(Default)]
+struct Known {
+    values: BTreeSet<String>,
+    matcher: Option<Arc<AhoCorasick>>,
+}
+
+static KNOWN: LazyLock<RwLock<Known>> = LazyLock::new(RwLock::default);
+
+/// Whether an environment variable's name says it holds a credential. Child processes never inherit these.
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|word| upper.contains(word))
+}
+
+/// Remembers `value` as a secret from now on.
+pub fn remember(value: &str) {
+    let value = value.trim();
+    if value.len() < MIN_LEN || KNOWN.read().values.contains(value) {
+        return;
+    }
+    let mut known = KNOWN.write();
+    known.values.insert(value.to_owned());
+    // Longest first, so that a secret containing another is replaced whole.
+    let mut patterns: Vec<&String> = known.values.iter().collect();
+    patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    known.matcher = AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .build(patterns)
+        .ok()
+        .map(Arc::new);
+}
+
+/// Remembers the values of the environment's credential variables.
+pub fn remember_environment() {
+    for (name, value) in std::env::vars_os() {
+        if let (Some(name), Some(value)) = (name.to_str(), value.to_str())
+            && is_secret_name(name)
+        {
+            remember(value);
+        }
+    }
+}
+
+/// `text` with every known secret replaced by `[redacted]`; borrowed when there was none.
+pub fn scrub(text: &str) -> Cow<'_, str> {
+    let Some(matcher) = KNOWN.read().matcher.clone() else { return Cow::Borrowed(text) };
+    if !matcher.is_match(text) {
+        return Cow::Borrowed(text);
+    }
+    let replacements = vec![REDACTED; matcher.patterns_len()];
+    Cow::Owned(matcher.replace_all(text, &replacements))
+}
+
+/// Like `scrub`, for a string that is owned already.
+pub fn scrub_owned(text: String) -> String {
+    match scrub(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(scrubbed) => scrubbed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_secrets_are_replaced_and_short_values_ignored() {
+        remember("sk-test-0123456789abcdef");
+        remember("sk-test-0123456789abcdef-longer");
+        remember("short");
+        assert_eq!(scrub("key sk-test-0123456789abcdef!"), "key [redacted]!");
+        assert_eq!(scrub("sk-test-0123456789abcdef-longer"), "[redacted]");
+        assert_eq!(scrub("a short text"), "a short text");
+        assert!(matches!(scrub("nothing here"), Cow::Borrowed(_)));
+        assert!(is_secret_name("OPENAI_API_KEY") && is_secret_name("github_token") && !is_secret_name("PATH"));
+    }
+}
