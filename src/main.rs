@@ -115,6 +115,11 @@ enum SessionsCommand {
 }
 
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    unsafe {
+        keel::secret::hide_environment();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "info".into()))
@@ -185,7 +190,10 @@ fn settings() -> Settings {
         subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", defaults.subscriber_stall),
         poll_other_writers: env_millis("KEEL_POLL_MS", defaults.poll_other_writers),
         retry_base: env_millis("KEEL_RETRY_BASE_MS", defaults.retry_base),
-        max_subscriptions_per_connection: env_number("KEEL_MAX_SUBSCRIPTIONS", defaults.max_subscriptions_per_connection),
+        max_subscriptions_per_connection: env_number(
+            "KEEL_MAX_SUBSCRIPTIONS",
+            defaults.max_subscriptions_per_connection,
+        ),
         ..defaults
     }
 }

@@ -43,11 +43,8 @@ pub fn remember(value: &str) {
     // Longest first, so that a secret containing another is replaced whole.
     let mut patterns: Vec<&String> = known.values.iter().collect();
     patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    known.matcher = AhoCorasick::builder()
-        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-        .build(patterns)
-        .ok()
-        .map(Arc::new);
+    known.matcher =
+        AhoCorasick::builder().match_kind(aho_corasick::MatchKind::LeftmostLongest).build(patterns).ok().map(Arc::new);
 }
 
 /// Remembers the values of the environment's credential variables.
@@ -76,6 +73,44 @@ pub fn scrub_owned(text: String) -> String {
     match scrub(&text) {
         Cow::Borrowed(_) => text,
         Cow::Owned(scrubbed) => scrubbed,
+    }
+}
+
+/// Takes credential values out of the process's original environment block, which `/proc/<pid>/environ` shows
+/// to any process of the same user (and to root whatever the dumpable flag says). Each value moves to a copy on
+/// the heap that `std::env` keeps reading; the original bytes are overwritten.
+///
+/// # Safety
+/// Call at the very start of `main`, before any thread exists: it changes the environment.
+#[cfg(target_os = "linux")]
+pub unsafe fn hide_environment() {
+    unsafe extern "C" {
+        static environ: *const *mut libc::c_char;
+    }
+    let mut originals = Vec::new();
+    // SAFETY: `environ` is a null-terminated array of C strings that nothing else touches while one thread runs.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if let Some(eq) = text.iter().position(|b| *b == b'=')
+                && let Ok(name) = std::str::from_utf8(&text[..eq])
+                && is_secret_name(name)
+                && text.len() > eq + 1
+            {
+                originals.push((name.to_owned(), (*entry).add(eq + 1), text.len() - eq - 1));
+            }
+            entry = entry.add(1);
+        }
+    }
+    for (name, value, len) in originals {
+        let Some(copy) = std::env::var_os(&name) else { continue };
+        // SAFETY: single-threaded (the caller's promise); `set_var` makes glibc point the entry at a fresh copy,
+        // after which the original bytes belong to nobody and can be overwritten within their length.
+        unsafe {
+            std::env::set_var(&name, &copy);
+            std::ptr::write_bytes(value, b'*', len);
+        }
     }
 }
 

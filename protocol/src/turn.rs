@@ -176,7 +176,7 @@ pub struct TurnFailedData {
 #[serde(rename_all = "camelCase")]
 pub struct ProviderFailure {
     /// `unauthorized`, `unknown_model`, `context_overflow`, `rate_limited`, `server_error`, `connection`,
-    /// `malformed_stream`, `interrupted_stream`, `not_configured`, `other`.
+    /// `malformed_stream`, `interrupted_stream`, `timeout`, `not_configured`, `other`.
     pub kind: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

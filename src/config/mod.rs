@@ -70,6 +70,12 @@ pub struct ProviderSettings {
     /// The scripted provider only: the script file it plays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    /// Milliseconds the provider may take to send the first byte of a response (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Milliseconds the provider may stay silent in the middle of a stream (default 90000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

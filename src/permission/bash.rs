@@ -25,8 +25,10 @@ pub struct Analysis {
 const MAX_DEPTH: usize = 8;
 
 /// Commands that run their arguments as another command.
-const WRAPPERS: &[&str] =
-    &["env", "xargs", "sudo", "doas", "nice", "nohup", "timeout", "time", "command", "exec", "builtin", "stdbuf", "setsid"];
+const WRAPPERS: &[&str] = &[
+    "env", "xargs", "sudo", "doas", "nice", "nohup", "timeout", "time", "command", "exec", "builtin", "stdbuf",
+    "setsid",
+];
 
 /// Shells whose `-c` string is a command line of its own.
 const SHELLS: &[&str] = &["bash", "sh", "zsh", "dash", "ksh"];
@@ -140,11 +142,8 @@ impl<'a> Walker<'a> {
         let text: Vec<&str> = words.iter().map(|w| self.text(*w)).collect();
         // `PATH=/evil ls` is not `ls`: assignments in front stay part of what is checked.
         let mut cursor = node.walk();
-        let assignments: Vec<&str> = node
-            .children(&mut cursor)
-            .filter(|c| c.kind() == "variable_assignment")
-            .map(|c| self.text(c))
-            .collect();
+        let assignments: Vec<&str> =
+            node.children(&mut cursor).filter(|c| c.kind() == "variable_assignment").map(|c| self.text(c)).collect();
         self.out.commands.push(assignments.iter().chain(&text).copied().collect::<Vec<_>>().join(" "));
         let literal: Vec<Option<String>> = words.iter().map(|w| literal(*w, self.src)).collect();
         let Some(Some(name)) = literal.first() else { return };

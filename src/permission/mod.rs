@@ -32,8 +32,10 @@ pub fn check(rules: &[PermissionRule], accesses: &[Access]) -> Verdict {
                 Effect::Deny => return Verdict::Deny { action: access.action.into(), resource: resource.clone() },
                 Effect::Ask => {
                     let entry = ask.get_or_insert_with(|| (access.action.to_owned(), Vec::new()));
-                    // One approval per call: it names the first action that asks and every resource that does.
-                    if !entry.1.contains(resource) {
+                    // One approval per call: it names the first action that asks and every resource of that action
+                    // that does, so that an `always` answer stores rules of that action only; answering it covers
+                    // the call's other asks too.
+                    if entry.0 == access.action && !entry.1.contains(resource) {
                         entry.1.push(resource.clone());
                     }
                 }

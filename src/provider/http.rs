@@ -22,6 +22,23 @@ pub struct Upstream {
     pub base_url: String,
     pub api_key: Option<String>,
     pub headers: Vec<(String, String)>,
+    pub timeouts: Timeouts,
+}
+
+/// How long a provider may stay silent: a server that accepts a request and then sends nothing must not hold a
+/// session for minutes. Each expiry is a transient failure, retried within the retry budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From sending the request to the first byte of the body.
+    pub first_byte: Duration,
+    /// Between two chunks of the body.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { first_byte: Duration::from_secs(60), idle: Duration::from_secs(90) }
+    }
 }
 
 /// How a wire format sends the key.
@@ -47,6 +64,7 @@ impl Upstream {
             url: format!("{}/{path}", self.base_url.trim_end_matches('/')),
             headers,
             secret: self.api_key.as_deref(),
+            timeouts: self.timeouts,
         }
     }
 }
@@ -57,6 +75,7 @@ pub struct Endpoint<'a> {
     pub headers: Vec<(String, String)>,
     /// Scrubbed from every error message, whatever the server echoes back.
     pub secret: Option<&'a str>,
+    pub timeouts: Timeouts,
 }
 
 /// Sends the request and streams its events into `on_event`. Returns whether the wire's terminal event was seen.
@@ -73,8 +92,13 @@ pub async fn stream_sse(
     for (name, value) in &endpoint.headers {
         request = request.header(name, value);
     }
-    let mut response =
-        request.body(body.to_string()).send().await.map_err(|e| ProviderError::Connection(scrub(describe(&e))))?;
+    let Timeouts { first_byte, idle } = endpoint.timeouts;
+    let first_byte_by = tokio::time::Instant::now() + first_byte;
+    let silent = |what: &str, after: Duration| ProviderError::TimedOut(format!("no {what} within {after:?}"));
+    let mut response = tokio::time::timeout_at(first_byte_by, request.body(body.to_string()).send())
+        .await
+        .map_err(|_| silent("response", first_byte))?
+        .map_err(|e| ProviderError::Connection(scrub(describe(&e))))?;
     let status = response.status().as_u16();
     if !(200..300).contains(&status) {
         let retry_after = retry_after(response.headers());
@@ -82,8 +106,14 @@ pub async fn stream_sse(
         return Err(classify(status, &scrub(text), retry_after));
     }
     let mut parser = SseParser::default();
+    let mut first = true;
     loop {
-        let chunk = match response.chunk().await {
+        let next = if std::mem::take(&mut first) {
+            tokio::time::timeout_at(first_byte_by, response.chunk()).await.map_err(|_| silent("first byte", first_byte))
+        } else {
+            tokio::time::timeout(idle, response.chunk()).await.map_err(|_| silent("data", idle))
+        };
+        let chunk = match next? {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => return Err(ProviderError::Interrupted(scrub(describe(&e)))),

@@ -106,6 +106,8 @@ pub enum ProviderError {
     Connection(String),
     #[error("the stream ended before the turn finished: {0}")]
     Interrupted(String),
+    #[error("the provider went silent: {0}")]
+    TimedOut(String),
     #[error("the provider sent a malformed stream: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -127,6 +129,7 @@ impl ProviderError {
             Self::Rejected { status, message } => Self::Rejected { status, message: s(message) },
             Self::Connection(message) => Self::Connection(s(message)),
             Self::Interrupted(message) => Self::Interrupted(s(message)),
+            Self::TimedOut(message) => Self::TimedOut(s(message)),
             Self::Malformed(message) => Self::Malformed(s(message)),
             Self::NotConfigured(message) => Self::NotConfigured(s(message)),
         }
@@ -134,7 +137,14 @@ impl ProviderError {
 
     /// Transient failures that the same request may get past.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::RateLimited { .. } | Self::Server { .. } | Self::Connection(_) | Self::Interrupted(_))
+        matches!(
+            self,
+            Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Connection(_)
+                | Self::Interrupted(_)
+                | Self::TimedOut(_)
+        )
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -154,6 +164,7 @@ impl ProviderError {
             Self::Rejected { .. } => "other",
             Self::Connection(_) => "connection",
             Self::Interrupted(_) => "interrupted_stream",
+            Self::TimedOut(_) => "timeout",
             Self::Malformed(_) => "malformed_stream",
             Self::NotConfigured(_) => "not_configured",
         }

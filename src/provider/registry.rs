@@ -249,15 +249,25 @@ impl Registry {
             )));
         }
         // Whatever a config substitution produced for the key or a header is a secret now.
-        let secret_headers = entry.settings.headers.iter().filter(|(name, _)| {
-            crate::secret::is_secret_name(name) || name.eq_ignore_ascii_case("authorization")
-        });
+        let secret_headers = entry
+            .settings
+            .headers
+            .iter()
+            .filter(|(name, _)| crate::secret::is_secret_name(name) || name.eq_ignore_ascii_case("authorization"));
         api_key.iter().chain(secret_headers.map(|(_, value)| value)).for_each(|v| crate::secret::remember(v));
         let upstream = Upstream {
             client: self.client.clone(),
             base_url: entry.base_url.clone(),
             api_key,
             headers: entry.settings.headers.clone().into_iter().collect(),
+            timeouts: {
+                let defaults = super::http::Timeouts::default();
+                let ms = |v: Option<u64>, default| v.map_or(default, std::time::Duration::from_millis);
+                super::http::Timeouts {
+                    first_byte: ms(entry.settings.first_byte_timeout_ms, defaults.first_byte),
+                    idle: ms(entry.settings.idle_timeout_ms, defaults.idle),
+                }
+            },
         };
         let provider: Arc<dyn Provider> = match entry.wire {
             Wire::OpenaiChat => Arc::new(OpenAiChat { upstream }),

@@ -49,6 +49,9 @@ pub struct ScriptTurn {
     /// Send something that is not the wire format.
     #[serde(default)]
     pub garbage: bool,
+    /// Fail in the middle of the stream with the wire's own error event carrying this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -160,6 +163,11 @@ impl Provider for Scripted {
             }
             if turn.garbage {
                 return Err(ProviderError::Malformed("the script sent garbage".into()));
+            }
+            if let Some(message) = &turn.stream_error {
+                return Err(
+                    ProviderError::Server { status: 500, message: message.clone(), retry_after: None }.scrubbed()
+                );
             }
             let pause = Duration::from_millis(turn.chunk_delay_ms);
             let pieces = [(turn.reasoning.as_deref(), true), (turn.text.as_deref(), false)];

@@ -253,3 +253,46 @@ impl Drop for PendingGuard<'_> {
 
 /// A connection's peer, shared by its tasks.
 pub type PeerRef = Arc<Peer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that takes one frame per `pace`, counting what it accepts the way the connection's writer does.
+    fn slow_reader(mut rx: mpsc::Receiver<Vec<u8>>, progress: Arc<AtomicU64>, pace: Duration) {
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                tokio::time::sleep(pace).await;
+                progress.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_keeps_reading_is_never_stalled_however_long_the_line() {
+        let (tx, rx) = mpsc::channel(1);
+        let peer = Arc::new(Peer::new(1, tx));
+        slow_reader(rx, peer.progress(), Duration::from_millis(300));
+        // Ten senders queue behind one slot: the last waits 3 s, six times the stall, yet bytes keep moving.
+        let senders: Vec<_> = (0..10)
+            .map(|i| {
+                let peer = Arc::clone(&peer);
+                tokio::spawn(async move { peer.notify_within("n", &i, Duration::from_millis(500)).await })
+            })
+            .collect();
+        for sender in senders {
+            assert_eq!(sender.await.unwrap(), Ok(()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_is_stalled_after_the_stall_time() {
+        let (tx, _rx) = mpsc::channel(1);
+        let peer = Peer::new(1, tx);
+        assert_eq!(peer.notify_within("n", &0, Duration::from_millis(500)).await, Ok(()));
+        assert_eq!(
+            peer.notify_within("n", &1, Duration::from_millis(500)).await,
+            Err(PeerError::Stalled(Duration::from_millis(500)))
+        );
+    }
+}

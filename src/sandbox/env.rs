@@ -37,8 +37,21 @@ pub struct EnvPolicy {
     pub set: BTreeMap<String, String>,
 }
 
-const CORE: &[&str] =
-    &["HOME", "PATH", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "LC_*", "TMPDIR", "TZ", "PWD", "COLORTERM"];
+const CORE: &[&str] = &[
+    "HOME",
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TMPDIR",
+    "TZ",
+    "PWD",
+    "COLORTERM",
+];
 
 impl EnvPolicy {
     pub fn child_environment(&self, parent: impl Iterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {

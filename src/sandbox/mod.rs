@@ -62,6 +62,11 @@ pub struct SandboxError(#[from] std::io::Error);
 /// Keeps the ruleset open until the child has started; drop it after `spawn`.
 pub struct Armed(#[allow(dead_code)] Option<landlock::Ruleset>);
 
+/// Whether this kernel confines commands (Landlock is built in and enabled).
+pub fn landlock_available() -> bool {
+    landlock::abi().is_some()
+}
+
 /// Directories that temporary files go to.
 fn temp_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("/tmp"), PathBuf::from("/var/tmp"), PathBuf::from("/dev/shm")];
@@ -123,7 +128,7 @@ impl Policy {
         // Directory listings everywhere (names only), contents everywhere but keel's own state.
         ruleset.allow(Path::new("/"), landlock::READ_DIR)?;
         let hidden: Vec<PathBuf> = self.hidden.iter().map(|h| h.canonicalize().unwrap_or_else(|_| h.clone())).collect();
-        for root in readable_roots(&hidden) {
+        for root in roots_except(Path::new("/"), &hidden) {
             ruleset.allow(&root, landlock::READ_FILE | landlock::EXECUTE | landlock::READ_DIR)?;
         }
         for device in DEVICES {
@@ -132,7 +137,11 @@ impl Policy {
         if self.mode == Mode::WorkspaceWrite {
             let roots = std::iter::once(self.workspace.clone()).chain(temp_dirs()).chain(self.writable_roots.clone());
             for root in roots {
-                ruleset.allow(&root, all)?;
+                // A temporary directory that holds keel's home (as in tests) is writable around it, not in it.
+                let root = root.canonicalize().unwrap_or(root);
+                for writable in roots_except(&root, &hidden) {
+                    ruleset.allow(&writable, all)?;
+                }
             }
         } else {
             ruleset.allow(&self.workspace, landlock::READ_FILE | landlock::EXECUTE | landlock::READ_DIR)?;
@@ -141,11 +150,12 @@ impl Policy {
     }
 }
 
-/// The largest directories (and files) that hold nothing hidden: `/` itself when nothing is hidden, else its
-/// entries, descending only along the way to each hidden path.
-fn readable_roots(hidden: &[PathBuf]) -> Vec<PathBuf> {
+/// The largest directories (and files) under `root` that hold nothing hidden: `root` itself when it holds nothing
+/// hidden, else its entries, descending only along the way to each hidden path. A hidden path that holds `root`
+/// does not hide it: the workspace may live inside keel's home.
+fn roots_except(root: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![PathBuf::from("/")];
+    let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         if hidden.contains(&dir) {
             continue;
@@ -173,10 +183,11 @@ mod tests {
             std::fs::create_dir_all(base.join(dir)).unwrap();
         }
         std::fs::write(base.join("a/file"), "x").unwrap();
-        let roots = readable_roots(&[base.join("a/keel")]);
+        let roots = roots_except(Path::new("/"), &[base.join("a/keel")]);
         for readable in ["a/other", "a/file", "b"] {
             assert!(roots.contains(&base.join(readable)), "{readable} in {roots:?}");
         }
         assert!(!roots.iter().any(|r| base.join("a/keel").starts_with(r)), "{roots:?}");
+        assert_eq!(roots_except(&base.join("a/keel/ws"), &[base.join("a/keel")]), [base.join("a/keel/ws")]);
     }
 }

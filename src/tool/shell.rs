@@ -242,7 +242,11 @@ mod tests {
         };
         let defaults = permission::rules_for(&[], Vec::new());
         let readme = permission::rules_for(
-            &[rule("bash", "cargo test *", Effect::Allow), rule("bash", "rm *", Effect::Deny), rule("edit", "*", Effect::Allow)],
+            &[
+                rule("bash", "cargo test *", Effect::Allow),
+                rule("bash", "rm *", Effect::Deny),
+                rule("edit", "*", Effect::Allow),
+            ],
             Vec::new(),
         );
         let table = include_str!("../../tests/data/shell_verdicts.txt");

@@ -239,6 +239,10 @@ pub mod sse {
         if turn.garbage {
             return vec![chat_chunk(json!({ "role": "assistant", "content": "" }), None), garbage()];
         }
+        if let Some(message) = &turn.stream_error {
+            let error = json!({ "error": { "message": message, "type": "invalid_request_error", "code": 400 } });
+            return vec![chat_chunk(json!({ "role": "assistant", "content": "" }), None), data(error)];
+        }
         let mut out = vec![chat_chunk(json!({ "role": "assistant", "content": "" }), None)];
         for piece in ScriptTurn::chunks(turn.reasoning.as_deref().unwrap_or_default()) {
             out.push(chat_chunk(json!({ "reasoning_content": piece }), None));
@@ -274,6 +278,10 @@ pub mod sse {
             vec![named("response.created", json!({ "response": { "id": "resp_mock", "status": "in_progress" } }))];
         if turn.garbage {
             out.push(garbage());
+            return out;
+        }
+        if let Some(message) = &turn.stream_error {
+            out.push(named("error", json!({ "code": "server_error", "message": message, "param": null })));
             return out;
         }
         let mut index = 0;
@@ -364,6 +372,10 @@ pub mod sse {
         out.push(named("ping", json!({})));
         if turn.garbage {
             out.push(garbage());
+            return out;
+        }
+        if let Some(message) = &turn.stream_error {
+            out.push(named("error", json!({ "error": { "type": "invalid_request_error", "message": message } })));
             return out;
         }
         let mut index = 0;
