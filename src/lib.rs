@@ -5,6 +5,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod permission;
 pub mod provider;
 pub mod rpc;

@@ -5,7 +5,7 @@ mod catalog;
 mod error;
 mod input;
 mod lifecycle;
-mod params;
+pub(crate) mod params;
 mod session;
 mod subscribe;
 

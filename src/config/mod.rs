@@ -5,7 +5,7 @@
 //! used where a directory has no keel file); `KEEL_CONFIG_CONTENT`. Config is read when a turn starts, so edits
 //! reach running sessions at their next turn without a restart.
 
-mod jsonc;
+pub(crate) mod jsonc;
 mod legacy;
 mod paths;
 

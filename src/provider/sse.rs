@@ -72,6 +72,22 @@ impl SseParser {
     }
 }
 
+/// Feeds a whole body through a wire's event handler, as a stream delivering it at once would: for fuzzing
+/// and replaying captured streams.
+pub(crate) fn replay<E>(
+    body: &[u8],
+    mut on_event: impl FnMut(SseEvent) -> Result<super::http::Flow, E>,
+) -> Result<(), E> {
+    let mut parser = SseParser::default();
+    let events = parser.push(body).into_iter().chain(parser.finish());
+    for event in events {
+        if let super::http::Flow::Done = on_event(event)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

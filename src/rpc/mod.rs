@@ -6,7 +6,7 @@ mod conn;
 pub mod framing;
 mod listen;
 mod memory;
-mod message;
+pub(crate) mod message;
 mod peer;
 
 pub use conn::{Call, DEFAULT_MAX_CONNECTIONS, Ended, Server};
