@@ -26,10 +26,15 @@ struct Known {
 
 static KNOWN: LazyLock<RwLock<Known>> = LazyLock::new(RwLock::default);
 
-/// Whether an environment variable's name says it holds a credential. Child processes never inherit these.
+/// Whether an environment variable's name says it holds a credential: one of its `_`-separated words is `KEY`,
+/// `TOKEN`, `SECRET`, `PASSWORD` or the like (`OPENAI_API_KEY`, `GH_TOKEN`, `AWS_SECRET_ACCESS_KEY`; not
+/// `GIT_AUTHOR_NAME` or `KEYBOARD`). Child processes never inherit these.
 pub fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|word| upper.contains(word))
+    const WORDS: &[&str] = &[
+        "KEY", "KEYS", "APIKEY", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "CREDENTIAL",
+        "CREDENTIALS",
+    ];
+    name.split(['_', '-', '.']).any(|word| WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)))
 }
 
 /// Remembers `value` as a secret from now on.
@@ -127,6 +132,7 @@ mod tests {
         assert_eq!(scrub("sk-test-0123456789abcdef-longer"), "[redacted]");
         assert_eq!(scrub("a short text"), "a short text");
         assert!(matches!(scrub("nothing here"), Cow::Borrowed(_)));
-        assert!(is_secret_name("OPENAI_API_KEY") && is_secret_name("github_token") && !is_secret_name("PATH"));
+        assert!(is_secret_name("OPENAI_API_KEY") && is_secret_name("github_token") && is_secret_name("x-api-key"));
+        assert!(!is_secret_name("PATH") && !is_secret_name("GIT_AUTHOR_NAME") && !is_secret_name("KEYBOARD"));
     }
 }
