@@ -43,8 +43,13 @@ pub fn frame(data: &[u8]) {
             reader
         };
         while let Ok(Some(frame)) = block_on(reader.next()) {
-            if let crate::rpc::framing::Frame::Message(bytes) = frame {
-                let _ = crate::rpc::message::classify(&bytes);
+            match frame {
+                crate::rpc::framing::Frame::Message(bytes) => {
+                    let _ = crate::rpc::message::classify(&bytes);
+                }
+                // A strict reader stops at an oversized frame: the connection closes there.
+                crate::rpc::framing::Frame::Oversized(_) if strict => break,
+                _ => {}
             }
         }
     }

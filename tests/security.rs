@@ -280,6 +280,7 @@ async fn strangers_cannot_hold_memory_and_large_frames_give_it_back() {
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = resident_kib(pid);
+    eprintln!("resident KiB: idle {idle}, with 24 strangers {with_strangers}, after a 15 MiB frame {after}");
     assert!(after < idle + 24 * 1024, "{} KiB stayed after a 15 MiB frame (idle {idle} KiB)", after - idle);
     assert!(c.call("session/list", json!({})).await.is_ok(), "the engine keeps serving");
 }
@@ -363,4 +364,28 @@ async fn cursors_beyond_range_and_too_many_subscriptions_are_clear_errors() {
     let e = c.err("session/subscribe", json!({ "sessionId": session })).await;
     assert_eq!(e.code, -32001, "{}", e.message);
     assert!(c.call("session/list", json!({})).await.is_ok());
+}
+
+#[tokio::test]
+async fn the_sandbox_can_deny_the_network() {
+    if !keel::sandbox::landlock_available() {
+        eprintln!("skipped: this kernel has no Landlock");
+        return;
+    }
+    for (network, expected) in [(true, "connected"), (false, "Permission denied")] {
+        let config = json!({ "sandbox": { "network": network },
+            "permissions": [{ "action": "*", "pattern": "*", "effect": "allow" }] });
+        let s = setup(Wire::Chat, config, &[]).await;
+        let port = s.mock.url().rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+        let command = format!("(exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected) 2>&1");
+        s.mock.push(ScriptTurn { tool_calls: vec![bash("c1", &command)], ..Default::default() });
+        s.mock.push(text("done"));
+        let c = s.engine.connect().await;
+        let session = c.create_session(s.ws.to_str().unwrap()).await;
+        c.subscribe(&session, 0).await;
+        prompt(&c, &session).await;
+        let (events, _, _) = run_until(&c, "reject", closed).await;
+        let result = events.iter().find(|e| e["type"] == "tool.completed").unwrap()["data"].to_string();
+        assert!(result.contains(expected), "network {network}: {result}");
+    }
 }
