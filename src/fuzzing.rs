@@ -8,8 +8,11 @@ use std::task::{Context, Poll, Waker};
 
 use keel_protocol::{approval, event, initialize, input, session, turn};
 
+/// A target: any bytes in, no panic out.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the corpus folders are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame", frame),
     ("params", params),
     ("sse_chat", sse_chat),
