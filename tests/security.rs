@@ -289,7 +289,7 @@ async fn strangers_cannot_hold_memory_and_large_frames_give_it_back() {
 async fn slow_but_steady_readers_are_never_cut_while_a_non_reader_is() {
     const SUBSCRIPTIONS: usize = 50;
     const RENAMES: usize = 40;
-    let s = setup(Wire::Chat, json!({}), &[("KEEL_SUBSCRIBER_STALL_MS", "1500")]).await;
+    let s = setup(Wire::Chat, json!({}), &[("KEEL_SUBSCRIBER_STALL_MS", "4000")]).await;
     let writer = s.engine.connect().await;
     let session = writer.create_session(s.ws.to_str().unwrap()).await;
     let subscribe_all = |session: String| {
@@ -339,7 +339,7 @@ async fn slow_but_steady_readers_are_never_cut_while_a_non_reader_is() {
     assert_eq!(seen.matches("\"session/event\"").count(), SUBSCRIPTIONS * RENAMES);
 
     // The connection that never read is cut: once it reads, it finds its subscriptions ended as lagged.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    tokio::time::sleep(Duration::from_millis(5000)).await;
     let mut all = Vec::new();
     let mut buf = vec![0u8; 1024 * 1024];
     while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), stopped.read(&mut buf)).await {
