@@ -28,11 +28,12 @@ fn main() {
 }
 
 fn created(ws: &str) -> NewEvent {
-    NewEvent::new("session.created", &json!({ "cwd": ws, "title": "bench", "agent": "build", "model": "" })).unwrap()
+    NewEvent::from_wire("session.created", &json!({ "cwd": ws, "title": "bench", "agent": "build", "model": "" }))
+        .unwrap()
 }
 
 fn renamed(i: usize) -> NewEvent {
-    NewEvent::new("session.updated", &json!({ "title": format!("title {i}") })).unwrap()
+    NewEvent::from_wire("session.updated", &json!({ "title": format!("title {i}") })).unwrap()
 }
 
 fn rate(n: usize, took: Duration) -> String {

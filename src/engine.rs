@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_protocol::catalogue::{EventBody, EventKind};
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -182,7 +183,7 @@ impl Engine {
             drains.get(session_id).filter(|d| !d.cancel.is_cancelled()).map(|d| d.cancel.clone())
         };
         // Paused now, in log order: input admitted after this call restarts the queue, whenever the activity closes.
-        let pause = || store::NewEvent::new("queue.paused", &keel_protocol::turn::QueueData {});
+        let pause = || store::NewEvent::new(EventBody::QueuePaused(keel_protocol::turn::QueueData {}));
         if let Some(cancel) = cancel {
             if let Ok(event) = pause() {
                 let _ = self.append_events(session_id, vec![event]);
@@ -204,21 +205,30 @@ impl Engine {
         let Some(session) = self.store.session(session_id)? else { return Ok(false) };
         let Some(activity_id) = session.active_activity else { return Ok(false) };
         for approval in self.store.query(|c| store::approvals::pending(c, session_id))? {
-            let _ = crate::session::approval::resolve(self, &approval.approval_id, "cancelled", None, "interrupt");
+            let _ = crate::session::approval::resolve(
+                self,
+                &approval.approval_id,
+                keel_protocol::approval::Resolved::Cancelled,
+                None,
+                "interrupt",
+            );
         }
         let mut events = Vec::new();
         for (call_id, _) in self.store.query(|c| store::transcript::unsettled_tool_calls(c, session_id))? {
-            events.push(store::NewEvent::new("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() })?);
+            events.push(store::NewEvent::new(EventBody::ToolFailed(ToolFailedData {
+                call_id,
+                error: "interrupted".into(),
+            }))?);
         }
-        events.push(store::NewEvent::new(
-            "activity.closed",
-            &ActivityClosedData { activity_id, reason: CloseReason::Interrupted, error: None },
-        )?);
-        events.push(store::NewEvent::new(
-            "session.status",
-            &StatusData { status: keel_protocol::session::SessionStatus::Idle },
-        )?);
-        events.push(store::NewEvent::new("queue.paused", &QueueData {})?);
+        events.push(store::NewEvent::new(EventBody::ActivityClosed(ActivityClosedData {
+            activity_id,
+            reason: CloseReason::Interrupted,
+            error: None,
+        }))?);
+        events.push(store::NewEvent::new(EventBody::SessionStatus(StatusData {
+            status: keel_protocol::session::SessionStatus::Idle,
+        }))?);
+        events.push(store::NewEvent::new(EventBody::QueuePaused(QueueData {}))?);
         self.append_events(session_id, events)?;
         Ok(true)
     }
@@ -230,8 +240,8 @@ impl Engine {
     /// Appends a session's events and tells status listeners; every other client learns from the event log.
     pub fn append_events(&self, session_id: &str, events: Vec<store::NewEvent>) -> Result<(), crate::session::Error> {
         let appended = self.store.append(session_id, events)?;
-        for e in appended.iter().filter(|e| e.kind == "session.status") {
-            if let Ok(data) = serde_json::from_str::<keel_protocol::turn::StatusData>(e.data.get()) {
+        for e in appended.iter().filter(|e| e.kind == EventKind::SessionStatus) {
+            if let EventBody::SessionStatus(data) = e.body()? {
                 let _ =
                     self.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
             }

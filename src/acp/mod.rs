@@ -11,8 +11,10 @@ use std::sync::Arc;
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
+use keel_protocol::approval::Resolved;
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery};
-use keel_protocol::turn::{ActivityClosedData, CloseReason, DeltaKind, InputPromotedData};
+use keel_protocol::turn::{CloseReason, DeltaKind};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -146,7 +148,7 @@ async fn load_session(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
         }
         for event in events {
             cursor = event.seq;
-            for update in mapper.updates(&event) {
+            for update in mapper.updates(event.seq, event.body().map_err(internal)?) {
                 send_update(&call.peer, &session_id, update).await;
             }
         }
@@ -280,43 +282,43 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
             }
             for event in events {
                 cursor = event.seq;
-                if event.kind == "input.promoted"
-                    && let Ok(d) = serde_json::from_str::<InputPromotedData>(event.data.get())
-                    && d.input_ids.contains(&receipt.input_id)
-                {
-                    activity = Some(d.activity_id);
-                    continue;
-                }
-                // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
-                // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
-                if event.kind == "queue.paused" && activity.is_none() {
-                    let _ = inbox::remove(&engine.store, &session_id, &receipt.input_id);
-                    return Ok(json!({ "stopReason": "cancelled" }));
+                let body = event.body().map_err(internal)?;
+                match &body {
+                    EventBody::InputPromoted(d) if d.input_ids.contains(&receipt.input_id) => {
+                        activity = Some(d.activity_id.clone());
+                        continue;
+                    }
+                    // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
+                    // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
+                    EventBody::QueuePaused(_) if activity.is_none() => {
+                        let _ = inbox::remove(&engine.store, &session_id, &receipt.input_id);
+                        return Ok(json!({ "stopReason": "cancelled" }));
+                    }
+                    _ => {}
                 }
                 let Some(ours) = &activity else { continue };
-                if event.kind == "activity.closed"
-                    && let Ok(d) = serde_json::from_str::<ActivityClosedData>(event.data.get())
-                    && &d.activity_id == ours
-                {
-                    return match d.reason {
-                        CloseReason::Completed => Ok(json!({ "stopReason": "end_turn" })),
-                        CloseReason::TurnLimit => Ok(json!({ "stopReason": "max_turn_requests" })),
-                        CloseReason::Interrupted => Ok(json!({ "stopReason": "cancelled" })),
-                        CloseReason::Failed => Err(internal(d.error.unwrap_or_else(|| "the turn failed".into()))),
-                    };
+                match &body {
+                    EventBody::ActivityClosed(d) if &d.activity_id == ours => {
+                        return match d.reason {
+                            CloseReason::Completed => Ok(json!({ "stopReason": "end_turn" })),
+                            CloseReason::TurnLimit => Ok(json!({ "stopReason": "max_turn_requests" })),
+                            CloseReason::Interrupted => Ok(json!({ "stopReason": "cancelled" })),
+                            CloseReason::Failed => {
+                                Err(internal(d.error.clone().unwrap_or_else(|| "the turn failed".into())))
+                            }
+                        };
+                    }
+                    EventBody::TurnStarted(d) if &d.activity_id == ours => {
+                        mapper.messages.insert(d.message_id.clone());
+                    }
+                    EventBody::InputAdmitted(_) => {
+                        // Inputs are remembered for replays only; a live prompt's own text is the client's.
+                        let _ = mapper.updates(event.seq, body);
+                        continue;
+                    }
+                    _ => {}
                 }
-                if event.kind == "turn.started"
-                    && let Ok(d) = serde_json::from_str::<keel_protocol::turn::TurnStartedData>(event.data.get())
-                    && &d.activity_id == ours
-                {
-                    mapper.messages.insert(d.message_id);
-                }
-                if event.kind == "input.admitted" {
-                    // Inputs are remembered for replays only; a live prompt's own text is the client's.
-                    let _ = mapper.updates(&event);
-                    continue;
-                }
-                for update in mapper.updates(&event) {
+                for update in mapper.updates(event.seq, body) {
                     send_update(&call.peer, &session_id, update).await;
                 }
             }
@@ -411,9 +413,9 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
             return;
         };
         let decision = match (answer["outcome"]["outcome"].as_str(), answer["outcome"]["optionId"].as_str()) {
-            (Some("selected"), Some("allow_once")) => "once",
-            (Some("selected"), Some("allow_always")) => "always",
-            (Some("selected"), Some(_)) => "reject",
+            (Some("selected"), Some("allow_once")) => Resolved::Once,
+            (Some("selected"), Some("allow_always")) => Resolved::Always,
+            (Some("selected"), Some(_)) => Resolved::Reject,
             // `cancelled`: the client gave up on the question (it cancelled the prompt); the interrupt answers it.
             _ => return,
         };

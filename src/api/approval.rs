@@ -31,16 +31,11 @@ fn record(
     message: Option<String>,
     by: &str,
 ) -> Result<(), ApiError> {
-    let decision = match decision {
-        Decision::Once => "once",
-        Decision::Always => "always",
-        Decision::Reject => "reject",
-    };
-    approval::resolve(engine, approval_id, decision, message, if by.is_empty() { "client" } else { by }).map_err(|e| {
-        match e {
+    approval::resolve(engine, approval_id, decision.into(), message, if by.is_empty() { "client" } else { by }).map_err(
+        |e| match e {
             ApprovalError::NotFound(_) | ApprovalError::AlreadyResolved(_) => ApiError::ApprovalGone(e.to_string()),
-        }
-    })
+        },
+    )
 }
 
 pub fn to_wire(row: ApprovalRow) -> Approval {

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use keel_protocol::Empty;
-use keel_protocol::input::{Delivery, PendingInput};
+use keel_protocol::input::PendingInput;
 use keel_protocol::session::{
     Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams, SessionListParams,
-    SessionListResult, SessionResult, SessionStatus, SessionUpdateParams, Usage,
+    SessionListResult, SessionResult, SessionUpdateParams, Usage,
 };
 use keel_protocol::turn::{Message, MessagesParams, MessagesResult, Part, Role};
 
@@ -48,7 +48,7 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
         .into_iter()
         .map(|i| PendingInput {
             input: serde_json::from_str(&i.content).unwrap_or_default(),
-            delivery: if i.delivery == "steer" { Delivery::Steer } else { Delivery::Queue },
+            delivery: i.delivery,
             input_id: i.input_id,
             admitted_seq: i.admitted_seq,
         })
@@ -120,14 +120,6 @@ pub async fn delete(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<
 }
 
 fn to_wire(row: SessionRow) -> Session {
-    let status = match row.status.as_str() {
-        "running" => SessionStatus::Running,
-        "waiting_approval" => SessionStatus::WaitingApproval,
-        "retrying" => SessionStatus::Retrying,
-        "recovering" => SessionStatus::Recovering,
-        "failed" => SessionStatus::Failed,
-        _ => SessionStatus::Idle,
-    };
     Session {
         id: row.id,
         cwd: row.cwd,
@@ -137,7 +129,7 @@ fn to_wire(row: SessionRow) -> Session {
         parent_id: row.parent_id,
         created_at: row.created_at,
         updated_at: row.updated_at,
-        status,
+        status: row.status,
         usage: Usage {
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,

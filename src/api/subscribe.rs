@@ -154,7 +154,7 @@ impl Subscription {
                         return stop;
                     }
                     self.cursor = event.seq;
-                    if event.kind == "session.deleted" {
+                    if event.kind == keel_protocol::catalogue::EventKind::SessionDeleted {
                         return Stop::Ended(SubscriptionEndReason::Deleted);
                     }
                 }
@@ -239,7 +239,7 @@ pub fn wire(e: &Event) -> WireEvent<&RawValue> {
     WireEvent {
         session_id: e.session_id.clone(),
         seq: e.seq,
-        kind: e.kind.clone(),
+        kind: e.kind.as_str().to_owned(),
         version: e.version,
         at: e.at,
         data: &e.data,

@@ -61,7 +61,7 @@ pub fn models(engine: &Engine, provider: Option<&str>) {
 pub fn sessions_list(engine: &Engine) -> Result<(), String> {
     let page = engine.sessions.list(None, None, 500).map_err(|e| e.to_string())?;
     for s in page.sessions {
-        println!("{}\t{}\t{}\t{}", s.id, s.status, s.cwd, s.title);
+        println!("{}\t{}\t{}\t{}", s.id, keel_protocol::wire_name(&s.status), s.cwd, s.title);
     }
     Ok(())
 }
@@ -70,7 +70,13 @@ pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
     let s = engine.sessions.get(id).map_err(|e| e.to_string())?;
     println!(
         "id: {}\ntitle: {}\ncwd: {}\nagent: {}\nmodel: {}\nstatus: {}\nevents: {}",
-        s.id, s.title, s.cwd, s.agent, s.model, s.status, s.head_seq
+        s.id,
+        s.title,
+        s.cwd,
+        s.agent,
+        s.model,
+        keel_protocol::wire_name(&s.status),
+        s.head_seq
     );
     println!("tokens: {} in, {} out; cost ${:.4}", s.input_tokens, s.output_tokens, s.cost_usd);
     Ok(())

@@ -5,11 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use keel_protocol::approval::Resolved;
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery};
-use keel_protocol::turn::{
-    ActivityClosedData, CloseReason, InputPromotedData, PartCompletedData, ToolCalledData, ToolCompletedData,
-    ToolFailedData, TurnFailedData,
-};
+use keel_protocol::turn::CloseReason;
 use tokio::sync::broadcast;
 
 use crate::engine::Engine;
@@ -157,8 +156,8 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
     let engine = Arc::clone(engine);
     tokio::spawn(async move {
         let (decision, message) = match policy {
-            Approve::Allow => ("once", None),
-            Approve::Reject => ("reject", Some("keel run was started with --approve reject".to_owned())),
+            Approve::Allow => (Resolved::Once, None),
+            Approve::Reject => (Resolved::Reject, Some("keel run was started with --approve reject".to_owned())),
             Approve::Ask => {
                 let title = row.title.clone();
                 let typed = tokio::task::spawn_blocking(move || {
@@ -168,9 +167,9 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
                 })
                 .await;
                 match typed.ok().and_then(Result::ok).as_deref().map(str::trim) {
-                    Some("o" | "once" | "y" | "yes") => ("once", None),
-                    Some("a" | "always") => ("always", None),
-                    _ => ("reject", Some("rejected at the terminal".to_owned())),
+                    Some("o" | "once" | "y" | "yes") => (Resolved::Once, None),
+                    Some("a" | "always") => (Resolved::Always, None),
+                    _ => (Resolved::Reject, Some("rejected at the terminal".to_owned())),
                 }
             }
         };
@@ -216,20 +215,21 @@ impl Printer {
 
     /// Prints one event; returns the run's outcome once our activity closes.
     fn event(&mut self, event: &Event, input_id: &str) -> Option<Result<(), RunError>> {
-        let data = event.data.get();
-        if event.kind == "input.promoted"
-            && let Ok(d) = serde_json::from_str::<InputPromotedData>(data)
+        let body = match event.body() {
+            Ok(body) => body,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if let EventBody::InputPromoted(d) = &body
             && d.input_ids.iter().any(|i| i == input_id)
         {
-            self.activity = Some(d.activity_id);
+            self.activity = Some(d.activity_id.clone());
         }
         if self.format == Format::Json {
             println!("{}", crate::api::event_line(event));
         } else if self.activity.is_some() {
-            self.text_event(event);
+            self.text_event(event, &body);
         }
-        if event.kind == "activity.closed"
-            && let Ok(d) = serde_json::from_str::<ActivityClosedData>(data)
+        if let EventBody::ActivityClosed(d) = body
             && Some(&d.activity_id) == self.activity.as_ref()
         {
             if self.format == Format::Text && !self.ended_line {
@@ -237,60 +237,49 @@ impl Printer {
             }
             return Some(match d.reason {
                 CloseReason::Completed => Ok(()),
-                other => Err(RunError::NotCompleted {
-                    reason: serde_json::to_value(other)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    detail: d.error,
-                }),
+                other => Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: d.error }),
             });
         }
         None
     }
 
-    fn text_event(&mut self, event: &Event) {
-        let data = event.data.get();
-        match event.kind.as_str() {
-            "text.completed" => {
-                if let Ok(d) = serde_json::from_str::<PartCompletedData>(data) {
-                    self.completed.insert(d.part_id.clone());
-                    let printed = self.printed.get(&d.part_id).copied().unwrap_or(0);
-                    let rest = d.text.get(printed..).unwrap_or_default().to_owned();
-                    self.out(&rest);
-                    if !self.ended_line {
-                        self.out("\n");
-                    }
+    fn text_event(&mut self, event: &Event, body: &EventBody) {
+        match body {
+            EventBody::TextCompleted(d) => {
+                self.completed.insert(d.part_id.clone());
+                let printed = self.printed.get(&d.part_id).copied().unwrap_or(0);
+                let rest = d.text.get(printed..).unwrap_or_default().to_owned();
+                self.out(&rest);
+                if !self.ended_line {
+                    self.out("\n");
                 }
             }
-            "tool.called" => {
-                if let Ok(d) = serde_json::from_str::<ToolCalledData>(data) {
-                    eprintln!("→ {} {}", d.tool, d.input);
-                }
+            EventBody::ToolCalled(d) => eprintln!("→ {} {}", d.tool, d.input),
+            EventBody::ToolCompleted(d) => {
+                let first = d.output.lines().next().unwrap_or_default();
+                eprintln!("  ✓ {first}");
             }
-            "tool.completed" => {
-                if let Ok(d) = serde_json::from_str::<ToolCompletedData>(data) {
-                    let first = d.output.lines().next().unwrap_or_default();
-                    eprintln!("  ✓ {first}");
-                }
-            }
-            "tool.failed" => {
-                if let Ok(d) = serde_json::from_str::<ToolFailedData>(data) {
-                    eprintln!("  ✗ {}", d.error);
-                }
-            }
-            "turn.failed" => {
-                if let Ok(d) = serde_json::from_str::<TurnFailedData>(data) {
-                    eprintln!("turn failed: {}", d.error.message);
-                }
-            }
-            "retry.scheduled" => eprintln!("retrying: {data}"),
-            "approval.requested" => {
-                if let Ok(d) = serde_json::from_str::<keel_protocol::approval::ApprovalRequestedData>(data) {
-                    eprintln!("? {}", d.title);
-                }
-            }
-            _ => {}
+            EventBody::ToolFailed(d) => eprintln!("  ✗ {}", d.error),
+            EventBody::TurnFailed(d) => eprintln!("turn failed: {}", d.error.message),
+            EventBody::RetryScheduled(_) => eprintln!("retrying: {}", event.data.get()),
+            EventBody::ApprovalRequested(d) => eprintln!("? {}", d.title),
+            // The terminal shows the answer and the tools; the rest is bookkeeping.
+            EventBody::SessionCreated(_)
+            | EventBody::SessionUpdated(_)
+            | EventBody::SessionDeleted(_)
+            | EventBody::SessionStatus(_)
+            | EventBody::InputAdmitted(_)
+            | EventBody::InputRemoved(_)
+            | EventBody::InputPromoted(_)
+            | EventBody::ActivityOpened(_)
+            | EventBody::ActivityClosed(_)
+            | EventBody::QueuePaused(_)
+            | EventBody::QueueResumed(_)
+            | EventBody::TurnStarted(_)
+            | EventBody::TurnCompleted(_)
+            | EventBody::ReasoningCompleted(_)
+            | EventBody::ToolStarted(_)
+            | EventBody::ApprovalResolved(_) => {}
         }
     }
 }

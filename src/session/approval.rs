@@ -5,9 +5,10 @@
 //! answered meanwhile, or from an interrupt; the first one recorded wins. If the engine stops while an approval
 //! waits, the question stays in the log: answering it later wakes the session, and recovery runs the call.
 
+use keel_protocol::catalogue::EventBody;
 use std::sync::Arc;
 
-use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData};
+use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData, Resolved};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::StatusData;
 use tokio::sync::oneshot;
@@ -31,7 +32,7 @@ pub enum Gate {
 /// An answer as the waiting call receives it.
 #[derive(Debug, Clone)]
 pub struct Resolution {
-    pub decision: String,
+    pub decision: Resolved,
     pub message: Option<String>,
 }
 
@@ -97,8 +98,8 @@ pub async fn authorize(
     let appended = engine.append_events(
         session_id,
         vec![
-            event("approval.requested", &requested)?,
-            event("session.status", &StatusData { status: SessionStatus::WaitingApproval })?,
+            event(EventBody::ApprovalRequested(requested))?,
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::WaitingApproval }))?,
         ],
     );
     if let Err(e) = appended {
@@ -114,10 +115,13 @@ pub async fn authorize(
     };
     let Some(resolution) = resolution else {
         engine.waiters().lock().remove(&approval_id);
-        let _ = resolve(engine, &approval_id, "cancelled", None, "interrupt");
+        let _ = resolve(engine, &approval_id, Resolved::Cancelled, None, "interrupt");
         return Ok(Gate::Interrupted);
     };
-    engine.append_events(session_id, vec![event("session.status", &StatusData { status: SessionStatus::Running })?])?;
+    engine.append_events(
+        session_id,
+        vec![event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?],
+    )?;
     Ok(gate_for(&resolution))
 }
 
@@ -134,13 +138,13 @@ impl Drop for WaiterGuard<'_> {
 
 /// What a recorded answer means for its call.
 pub fn gate_for(resolution: &Resolution) -> Gate {
-    match resolution.decision.as_str() {
-        "once" | "always" => Gate::Run,
-        "reject" => Gate::Refuse(match &resolution.message {
+    match resolution.decision {
+        Resolved::Once | Resolved::Always => Gate::Run,
+        Resolved::Reject => Gate::Refuse(match &resolution.message {
             Some(message) => format!("the user rejected this call: {message}"),
             None => "the user rejected this call".into(),
         }),
-        _ => Gate::Interrupted,
+        Resolved::Cancelled => Gate::Interrupted,
     }
 }
 
@@ -155,7 +159,7 @@ fn rules_for(engine: &Engine, cwd: &str) -> Result<Vec<PermissionRule>, Error> {
 pub fn resolve(
     engine: &Arc<Engine>,
     approval_id: &str,
-    decision: &str,
+    decision: Resolved,
     message: Option<String>,
     by: &str,
 ) -> Result<(), ApprovalError> {
@@ -163,12 +167,14 @@ pub fn resolve(
     let row = engine.store.query(|c| approvals::get(c, approval_id)).ok().flatten().ok_or_else(not_found)?;
     let data = ApprovalResolvedData {
         approval_id: approval_id.to_owned(),
-        decision: decision.to_owned(),
+        decision,
         by: by.to_owned(),
         message: message.clone(),
     };
     let appended = engine.store.append_with(&row.session_id, |conn| match approvals::get(conn, approval_id)? {
-        Some(current) if current.state == "pending" => Ok((vec![NewEvent::new("approval.resolved", &data)?], true)),
+        Some(current) if current.state == approvals::ApprovalState::Pending => {
+            Ok((vec![NewEvent::new(EventBody::ApprovalResolved(data))?], true))
+        }
         _ => Ok((Vec::new(), false)),
     });
     match appended {
@@ -185,15 +191,15 @@ pub fn resolve(
     let waiter = engine.waiters().lock().remove(approval_id);
     match waiter {
         Some(waiter) => {
-            let _ = waiter.send(Resolution { decision: decision.to_owned(), message });
+            let _ = waiter.send(Resolution { decision, message });
         }
         // Nobody waits in this process (it restarted): the session's next run settles the call.
-        None if decision != "cancelled" => {
+        None if decision != Resolved::Cancelled => {
             engine.wake(&row.session_id, super::runner::Mode::Wake);
         }
         None => {}
     }
-    if decision == "always" {
+    if decision == Resolved::Always {
         resolve_covered(engine, &row.session_id);
     }
     Ok(())
@@ -209,7 +215,7 @@ fn resolve_covered(engine: &Arc<Engine>, session_id: &str) {
             .iter()
             .all(|r| permission::rules::evaluate(&rules, &approval.action, r) == crate::config::Effect::Allow);
         if covered {
-            let _ = resolve(engine, &approval.approval_id, "once", None, "rule");
+            let _ = resolve(engine, &approval.approval_id, Resolved::Once, None, "rule");
         }
     }
 }

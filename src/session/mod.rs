@@ -40,8 +40,8 @@ impl From<crate::store::Error> for Error {
 }
 
 /// An event to append, with the session layer's error type.
-pub(crate) fn event(kind: &'static str, data: &impl serde::Serialize) -> Result<crate::store::NewEvent, Error> {
-    Ok(crate::store::NewEvent::new(kind, data)?)
+pub(crate) fn event(body: keel_protocol::catalogue::EventBody) -> Result<crate::store::NewEvent, Error> {
+    Ok(crate::store::NewEvent::new(body)?)
 }
 
 /// A streamed fragment; ephemeral, batched by the runner.

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keel_protocol::approval::Resolved;
+use keel_protocol::catalogue::EventBody;
+use keel_protocol::input::Delivery;
 use keel_protocol::session::{SessionStatus, Usage};
 use keel_protocol::turn::{
     ActivityClosedData, ActivityOpenedData, ActivityTrigger, CloseReason, DeltaKind, InputPromotedData,
@@ -19,6 +22,7 @@ use super::{Delta, Error, context, event};
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
 use crate::provider::{ProviderError, Request, StreamEvent, TokenUsage, ToolCall};
+use crate::store::approvals::ApprovalState;
 use crate::store::{self, NewEvent, SessionRow, approvals, inputs, transcript};
 use crate::tool::{ToolContext, ToolError, ToolOutput, output};
 
@@ -52,11 +56,12 @@ pub async fn drain(
         && let Some(activity_id) = session.active_activity
     {
         let closing = [
-            event(
-                "activity.closed",
-                &ActivityClosedData { activity_id, reason: CloseReason::Failed, error: Some(e.to_string()) },
-            ),
-            event("session.status", &StatusData { status: SessionStatus::Failed }),
+            event(EventBody::ActivityClosed(ActivityClosedData {
+                activity_id,
+                reason: CloseReason::Failed,
+                error: Some(e.to_string()),
+            })),
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::Failed })),
         ];
         if let Ok(events) = closing.into_iter().collect::<Result<Vec<_>, _>>() {
             let _ = engine.append_events(session_id, events);
@@ -86,9 +91,9 @@ async fn drain_inner(
         }
         let Some(session) = engine.store.session(session_id)? else { return Ok(()) };
         let pending = engine.store.query(|c| inputs::pending(c, session_id))?;
-        let steers: Vec<_> = pending.iter().filter(|i| i.delivery == "steer").cloned().collect();
+        let steers: Vec<_> = pending.iter().filter(|i| i.delivery == Delivery::Steer).cloned().collect();
         let queue_open = !session.queue_paused || mode == Mode::Run;
-        let head = pending.iter().find(|i| i.delivery == "queue").filter(|_| queue_open).cloned();
+        let head = pending.iter().find(|i| i.delivery == Delivery::Queue).filter(|_| queue_open).cloned();
         let (trigger, promote) = match (steers.is_empty(), head) {
             (false, _) => (ActivityTrigger::Steer, steers),
             (true, Some(head)) => (ActivityTrigger::Queue, vec![head]),
@@ -97,7 +102,7 @@ async fn drain_inner(
         };
         let mut opening = Vec::new();
         if session.queue_paused && mode == Mode::Run {
-            opening.push(event("queue.resumed", &QueueData {})?);
+            opening.push(event(EventBody::QueueResumed(QueueData {}))?);
         }
         mode = Mode::Wake;
         let reason = run_activity(engine, &session, trigger, promote, opening, cancel).await?;
@@ -126,27 +131,27 @@ async fn recover(engine: &Arc<Engine>, session_id: &str, cancel: &CancellationTo
         let approval = engine.store.query(|c| approvals::for_call(c, session_id, &call_id))?;
         // A call that had started may have done part of its work: it is never run twice.
         let approval = approval.filter(|_| status == "pending");
-        match approval.as_ref().map(|a| (a.state.as_str(), a.decision.as_deref())) {
-            Some(("pending", _)) => waiting = true,
-            Some((_, Some(decision @ ("once" | "always" | "reject")))) => {
+        match approval.as_ref().map(|a| (a.state, a.decision)) {
+            Some((ApprovalState::Pending, _)) => waiting = true,
+            Some((_, Some(decision @ (Resolved::Once | Resolved::Always | Resolved::Reject)))) => {
                 answered = true;
-                let resolution = approval::Resolution {
-                    decision: decision.to_owned(),
-                    message: approval.as_ref().and_then(|a| a.message.clone()),
-                };
+                let resolution =
+                    approval::Resolution { decision, message: approval.as_ref().and_then(|a| a.message.clone()) };
                 match approval::gate_for(&resolution) {
                     Gate::Run => run_recovered_call(engine, &session, &call_id, cancel).await?,
-                    Gate::Refuse(error) => engine
-                        .append_events(session_id, vec![event("tool.failed", &ToolFailedData { call_id, error })?])?,
+                    Gate::Refuse(error) => engine.append_events(
+                        session_id,
+                        vec![event(EventBody::ToolFailed(ToolFailedData { call_id, error }))?],
+                    )?,
                     Gate::Interrupted => {}
                 }
             }
             _ => engine.append_events(
                 session_id,
-                vec![event(
-                    "tool.failed",
-                    &ToolFailedData { call_id, error: "interrupted: the engine stopped while the tool ran".into() },
-                )?],
+                vec![event(EventBody::ToolFailed(ToolFailedData {
+                    call_id,
+                    error: "interrupted: the engine stopped while the tool ran".into(),
+                }))?],
             )?,
         }
     }
@@ -169,15 +174,12 @@ async fn recover(engine: &Arc<Engine>, session_id: &str, cancel: &CancellationTo
     engine.append_events(
         session_id,
         vec![
-            event(
-                "activity.closed",
-                &ActivityClosedData {
-                    activity_id,
-                    reason: CloseReason::Failed,
-                    error: Some("the engine stopped while this activity ran".into()),
-                },
-            )?,
-            event("session.status", &StatusData { status: SessionStatus::Idle })?,
+            event(EventBody::ActivityClosed(ActivityClosedData {
+                activity_id,
+                reason: CloseReason::Failed,
+                error: Some("the engine stopped while this activity ran".into()),
+            }))?,
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::Idle }))?,
         ],
     )?;
     Ok(Recovered::Nothing)
@@ -201,8 +203,10 @@ async fn run_recovered_call(
         cancel: cancel.child_token(),
     };
     let limits = output_limits(&engine.config(Some(&session.cwd)));
-    engine
-        .append_events(&session.id, vec![event("tool.started", &ToolStartedData { call_id: call_id.to_owned() })?])?;
+    engine.append_events(
+        &session.id,
+        vec![event(EventBody::ToolStarted(ToolStartedData { call_id: call_id.to_owned() }))?],
+    )?;
     let result = engine.tools.run(&tool, input, ctx.clone()).await;
     engine.append_events(&session.id, vec![settlement(call_id.to_owned(), result, limits, &ctx.output_dir)?])
 }
@@ -217,10 +221,12 @@ fn settlement(
     match result {
         Ok(out) => {
             let (output, cut) = output::fit(out.output, limits, dir);
-            event("tool.completed", &ToolCompletedData { call_id, output, truncated: out.truncated || cut })
+            event(EventBody::ToolCompleted(ToolCompletedData { call_id, output, truncated: out.truncated || cut }))
         }
-        Err(ToolError::Interrupted) => event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() }),
-        Err(e) => event("tool.failed", &ToolFailedData { call_id, error: e.to_string() }),
+        Err(ToolError::Interrupted) => {
+            event(EventBody::ToolFailed(ToolFailedData { call_id, error: "interrupted".into() }))
+        }
+        Err(e) => event(EventBody::ToolFailed(ToolFailedData { call_id, error: e.to_string() })),
     }
 }
 
@@ -263,14 +269,15 @@ async fn run_activity(
         model,
         recent: Default::default(),
     };
-    opening.push(event(
-        "activity.opened",
-        &ActivityOpenedData { activity_id: activity.id.clone(), trigger, step_limit: activity.step_limit },
-    )?);
+    opening.push(event(EventBody::ActivityOpened(ActivityOpenedData {
+        activity_id: activity.id.clone(),
+        trigger,
+        step_limit: activity.step_limit,
+    }))?);
     if !promote.is_empty() {
         opening.push(promotion(&activity.id, &promote)?);
     }
-    opening.push(event("session.status", &StatusData { status: SessionStatus::Running })?);
+    opening.push(event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?);
     engine.append_events(&session.id, opening)?;
     activity_loop(engine, &activity, cancel).await
 }
@@ -304,7 +311,7 @@ async fn activity_loop(
             .store
             .query(|c| inputs::pending(c, &session.id))?
             .into_iter()
-            .filter(|i| i.delivery == "steer")
+            .filter(|i| i.delivery == Delivery::Steer)
             .collect();
         if !steers.is_empty() {
             engine.append_events(&session.id, vec![promotion(&activity.id, &steers)?])?;
@@ -319,22 +326,19 @@ async fn activity_loop(
     engine.append_events(
         &session.id,
         vec![
-            event("activity.closed", &ActivityClosedData { activity_id: activity.id.clone(), reason, error })?,
-            event("session.status", &StatusData { status })?,
+            event(EventBody::ActivityClosed(ActivityClosedData { activity_id: activity.id.clone(), reason, error }))?,
+            event(EventBody::SessionStatus(StatusData { status }))?,
         ],
     )?;
     Ok(reason)
 }
 
 fn promotion(activity_id: &str, inputs: &[inputs::InputRow]) -> Result<NewEvent, Error> {
-    event(
-        "input.promoted",
-        &InputPromotedData {
-            input_ids: inputs.iter().map(|i| i.input_id.clone()).collect(),
-            activity_id: activity_id.to_owned(),
-            message_id: id("msg"),
-        },
-    )
+    event(EventBody::InputPromoted(InputPromotedData {
+        input_ids: inputs.iter().map(|i| i.input_id.clone()).collect(),
+        activity_id: activity_id.to_owned(),
+        message_id: id("msg"),
+    }))
 }
 
 enum TurnOutcome {
@@ -361,16 +365,13 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
     let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
     engine.append_events(
         session_id,
-        vec![event(
-            "turn.started",
-            &TurnStartedData {
-                turn_id: turn.turn_id.clone(),
-                activity_id: activity.id.clone(),
-                message_id: turn.message_id.clone(),
-                model: model.clone(),
-                agent: activity.agent.clone(),
-            },
-        )?],
+        vec![event(EventBody::TurnStarted(TurnStartedData {
+            turn_id: turn.turn_id.clone(),
+            activity_id: activity.id.clone(),
+            message_id: turn.message_id.clone(),
+            model: model.clone(),
+            agent: activity.agent.clone(),
+        }))?],
     )?;
     let resolved = match engine.providers.resolve(&config, &model) {
         Ok(resolved) => resolved,
@@ -409,15 +410,12 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                 };
                 engine.append_events(
                     session_id,
-                    vec![event(
-                        "turn.completed",
-                        &TurnCompletedData {
-                            turn_id: turn.turn_id.clone(),
-                            finish_reason,
-                            cost_usd: usage_wire.cost_usd,
-                            usage: usage_wire,
-                        },
-                    )?],
+                    vec![event(EventBody::TurnCompleted(TurnCompletedData {
+                        turn_id: turn.turn_id.clone(),
+                        finish_reason,
+                        cost_usd: usage_wire.cost_usd,
+                        usage: usage_wire,
+                    }))?],
                 )?;
                 return Ok(if called_tools { TurnOutcome::Continue } else { TurnOutcome::Done });
             }
@@ -425,18 +423,15 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                 settle(tools).await;
                 engine.append_events(
                     session_id,
-                    vec![event(
-                        "turn.failed",
-                        &TurnFailedData {
-                            turn_id: turn.turn_id.clone(),
-                            error: ProviderFailure {
-                                kind: "interrupted".into(),
-                                message: "interrupted".into(),
-                                status: None,
-                            },
-                            retryable: false,
+                    vec![event(EventBody::TurnFailed(TurnFailedData {
+                        turn_id: turn.turn_id.clone(),
+                        error: ProviderFailure {
+                            kind: "interrupted".into(),
+                            message: "interrupted".into(),
+                            status: None,
                         },
-                    )?],
+                        retryable: false,
+                    }))?],
                 )?;
                 return Ok(TurnOutcome::Interrupted);
             }
@@ -452,17 +447,14 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                 engine.append_events(
                     session_id,
                     vec![
-                        event(
-                            "retry.scheduled",
-                            &RetryScheduledData {
-                                turn_id: turn.turn_id.clone(),
-                                attempt,
-                                at: store::now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                                error: failure(&e),
-                            },
-                        )?,
-                        event("session.status", &StatusData { status: SessionStatus::Retrying })?,
+                        event(EventBody::RetryScheduled(RetryScheduledData {
+                            turn_id: turn.turn_id.clone(),
+                            attempt,
+                            at: store::now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            error: failure(&e),
+                        }))?,
+                        event(EventBody::SessionStatus(StatusData { status: SessionStatus::Retrying }))?,
                     ],
                 )?;
                 tokio::select! {
@@ -471,7 +463,7 @@ async fn run_turn(engine: &Arc<Engine>, activity: &Activity, cancel: &Cancellati
                 }
                 engine.append_events(
                     session_id,
-                    vec![event("session.status", &StatusData { status: SessionStatus::Running })?],
+                    vec![event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?],
                 )?;
             }
         }
@@ -500,10 +492,11 @@ impl Turn {
     fn fail(&self, engine: &Engine, e: &ProviderError, retryable: bool) -> Result<TurnOutcome, Error> {
         engine.append_events(
             &self.session_id,
-            vec![event(
-                "turn.failed",
-                &TurnFailedData { turn_id: self.turn_id.clone(), error: failure(e), retryable },
-            )?],
+            vec![event(EventBody::TurnFailed(TurnFailedData {
+                turn_id: self.turn_id.clone(),
+                error: failure(e),
+                retryable,
+            }))?],
         )?;
         Ok(TurnOutcome::Failed(e.to_string()))
     }
@@ -634,16 +627,13 @@ impl<'a> TurnStream<'a> {
                 self.produced_output = true;
                 self.called = true;
                 let mut events = self.flush_parts();
-                events.push(event(
-                    "tool.called",
-                    &ToolCalledData {
-                        turn_id: self.turn.turn_id.clone(),
-                        message_id: self.turn.message_id.clone(),
-                        call_id: call.id.clone(),
-                        tool: call.name.clone(),
-                        input: call.input.clone(),
-                    },
-                )?);
+                events.push(event(EventBody::ToolCalled(ToolCalledData {
+                    turn_id: self.turn.turn_id.clone(),
+                    message_id: self.turn.message_id.clone(),
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    input: call.input.clone(),
+                }))?);
                 self.engine.append_events(&self.turn.session_id, events)?;
                 self.start_tool(call)?;
             }
@@ -698,16 +688,17 @@ impl<'a> TurnStream<'a> {
     fn complete(&self, mut part: OpenPart, kind: DeltaKind) -> Result<NewEvent, Error> {
         let pending = std::mem::take(&mut part.pending);
         self.send_delta(&part.part_id, kind, pending);
-        let name = if kind == DeltaKind::Text { "text.completed" } else { "reasoning.completed" };
-        event(
-            name,
-            &PartCompletedData {
-                turn_id: self.turn.turn_id.clone(),
-                message_id: self.turn.message_id.clone(),
-                part_id: part.part_id,
-                text: part.text,
-            },
-        )
+        let data = PartCompletedData {
+            turn_id: self.turn.turn_id.clone(),
+            message_id: self.turn.message_id.clone(),
+            part_id: part.part_id,
+            text: part.text,
+        };
+        event(if kind == DeltaKind::Text {
+            EventBody::TextCompleted(data)
+        } else {
+            EventBody::ReasoningCompleted(data)
+        })
     }
 
     /// The `*.completed` events of the parts still open, reasoning before text.
@@ -736,7 +727,7 @@ impl<'a> TurnStream<'a> {
             );
             return self.engine.append_events(
                 &self.turn.session_id,
-                vec![event("tool.failed", &ToolFailedData { call_id: call.id, error })?],
+                vec![event(EventBody::ToolFailed(ToolFailedData { call_id: call.id, error }))?],
             );
         }
         let repeated = {
@@ -764,7 +755,7 @@ impl<'a> TurnStream<'a> {
             let gate = approval::authorize(&engine, &call, &ctx, repeated, &permissions).await;
             let settled = match gate {
                 Ok(Gate::Run) => {
-                    let started = event("tool.started", &ToolStartedData { call_id: call_id.clone() });
+                    let started = event(EventBody::ToolStarted(ToolStartedData { call_id: call_id.clone() }));
                     if let Ok(started) = started {
                         let _ = engine.append_events(&session_id, vec![started]);
                     }
@@ -776,9 +767,11 @@ impl<'a> TurnStream<'a> {
                     };
                     settlement(call_id, result, limits, &ctx.output_dir)
                 }
-                Ok(Gate::Refuse(error)) => event("tool.failed", &ToolFailedData { call_id, error }),
-                Ok(Gate::Interrupted) => event("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() }),
-                Err(e) => event("tool.failed", &ToolFailedData { call_id, error: e.to_string() }),
+                Ok(Gate::Refuse(error)) => event(EventBody::ToolFailed(ToolFailedData { call_id, error })),
+                Ok(Gate::Interrupted) => {
+                    event(EventBody::ToolFailed(ToolFailedData { call_id, error: "interrupted".into() }))
+                }
+                Err(e) => event(EventBody::ToolFailed(ToolFailedData { call_id, error: e.to_string() })),
             };
             if let Err(e) = settled.and_then(|e| engine.append_events(&session_id, vec![e])) {
                 tracing::error!(session = %session_id, "recording a tool result failed: {e}");
