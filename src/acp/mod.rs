@@ -21,7 +21,6 @@ use tokio::sync::broadcast;
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
 use crate::rpc::{Call, PeerRef};
-use crate::session::approval;
 use crate::session::inbox::{self, NewInput};
 use crate::session::runner::Mode;
 use crate::session::service::{NewSession, SessionChanges};
@@ -104,7 +103,7 @@ fn config_options(engine: &Engine, session_id: &str) -> Result<Value, ErrorObjec
     let config = engine.config(Some(&session.cwd));
     let current_model = if session.model.is_empty() { Registry::default_model(&config) } else { session.model.clone() };
     let mut models: Vec<Value> =
-        engine.providers.models(&config).into_iter().map(|m| json!({ "value": m.id, "name": m.name })).collect();
+        engine.providers().models(&config).into_iter().map(|m| json!({ "value": m.id, "name": m.name })).collect();
     if !models.iter().any(|m| m["value"] == current_model.as_str()) {
         models.push(json!({ "value": current_model, "name": current_model }));
     }
@@ -142,7 +141,7 @@ async fn load_session(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
     let mut cursor = 0;
     loop {
-        let events = engine.store.events_after(&session_id, cursor, 512).map_err(internal)?;
+        let events = engine.store().events_after(&session_id, cursor, 512).map_err(internal)?;
         if events.is_empty() {
             break;
         }
@@ -160,7 +159,7 @@ fn mapper(engine: &Engine, cwd: &str, model: &str) -> Mapper {
     let config = engine.config(Some(cwd));
     let model = if model.is_empty() { Registry::default_model(&config) } else { model.to_owned() };
     let context_window =
-        engine.providers.models(&config).into_iter().find(|m| m.id == model).map_or(0, |m| m.context_window);
+        engine.providers().models(&config).into_iter().find(|m| m.id == model).map_or(0, |m| m.context_window);
     Mapper::new(cwd, context_window)
 }
 
@@ -204,7 +203,7 @@ async fn set_config_option(engine: Arc<Engine>, params: Value, _: Call) -> Reply
         "model" => {
             let session = engine.sessions.get(&session_id).map_err(not_found)?;
             let config = engine.config(Some(&session.cwd));
-            engine.providers.check_model(&config, &value).map_err(|e| invalid(e.to_string()))?;
+            engine.providers().check_model(&config, &value).map_err(|e| invalid(e.to_string()))?;
             SessionChanges { model: Some(value), ..Default::default() }
         }
         "agent" => SessionChanges { agent: Some(value), ..Default::default() },
@@ -251,7 +250,7 @@ async fn steer(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
     let session_id = string(&params, "sessionId")?;
     let new =
         NewInput { input_id: None, delivery: Delivery::Steer, input: input_of(&params)?, agent: None, model: None };
-    let receipt = inbox::admit(&engine.store, &session_id, new).map_err(|e| invalid(e.to_string()))?;
+    let receipt = inbox::admit(engine.store(), &session_id, new).map_err(|e| invalid(e.to_string()))?;
     engine.wake(&session_id, Mode::Wake);
     Ok(json!({ "inputId": receipt.input_id }))
 }
@@ -260,14 +259,14 @@ async fn steer(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
 async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
     let session_id = string(&params, "sessionId")?;
     let session = engine.sessions.get(&session_id).map_err(not_found)?;
-    let feed = engine.store.feed(&session_id).map_err(internal)?;
+    let feed = engine.store().feed(&session_id).map_err(internal)?;
     let mut wake = feed.watch();
     let mut cursor = feed.head();
-    let mut deltas = engine.deltas.subscribe();
-    let mut notices = engine.notices.subscribe();
+    let mut deltas = engine.deltas().subscribe();
+    let mut notices = engine.notices().subscribe();
     let new =
         NewInput { input_id: None, delivery: Delivery::Queue, input: input_of(&params)?, agent: None, model: None };
-    let receipt = inbox::admit(&engine.store, &session_id, new).map_err(|e| invalid(e.to_string()))?;
+    let receipt = inbox::admit(engine.store(), &session_id, new).map_err(|e| invalid(e.to_string()))?;
     engine.wake(&session_id, Mode::Wake);
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();
@@ -276,7 +275,7 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
     loop {
         wake.borrow_and_update();
         loop {
-            let events = engine.store.events_after(&session_id, cursor, 256).map_err(internal)?;
+            let events = engine.store().events_after(&session_id, cursor, 256).map_err(internal)?;
             if events.is_empty() {
                 break;
             }
@@ -291,7 +290,7 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
                     // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
                     // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
                     EventBody::QueuePaused(_) if activity.is_none() => {
-                        let _ = inbox::remove(&engine.store, &session_id, &receipt.input_id);
+                        let _ = inbox::remove(engine.store(), &session_id, &receipt.input_id);
                         return Ok(json!({ "stopReason": "cancelled" }));
                     }
                     _ => {}
@@ -333,7 +332,7 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
                 Ok(Notice::ApprovalResolved { approval_id, .. }) => call.peer.withdraw(&approval_id),
                 // Missed notices: ask about whatever is pending (questions already out are not sent twice).
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for row in engine.store.query(|c| crate::store::approvals::pending(c, &session_id)).unwrap_or_default() {
+                    for row in engine.store().query(|c| crate::store::approvals::pending(c, &session_id)).unwrap_or_default() {
                         ask_permission(&engine, &call.peer, row);
                     }
                 }
@@ -382,7 +381,7 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
         // The same title and input as the `tool_call` update, so a client applying this update loses nothing; what
         // the approval is about goes in `_meta`.
         let called = engine
-            .store
+            .store()
             .query(|c| crate::store::transcript::tool_call(c, &row.session_id, &row.call_id))
             .ok()
             .flatten();
@@ -420,7 +419,7 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
             _ => return,
         };
         let by = peer.lifecycle().client_name;
-        let _ = approval::resolve(&engine, &key, decision, None, &by);
+        let _ = engine.answer_approval(&key, decision, None, &by);
     });
 }
 

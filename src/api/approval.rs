@@ -12,7 +12,7 @@ use keel_protocol::approval::{Approval, ApprovalAnswer, ApprovalRequest, Approva
 use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::{Call, PeerRef};
-use crate::session::approval::{self, ApprovalError};
+use crate::session::approval::ApprovalError;
 use crate::store::approvals::{self, ApprovalRow};
 
 /// How long a client may take to answer; the approval itself stays pending in the log whatever happens.
@@ -31,7 +31,7 @@ fn record(
     message: Option<String>,
     by: &str,
 ) -> Result<(), ApiError> {
-    approval::resolve(engine, approval_id, decision.into(), message, if by.is_empty() { "client" } else { by }).map_err(
+    engine.answer_approval(approval_id, decision.into(), message, if by.is_empty() { "client" } else { by }).map_err(
         |e| match e {
             ApprovalError::NotFound(_) | ApprovalError::AlreadyResolved(_) => ApiError::ApprovalGone(e.to_string()),
         },
@@ -81,7 +81,7 @@ pub fn replay_pending(engine: &Arc<Engine>, peer: &PeerRef, session_id: &str) {
     if !peer.lifecycle().capabilities.approvals {
         return;
     }
-    let pending = engine.store.query(|c| approvals::pending(c, session_id)).unwrap_or_default();
+    let pending = engine.store().query(|c| approvals::pending(c, session_id)).unwrap_or_default();
     for row in pending {
         deliver(engine, peer, row);
     }

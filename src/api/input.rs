@@ -20,7 +20,7 @@ pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<Pro
         check_model(&engine, Some(&session.cwd), model)?;
     }
     let new = NewInput { input_id: p.input_id, delivery: p.delivery, input: p.input, agent: p.agent, model: p.model };
-    let receipt = inbox::admit(&engine.store, &p.session_id, new)?;
+    let receipt = inbox::admit(engine.store(), &p.session_id, new)?;
     engine.wake(&p.session_id, Mode::Wake);
     Ok(PromptResult {
         input_id: receipt.input_id,
@@ -41,5 +41,5 @@ pub async fn interrupt(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Resu
 }
 
 pub async fn queue_remove(engine: Arc<Engine>, p: QueueRemoveParams, _: Call) -> Result<QueueRemoveResult, ApiError> {
-    Ok(QueueRemoveResult { removed: inbox::remove(&engine.store, &p.session_id, &p.input_id)? })
+    Ok(QueueRemoveResult { removed: inbox::remove(engine.store(), &p.session_id, &p.input_id)? })
 }

@@ -43,7 +43,7 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
     let head_seq = row.head_seq;
     let queue_paused = row.queue_paused;
     let session = to_wire(row);
-    let pending = engine.store.query(|c| inputs::pending(c, &p.session_id))?;
+    let pending = engine.store().query(|c| inputs::pending(c, &p.session_id))?;
     let pending_inputs = pending
         .into_iter()
         .map(|i| PendingInput {
@@ -60,7 +60,7 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
         pending_inputs,
         queue_paused,
         pending_approvals: engine
-            .store
+            .store()
             .query(|c| approvals::pending(c, &p.session_id))?
             .into_iter()
             .map(super::approval::to_wire)
@@ -77,7 +77,7 @@ pub async fn messages(engine: Arc<Engine>, p: MessagesParams, _: Call) -> Result
         }
         None => 0,
     };
-    let parts = engine.store.query(|c| transcript::parts_after(c, &p.session_id, after, usize::MAX))?;
+    let parts = engine.store().query(|c| transcript::parts_after(c, &p.session_id, after, usize::MAX))?;
     let mut messages: Vec<Message> = Vec::new();
     let mut last_seq = after;
     let mut next_cursor = None;
@@ -144,5 +144,5 @@ fn to_wire(row: SessionRow) -> Session {
 /// A model must name a provider the engine knows; its availability is checked when a turn runs.
 pub fn check_model(engine: &Engine, cwd: Option<&str>, model: &str) -> Result<(), ApiError> {
     let config = engine.config(cwd);
-    engine.providers.check_model(&config, model).map_err(|e| ApiError::Unavailable(e.to_string()))
+    engine.providers().check_model(&config, model).map_err(|e| ApiError::Unavailable(e.to_string()))
 }

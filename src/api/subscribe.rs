@@ -35,7 +35,7 @@ static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
 
 pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> Result<SubscribeResult, ApiError> {
     // The feed exists before the history is read, so nothing that commits from here on can be missed.
-    let feed = engine.store.feed(&p.session_id)?;
+    let feed = engine.store().feed(&p.session_id)?;
     let head_seq = feed.head();
     let cursor = match p.after_seq {
         -1 => head_seq,
@@ -45,14 +45,14 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
         }
     };
     let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
-    let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas.subscribe());
+    let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas().subscribe());
     let subscription = Subscription {
         deltas,
         id: subscription_id.clone(),
-        store: Arc::clone(&engine.store),
+        store: Arc::clone(engine.store()),
         feed,
         peer: Arc::clone(&call.peer),
-        stall: engine.settings.subscriber_stall,
+        stall: engine.settings().subscriber_stall,
         cursor,
     };
     let peer = Arc::clone(&call.peer);
@@ -76,7 +76,7 @@ pub async fn unsubscribe(_: Arc<Engine>, p: UnsubscribeParams, call: Call) -> Re
 
 pub async fn events(engine: Arc<Engine>, p: EventsParams, call: Call) -> Result<EventsResult, ApiError> {
     let limit = p.limit.unwrap_or(DEFAULT_EVENTS_LIMIT).clamp(1, MAX_EVENTS_LIMIT) as usize;
-    let store = &engine.store;
+    let store = engine.store();
     let mut events = store.events_after(&p.session_id, p.after_seq, limit)?;
     if let Some(wait) = p.wait_ms.filter(|_| events.is_empty()) {
         let feed = store.feed(&p.session_id)?;

@@ -20,32 +20,32 @@ pub fn auth_set(engine: &Engine, provider: &str, key: Option<String>) -> Result<
     if key.is_empty() {
         return Err("no key given: pass it on stdin".into());
     }
-    engine.providers.auth.set(provider, Credential::ApiKey { key: key.to_owned() }).map_err(|e| e.to_string())?;
+    engine.providers().auth.set(provider, Credential::ApiKey { key: key.to_owned() }).map_err(|e| e.to_string())?;
     println!("stored a key for {provider}");
     Ok(())
 }
 
 pub fn auth_list(engine: &Engine) -> Result<(), String> {
-    for entry in engine.providers.auth.list().map_err(|e| e.to_string())? {
+    for entry in engine.providers().auth.list().map_err(|e| e.to_string())? {
         println!("{}\t{}\t{}", entry.provider, entry.kind, entry.source);
     }
     Ok(())
 }
 
 pub fn auth_remove(engine: &Engine, provider: &str) -> Result<(), String> {
-    let removed = engine.providers.auth.remove(provider).map_err(|e| e.to_string())?;
+    let removed = engine.providers().auth.remove(provider).map_err(|e| e.to_string())?;
     println!("{}", if removed { "removed" } else { "nothing stored for that provider" });
     Ok(())
 }
 
 pub fn models(engine: &Engine, provider: Option<&str>) {
     let config = engine.config(None);
-    let providers = engine.providers.providers(&config);
-    for model in engine.providers.models(&config) {
+    let providers = engine.providers().providers(&config);
+    for model in engine.providers().models(&config) {
         if provider.is_some_and(|p| p != model.provider()) {
             continue;
         }
-        let available = providers.iter().any(|p| p.id == model.provider() && engine.providers.authenticated(p));
+        let available = providers.iter().any(|p| p.id == model.provider() && engine.providers().authenticated(p));
         println!(
             "{}\t{}\tcontext {}\t${}/${} per Mtok{}",
             model.id,
@@ -84,13 +84,13 @@ pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
 
 /// Prints events as NDJSON; with `follow`, keeps printing as they commit.
 pub async fn session_events(engine: Arc<Engine>, id: &str, after: u64, follow: bool) -> Result<(), String> {
-    let feed = engine.store.feed(id).map_err(|e| e.to_string())?;
+    let feed = engine.store().feed(id).map_err(|e| e.to_string())?;
     let mut wake = feed.watch();
     let mut cursor = after;
     loop {
         wake.borrow_and_update();
         loop {
-            let events = engine.store.events_after(id, cursor, 512).map_err(|e| e.to_string())?;
+            let events = engine.store().events_after(id, cursor, 512).map_err(|e| e.to_string())?;
             if events.is_empty() {
                 break;
             }

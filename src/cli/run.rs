@@ -12,7 +12,6 @@ use keel_protocol::turn::CloseReason;
 use tokio::sync::broadcast;
 
 use crate::engine::Engine;
-use crate::session::approval;
 use crate::session::inbox::{self, NewInput};
 use crate::session::runner::Mode;
 use crate::session::service::NewSession;
@@ -91,16 +90,16 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                 .id
         }
     };
-    let feed = engine.store.feed(&session_id)?;
+    let feed = engine.store().feed(&session_id)?;
     let mut wake = feed.watch();
     let mut cursor = feed.head();
-    let mut deltas = engine.deltas.subscribe();
-    let mut notices = engine.notices.subscribe();
-    for row in engine.store.query(|c| approvals::pending(c, &session_id))? {
+    let mut deltas = engine.deltas().subscribe();
+    let mut notices = engine.notices().subscribe();
+    for row in engine.store().query(|c| approvals::pending(c, &session_id))? {
         answer(&engine, row, options.approve);
     }
     let receipt = inbox::admit(
-        &engine.store,
+        engine.store(),
         &session_id,
         NewInput {
             input_id: None,
@@ -124,7 +123,7 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     loop {
         wake.borrow_and_update();
         loop {
-            let events = engine.store.events_after(&session_id, cursor, 256)?;
+            let events = engine.store().events_after(&session_id, cursor, 256)?;
             if events.is_empty() {
                 break;
             }
@@ -173,13 +172,13 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
                 }
             }
         };
-        let _ = approval::resolve(&engine, &row.approval_id, decision, message, "keel run");
+        let _ = engine.answer_approval(&row.approval_id, decision, message, "keel run");
     });
 }
 
 fn check_model(engine: &Engine, cwd: &str, model: &str) -> Result<(), RunError> {
     let config = engine.config(Some(cwd));
-    engine.providers.check_model(&config, model).map_err(|e| RunError::Usage(e.to_string()))
+    engine.providers().check_model(&config, model).map_err(|e| RunError::Usage(e.to_string()))
 }
 
 struct Printer {

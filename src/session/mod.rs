@@ -3,14 +3,17 @@
 
 pub mod approval;
 pub mod context;
+pub mod coordinator;
 pub mod inbox;
 pub mod runner;
 pub mod service;
+mod services;
 
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::DeltaKind;
 
 pub use service::Sessions;
+pub use services::{Services, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
