@@ -17,6 +17,9 @@ use crate::store::{self, Store};
 use crate::tool;
 
 pub use crate::session::Settings;
+pub use facade::MessagePage;
+
+mod facade;
 
 pub struct Engine {
     pub sessions: Sessions,
@@ -45,10 +48,6 @@ impl Engine {
                 tracing::error!("watching for other engine processes stopped: {e}");
             }
         });
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.services.store
     }
 
     pub fn providers(&self) -> &Registry {

@@ -17,8 +17,6 @@ pub struct Mapper {
     pub streamed: HashMap<String, usize>,
     /// Parts whose whole text went out: late deltas for them are dropped.
     pub completed: std::collections::HashSet<String>,
-    /// Assistant messages of the prompt being answered: only their fragments are streamed.
-    pub messages: std::collections::HashSet<String>,
     /// The session's workspace, for absolute paths in locations and diffs.
     pub cwd: String,
     /// The context window of the session's model, for `usage_update.size`.

@@ -13,7 +13,7 @@ use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::{Call, PeerRef};
 use crate::session::approval::ApprovalError;
-use crate::store::approvals::{self, ApprovalRow};
+use crate::store::approvals::ApprovalRow;
 
 /// How long a client may take to answer; the approval itself stays pending in the log whatever happens.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -81,7 +81,7 @@ pub fn replay_pending(engine: &Arc<Engine>, peer: &PeerRef, session_id: &str) {
     if !peer.lifecycle().capabilities.approvals {
         return;
     }
-    let pending = engine.store().query(|c| approvals::pending(c, session_id)).unwrap_or_default();
+    let pending = engine.pending_approvals(session_id).unwrap_or_default();
     for row in pending {
         deliver(engine, peer, row);
     }

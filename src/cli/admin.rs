@@ -84,23 +84,11 @@ pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
 
 /// Prints events as NDJSON; with `follow`, keeps printing as they commit.
 pub async fn session_events(engine: Arc<Engine>, id: &str, after: u64, follow: bool) -> Result<(), String> {
-    let feed = engine.store().feed(id).map_err(|e| e.to_string())?;
-    let mut wake = feed.watch();
-    let mut cursor = after;
-    loop {
-        wake.borrow_and_update();
-        loop {
-            let events = engine.store().events_after(id, cursor, 512).map_err(|e| e.to_string())?;
-            if events.is_empty() {
-                break;
-            }
-            for e in events {
-                cursor = e.seq;
-                println!("{}", crate::api::event_line(&e));
-            }
-        }
-        if !follow || wake.changed().await.is_err() {
-            return Ok(());
+    let mut follower = engine.follow(id, Some(after)).map_err(|e| e.to_string())?;
+    while let Some(events) = follower.next_page(512, follow).await.map_err(|e| e.to_string())? {
+        for e in events {
+            println!("{}", crate::api::event_line(&e));
         }
     }
+    Ok(())
 }

@@ -8,16 +8,15 @@ use std::sync::Arc;
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery};
-use keel_protocol::turn::CloseReason;
-use tokio::sync::broadcast;
+use keel_protocol::turn::{CloseReason, DeltaKind};
 
 use crate::engine::Engine;
-use crate::session::inbox::{self, NewInput};
-use crate::session::runner::Mode;
+use crate::session::inbox::NewInput;
+use crate::session::prompt::Step;
 use crate::session::service::NewSession;
-use crate::session::{Delta, Error as SessionError, Notice};
+use crate::session::{Delta, Error as SessionError};
 use crate::store::Event;
-use crate::store::approvals::{self, ApprovalRow};
+use crate::store::approvals::ApprovalRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -90,26 +89,17 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                 .id
         }
     };
-    let feed = engine.store().feed(&session_id)?;
-    let mut wake = feed.watch();
-    let mut cursor = feed.head();
-    let mut deltas = engine.deltas().subscribe();
-    let mut notices = engine.notices().subscribe();
-    for row in engine.store().query(|c| approvals::pending(c, &session_id))? {
+    for row in engine.pending_approvals(&session_id)? {
         answer(&engine, row, options.approve);
     }
-    let receipt = inbox::admit(
-        engine.store(),
-        &session_id,
-        NewInput {
-            input_id: None,
-            delivery: Delivery::Queue,
-            input: vec![ContentPart::Text { text: options.prompt.clone() }],
-            agent: options.agent.clone(),
-            model: options.model.clone(),
-        },
-    )?;
-    engine.wake(&session_id, Mode::Wake);
+    let input = NewInput {
+        input_id: None,
+        delivery: Delivery::Queue,
+        input: vec![ContentPart::Text { text: options.prompt.clone() }],
+        agent: options.agent.clone(),
+        model: options.model.clone(),
+    };
+    let mut run = engine.prompt(&session_id, input)?;
     if options.format == Format::Text {
         eprintln!("session {session_id}");
     }
@@ -117,35 +107,25 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         format: options.format,
         printed: Default::default(),
         completed: Default::default(),
-        activity: None,
         ended_line: true,
     };
     loop {
-        wake.borrow_and_update();
-        loop {
-            let events = engine.store().events_after(&session_id, cursor, 256)?;
-            if events.is_empty() {
-                break;
-            }
-            for event in events {
-                cursor = event.seq;
-                if let Some(outcome) = printer.event(&event, &receipt.input_id) {
-                    return outcome;
+        match run.next().await? {
+            Step::Event { event, body, ours } => printer.event(&event, &body, ours),
+            Step::Delta(delta) => printer.delta(&delta),
+            Step::Approval(row) => answer(&engine, row, options.approve),
+            Step::ApprovalResolved(_) | Step::PausedBeforeStart => {}
+            Step::Closed(outcome) => {
+                if options.format == Format::Text && !printer.ended_line {
+                    printer.out("\n");
                 }
+                return match outcome.reason {
+                    CloseReason::Completed => Ok(()),
+                    other => {
+                        Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: outcome.error })
+                    }
+                };
             }
-        }
-        tokio::select! {
-            changed = wake.changed() => if changed.is_err() { return Err(RunError::Usage("the session went away".into())) },
-            notice = notices.recv() => {
-                if let Ok(Notice::ApprovalRequested(row)) = notice && row.session_id == session_id {
-                    answer(&engine, row, options.approve);
-                }
-            }
-            delta = deltas.recv() => match delta {
-                Ok(delta) => printer.delta(&delta, &session_id),
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
         }
     }
 }
@@ -177,8 +157,7 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
 }
 
 fn check_model(engine: &Engine, cwd: &str, model: &str) -> Result<(), RunError> {
-    let config = engine.config(Some(cwd));
-    engine.providers().check_model(&config, model).map_err(|e| RunError::Usage(e.to_string()))
+    engine.check_model(Some(cwd), model).map_err(|e| RunError::Usage(e.to_string()))
 }
 
 struct Printer {
@@ -187,16 +166,13 @@ struct Printer {
     printed: std::collections::HashMap<String, usize>,
     /// Parts written whole: a delta arriving after its part's event is dropped.
     completed: std::collections::HashSet<String>,
-    activity: Option<String>,
     ended_line: bool,
 }
 
 impl Printer {
-    fn delta(&mut self, delta: &Delta, session_id: &str) {
-        if self.format != Format::Text || delta.session_id != session_id || self.activity.is_none() {
-            return;
-        }
-        if delta.kind != keel_protocol::turn::DeltaKind::Text || self.completed.contains(&delta.part_id) {
+    /// A fragment of the prompt's activity: text goes out as it streams.
+    fn delta(&mut self, delta: &Delta) {
+        if self.format != Format::Text || delta.kind != DeltaKind::Text || self.completed.contains(&delta.part_id) {
             return;
         }
         *self.printed.entry(delta.part_id.clone()).or_default() += delta.text.len();
@@ -212,34 +188,13 @@ impl Printer {
         }
     }
 
-    /// Prints one event; returns the run's outcome once our activity closes.
-    fn event(&mut self, event: &Event, input_id: &str) -> Option<Result<(), RunError>> {
-        let body = match event.body() {
-            Ok(body) => body,
-            Err(e) => return Some(Err(e.into())),
-        };
-        if let EventBody::InputPromoted(d) = &body
-            && d.input_ids.iter().any(|i| i == input_id)
-        {
-            self.activity = Some(d.activity_id.clone());
-        }
+    /// Prints one event: every one as JSON, or the prompt's activity as text.
+    fn event(&mut self, event: &Event, body: &EventBody, ours: bool) {
         if self.format == Format::Json {
             println!("{}", crate::api::event_line(event));
-        } else if self.activity.is_some() {
-            self.text_event(event, &body);
+        } else if ours {
+            self.text_event(event, body);
         }
-        if let EventBody::ActivityClosed(d) = body
-            && Some(&d.activity_id) == self.activity.as_ref()
-        {
-            if self.format == Format::Text && !self.ended_line {
-                self.out("\n");
-            }
-            return Some(match d.reason {
-                CloseReason::Completed => Ok(()),
-                other => Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: d.error }),
-            });
-        }
-        None
     }
 
     fn text_event(&mut self, event: &Event, body: &EventBody) {

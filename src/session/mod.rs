@@ -4,7 +4,9 @@
 pub mod approval;
 pub mod context;
 pub mod coordinator;
+pub mod follow;
 pub mod inbox;
+pub mod prompt;
 pub mod runner;
 pub mod service;
 mod services;
