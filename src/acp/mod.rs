@@ -196,8 +196,7 @@ async fn set_config_option(engine: Arc<Engine>, params: Value, _: Call) -> Reply
     let changes = match string(&params, "configId")?.as_str() {
         "model" => {
             let session = engine.sessions.get(&session_id).map_err(not_found)?;
-            let config = engine.config(Some(&session.cwd));
-            engine.providers().check_model(&config, &value).map_err(|e| invalid(e.to_string()))?;
+            engine.check_model(Some(&session.cwd), &value).map_err(|e| invalid(e.to_string()))?;
             SessionChanges { model: Some(value), ..Default::default() }
         }
         "agent" => SessionChanges { agent: Some(value), ..Default::default() },

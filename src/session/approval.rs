@@ -16,7 +16,7 @@ use crate::config::PermissionRule;
 use crate::permission::{self, Access, Verdict};
 use crate::provider::ToolCall;
 use crate::store::{NewEvent, approvals};
-use crate::tool::ToolContext;
+use crate::tool::{Decoded, Tool, ToolContext};
 
 /// What the gate decided for a call.
 pub enum Gate {
@@ -45,17 +45,16 @@ pub enum ApprovalError {
 /// `always` given earlier in the turn counts) and, when they say ask, asks and waits for the answer.
 pub async fn authorize(
     services: &Services,
+    tool: &dyn Tool,
     call: &ToolCall,
+    input: &Decoded,
     ctx: &ToolContext,
     repeated: bool,
     configured: &[PermissionRule],
 ) -> Result<Gate, Error> {
     let (session_id, cancel) = (ctx.session_id.as_str(), &ctx.cancel);
     let cwd = ctx.cwd.display().to_string();
-    let Some(tool) = services.tools.get(&call.name) else {
-        return Ok(Gate::Refuse(format!("unknown tool {:?}", call.name)));
-    };
-    let mut accesses = match tool.access(&call.input, ctx) {
+    let mut accesses = match tool.access(input, ctx) {
         Ok(accesses) => accesses,
         Err(e) => return Ok(Gate::Refuse(e.to_string())),
     };

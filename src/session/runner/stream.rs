@@ -266,20 +266,27 @@ impl<'a> TurnStream<'a> {
             cancel: self.tool_cancel.child_token(),
         };
         self.tools.spawn(async move {
+            let mut call = call;
             let call_id = call.id.clone();
-            let gate = approval::authorize(&services, &call, &ctx, repeated, &permissions).await;
+            let Some(tool) = services.tools.get(&call.name) else {
+                let error = format!("unknown tool {:?}", call.name);
+                let failed = event(EventBody::ToolFailed(ToolFailedData { call_id, error }));
+                if let Err(e) = failed.and_then(|e| services.append_events(&session_id, vec![e])) {
+                    tracing::error!(session = %session_id, "recording a tool result failed: {e}");
+                }
+                return;
+            };
+            // Decoded once: the permission check and the run read the same input.
+            let input = tool.decode(std::mem::take(&mut call.input));
+            let gate = approval::authorize(&services, &*tool, &call, &input, &ctx, repeated, &permissions).await;
             let settled = match gate {
                 Ok(Gate::Run) => {
                     let started = event(EventBody::ToolStarted(ToolStartedData { call_id: call_id.clone() }));
                     if let Ok(started) = started {
                         let _ = services.append_events(&session_id, vec![started]);
                     }
-                    let result = services.tools.run(&call.name, call.input, ctx.clone()).await;
-                    let limits = if services.tools.get(&call.name).is_some_and(|t| t.pages_itself()) {
-                        output::Limits::UNBOUNDED
-                    } else {
-                        limits
-                    };
+                    let result = tool.start(input, ctx.clone()).await;
+                    let limits = if tool.pages_itself() { output::Limits::UNBOUNDED } else { limits };
                     settlement(call_id, result, limits, &ctx.output_dir)
                 }
                 Ok(Gate::Refuse(error)) => event(EventBody::ToolFailed(ToolFailedData { call_id, error })),

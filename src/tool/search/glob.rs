@@ -8,7 +8,6 @@ use ignore::{DirEntry, WalkState};
 use parking_lot::Mutex;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -16,13 +15,13 @@ use super::{
     run_blocking, walker,
 };
 use crate::provider::BoxFuture;
-use crate::tool::{Tool, ToolContext, ToolError, ToolOutput, parse_input, schema_of};
+use crate::tool::{ToolContext, ToolError, ToolOutput, TypedTool};
 
 pub struct Glob;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct GlobInput {
+pub struct GlobInput {
     /// Glob matched against file paths below `path`, e.g. "**/*.rs" or "src/**/mod.rs"; a pattern without "/"
     /// matches file names at any depth ("*.toml" is "**/*.toml").
     pattern: String,
@@ -30,7 +29,9 @@ struct GlobInput {
     path: Option<String>,
 }
 
-impl Tool for Glob {
+impl TypedTool for Glob {
+    type Input = GlobInput;
+
     fn name(&self) -> &'static str {
         "glob"
     }
@@ -41,13 +42,8 @@ impl Tool for Glob {
          to locate files; use `grep` to search their contents."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<GlobInput>()
-    }
-
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: GlobInput = parse_input(self.name(), input)?;
             let (base, root) = resolve(&ctx.cwd, input.path.as_deref())?;
             let found = run_blocking(self.name(), &ctx.cancel, TIMEOUT, move |stop| {
                 glob_files(&root, &base, &input.pattern, MAX_RESULTS, &stop)
@@ -116,6 +112,7 @@ impl Drop for GlobWorker<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::tool::Tool;
     use std::fs;
     use std::time::Duration;
 

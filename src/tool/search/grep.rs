@@ -11,7 +11,6 @@ use ignore::{DirEntry, WalkState};
 use parking_lot::Mutex;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -19,13 +18,13 @@ use super::{
     resolve, run_blocking, walker,
 };
 use crate::provider::BoxFuture;
-use crate::tool::{Tool, ToolContext, ToolError, ToolOutput, parse_input, schema_of};
+use crate::tool::{ToolContext, ToolError, ToolOutput, TypedTool};
 
 pub struct Grep;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct GrepInput {
+pub struct GrepInput {
     /// Regular expression (Rust regex syntax, as ripgrep) searched for in each line.
     pattern: String,
     /// Directory or file to search, relative to the workspace or absolute inside it. Defaults to the workspace.
@@ -56,7 +55,9 @@ pub fn grep_tree(root: &Path, pattern: &str, max: usize) -> Result<Vec<String>, 
     search_lines(&query, &CancellationToken::new()).map(|found| found.lines)
 }
 
-impl Tool for Grep {
+impl TypedTool for Grep {
+    type Input = GrepInput;
+
     fn name(&self) -> &'static str {
         "grep"
     }
@@ -68,13 +69,8 @@ impl Tool for Grep {
          and strings; use `glob` to find files by name."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<GrepInput>()
-    }
-
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: GrepInput = parse_input(self.name(), input)?;
             let (base, root) = resolve(&ctx.cwd, input.path.as_deref())?;
             let found = run_blocking(self.name(), &ctx.cancel, TIMEOUT, move |stop| {
                 let query = GrepQuery {
@@ -262,6 +258,7 @@ fn cut_line(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::tool::Tool;
     use std::path::Path;
 
     use serde_json::{Value, json};

@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use globset::GlobMatcher;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     MAX_RESULTS, SearchError, TIMEOUT, compile_glob, display_path, relative_or_name, resolve, run_blocking, walker,
 };
 use crate::provider::BoxFuture;
-use crate::tool::{Tool, ToolContext, ToolError, ToolOutput, parse_input, schema_of};
+use crate::tool::{ToolContext, ToolError, ToolOutput, TypedTool};
 
 /// Directories `list` never descends into: build output and caches that drown the tree even when not gitignored.
 const JUNK_DIRS: &[&str] = &[
@@ -45,14 +44,16 @@ pub struct List;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListInput {
+pub struct ListInput {
     /// Directory to list, relative to the workspace or absolute inside it. Defaults to the workspace.
     path: Option<String>,
     /// Extra globs to leave out, matched against paths below `path`, e.g. "*.log" or "docs/generated".
     ignore: Option<Vec<String>>,
 }
 
-impl Tool for List {
+impl TypedTool for List {
+    type Input = ListInput;
+
     fn name(&self) -> &'static str {
         "list"
     }
@@ -63,13 +64,8 @@ impl Tool for List {
          first, at most 100. Prefer `glob` or `grep` when you know what you are looking for."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<ListInput>()
-    }
-
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: ListInput = parse_input(self.name(), input)?;
             let (base, root) = resolve(&ctx.cwd, input.path.as_deref())?;
             if !root.is_dir() {
                 return Err(ToolError::Failed(format!("{} is not a directory", display_path(&root, &base))));
@@ -167,6 +163,7 @@ fn render_node(nodes: &[Node], index: usize, depth: usize, output: &mut String) 
 
 #[cfg(test)]
 mod tests {
+    use crate::tool::Tool;
     use serde_json::json;
 
     use super::*;
