@@ -5,7 +5,7 @@
 mod harness;
 
 use expect_test::expect;
-use harness::check;
+use harness::{Case, Harness, check};
 use serde_json::json;
 
 #[tokio::test]
@@ -234,4 +234,39 @@ async fn the_step_limit_closes_the_activity() {
         "#]],
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_transcript_pages_by_whole_messages() {
+    let todo = json!({ "todos": [{ "content": "page", "status": "pending" }] });
+    let case: Case = serde_json::from_value(json!({ "turns": [
+        { "text": "On it.", "toolCalls": [{ "id": "c1", "name": "todowrite", "input": todo }] },
+        { "text": "Done." },
+    ] }))
+    .unwrap();
+    let harness = Harness::new(&case);
+    let (session, _) = harness.run(&case).await;
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = harness.engine.messages(&session, after, 1).unwrap();
+        let parts: Vec<String> =
+            page.messages[0].parts.iter().map(|p| serde_json::to_value(p).unwrap()["type"].to_string()).collect();
+        pages.push(format!(
+            "{:?} seq={} [{}] next={:?}",
+            page.messages[0].role,
+            page.messages[0].seq,
+            parts.join(", "),
+            page.next
+        ));
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    expect![[r#"
+        User seq=4 ["text"] next=Some(4)
+        Assistant seq=7 ["text", "tool"] next=Some(8)
+        Assistant seq=13 ["text"] next=None"#]]
+    .assert_eq(&pages.join("\n"));
 }

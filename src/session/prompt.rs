@@ -108,7 +108,9 @@ impl PromptRun {
                 },
                 delta = self.deltas.recv() => if let Ok(delta) = delta && delta.session_id == self.session_id {
                     // A fragment can overtake the event of its turn: catch up on the log before judging it.
-                    self.read_events()?;
+                    if !self.messages.contains(&delta.message_id) {
+                        self.read_events()?;
+                    }
                     if self.messages.contains(&delta.message_id) {
                         self.pending.push_back(Step::Delta(delta));
                     }

@@ -77,8 +77,8 @@ impl Harness {
     }
 
     /// Runs the case's prompt until its activity closes, answering and steering as the case says; the session's
-    /// whole log, printed.
-    pub async fn run(&self, case: &Case) -> String {
+    /// whole log, printed, and the session's id.
+    pub async fn run(&self, case: &Case) -> (String, String) {
         let session_id = self.session();
         let text = case.prompt.clone().unwrap_or_else(|| "go".into());
         let mut run = self.engine.prompt(&session_id, input(Delivery::Queue, text)).unwrap();
@@ -106,7 +106,7 @@ impl Harness {
             out.push('\n');
         }
         out.push_str(&format!("=> {}\n", keel_protocol::wire_name(&outcome.reason)));
-        out
+        (session_id, out)
     }
 }
 
@@ -118,7 +118,7 @@ fn input(delivery: Delivery, text: String) -> NewInput {
 pub async fn check(case: Value, expect: Expect) {
     let case: Case = serde_json::from_value(case).unwrap();
     let harness = Harness::new(&case);
-    expect.assert_eq(&harness.run(&case).await);
+    expect.assert_eq(&harness.run(&case).await.1);
 }
 
 /// Prints events one per line, ids numbered in order of appearance so that snapshots are stable.
