@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::{call, line, rss_kib, spawn_serve};
 use keel::store::{NewEvent, Store};
+use keel_protocol::catalogue::EventBody;
+use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use serde_json::json;
 
 fn main() {
@@ -28,11 +30,23 @@ fn main() {
 }
 
 fn created(ws: &str) -> NewEvent {
-    NewEvent::new("session.created", &json!({ "cwd": ws, "title": "bench", "agent": "build", "model": "" })).unwrap()
+    NewEvent::new(EventBody::SessionCreated(SessionCreatedData {
+        cwd: ws.into(),
+        title: "bench".into(),
+        agent: "build".into(),
+        model: String::new(),
+        parent_id: None,
+        forked_from: None,
+    }))
+    .unwrap()
 }
 
 fn renamed(i: usize) -> NewEvent {
-    NewEvent::new("session.updated", &json!({ "title": format!("title {i}") })).unwrap()
+    NewEvent::new(EventBody::SessionUpdated(SessionUpdatedData {
+        title: Some(format!("title {i}")),
+        ..Default::default()
+    }))
+    .unwrap()
 }
 
 fn rate(n: usize, took: Duration) -> String {

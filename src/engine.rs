@@ -1,111 +1,48 @@
-//! The engine: the store and the services over it, shared by every connection, and the coordinator that gives
-//! each session at most one drain at a time.
+//! The engine: the services shared by every connection (store, providers, tools), the session service, and the
+//! coordinator that gives each session at most one drain at a time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::{broadcast, oneshot};
-use tokio_util::sync::CancellationToken;
+use keel_protocol::approval::Resolved;
+use tokio::sync::broadcast;
 
-use crate::config::{self, Config, Paths};
+use crate::config::{Config, Paths};
 use crate::provider::auth::AuthStore;
 use crate::provider::registry::Registry;
-use crate::session::approval::Resolution;
-use crate::session::runner::{self, Mode};
-use crate::session::{Delta, Notice, Sessions};
+use crate::session::approval::ApprovalError;
+use crate::session::coordinator::Coordinator;
+use crate::session::runner::Mode;
+use crate::session::{Delta, Notice, Services, Sessions};
 use crate::store::{self, Store};
 use crate::tool;
 
+pub use crate::session::Settings;
+pub use facade::MessagePage;
+
+mod facade;
+
 pub struct Engine {
-    pub store: Arc<Store>,
     pub sessions: Sessions,
-    pub providers: Registry,
-    pub tools: tool::Registry,
-    pub paths: Paths,
-    pub settings: Settings,
-    /// Streamed fragments for subscribers that asked for them.
-    pub deltas: broadcast::Sender<Arc<Delta>>,
-    pub notices: broadcast::Sender<Notice>,
-    drains: Mutex<HashMap<String, Drain>>,
-    /// Tool calls in this process waiting for an approval, by approval id.
-    waiters: Mutex<HashMap<String, oneshot::Sender<Resolution>>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// A subscriber whose connection accepts nothing for this long is ended as `lagged`.
-    pub subscriber_stall: Duration,
-    /// How often to look for events that other engine processes committed.
-    pub poll_other_writers: Duration,
-    /// The first retry delay of a failed provider request, doubled per attempt.
-    pub retry_base: Duration,
-    pub max_retries: u32,
-    /// Tool calls executed per provider turn; calls over the cap get an error result.
-    pub max_tool_calls_per_turn: usize,
-    /// Subscriptions one connection may hold at once; more are refused with -32001.
-    pub max_subscriptions_per_connection: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            subscriber_stall: Duration::from_secs(10),
-            poll_other_writers: Duration::from_millis(100),
-            retry_base: Duration::from_secs(1),
-            max_retries: 4,
-            max_tool_calls_per_turn: 32,
-            max_subscriptions_per_connection: 256,
-        }
-    }
-}
-
-/// Removes a drain's entry when its task ends abnormally (a panic); the normal exit removes it under the lock.
-struct DrainGuard {
-    engine: Arc<Engine>,
-    session_id: String,
-}
-
-impl Drop for DrainGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.engine.drains.lock().remove(&self.session_id);
-        }
-    }
-}
-
-/// The one drain of a session: its interrupt switch and the run requested while it was busy.
-struct Drain {
-    cancel: CancellationToken,
-    /// What the drain is doing now: an explicit run that another explicit run can join, or a wake.
-    mode: Mode,
-    rerun: Option<Mode>,
+    services: Arc<Services>,
+    coordinator: Arc<Coordinator>,
 }
 
 impl Engine {
     pub fn open(paths: Paths, settings: Settings) -> Result<Arc<Self>, store::Error> {
         let store = Arc::new(Store::open(&paths.data_dir.join("keel.db"))?);
-        let (deltas, _) = broadcast::channel(1024);
-        let (notices, _) = broadcast::channel(256);
+        let providers = Registry::new(AuthStore::new(&paths.data_dir));
+        let services = Arc::new(Services::new(Arc::clone(&store), providers, paths, settings));
         Ok(Arc::new(Self {
-            sessions: Sessions::new(Arc::clone(&store)),
-            providers: Registry::new(AuthStore::new(&paths.data_dir)),
-            tools: tool::Registry::builtin(),
-            store,
-            paths,
-            settings,
-            deltas,
-            notices,
-            drains: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(HashMap::new()),
+            sessions: Sessions::new(store),
+            coordinator: Arc::new(Coordinator::new(Arc::clone(&services))),
+            services,
         }))
     }
 
     /// Starts the background work of a serving engine. Needs a running tokio runtime.
     pub fn start(self: &Arc<Self>) {
-        let store = Arc::clone(&self.store);
-        let every = self.settings.poll_other_writers;
+        let store = Arc::clone(&self.services.store);
+        let every = self.services.settings.poll_other_writers;
         tokio::spawn(async move {
             if let Err(e) = store.watch_other_writers(every).await {
                 tracing::error!("watching for other engine processes stopped: {e}");
@@ -113,137 +50,60 @@ impl Engine {
         });
     }
 
-    /// The effective config for a session in `cwd`. A broken config file is logged and the last layers that
-    /// parsed are not used: the engine falls back to defaults rather than refusing to run.
+    pub fn providers(&self) -> &Registry {
+        &self.services.providers
+    }
+
+    pub fn tools(&self) -> &tool::Registry {
+        &self.services.tools
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.services.paths
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.services.settings
+    }
+
+    /// Streamed fragments of every session.
+    pub fn deltas(&self) -> &broadcast::Sender<Arc<Delta>> {
+        &self.services.deltas
+    }
+
+    /// Engine-wide news: status changes, approvals asked and answered.
+    pub fn notices(&self) -> &broadcast::Sender<Notice> {
+        &self.services.notices
+    }
+
+    /// The effective config for a session in `cwd` (see `Services::config`).
     pub fn config(&self, cwd: Option<&str>) -> Config {
-        match config::load(&self.paths, cwd.map(std::path::Path::new)) {
-            Ok(loaded) => loaded.config,
-            Err(e) => {
-                tracing::error!("{e}");
-                Config::default()
-            }
-        }
+        self.services.config(cwd)
     }
 
     /// Makes sure the session's drain runs. Returns false when one was already running (the call joined it).
-    pub fn wake(self: &Arc<Self>, session_id: &str, mode: Mode) -> bool {
-        let cancel = {
-            let mut drains = self.drains.lock();
-            if let Some(drain) = drains.get_mut(session_id) {
-                // An explicit run joins a running one, unless that one is being interrupted.
-                if mode == Mode::Run && drain.mode == Mode::Run && !drain.cancel.is_cancelled() {
-                    return false;
-                }
-                drain.rerun = Some(match (drain.rerun, mode) {
-                    (Some(Mode::Run), _) | (_, Mode::Run) => Mode::Run,
-                    _ => Mode::Wake,
-                });
-                return false;
-            }
-            let cancel = CancellationToken::new();
-            drains.insert(session_id.to_owned(), Drain { cancel: cancel.clone(), mode, rerun: None });
-            cancel
-        };
-        let engine = Arc::clone(self);
-        let session_id = session_id.to_owned();
-        tokio::spawn(async move {
-            // If the drain panics, its entry must still go, or the session could never run again.
-            let _guard = DrainGuard { engine: Arc::clone(&engine), session_id: session_id.clone() };
-            let mut mode = mode;
-            let mut cancel = cancel;
-            loop {
-                if let Err(e) = runner::drain(&engine, &session_id, mode, &cancel).await {
-                    tracing::error!(session = %session_id, "the session's run failed: {e}");
-                }
-                let mut drains = engine.drains.lock();
-                let Some(drain) = drains.get_mut(&session_id) else { return };
-                match drain.rerun.take() {
-                    Some(next) => {
-                        mode = next;
-                        drain.mode = next;
-                        if cancel.is_cancelled() {
-                            cancel = CancellationToken::new();
-                            drain.cancel = cancel.clone();
-                        }
-                    }
-                    None => {
-                        drains.remove(&session_id);
-                        return;
-                    }
-                }
-            }
-        });
-        true
+    pub fn wake(&self, session_id: &str, mode: Mode) -> bool {
+        self.coordinator.wake(session_id, mode)
     }
 
-    /// Interrupts the session: its drain stops (stream aborted, tools killed, approvals cancelled) and its queue
-    /// pauses until the next prompt or resume. Without a drain in this process (after a restart), an activity left
-    /// open is closed here and its pending approvals are cancelled. False when there was nothing to interrupt.
-    pub fn interrupt(self: &Arc<Self>, session_id: &str) -> bool {
-        let cancel = {
-            let drains = self.drains.lock();
-            drains.get(session_id).filter(|d| !d.cancel.is_cancelled()).map(|d| d.cancel.clone())
-        };
-        // Paused now, in log order: input admitted after this call restarts the queue, whenever the activity closes.
-        let pause = || store::NewEvent::new("queue.paused", &keel_protocol::turn::QueueData {});
-        if let Some(cancel) = cancel {
-            if let Ok(event) = pause() {
-                let _ = self.append_events(session_id, vec![event]);
-            }
-            cancel.cancel();
-            return true;
-        }
-        match self.close_orphaned_activity(session_id) {
-            Ok(closed) => closed,
-            Err(e) => {
-                tracing::error!(session = %session_id, "interrupting failed: {e}");
-                false
-            }
-        }
+    /// Interrupts the session (see `Coordinator::interrupt`). False when there was nothing to interrupt.
+    pub fn interrupt(&self, session_id: &str) -> bool {
+        self.coordinator.interrupt(session_id)
     }
 
-    fn close_orphaned_activity(self: &Arc<Self>, session_id: &str) -> Result<bool, crate::session::Error> {
-        use keel_protocol::turn::{ActivityClosedData, CloseReason, QueueData, StatusData, ToolFailedData};
-        let Some(session) = self.store.session(session_id)? else { return Ok(false) };
-        let Some(activity_id) = session.active_activity else { return Ok(false) };
-        for approval in self.store.query(|c| store::approvals::pending(c, session_id))? {
-            let _ = crate::session::approval::resolve(self, &approval.approval_id, "cancelled", None, "interrupt");
-        }
-        let mut events = Vec::new();
-        for (call_id, _) in self.store.query(|c| store::transcript::unsettled_tool_calls(c, session_id))? {
-            events.push(store::NewEvent::new("tool.failed", &ToolFailedData { call_id, error: "interrupted".into() })?);
-        }
-        events.push(store::NewEvent::new(
-            "activity.closed",
-            &ActivityClosedData { activity_id, reason: CloseReason::Interrupted, error: None },
-        )?);
-        events.push(store::NewEvent::new(
-            "session.status",
-            &StatusData { status: keel_protocol::session::SessionStatus::Idle },
-        )?);
-        events.push(store::NewEvent::new("queue.paused", &QueueData {})?);
-        self.append_events(session_id, events)?;
-        Ok(true)
-    }
-
-    pub(crate) fn waiters(&self) -> &Mutex<HashMap<String, oneshot::Sender<Resolution>>> {
-        &self.waiters
-    }
-
-    /// Appends a session's events and tells status listeners; every other client learns from the event log.
-    pub fn append_events(&self, session_id: &str, events: Vec<store::NewEvent>) -> Result<(), crate::session::Error> {
-        let appended = self.store.append(session_id, events)?;
-        for e in appended.iter().filter(|e| e.kind == "session.status") {
-            if let Ok(data) = serde_json::from_str::<keel_protocol::turn::StatusData>(e.data.get()) {
-                let _ =
-                    self.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
-            }
-        }
-        Ok(())
+    /// Records an answer to a pending approval; the first answer wins.
+    pub fn answer_approval(
+        &self,
+        approval_id: &str,
+        decision: Resolved,
+        message: Option<String>,
+        by: &str,
+    ) -> Result<(), ApprovalError> {
+        self.coordinator.answer(approval_id, decision, message, by)
     }
 
     /// The directory of a session's saved tool outputs.
     pub fn output_dir(&self, session_id: &str) -> std::path::PathBuf {
-        self.paths.data_dir.join("tool-output").join(session_id)
+        self.services.output_dir(session_id)
     }
 }

@@ -22,7 +22,7 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
     {
         // The log of a process that died while a tool ran.
         let store = Store::open(&home.path().join("keel.db")).unwrap();
-        let e = |kind: &'static str, data: serde_json::Value| NewEvent::new(kind, &data).unwrap();
+        let e = |kind: &'static str, data: serde_json::Value| NewEvent::from_wire(kind, &data).unwrap();
         store
             .append(
                 "ses_dead",
@@ -121,7 +121,7 @@ async fn an_approved_call_that_had_started_is_not_run_again_after_a_crash() {
     let ws = home.workspace();
     {
         let store = Store::open(&home.path().join("keel.db")).unwrap();
-        let e = |kind: &'static str, data: serde_json::Value| NewEvent::new(kind, &data).unwrap();
+        let e = |kind: &'static str, data: serde_json::Value| NewEvent::from_wire(kind, &data).unwrap();
         store
             .append(
                 "ses_ran",

@@ -63,12 +63,32 @@ pub struct ApprovalRequestedData {
     pub options: Vec<String>,
 }
 
-/// `approval.resolved` (version 1). `decision` is `once`, `always`, `reject` or `cancelled`.
+/// What an approval was resolved with: a client's decision, or `cancelled` by an interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolved {
+    Once,
+    Always,
+    Reject,
+    Cancelled,
+}
+
+impl From<Decision> for Resolved {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Once => Resolved::Once,
+            Decision::Always => Resolved::Always,
+            Decision::Reject => Resolved::Reject,
+        }
+    }
+}
+
+/// `approval.resolved` (version 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalResolvedData {
     pub approval_id: String,
-    pub decision: String,
+    pub decision: Resolved,
     /// Who answered: a client name, `rule` (covered by an `always` rule), `interrupt`, `keel run`.
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

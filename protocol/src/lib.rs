@@ -5,6 +5,7 @@
 
 pub mod approval;
 pub mod auth;
+pub mod catalogue;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -60,6 +61,14 @@ macro_rules! notification {
 
 pub(crate) use method;
 pub(crate) use notification;
+
+/// The wire name of a unit enum variant (`waiting_approval`), for plain-text output.
+pub fn wire_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
 
 /// `{}` on the wire: the result of calls that only acknowledge.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, JsonSchema)]

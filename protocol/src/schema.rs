@@ -1,8 +1,9 @@
 //! The machine-readable form of the protocol: one JSON Schema (draft 2020-12) naming every method and notification.
 
-use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
+use schemars::{SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use crate::catalogue::EventKind;
 use crate::{
     Method, Notification, PROTOCOL_VERSION, approval, auth, config, event, initialize as init, input, model, session,
     turn,
@@ -25,11 +26,6 @@ impl Builder {
     fn notification<N: Notification>(&mut self, direction: &str) -> &mut Self {
         let params = self.generator.subschema_for::<N::Params>();
         self.notifications.insert(N::NAME.to_owned(), json!({ "direction": direction, "params": params }));
-        self
-    }
-
-    fn data<T: JsonSchema>(&mut self) -> &mut Self {
-        self.generator.subschema_for::<T>();
         self
     }
 }
@@ -76,28 +72,12 @@ pub fn protocol_schema() -> Value {
         .notification::<event::SessionSynced>(s2c)
         .notification::<event::SessionSubscriptionEnded>(s2c)
         .notification::<session::SessionStatusChanged>(s2c)
-        .notification::<turn::SessionDelta>(s2c)
-        .data::<event::SessionCreatedData>()
-        .data::<event::SessionUpdatedData>()
-        .data::<event::SessionDeletedData>()
-        .data::<turn::InputAdmittedData>()
-        .data::<turn::InputPromotedData>()
-        .data::<turn::InputRemovedData>()
-        .data::<turn::ActivityOpenedData>()
-        .data::<turn::ActivityClosedData>()
-        .data::<turn::StatusData>()
-        .data::<turn::QueueData>()
-        .data::<turn::TurnStartedData>()
-        .data::<turn::PartCompletedData>()
-        .data::<turn::ToolCalledData>()
-        .data::<turn::ToolStartedData>()
-        .data::<turn::ToolCompletedData>()
-        .data::<turn::ToolFailedData>()
-        .data::<turn::TurnCompletedData>()
-        .data::<turn::TurnFailedData>()
-        .data::<turn::RetryScheduledData>()
-        .data::<approval::ApprovalRequestedData>()
-        .data::<approval::ApprovalResolvedData>();
+        .notification::<turn::SessionDelta>(s2c);
+    let mut events = Map::new();
+    for kind in EventKind::ALL {
+        let data = kind.data_schema(&mut b.generator);
+        events.insert(kind.as_str().to_owned(), json!({ "version": kind.version(), "data": data }));
+    }
     let defs = b.generator.take_definitions(true);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -106,6 +86,7 @@ pub fn protocol_schema() -> Value {
         "protocolVersion": PROTOCOL_VERSION,
         "methods": b.methods,
         "notifications": b.notifications,
+        "events": events,
         "$defs": defs,
     })
 }

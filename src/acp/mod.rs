@@ -11,19 +11,19 @@ use std::sync::Arc;
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
+use keel_protocol::approval::Resolved;
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery};
-use keel_protocol::turn::{ActivityClosedData, CloseReason, DeltaKind, InputPromotedData};
+use keel_protocol::turn::{CloseReason, DeltaKind};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
 use crate::rpc::{Call, PeerRef};
-use crate::session::approval;
-use crate::session::inbox::{self, NewInput};
-use crate::session::runner::Mode;
+use crate::session::Delta;
+use crate::session::inbox::NewInput;
+use crate::session::prompt::Step;
 use crate::session::service::{NewSession, SessionChanges};
-use crate::session::{Delta, Notice};
 use crate::store::approvals::ApprovalRow;
 use updates::{Mapper, tool_kind, tool_title};
 
@@ -102,7 +102,7 @@ fn config_options(engine: &Engine, session_id: &str) -> Result<Value, ErrorObjec
     let config = engine.config(Some(&session.cwd));
     let current_model = if session.model.is_empty() { Registry::default_model(&config) } else { session.model.clone() };
     let mut models: Vec<Value> =
-        engine.providers.models(&config).into_iter().map(|m| json!({ "value": m.id, "name": m.name })).collect();
+        engine.providers().models(&config).into_iter().map(|m| json!({ "value": m.id, "name": m.name })).collect();
     if !models.iter().any(|m| m["value"] == current_model.as_str()) {
         models.push(json!({ "value": current_model, "name": current_model }));
     }
@@ -138,15 +138,10 @@ async fn load_session(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
     let session_id = string(&params, "sessionId")?;
     let session = engine.sessions.get(&session_id).map_err(not_found)?;
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
-    let mut cursor = 0;
-    loop {
-        let events = engine.store.events_after(&session_id, cursor, 512).map_err(internal)?;
-        if events.is_empty() {
-            break;
-        }
+    let mut history = engine.follow(&session_id, Some(0)).map_err(internal)?;
+    while let Some(events) = history.next_page(512, false).await.map_err(internal)? {
         for event in events {
-            cursor = event.seq;
-            for update in mapper.updates(&event) {
+            for update in mapper.updates(event.seq, event.body().map_err(internal)?) {
                 send_update(&call.peer, &session_id, update).await;
             }
         }
@@ -158,7 +153,7 @@ fn mapper(engine: &Engine, cwd: &str, model: &str) -> Mapper {
     let config = engine.config(Some(cwd));
     let model = if model.is_empty() { Registry::default_model(&config) } else { model.to_owned() };
     let context_window =
-        engine.providers.models(&config).into_iter().find(|m| m.id == model).map_or(0, |m| m.context_window);
+        engine.providers().models(&config).into_iter().find(|m| m.id == model).map_or(0, |m| m.context_window);
     Mapper::new(cwd, context_window)
 }
 
@@ -201,8 +196,7 @@ async fn set_config_option(engine: Arc<Engine>, params: Value, _: Call) -> Reply
     let changes = match string(&params, "configId")?.as_str() {
         "model" => {
             let session = engine.sessions.get(&session_id).map_err(not_found)?;
-            let config = engine.config(Some(&session.cwd));
-            engine.providers.check_model(&config, &value).map_err(|e| invalid(e.to_string()))?;
+            engine.check_model(Some(&session.cwd), &value).map_err(|e| invalid(e.to_string()))?;
             SessionChanges { model: Some(value), ..Default::default() }
         }
         "agent" => SessionChanges { agent: Some(value), ..Default::default() },
@@ -249,8 +243,7 @@ async fn steer(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
     let session_id = string(&params, "sessionId")?;
     let new =
         NewInput { input_id: None, delivery: Delivery::Steer, input: input_of(&params)?, agent: None, model: None };
-    let receipt = inbox::admit(&engine.store, &session_id, new).map_err(|e| invalid(e.to_string()))?;
-    engine.wake(&session_id, Mode::Wake);
+    let receipt = engine.admit(&session_id, new).map_err(|e| invalid(e.to_string()))?;
     Ok(json!({ "inputId": receipt.input_id }))
 }
 
@@ -258,95 +251,49 @@ async fn steer(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
 async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
     let session_id = string(&params, "sessionId")?;
     let session = engine.sessions.get(&session_id).map_err(not_found)?;
-    let feed = engine.store.feed(&session_id).map_err(internal)?;
-    let mut wake = feed.watch();
-    let mut cursor = feed.head();
-    let mut deltas = engine.deltas.subscribe();
-    let mut notices = engine.notices.subscribe();
     let new =
         NewInput { input_id: None, delivery: Delivery::Queue, input: input_of(&params)?, agent: None, model: None };
-    let receipt = inbox::admit(&engine.store, &session_id, new).map_err(|e| invalid(e.to_string()))?;
-    engine.wake(&session_id, Mode::Wake);
+    let mut run = engine.prompt(&session_id, new).map_err(|e| invalid(e.to_string()))?;
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
-    let mut activity: Option<String> = None;
     loop {
-        wake.borrow_and_update();
-        loop {
-            let events = engine.store.events_after(&session_id, cursor, 256).map_err(internal)?;
-            if events.is_empty() {
-                break;
+        match run.next().await.map_err(internal)? {
+            // Events before the prompt's activity opened belong to others.
+            Step::Event { ours: false, .. } => {}
+            // Inputs are remembered for replays only; a live prompt's own text is the client's.
+            Step::Event { event, body: body @ EventBody::InputAdmitted(_), .. } => {
+                let _ = mapper.updates(event.seq, body);
             }
-            for event in events {
-                cursor = event.seq;
-                if event.kind == "input.promoted"
-                    && let Ok(d) = serde_json::from_str::<InputPromotedData>(event.data.get())
-                    && d.input_ids.contains(&receipt.input_id)
-                {
-                    activity = Some(d.activity_id);
-                    continue;
-                }
-                // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
-                // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
-                if event.kind == "queue.paused" && activity.is_none() {
-                    let _ = inbox::remove(&engine.store, &session_id, &receipt.input_id);
-                    return Ok(json!({ "stopReason": "cancelled" }));
-                }
-                let Some(ours) = &activity else { continue };
-                if event.kind == "activity.closed"
-                    && let Ok(d) = serde_json::from_str::<ActivityClosedData>(event.data.get())
-                    && &d.activity_id == ours
-                {
-                    return match d.reason {
-                        CloseReason::Completed => Ok(json!({ "stopReason": "end_turn" })),
-                        CloseReason::TurnLimit => Ok(json!({ "stopReason": "max_turn_requests" })),
-                        CloseReason::Interrupted => Ok(json!({ "stopReason": "cancelled" })),
-                        CloseReason::Failed => Err(internal(d.error.unwrap_or_else(|| "the turn failed".into()))),
-                    };
-                }
-                if event.kind == "turn.started"
-                    && let Ok(d) = serde_json::from_str::<keel_protocol::turn::TurnStartedData>(event.data.get())
-                    && &d.activity_id == ours
-                {
-                    mapper.messages.insert(d.message_id);
-                }
-                if event.kind == "input.admitted" {
-                    // Inputs are remembered for replays only; a live prompt's own text is the client's.
-                    let _ = mapper.updates(&event);
-                    continue;
-                }
-                for update in mapper.updates(&event) {
+            Step::Event { event, body, .. } => {
+                for update in mapper.updates(event.seq, body) {
                     send_update(&call.peer, &session_id, update).await;
                 }
             }
-        }
-        tokio::select! {
-            changed = wake.changed() => if changed.is_err() { return Err(internal("the session went away")) },
-            delta = deltas.recv() => if let Ok(delta) = delta {
-                stream_delta(&call.peer, &mut mapper, &delta, &session_id, cursor).await;
-            },
-            notice = notices.recv() => match notice {
-                Ok(Notice::ApprovalRequested(row)) if row.session_id == session_id => ask_permission(&engine, &call.peer, row),
-                Ok(Notice::ApprovalResolved { approval_id, .. }) => call.peer.withdraw(&approval_id),
-                // Missed notices: ask about whatever is pending (questions already out are not sent twice).
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for row in engine.store.query(|c| crate::store::approvals::pending(c, &session_id)).unwrap_or_default() {
-                        ask_permission(&engine, &call.peer, row);
-                    }
-                }
-                _ => {}
-            },
+            Step::Delta(delta) => stream_delta(&call.peer, &mut mapper, &delta, &session_id, run.cursor()).await,
+            Step::Approval(row) => ask_permission(&engine, &call.peer, row),
+            Step::ApprovalResolved(approval_id) => call.peer.withdraw(&approval_id),
+            // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
+            // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
+            Step::PausedBeforeStart => {
+                let _ = engine.remove_input(&session_id, &run.receipt().input_id);
+                return Ok(json!({ "stopReason": "cancelled" }));
+            }
+            Step::Closed(outcome) => {
+                return match outcome.reason {
+                    CloseReason::Completed => Ok(json!({ "stopReason": "end_turn" })),
+                    CloseReason::TurnLimit => Ok(json!({ "stopReason": "max_turn_requests" })),
+                    CloseReason::Interrupted => Ok(json!({ "stopReason": "cancelled" })),
+                    CloseReason::Failed => Err(internal(outcome.error.unwrap_or_else(|| "the turn failed".into()))),
+                };
+            }
         }
     }
 }
 
 async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, session_id: &str, seq: u64) {
-    // Fragments of another activity of the session, or of a part already sent whole, are not this prompt's.
-    if delta.session_id != session_id
-        || mapper.completed.contains(&delta.part_id)
-        || !mapper.messages.contains(&delta.message_id)
-    {
+    // A part already sent whole has nothing left to stream.
+    if mapper.completed.contains(&delta.part_id) {
         return;
     }
     let update = match delta.kind {
@@ -379,11 +326,7 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
         .collect();
         // The same title and input as the `tool_call` update, so a client applying this update loses nothing; what
         // the approval is about goes in `_meta`.
-        let called = engine
-            .store
-            .query(|c| crate::store::transcript::tool_call(c, &row.session_id, &row.call_id))
-            .ok()
-            .flatten();
+        let called = engine.tool_call(&row.session_id, &row.call_id).ok().flatten();
         let (tool, input) = called.unwrap_or_else(|| (row.tool.clone(), Value::Null));
         let call = keel_protocol::turn::ToolCalledData {
             turn_id: String::new(),
@@ -411,14 +354,14 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
             return;
         };
         let decision = match (answer["outcome"]["outcome"].as_str(), answer["outcome"]["optionId"].as_str()) {
-            (Some("selected"), Some("allow_once")) => "once",
-            (Some("selected"), Some("allow_always")) => "always",
-            (Some("selected"), Some(_)) => "reject",
+            (Some("selected"), Some("allow_once")) => Resolved::Once,
+            (Some("selected"), Some("allow_always")) => Resolved::Always,
+            (Some("selected"), Some(_)) => Resolved::Reject,
             // `cancelled`: the client gave up on the question (it cancelled the prompt); the interrupt answers it.
             _ => return,
         };
         let by = peer.lifecycle().client_name;
-        let _ = approval::resolve(&engine, &key, decision, None, &by);
+        let _ = engine.answer_approval(&key, decision, None, &by);
     });
 }
 

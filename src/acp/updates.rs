@@ -3,14 +3,10 @@
 
 use std::collections::HashMap;
 
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::ContentPart;
-use keel_protocol::turn::{
-    InputAdmittedData, InputPromotedData, PartCompletedData, ToolCalledData, ToolCompletedData, ToolFailedData,
-    ToolStartedData, TurnCompletedData,
-};
+use keel_protocol::turn::{PartCompletedData, ToolCalledData};
 use serde_json::{Value, json};
-
-use crate::store::Event;
 
 /// What the mapping remembers across events: inputs by id, calls by id, text already streamed per part.
 #[derive(Default)]
@@ -21,8 +17,6 @@ pub struct Mapper {
     pub streamed: HashMap<String, usize>,
     /// Parts whose whole text went out: late deltas for them are dropped.
     pub completed: std::collections::HashSet<String>,
-    /// Assistant messages of the prompt being answered: only their fragments are streamed.
-    pub messages: std::collections::HashSet<String>,
     /// The session's workspace, for absolute paths in locations and diffs.
     pub cwd: String,
     /// The context window of the session's model, for `usage_update.size`.
@@ -76,96 +70,93 @@ impl Mapper {
         if path.starts_with('/') { path.to_owned() } else { format!("{}/{path}", self.cwd.trim_end_matches('/')) }
     }
 
-    /// The updates an event becomes (often none).
-    pub fn updates(&mut self, event: &Event) -> Vec<Value> {
-        let data = event.data.get();
+    /// The updates the event at `seq` becomes (often none).
+    pub fn updates(&mut self, seq: u64, body: EventBody) -> Vec<Value> {
         let mut out = Vec::new();
-        match event.kind.as_str() {
-            "input.admitted" => {
-                if let Ok(d) = serde_json::from_str::<InputAdmittedData>(data) {
-                    self.inputs.insert(d.input_id, d.input);
-                }
+        match body {
+            EventBody::InputAdmitted(d) => {
+                self.inputs.insert(d.input_id, d.input);
             }
-            "input.promoted" => {
-                if let Ok(d) = serde_json::from_str::<InputPromotedData>(data) {
-                    for id in &d.input_ids {
-                        for part in self.inputs.get(id).into_iter().flatten() {
-                            out.push(json!({ "sessionUpdate": "user_message_chunk", "content": content_block(part), "messageId": d.message_id }));
-                        }
+            EventBody::InputPromoted(d) => {
+                for id in &d.input_ids {
+                    for part in self.inputs.get(id).into_iter().flatten() {
+                        out.push(json!({ "sessionUpdate": "user_message_chunk", "content": content_block(part), "messageId": d.message_id }));
                     }
                 }
             }
-            kind @ ("text.completed" | "reasoning.completed") => {
-                if let Ok(d) = serde_json::from_str::<PartCompletedData>(data) {
-                    self.completed.insert(d.part_id.clone());
-                    let sent = self.streamed.get(&d.part_id).copied().unwrap_or(0);
-                    let rest = d.text.get(sent..).unwrap_or_default();
-                    if !rest.is_empty() {
-                        let update =
-                            if kind == "text.completed" { "agent_message_chunk" } else { "agent_thought_chunk" };
-                        out.push(json!({ "sessionUpdate": update, "content": { "type": "text", "text": rest }, "messageId": d.message_id }));
+            EventBody::TextCompleted(d) => out.extend(self.part_completed("agent_message_chunk", d)),
+            EventBody::ReasoningCompleted(d) => out.extend(self.part_completed("agent_thought_chunk", d)),
+            EventBody::ToolCalled(d) => {
+                let mut update = json!({
+                    "sessionUpdate": "tool_call", "toolCallId": d.call_id, "title": tool_title(&d),
+                    "kind": tool_kind(&d.tool), "status": "pending", "rawInput": d.input,
+                });
+                if let Some(path) = d.input.get("filePath").and_then(Value::as_str) {
+                    update["locations"] = json!([{ "path": self.absolute(path) }]);
+                }
+                out.push(update);
+                self.calls.insert(d.call_id.clone(), d);
+            }
+            EventBody::ToolStarted(d) => {
+                out.push(
+                    json!({ "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "in_progress" }),
+                );
+            }
+            EventBody::ToolCompleted(d) => {
+                let mut content = vec![json!({ "type": "content", "content": { "type": "text", "text": d.output } })];
+                if let Some(call) = self.calls.get(&d.call_id) {
+                    content.extend(self.diff(call));
+                    if call.tool == "todowrite" {
+                        out.push(plan(&call.input));
                     }
                 }
+                out.push(json!({
+                    "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "completed",
+                    "content": content, "rawOutput": { "output": d.output, "truncated": d.truncated },
+                }));
             }
-            "tool.called" => {
-                if let Ok(d) = serde_json::from_str::<ToolCalledData>(data) {
-                    let mut update = json!({
-                        "sessionUpdate": "tool_call", "toolCallId": d.call_id, "title": tool_title(&d),
-                        "kind": tool_kind(&d.tool), "status": "pending", "rawInput": d.input,
-                    });
-                    if let Some(path) = d.input.get("filePath").and_then(Value::as_str) {
-                        update["locations"] = json!([{ "path": self.absolute(path) }]);
-                    }
-                    out.push(update);
-                    self.calls.insert(d.call_id.clone(), d);
-                }
+            EventBody::ToolFailed(d) => {
+                out.push(json!({
+                    "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "failed",
+                    "content": [{ "type": "content", "content": { "type": "text", "text": d.error } }],
+                }));
             }
-            "tool.started" => {
-                if let Ok(d) = serde_json::from_str::<ToolStartedData>(data) {
-                    out.push(json!({ "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "in_progress" }));
-                }
+            EventBody::TurnCompleted(d) => {
+                let u = &d.usage;
+                let used =
+                    u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens + u.reasoning_tokens;
+                out.push(json!({
+                    "sessionUpdate": "usage_update", "used": used, "size": self.context_window,
+                    "cost": { "amount": d.cost_usd, "currency": "USD" },
+                }));
             }
-            "tool.completed" => {
-                if let Ok(d) = serde_json::from_str::<ToolCompletedData>(data) {
-                    let mut content =
-                        vec![json!({ "type": "content", "content": { "type": "text", "text": d.output } })];
-                    if let Some(call) = self.calls.get(&d.call_id) {
-                        content.extend(self.diff(call));
-                        if call.tool == "todowrite" {
-                            out.push(plan(&call.input));
-                        }
-                    }
-                    out.push(json!({
-                        "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "completed",
-                        "content": content, "rawOutput": { "output": d.output, "truncated": d.truncated },
-                    }));
-                }
-            }
-            "tool.failed" => {
-                if let Ok(d) = serde_json::from_str::<ToolFailedData>(data) {
-                    out.push(json!({
-                        "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "failed",
-                        "content": [{ "type": "content", "content": { "type": "text", "text": d.error } }],
-                    }));
-                }
-            }
-            "turn.completed" => {
-                if let Ok(d) = serde_json::from_str::<TurnCompletedData>(data) {
-                    let u = &d.usage;
-                    let used = u.input_tokens
-                        + u.cache_read_tokens
-                        + u.cache_write_tokens
-                        + u.output_tokens
-                        + u.reasoning_tokens;
-                    out.push(json!({
-                        "sessionUpdate": "usage_update", "used": used, "size": self.context_window,
-                        "cost": { "amount": d.cost_usd, "currency": "USD" },
-                    }));
-                }
-            }
-            _ => {}
+            // ACP has no update for these: prompts learn of them through `session/prompt`'s answer or not at all.
+            EventBody::SessionCreated(_)
+            | EventBody::SessionUpdated(_)
+            | EventBody::SessionDeleted(_)
+            | EventBody::SessionStatus(_)
+            | EventBody::InputRemoved(_)
+            | EventBody::ActivityOpened(_)
+            | EventBody::ActivityClosed(_)
+            | EventBody::QueuePaused(_)
+            | EventBody::QueueResumed(_)
+            | EventBody::TurnStarted(_)
+            | EventBody::TurnFailed(_)
+            | EventBody::RetryScheduled(_)
+            | EventBody::ApprovalRequested(_)
+            | EventBody::ApprovalResolved(_) => {}
         }
-        out.into_iter().map(|u| with_seq(u, event.seq)).collect()
+        out.into_iter().map(|u| with_seq(u, seq)).collect()
+    }
+
+    /// The rest of a part's text that live deltas did not already send.
+    fn part_completed(&mut self, update: &str, d: PartCompletedData) -> Option<Value> {
+        self.completed.insert(d.part_id.clone());
+        let sent = self.streamed.get(&d.part_id).copied().unwrap_or(0);
+        let rest = d.text.get(sent..).unwrap_or_default();
+        (!rest.is_empty()).then(
+            || json!({ "sessionUpdate": update, "content": { "type": "text", "text": rest }, "messageId": d.message_id }),
+        )
     }
 
     /// The diff an edit or write shows: the replaced text and its replacement.

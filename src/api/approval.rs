@@ -12,8 +12,8 @@ use keel_protocol::approval::{Approval, ApprovalAnswer, ApprovalRequest, Approva
 use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::{Call, PeerRef};
-use crate::session::approval::{self, ApprovalError};
-use crate::store::approvals::{self, ApprovalRow};
+use crate::session::approval::ApprovalError;
+use crate::store::approvals::ApprovalRow;
 
 /// How long a client may take to answer; the approval itself stays pending in the log whatever happens.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -31,16 +31,11 @@ fn record(
     message: Option<String>,
     by: &str,
 ) -> Result<(), ApiError> {
-    let decision = match decision {
-        Decision::Once => "once",
-        Decision::Always => "always",
-        Decision::Reject => "reject",
-    };
-    approval::resolve(engine, approval_id, decision, message, if by.is_empty() { "client" } else { by }).map_err(|e| {
-        match e {
+    engine.answer_approval(approval_id, decision.into(), message, if by.is_empty() { "client" } else { by }).map_err(
+        |e| match e {
             ApprovalError::NotFound(_) | ApprovalError::AlreadyResolved(_) => ApiError::ApprovalGone(e.to_string()),
-        }
-    })
+        },
+    )
 }
 
 pub fn to_wire(row: ApprovalRow) -> Approval {
@@ -86,7 +81,7 @@ pub fn replay_pending(engine: &Arc<Engine>, peer: &PeerRef, session_id: &str) {
     if !peer.lifecycle().capabilities.approvals {
         return;
     }
-    let pending = engine.store.query(|c| approvals::pending(c, session_id)).unwrap_or_default();
+    let pending = engine.pending_approvals(session_id).unwrap_or_default();
     for row in pending {
         deliver(engine, peer, row);
     }

@@ -15,14 +15,14 @@ use crate::rpc::Call;
 pub async fn models(engine: Arc<Engine>, p: Option<ModelListParams>, _: Call) -> Result<ModelListResult, ApiError> {
     let filter = p.and_then(|p| p.provider);
     let config = engine.config(None);
-    let providers = engine.providers.providers(&config);
+    let providers = engine.providers().providers(&config);
     let models = engine
-        .providers
+        .providers()
         .models(&config)
         .into_iter()
         .filter(|m| filter.as_deref().is_none_or(|f| m.provider() == f))
         .map(|m| {
-            let available = providers.iter().any(|p| p.id == m.provider() && engine.providers.authenticated(p));
+            let available = providers.iter().any(|p| p.id == m.provider() && engine.providers().authenticated(p));
             ModelInfo {
                 provider: m.provider().to_owned(),
                 capabilities: m.capabilities(),
@@ -42,11 +42,11 @@ pub async fn models(engine: Arc<Engine>, p: Option<ModelListParams>, _: Call) ->
 pub async fn providers(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result<ProviderListResult, ApiError> {
     let config = engine.config(None);
     let providers = engine
-        .providers
+        .providers()
         .providers(&config)
         .into_iter()
         .map(|p| ProviderInfo {
-            authenticated: engine.providers.authenticated(&p),
+            authenticated: engine.providers().authenticated(&p),
             id: p.id,
             name: p.name,
             wire: p.wire.as_str().to_owned(),
@@ -62,7 +62,7 @@ pub async fn auth_set(engine: Arc<Engine>, p: AuthSetParams, call: Call) -> Resu
         return Err(ApiError::invalid("apiKey", "must not be empty"));
     }
     engine
-        .providers
+        .providers()
         .auth
         .set(&p.provider, Credential::ApiKey { key: p.api_key.trim().to_owned() })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -71,7 +71,7 @@ pub async fn auth_set(engine: Arc<Engine>, p: AuthSetParams, call: Call) -> Resu
 }
 
 pub async fn auth_list(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result<AuthListResult, ApiError> {
-    let entries = engine.providers.auth.list().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let entries = engine.providers().auth.list().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(AuthListResult {
         entries: entries
             .into_iter()
@@ -81,7 +81,7 @@ pub async fn auth_list(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result
 }
 
 pub async fn auth_remove(engine: Arc<Engine>, p: AuthRemoveParams, call: Call) -> Result<AuthRemoveResult, ApiError> {
-    let removed = engine.providers.auth.remove(&p.provider).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let removed = engine.providers().auth.remove(&p.provider).map_err(|e| ApiError::Internal(e.to_string()))?;
     if removed {
         tracing::info!(connection = call.peer.id(), provider = %p.provider, "credential removed");
     }
@@ -90,7 +90,7 @@ pub async fn auth_remove(engine: Arc<Engine>, p: AuthRemoveParams, call: Call) -
 
 pub async fn config(engine: Arc<Engine>, p: Option<ConfigGetParams>, _: Call) -> Result<ConfigGetResult, ApiError> {
     let cwd = p.and_then(|p| p.cwd);
-    let loaded = crate::config::load(&engine.paths, cwd.as_deref().map(std::path::Path::new))
+    let loaded = crate::config::load(engine.paths(), cwd.as_deref().map(std::path::Path::new))
         .map_err(|e| ApiError::invalid("config", e.to_string()))?;
     Ok(ConfigGetResult {
         config: loaded.config.redacted(),
@@ -105,7 +105,7 @@ pub async fn config(engine: Arc<Engine>, p: Option<ConfigGetParams>, _: Call) ->
 pub async fn tools(engine: Arc<Engine>, _: Option<ToolListParams>, _: Call) -> Result<ToolListResult, ApiError> {
     Ok(ToolListResult {
         tools: engine
-            .tools
+            .tools()
             .specs()
             .into_iter()
             .map(|t| ToolInfo {

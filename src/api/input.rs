@@ -11,7 +11,7 @@ use super::ApiError;
 use super::session::check_model;
 use crate::engine::Engine;
 use crate::rpc::Call;
-use crate::session::inbox::{self, NewInput};
+use crate::session::inbox::NewInput;
 use crate::session::runner::Mode;
 
 pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<PromptResult, ApiError> {
@@ -20,8 +20,7 @@ pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<Pro
         check_model(&engine, Some(&session.cwd), model)?;
     }
     let new = NewInput { input_id: p.input_id, delivery: p.delivery, input: p.input, agent: p.agent, model: p.model };
-    let receipt = inbox::admit(&engine.store, &p.session_id, new)?;
-    engine.wake(&p.session_id, Mode::Wake);
+    let receipt = engine.admit(&p.session_id, new)?;
     Ok(PromptResult {
         input_id: receipt.input_id,
         delivery: receipt.delivery,
@@ -41,5 +40,5 @@ pub async fn interrupt(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Resu
 }
 
 pub async fn queue_remove(engine: Arc<Engine>, p: QueueRemoveParams, _: Call) -> Result<QueueRemoveResult, ApiError> {
-    Ok(QueueRemoveResult { removed: inbox::remove(&engine.store, &p.session_id, &p.input_id)? })
+    Ok(QueueRemoveResult { removed: engine.remove_input(&p.session_id, &p.input_id)? })
 }

@@ -42,7 +42,7 @@ pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) ->
     if already {
         return Err(ApiError::InvalidRequest("the connection is already initialized".into()));
     }
-    let notices = engine.notices.subscribe();
+    let notices = engine.notices().subscribe();
     let peer = Arc::clone(&call.peer);
     call.after_response(move || peer.spawn_task("notices".into(), forward_notices(engine, notices, Arc::clone(&peer))));
     Ok(InitializeResult {

@@ -3,18 +3,18 @@
 use std::sync::Arc;
 
 use keel_protocol::Empty;
-use keel_protocol::input::{Delivery, PendingInput};
+use keel_protocol::input::PendingInput;
 use keel_protocol::session::{
     Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams, SessionListParams,
-    SessionListResult, SessionResult, SessionStatus, SessionUpdateParams, Usage,
+    SessionListResult, SessionResult, SessionUpdateParams, Usage,
 };
-use keel_protocol::turn::{Message, MessagesParams, MessagesResult, Part, Role};
+use keel_protocol::turn::{MessagesParams, MessagesResult};
 
 use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::Call;
 use crate::session::service::{NewSession, SessionChanges, encode_cursor};
-use crate::store::{SessionRow, approvals, inputs, transcript};
+use crate::store::SessionRow;
 
 const DEFAULT_PAGE: usize = 50;
 const DEFAULT_MESSAGES: usize = 100;
@@ -43,12 +43,12 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
     let head_seq = row.head_seq;
     let queue_paused = row.queue_paused;
     let session = to_wire(row);
-    let pending = engine.store.query(|c| inputs::pending(c, &p.session_id))?;
+    let pending = engine.pending_inputs(&p.session_id)?;
     let pending_inputs = pending
         .into_iter()
         .map(|i| PendingInput {
             input: serde_json::from_str(&i.content).unwrap_or_default(),
-            delivery: if i.delivery == "steer" { Delivery::Steer } else { Delivery::Queue },
+            delivery: i.delivery,
             input_id: i.input_id,
             admitted_seq: i.admitted_seq,
         })
@@ -59,12 +59,7 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
         head_seq,
         pending_inputs,
         queue_paused,
-        pending_approvals: engine
-            .store
-            .query(|c| approvals::pending(c, &p.session_id))?
-            .into_iter()
-            .map(super::approval::to_wire)
-            .collect(),
+        pending_approvals: engine.pending_approvals(&p.session_id)?.into_iter().map(super::approval::to_wire).collect(),
     })
 }
 
@@ -77,27 +72,8 @@ pub async fn messages(engine: Arc<Engine>, p: MessagesParams, _: Call) -> Result
         }
         None => 0,
     };
-    let parts = engine.store.query(|c| transcript::parts_after(c, &p.session_id, after, usize::MAX))?;
-    let mut messages: Vec<Message> = Vec::new();
-    let mut last_seq = after;
-    let mut next_cursor = None;
-    for row in parts {
-        let new_message = messages.last().is_none_or(|m| m.id != row.message_id);
-        if new_message && messages.len() == limit {
-            next_cursor = Some(last_seq.to_string());
-            break;
-        }
-        let Ok(part) = serde_json::from_str::<Part>(&row.data) else { continue };
-        if new_message {
-            let role = if row.role == "user" { Role::User } else { Role::Assistant };
-            messages.push(Message { id: row.message_id.clone(), role, seq: row.seq, parts: Vec::new() });
-        }
-        if let Some(message) = messages.last_mut() {
-            message.parts.push(part);
-        }
-        last_seq = row.seq;
-    }
-    Ok(MessagesResult { messages, next_cursor })
+    let page = engine.messages(&p.session_id, after, limit)?;
+    Ok(MessagesResult { messages: page.messages, next_cursor: page.next.map(|seq| seq.to_string()) })
 }
 
 pub async fn update(engine: Arc<Engine>, p: SessionUpdateParams, _: Call) -> Result<SessionResult, ApiError> {
@@ -120,14 +96,6 @@ pub async fn delete(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<
 }
 
 fn to_wire(row: SessionRow) -> Session {
-    let status = match row.status.as_str() {
-        "running" => SessionStatus::Running,
-        "waiting_approval" => SessionStatus::WaitingApproval,
-        "retrying" => SessionStatus::Retrying,
-        "recovering" => SessionStatus::Recovering,
-        "failed" => SessionStatus::Failed,
-        _ => SessionStatus::Idle,
-    };
     Session {
         id: row.id,
         cwd: row.cwd,
@@ -137,7 +105,7 @@ fn to_wire(row: SessionRow) -> Session {
         parent_id: row.parent_id,
         created_at: row.created_at,
         updated_at: row.updated_at,
-        status,
+        status: row.status,
         usage: Usage {
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,
@@ -151,6 +119,5 @@ fn to_wire(row: SessionRow) -> Session {
 
 /// A model must name a provider the engine knows; its availability is checked when a turn runs.
 pub fn check_model(engine: &Engine, cwd: Option<&str>, model: &str) -> Result<(), ApiError> {
-    let config = engine.config(cwd);
-    engine.providers.check_model(&config, model).map_err(|e| ApiError::Unavailable(e.to_string()))
+    engine.check_model(cwd, model).map_err(|e| ApiError::Unavailable(e.to_string()))
 }

@@ -23,7 +23,7 @@ use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::{Call, PeerError, PeerRef};
 use crate::session::Delta;
-use crate::store::{Event, Feed, Store};
+use crate::store::{Event, Feed};
 
 /// Events read from the store per page during a replay.
 const REPLAY_PAGE: usize = 512;
@@ -35,7 +35,7 @@ static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
 
 pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> Result<SubscribeResult, ApiError> {
     // The feed exists before the history is read, so nothing that commits from here on can be missed.
-    let feed = engine.store.feed(&p.session_id)?;
+    let feed = engine.feed(&p.session_id)?;
     let head_seq = feed.head();
     let cursor = match p.after_seq {
         -1 => head_seq,
@@ -44,19 +44,19 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
             return Err(ApiError::invalid("afterSeq", "must be -1 (from now) or a seq"));
         }
     };
-    let limit = engine.settings.max_subscriptions_per_connection;
+    let limit = engine.settings().max_subscriptions_per_connection;
     if call.peer.attachments() >= limit {
         return Err(ApiError::Overloaded(format!("this connection already has {limit} subscriptions")));
     }
     let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
-    let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas.subscribe());
+    let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas().subscribe());
     let subscription = Subscription {
         deltas,
         id: subscription_id.clone(),
-        store: Arc::clone(&engine.store),
+        engine: Arc::clone(&engine),
         feed,
         peer: Arc::clone(&call.peer),
-        stall: engine.settings.subscriber_stall,
+        stall: engine.settings().subscriber_stall,
         cursor,
     };
     let peer = Arc::clone(&call.peer);
@@ -83,10 +83,9 @@ pub async fn events(engine: Arc<Engine>, p: EventsParams, call: Call) -> Result<
     if i64::try_from(p.after_seq).is_err() {
         return Err(ApiError::invalid("afterSeq", "must be at most 2^63 - 1"));
     }
-    let store = &engine.store;
-    let mut events = store.events_after(&p.session_id, p.after_seq, limit)?;
+    let mut events = engine.events(&p.session_id, p.after_seq, limit)?;
     if let Some(wait) = p.wait_ms.filter(|_| events.is_empty()) {
-        let feed = store.feed(&p.session_id)?;
+        let feed = engine.feed(&p.session_id)?;
         let mut wake = feed.watch();
         call.release_order();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait.min(MAX_WAIT_MS));
@@ -95,9 +94,9 @@ pub async fn events(engine: Arc<Engine>, p: EventsParams, call: Call) -> Result<
                 break;
             }
         }
-        events = store.events_after(&p.session_id, p.after_seq, limit)?;
+        events = engine.events(&p.session_id, p.after_seq, limit)?;
     }
-    let head_seq = store.head(&p.session_id)?.ok_or_else(|| ApiError::SessionNotFound(p.session_id.clone()))?;
+    let head_seq = engine.head(&p.session_id)?.ok_or_else(|| ApiError::SessionNotFound(p.session_id.clone()))?;
     let has_more = events.last().is_some_and(|e| e.seq < head_seq);
     let events = events
         .iter()
@@ -111,7 +110,7 @@ struct Subscription {
     /// Streamed fragments, for clients that asked for them at `initialize`.
     deltas: Option<broadcast::Receiver<Arc<Delta>>>,
     id: String,
-    store: Arc<Store>,
+    engine: Arc<Engine>,
     feed: Arc<Feed>,
     peer: PeerRef,
     stall: std::time::Duration,
@@ -161,7 +160,7 @@ impl Subscription {
                         return stop;
                     }
                     self.cursor = event.seq;
-                    if event.kind == "session.deleted" {
+                    if event.kind == keel_protocol::catalogue::EventKind::SessionDeleted {
                         return Stop::Ended(SubscriptionEndReason::Deleted);
                     }
                 }
@@ -207,11 +206,11 @@ impl Subscription {
     }
 
     /// The next events after the cursor: from the feed's memory when it reaches back that far, else a store page.
-    fn next_batch(&self) -> Result<Vec<Arc<Event>>, crate::store::Error> {
+    fn next_batch(&self) -> Result<Vec<Arc<Event>>, crate::session::Error> {
         if let Some(recent) = self.feed.recent_after(self.cursor, REPLAY_PAGE) {
             return Ok(recent);
         }
-        let page = self.store.events_after(self.feed.session_id(), self.cursor, REPLAY_PAGE)?;
+        let page = self.engine.events(self.feed.session_id(), self.cursor, REPLAY_PAGE)?;
         Ok(page.into_iter().map(Arc::new).collect())
     }
 
@@ -246,7 +245,7 @@ pub fn wire(e: &Event) -> WireEvent<&RawValue> {
     WireEvent {
         session_id: e.session_id.clone(),
         seq: e.seq,
-        kind: e.kind.clone(),
+        kind: e.kind.as_str().to_owned(),
         version: e.version,
         at: e.at,
         data: &e.data,

@@ -20,32 +20,32 @@ pub fn auth_set(engine: &Engine, provider: &str, key: Option<String>) -> Result<
     if key.is_empty() {
         return Err("no key given: pass it on stdin".into());
     }
-    engine.providers.auth.set(provider, Credential::ApiKey { key: key.to_owned() }).map_err(|e| e.to_string())?;
+    engine.providers().auth.set(provider, Credential::ApiKey { key: key.to_owned() }).map_err(|e| e.to_string())?;
     println!("stored a key for {provider}");
     Ok(())
 }
 
 pub fn auth_list(engine: &Engine) -> Result<(), String> {
-    for entry in engine.providers.auth.list().map_err(|e| e.to_string())? {
+    for entry in engine.providers().auth.list().map_err(|e| e.to_string())? {
         println!("{}\t{}\t{}", entry.provider, entry.kind, entry.source);
     }
     Ok(())
 }
 
 pub fn auth_remove(engine: &Engine, provider: &str) -> Result<(), String> {
-    let removed = engine.providers.auth.remove(provider).map_err(|e| e.to_string())?;
+    let removed = engine.providers().auth.remove(provider).map_err(|e| e.to_string())?;
     println!("{}", if removed { "removed" } else { "nothing stored for that provider" });
     Ok(())
 }
 
 pub fn models(engine: &Engine, provider: Option<&str>) {
     let config = engine.config(None);
-    let providers = engine.providers.providers(&config);
-    for model in engine.providers.models(&config) {
+    let providers = engine.providers().providers(&config);
+    for model in engine.providers().models(&config) {
         if provider.is_some_and(|p| p != model.provider()) {
             continue;
         }
-        let available = providers.iter().any(|p| p.id == model.provider() && engine.providers.authenticated(p));
+        let available = providers.iter().any(|p| p.id == model.provider() && engine.providers().authenticated(p));
         println!(
             "{}\t{}\tcontext {}\t${}/${} per Mtok{}",
             model.id,
@@ -61,7 +61,7 @@ pub fn models(engine: &Engine, provider: Option<&str>) {
 pub fn sessions_list(engine: &Engine) -> Result<(), String> {
     let page = engine.sessions.list(None, None, 500).map_err(|e| e.to_string())?;
     for s in page.sessions {
-        println!("{}\t{}\t{}\t{}", s.id, s.status, s.cwd, s.title);
+        println!("{}\t{}\t{}\t{}", s.id, keel_protocol::wire_name(&s.status), s.cwd, s.title);
     }
     Ok(())
 }
@@ -70,7 +70,13 @@ pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
     let s = engine.sessions.get(id).map_err(|e| e.to_string())?;
     println!(
         "id: {}\ntitle: {}\ncwd: {}\nagent: {}\nmodel: {}\nstatus: {}\nevents: {}",
-        s.id, s.title, s.cwd, s.agent, s.model, s.status, s.head_seq
+        s.id,
+        s.title,
+        s.cwd,
+        s.agent,
+        s.model,
+        keel_protocol::wire_name(&s.status),
+        s.head_seq
     );
     println!("tokens: {} in, {} out; cost ${:.4}", s.input_tokens, s.output_tokens, s.cost_usd);
     Ok(())
@@ -78,23 +84,11 @@ pub fn session_show(engine: &Engine, id: &str) -> Result<(), String> {
 
 /// Prints events as NDJSON; with `follow`, keeps printing as they commit.
 pub async fn session_events(engine: Arc<Engine>, id: &str, after: u64, follow: bool) -> Result<(), String> {
-    let feed = engine.store.feed(id).map_err(|e| e.to_string())?;
-    let mut wake = feed.watch();
-    let mut cursor = after;
-    loop {
-        wake.borrow_and_update();
-        loop {
-            let events = engine.store.events_after(id, cursor, 512).map_err(|e| e.to_string())?;
-            if events.is_empty() {
-                break;
-            }
-            for e in events {
-                cursor = e.seq;
-                println!("{}", crate::api::event_line(&e));
-            }
-        }
-        if !follow || wake.changed().await.is_err() {
-            return Ok(());
+    let mut follower = engine.follow(id, Some(after)).map_err(|e| e.to_string())?;
+    while let Some(events) = follower.next_page(512, follow).await.map_err(|e| e.to_string())? {
+        for e in events {
+            println!("{}", crate::api::event_line(&e));
         }
     }
+    Ok(())
 }

@@ -5,21 +5,18 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use keel_protocol::approval::Resolved;
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery};
-use keel_protocol::turn::{
-    ActivityClosedData, CloseReason, InputPromotedData, PartCompletedData, ToolCalledData, ToolCompletedData,
-    ToolFailedData, TurnFailedData,
-};
-use tokio::sync::broadcast;
+use keel_protocol::turn::{CloseReason, DeltaKind};
 
 use crate::engine::Engine;
-use crate::session::approval;
-use crate::session::inbox::{self, NewInput};
-use crate::session::runner::Mode;
+use crate::session::inbox::NewInput;
+use crate::session::prompt::Step;
 use crate::session::service::NewSession;
-use crate::session::{Delta, Error as SessionError, Notice};
+use crate::session::{Delta, Error as SessionError};
 use crate::store::Event;
-use crate::store::approvals::{self, ApprovalRow};
+use crate::store::approvals::ApprovalRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -92,26 +89,17 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                 .id
         }
     };
-    let feed = engine.store.feed(&session_id)?;
-    let mut wake = feed.watch();
-    let mut cursor = feed.head();
-    let mut deltas = engine.deltas.subscribe();
-    let mut notices = engine.notices.subscribe();
-    for row in engine.store.query(|c| approvals::pending(c, &session_id))? {
+    for row in engine.pending_approvals(&session_id)? {
         answer(&engine, row, options.approve);
     }
-    let receipt = inbox::admit(
-        &engine.store,
-        &session_id,
-        NewInput {
-            input_id: None,
-            delivery: Delivery::Queue,
-            input: vec![ContentPart::Text { text: options.prompt.clone() }],
-            agent: options.agent.clone(),
-            model: options.model.clone(),
-        },
-    )?;
-    engine.wake(&session_id, Mode::Wake);
+    let input = NewInput {
+        input_id: None,
+        delivery: Delivery::Queue,
+        input: vec![ContentPart::Text { text: options.prompt.clone() }],
+        agent: options.agent.clone(),
+        model: options.model.clone(),
+    };
+    let mut run = engine.prompt(&session_id, input)?;
     if options.format == Format::Text {
         eprintln!("session {session_id}");
     }
@@ -119,35 +107,25 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         format: options.format,
         printed: Default::default(),
         completed: Default::default(),
-        activity: None,
         ended_line: true,
     };
     loop {
-        wake.borrow_and_update();
-        loop {
-            let events = engine.store.events_after(&session_id, cursor, 256)?;
-            if events.is_empty() {
-                break;
-            }
-            for event in events {
-                cursor = event.seq;
-                if let Some(outcome) = printer.event(&event, &receipt.input_id) {
-                    return outcome;
+        match run.next().await? {
+            Step::Event { event, body, ours } => printer.event(&event, &body, ours),
+            Step::Delta(delta) => printer.delta(&delta),
+            Step::Approval(row) => answer(&engine, row, options.approve),
+            Step::ApprovalResolved(_) | Step::PausedBeforeStart => {}
+            Step::Closed(outcome) => {
+                if options.format == Format::Text && !printer.ended_line {
+                    printer.out("\n");
                 }
+                return match outcome.reason {
+                    CloseReason::Completed => Ok(()),
+                    other => {
+                        Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: outcome.error })
+                    }
+                };
             }
-        }
-        tokio::select! {
-            changed = wake.changed() => if changed.is_err() { return Err(RunError::Usage("the session went away".into())) },
-            notice = notices.recv() => {
-                if let Ok(Notice::ApprovalRequested(row)) = notice && row.session_id == session_id {
-                    answer(&engine, row, options.approve);
-                }
-            }
-            delta = deltas.recv() => match delta {
-                Ok(delta) => printer.delta(&delta, &session_id),
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
         }
     }
 }
@@ -157,8 +135,8 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
     let engine = Arc::clone(engine);
     tokio::spawn(async move {
         let (decision, message) = match policy {
-            Approve::Allow => ("once", None),
-            Approve::Reject => ("reject", Some("keel run was started with --approve reject".to_owned())),
+            Approve::Allow => (Resolved::Once, None),
+            Approve::Reject => (Resolved::Reject, Some("keel run was started with --approve reject".to_owned())),
             Approve::Ask => {
                 let title = row.title.clone();
                 let typed = tokio::task::spawn_blocking(move || {
@@ -168,19 +146,18 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
                 })
                 .await;
                 match typed.ok().and_then(Result::ok).as_deref().map(str::trim) {
-                    Some("o" | "once" | "y" | "yes") => ("once", None),
-                    Some("a" | "always") => ("always", None),
-                    _ => ("reject", Some("rejected at the terminal".to_owned())),
+                    Some("o" | "once" | "y" | "yes") => (Resolved::Once, None),
+                    Some("a" | "always") => (Resolved::Always, None),
+                    _ => (Resolved::Reject, Some("rejected at the terminal".to_owned())),
                 }
             }
         };
-        let _ = approval::resolve(&engine, &row.approval_id, decision, message, "keel run");
+        let _ = engine.answer_approval(&row.approval_id, decision, message, "keel run");
     });
 }
 
 fn check_model(engine: &Engine, cwd: &str, model: &str) -> Result<(), RunError> {
-    let config = engine.config(Some(cwd));
-    engine.providers.check_model(&config, model).map_err(|e| RunError::Usage(e.to_string()))
+    engine.check_model(Some(cwd), model).map_err(|e| RunError::Usage(e.to_string()))
 }
 
 struct Printer {
@@ -189,16 +166,13 @@ struct Printer {
     printed: std::collections::HashMap<String, usize>,
     /// Parts written whole: a delta arriving after its part's event is dropped.
     completed: std::collections::HashSet<String>,
-    activity: Option<String>,
     ended_line: bool,
 }
 
 impl Printer {
-    fn delta(&mut self, delta: &Delta, session_id: &str) {
-        if self.format != Format::Text || delta.session_id != session_id || self.activity.is_none() {
-            return;
-        }
-        if delta.kind != keel_protocol::turn::DeltaKind::Text || self.completed.contains(&delta.part_id) {
+    /// A fragment of the prompt's activity: text goes out as it streams.
+    fn delta(&mut self, delta: &Delta) {
+        if self.format != Format::Text || delta.kind != DeltaKind::Text || self.completed.contains(&delta.part_id) {
             return;
         }
         *self.printed.entry(delta.part_id.clone()).or_default() += delta.text.len();
@@ -214,83 +188,52 @@ impl Printer {
         }
     }
 
-    /// Prints one event; returns the run's outcome once our activity closes.
-    fn event(&mut self, event: &Event, input_id: &str) -> Option<Result<(), RunError>> {
-        let data = event.data.get();
-        if event.kind == "input.promoted"
-            && let Ok(d) = serde_json::from_str::<InputPromotedData>(data)
-            && d.input_ids.iter().any(|i| i == input_id)
-        {
-            self.activity = Some(d.activity_id);
-        }
+    /// Prints one event: every one as JSON, or the prompt's activity as text.
+    fn event(&mut self, event: &Event, body: &EventBody, ours: bool) {
         if self.format == Format::Json {
             println!("{}", crate::api::event_line(event));
-        } else if self.activity.is_some() {
-            self.text_event(event);
+        } else if ours {
+            self.text_event(event, body);
         }
-        if event.kind == "activity.closed"
-            && let Ok(d) = serde_json::from_str::<ActivityClosedData>(data)
-            && Some(&d.activity_id) == self.activity.as_ref()
-        {
-            if self.format == Format::Text && !self.ended_line {
-                self.out("\n");
-            }
-            return Some(match d.reason {
-                CloseReason::Completed => Ok(()),
-                other => Err(RunError::NotCompleted {
-                    reason: serde_json::to_value(other)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    detail: d.error,
-                }),
-            });
-        }
-        None
     }
 
-    fn text_event(&mut self, event: &Event) {
-        let data = event.data.get();
-        match event.kind.as_str() {
-            "text.completed" => {
-                if let Ok(d) = serde_json::from_str::<PartCompletedData>(data) {
-                    self.completed.insert(d.part_id.clone());
-                    let printed = self.printed.get(&d.part_id).copied().unwrap_or(0);
-                    let rest = d.text.get(printed..).unwrap_or_default().to_owned();
-                    self.out(&rest);
-                    if !self.ended_line {
-                        self.out("\n");
-                    }
+    fn text_event(&mut self, event: &Event, body: &EventBody) {
+        match body {
+            EventBody::TextCompleted(d) => {
+                self.completed.insert(d.part_id.clone());
+                let printed = self.printed.get(&d.part_id).copied().unwrap_or(0);
+                let rest = d.text.get(printed..).unwrap_or_default().to_owned();
+                self.out(&rest);
+                if !self.ended_line {
+                    self.out("\n");
                 }
             }
-            "tool.called" => {
-                if let Ok(d) = serde_json::from_str::<ToolCalledData>(data) {
-                    eprintln!("→ {} {}", d.tool, d.input);
-                }
+            EventBody::ToolCalled(d) => eprintln!("→ {} {}", d.tool, d.input),
+            EventBody::ToolCompleted(d) => {
+                let first = d.output.lines().next().unwrap_or_default();
+                eprintln!("  ✓ {first}");
             }
-            "tool.completed" => {
-                if let Ok(d) = serde_json::from_str::<ToolCompletedData>(data) {
-                    let first = d.output.lines().next().unwrap_or_default();
-                    eprintln!("  ✓ {first}");
-                }
-            }
-            "tool.failed" => {
-                if let Ok(d) = serde_json::from_str::<ToolFailedData>(data) {
-                    eprintln!("  ✗ {}", d.error);
-                }
-            }
-            "turn.failed" => {
-                if let Ok(d) = serde_json::from_str::<TurnFailedData>(data) {
-                    eprintln!("turn failed: {}", d.error.message);
-                }
-            }
-            "retry.scheduled" => eprintln!("retrying: {data}"),
-            "approval.requested" => {
-                if let Ok(d) = serde_json::from_str::<keel_protocol::approval::ApprovalRequestedData>(data) {
-                    eprintln!("? {}", d.title);
-                }
-            }
-            _ => {}
+            EventBody::ToolFailed(d) => eprintln!("  ✗ {}", d.error),
+            EventBody::TurnFailed(d) => eprintln!("turn failed: {}", d.error.message),
+            EventBody::RetryScheduled(_) => eprintln!("retrying: {}", event.data.get()),
+            EventBody::ApprovalRequested(d) => eprintln!("? {}", d.title),
+            // The terminal shows the answer and the tools; the rest is bookkeeping.
+            EventBody::SessionCreated(_)
+            | EventBody::SessionUpdated(_)
+            | EventBody::SessionDeleted(_)
+            | EventBody::SessionStatus(_)
+            | EventBody::InputAdmitted(_)
+            | EventBody::InputRemoved(_)
+            | EventBody::InputPromoted(_)
+            | EventBody::ActivityOpened(_)
+            | EventBody::ActivityClosed(_)
+            | EventBody::QueuePaused(_)
+            | EventBody::QueueResumed(_)
+            | EventBody::TurnStarted(_)
+            | EventBody::TurnCompleted(_)
+            | EventBody::ReasoningCompleted(_)
+            | EventBody::ToolStarted(_)
+            | EventBody::ApprovalResolved(_) => {}
         }
     }
 }

@@ -5,20 +5,18 @@
 //! answered meanwhile, or from an interrupt; the first one recorded wins. If the engine stops while an approval
 //! waits, the question stays in the log: answering it later wakes the session, and recovery runs the call.
 
-use std::sync::Arc;
-
-use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData};
+use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData, Resolved};
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::StatusData;
 use tokio::sync::oneshot;
 
-use super::{Error, Notice, event};
+use super::{Error, Notice, Services, event};
 use crate::config::PermissionRule;
-use crate::engine::Engine;
 use crate::permission::{self, Access, Verdict};
 use crate::provider::ToolCall;
 use crate::store::{NewEvent, approvals};
-use crate::tool::ToolContext;
+use crate::tool::{Decoded, Tool, ToolContext};
 
 /// What the gate decided for a call.
 pub enum Gate {
@@ -31,7 +29,7 @@ pub enum Gate {
 /// An answer as the waiting call receives it.
 #[derive(Debug, Clone)]
 pub struct Resolution {
-    pub decision: String,
+    pub decision: Resolved,
     pub message: Option<String>,
 }
 
@@ -46,25 +44,24 @@ pub enum ApprovalError {
 /// Checks the call against the rules (the turn's config rules, then the project's stored ones, read now so that an
 /// `always` given earlier in the turn counts) and, when they say ask, asks and waits for the answer.
 pub async fn authorize(
-    engine: &Arc<Engine>,
+    services: &Services,
+    tool: &dyn Tool,
     call: &ToolCall,
+    input: &Decoded,
     ctx: &ToolContext,
     repeated: bool,
     configured: &[PermissionRule],
 ) -> Result<Gate, Error> {
     let (session_id, cancel) = (ctx.session_id.as_str(), &ctx.cancel);
     let cwd = ctx.cwd.display().to_string();
-    let Some(tool) = engine.tools.get(&call.name) else {
-        return Ok(Gate::Refuse(format!("unknown tool {:?}", call.name)));
-    };
-    let mut accesses = match tool.access(&call.input, ctx) {
+    let mut accesses = match tool.access(input, ctx) {
         Ok(accesses) => accesses,
         Err(e) => return Ok(Gate::Refuse(e.to_string())),
     };
     if repeated {
         accesses.push(Access { action: "doom_loop", resources: vec![call.name.clone()] });
     }
-    let stored = engine.store.query(|c| approvals::project_rules(c, &cwd))?;
+    let stored = services.store.query(|c| approvals::project_rules(c, &cwd))?;
     let rules = permission::rules_for(configured, stored);
     let (action, resources) = match permission::check(&rules, &accesses) {
         Verdict::Allow => return Ok(Gate::Run),
@@ -81,10 +78,10 @@ pub async fn authorize(
         _ => format!("{} ({action}): {}", call.name, resources.join(", ")),
     };
     let (tx, rx) = oneshot::channel();
-    engine.waiters().lock().insert(approval_id.clone(), tx);
+    services.waiters().lock().insert(approval_id.clone(), tx);
     // However this wait ends (answer, interrupt, the drain failing), the waiter goes; an answer recorded after that
     // wakes the session instead, and recovery settles the call.
-    let _waiter = WaiterGuard { engine, approval_id: &approval_id };
+    let _waiter = WaiterGuard { services, approval_id: &approval_id };
     let requested = ApprovalRequestedData {
         approval_id: approval_id.clone(),
         call_id: call.id.clone(),
@@ -94,81 +91,89 @@ pub async fn authorize(
         title,
         options: vec!["once".into(), "always".into(), "reject".into()],
     };
-    let appended = engine.append_events(
+    let appended = services.append_events(
         session_id,
         vec![
-            event("approval.requested", &requested)?,
-            event("session.status", &StatusData { status: SessionStatus::WaitingApproval })?,
+            event(EventBody::ApprovalRequested(requested))?,
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::WaitingApproval }))?,
         ],
     );
     if let Err(e) = appended {
-        engine.waiters().lock().remove(&approval_id);
+        services.waiters().lock().remove(&approval_id);
         return Err(e);
     }
-    if let Some(row) = engine.store.query(|c| approvals::get(c, &approval_id))? {
-        let _ = engine.notices.send(Notice::ApprovalRequested(row));
+    if let Some(row) = services.store.query(|c| approvals::get(c, &approval_id))? {
+        let _ = services.notices.send(Notice::ApprovalRequested(row));
     }
     let resolution = tokio::select! {
         answer = rx => answer.ok(),
         _ = cancel.cancelled() => None,
     };
     let Some(resolution) = resolution else {
-        engine.waiters().lock().remove(&approval_id);
-        let _ = resolve(engine, &approval_id, "cancelled", None, "interrupt");
+        services.waiters().lock().remove(&approval_id);
+        // A cancellation never wakes anyone: there is no call left to run.
+        let _ = resolve(services, &approval_id, Resolved::Cancelled, None, "interrupt", &|_| {});
         return Ok(Gate::Interrupted);
     };
-    engine.append_events(session_id, vec![event("session.status", &StatusData { status: SessionStatus::Running })?])?;
+    services.append_events(
+        session_id,
+        vec![event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?],
+    )?;
     Ok(gate_for(&resolution))
 }
 
 struct WaiterGuard<'a> {
-    engine: &'a Engine,
+    services: &'a Services,
     approval_id: &'a str,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        self.engine.waiters().lock().remove(self.approval_id);
+        self.services.waiters().lock().remove(self.approval_id);
     }
 }
 
 /// What a recorded answer means for its call.
 pub fn gate_for(resolution: &Resolution) -> Gate {
-    match resolution.decision.as_str() {
-        "once" | "always" => Gate::Run,
-        "reject" => Gate::Refuse(match &resolution.message {
+    match resolution.decision {
+        Resolved::Once | Resolved::Always => Gate::Run,
+        Resolved::Reject => Gate::Refuse(match &resolution.message {
             Some(message) => format!("the user rejected this call: {message}"),
             None => "the user rejected this call".into(),
         }),
-        _ => Gate::Interrupted,
+        Resolved::Cancelled => Gate::Interrupted,
     }
 }
 
-fn rules_for(engine: &Engine, cwd: &str) -> Result<Vec<PermissionRule>, Error> {
-    let config = engine.config(Some(cwd));
-    let stored = engine.store.query(|c| approvals::project_rules(c, cwd))?;
+fn rules_for(services: &Services, cwd: &str) -> Result<Vec<PermissionRule>, Error> {
+    let config = services.config(Some(cwd));
+    let stored = services.store.query(|c| approvals::project_rules(c, cwd))?;
     Ok(permission::rules_for(&config.permissions, stored))
 }
 
 /// Records an answer. The first answer wins; later ones get `AlreadyResolved`. `always` stores allow rules for the
-/// project and answers the session's other pending approvals that those rules now cover.
+/// project and answers the session's other pending approvals that those rules now cover. `wake` is called with the
+/// session of an answered call that no process waits for (it restarted), so that its next run settles the call.
 pub fn resolve(
-    engine: &Arc<Engine>,
+    services: &Services,
     approval_id: &str,
-    decision: &str,
+    decision: Resolved,
     message: Option<String>,
     by: &str,
+    wake: &dyn Fn(&str),
 ) -> Result<(), ApprovalError> {
     let not_found = || ApprovalError::NotFound(approval_id.to_owned());
-    let row = engine.store.query(|c| approvals::get(c, approval_id)).ok().flatten().ok_or_else(not_found)?;
+    let row = services.store.query(|c| approvals::get(c, approval_id)).ok().flatten().ok_or_else(not_found)?;
     let data = ApprovalResolvedData {
         approval_id: approval_id.to_owned(),
-        decision: decision.to_owned(),
+        decision,
         by: by.to_owned(),
         message: message.clone(),
     };
-    let appended = engine.store.append_with(&row.session_id, |conn| match approvals::get(conn, approval_id)? {
-        Some(current) if current.state == "pending" => Ok((vec![NewEvent::new("approval.resolved", &data)?], true)),
+    let appended = services.store.append_with(&row.session_id, |conn| match approvals::get(conn, approval_id)? {
+        Some(current) if current.state == approvals::ApprovalState::Pending => {
+            Ok((vec![NewEvent::new(EventBody::ApprovalResolved(data))?], true))
+        }
         _ => Ok((Vec::new(), false)),
     });
     match appended {
@@ -179,37 +184,37 @@ pub fn resolve(
             return Err(not_found());
         }
     }
-    let _ = engine
+    let _ = services
         .notices
         .send(Notice::ApprovalResolved { session_id: row.session_id.clone(), approval_id: approval_id.to_owned() });
-    let waiter = engine.waiters().lock().remove(approval_id);
+    let waiter = services.waiters().lock().remove(approval_id);
     match waiter {
         Some(waiter) => {
-            let _ = waiter.send(Resolution { decision: decision.to_owned(), message });
+            let _ = waiter.send(Resolution { decision, message });
         }
         // Nobody waits in this process (it restarted): the session's next run settles the call.
-        None if decision != "cancelled" => {
-            engine.wake(&row.session_id, super::runner::Mode::Wake);
+        None if decision != Resolved::Cancelled => {
+            wake(&row.session_id);
         }
         None => {}
     }
-    if decision == "always" {
-        resolve_covered(engine, &row.session_id);
+    if decision == Resolved::Always {
+        resolve_covered(services, &row.session_id, wake);
     }
     Ok(())
 }
 
-fn resolve_covered(engine: &Arc<Engine>, session_id: &str) {
-    let Ok(Some(session)) = engine.store.session(session_id) else { return };
-    let Ok(rules) = rules_for(engine, &session.cwd) else { return };
-    let pending = engine.store.query(|c| approvals::pending(c, session_id)).unwrap_or_default();
+fn resolve_covered(services: &Services, session_id: &str, wake: &dyn Fn(&str)) {
+    let Ok(Some(session)) = services.store.session(session_id) else { return };
+    let Ok(rules) = rules_for(services, &session.cwd) else { return };
+    let pending = services.store.query(|c| approvals::pending(c, session_id)).unwrap_or_default();
     for approval in pending {
         let covered = approval
             .resources
             .iter()
             .all(|r| permission::rules::evaluate(&rules, &approval.action, r) == crate::config::Effect::Allow);
         if covered {
-            let _ = resolve(engine, &approval.approval_id, "once", None, "rule");
+            let _ = resolve(services, &approval.approval_id, Resolved::Once, None, "rule", wake);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The durable inbox: admission of prompts (queue or steer), idempotent by input id, decided and appended in one
 //! transaction so that two racing admissions of one id cannot both win.
 
+use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery, Disposition};
 use keel_protocol::turn::{InputAdmittedData, InputRemovedData};
 
@@ -43,14 +44,14 @@ pub fn admit(store: &Store, session_id: &str, new: NewInput) -> Result<Receipt, 
             return Ok((Vec::new(), Some((existing, data.fingerprint()))));
         }
         let pending = inputs::pending(conn, session_id)?;
-        let queue_ahead = pending.iter().any(|i| i.delivery == "queue");
+        let queue_ahead = pending.iter().any(|i| i.delivery == Delivery::Queue);
         data.disposition = match (session.active_activity.is_some(), new.delivery) {
             (true, Delivery::Steer) => Disposition::Steered,
             (true, Delivery::Queue) => Disposition::Queued,
             (false, Delivery::Queue) if queue_ahead => Disposition::Queued,
             (false, _) => Disposition::Started,
         };
-        Ok((vec![NewEvent::new("input.admitted", &data)?], None))
+        Ok((vec![NewEvent::new(EventBody::InputAdmitted(data))?], None))
     })?;
     if let Some((existing, fingerprint)) = existing {
         if existing.fingerprint != fingerprint {
@@ -58,31 +59,28 @@ pub fn admit(store: &Store, session_id: &str, new: NewInput) -> Result<Receipt, 
         }
         return Ok(Receipt {
             input_id,
-            delivery: parse_enum(&existing.delivery),
-            disposition: parse_enum(&existing.disposition),
+            delivery: existing.delivery,
+            disposition: existing.disposition,
             admitted_seq: existing.admitted_seq,
         });
     }
     let event = appended.first().ok_or_else(|| Error::Conflict("nothing was admitted".into()))?;
-    let data: InputAdmittedData = serde_json::from_str(event.data.get()).map_err(|e| Error::Store(e.into()))?;
+    let EventBody::InputAdmitted(data) = event.body()? else {
+        return Err(Error::Conflict("the admission recorded another event".into()));
+    };
     Ok(Receipt { input_id, delivery: data.delivery, disposition: data.disposition, admitted_seq: event.seq })
 }
 
 /// Removes a pending input; false when it is not pending (promoted, removed, or unknown).
 pub fn remove(store: &Store, session_id: &str, input_id: &str) -> Result<bool, Error> {
     let (appended, ()) = store.append_with(session_id, |conn| {
-        let pending = inputs::get(conn, session_id, input_id)?.is_some_and(|i| i.state == "pending");
+        let pending = inputs::get(conn, session_id, input_id)?.is_some_and(|i| i.state == inputs::InputState::Pending);
         let events = if pending {
-            vec![NewEvent::new("input.removed", &InputRemovedData { input_id: input_id.into() })?]
+            vec![NewEvent::new(EventBody::InputRemoved(InputRemovedData { input_id: input_id.into() }))?]
         } else {
             Vec::new()
         };
         Ok((events, ()))
     })?;
     Ok(!appended.is_empty())
-}
-
-/// Stored enums are written by serde; reading them back cannot fail for rows this engine wrote.
-fn parse_enum<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
-    serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap_or_default()
 }

@@ -3,14 +3,19 @@
 
 pub mod approval;
 pub mod context;
+pub mod coordinator;
+pub mod follow;
 pub mod inbox;
+pub mod prompt;
 pub mod runner;
 pub mod service;
+mod services;
 
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::DeltaKind;
 
 pub use service::Sessions;
+pub use services::{Services, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,8 +45,8 @@ impl From<crate::store::Error> for Error {
 }
 
 /// An event to append, with the session layer's error type.
-pub(crate) fn event(kind: &'static str, data: &impl serde::Serialize) -> Result<crate::store::NewEvent, Error> {
-    Ok(crate::store::NewEvent::new(kind, data)?)
+pub(crate) fn event(body: keel_protocol::catalogue::EventBody) -> Result<crate::store::NewEvent, Error> {
+    Ok(crate::store::NewEvent::new(body)?)
 }
 
 /// A streamed fragment; ephemeral, batched by the runner.

@@ -1,6 +1,7 @@
 //! Session lifecycle: create, list, get, update, fork, delete. Each change is one event appended to the store,
 //! whose projection keeps the `sessions` read model current.
 
+use keel_protocol::catalogue::EventBody;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ impl Sessions {
             parent_id: new.parent_id,
             forked_from: None,
         };
-        self.store.append(&id, vec![NewEvent::new("session.created", &created)?])?;
+        self.store.append(&id, vec![NewEvent::new(EventBody::SessionCreated(created))?])?;
         self.get(&id)
     }
 
@@ -95,7 +96,7 @@ impl Sessions {
         if data == SessionUpdatedData::default() {
             return Ok(current);
         }
-        self.store.append(id, vec![NewEvent::new("session.updated", &data)?])?;
+        self.store.append(id, vec![NewEvent::new(EventBody::SessionUpdated(data))?])?;
         self.get(id)
     }
 
@@ -108,11 +109,11 @@ impl Sessions {
             ..source
         };
         let new_id = new_session_id();
-        Ok(self.store.fork(id, at_seq, &new_id, NewEvent::new("session.created", &created)?)?)
+        Ok(self.store.fork(id, at_seq, &new_id, NewEvent::new(EventBody::SessionCreated(created))?)?)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), Error> {
-        self.store.append(id, vec![NewEvent::new("session.deleted", &SessionDeletedData {})?])?;
+        self.store.append(id, vec![NewEvent::new(EventBody::SessionDeleted(SessionDeletedData {}))?])?;
         Ok(())
     }
 

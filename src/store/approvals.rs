@@ -2,7 +2,17 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use keel_protocol::approval::Resolved;
+use serde::Deserialize;
+
+use super::{Result, column};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Resolved,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalRow {
@@ -13,8 +23,8 @@ pub struct ApprovalRow {
     pub action: String,
     pub resources: Vec<String>,
     pub title: String,
-    pub state: String,
-    pub decision: Option<String>,
+    pub state: ApprovalState,
+    pub decision: Option<Resolved>,
     pub message: Option<String>,
 }
 
@@ -30,8 +40,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
         action: r.get(4)?,
         resources: serde_json::from_str(&resources).unwrap_or_default(),
         title: r.get(6)?,
-        state: r.get(7)?,
-        decision: r.get(8)?,
+        state: column::parse(r, 7)?,
+        decision: column::parse_opt(r, 8)?,
         message: r.get(9)?,
     })
 }

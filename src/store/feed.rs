@@ -69,7 +69,7 @@ impl Feed {
                 recent.push_back(Arc::clone(event));
             }
         }
-        if last.kind == "session.deleted" {
+        if last.kind == keel_protocol::catalogue::EventKind::SessionDeleted {
             self.deleted.store(true, Ordering::Release);
         }
         self.head.send_replace(last.seq);

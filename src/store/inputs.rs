@@ -2,20 +2,32 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use keel_protocol::input::{Delivery, Disposition};
+use serde::Deserialize;
+
+use super::{Result, column};
+
+/// Where an admitted input is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputState {
+    Pending,
+    Promoted,
+    Removed,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputRow {
     pub input_id: String,
     pub admitted_seq: u64,
-    pub delivery: String,
-    pub disposition: String,
+    pub delivery: Delivery,
+    pub disposition: Disposition,
     /// JSON `ContentPart[]`.
     pub content: String,
     pub agent: Option<String>,
     pub model: Option<String>,
     pub fingerprint: String,
-    pub state: String,
+    pub state: InputState,
 }
 
 const COLUMNS: &str = "input_id, admitted_seq, delivery, disposition, content, agent, model, fingerprint, state";
@@ -24,13 +36,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InputRow> {
     Ok(InputRow {
         input_id: r.get(0)?,
         admitted_seq: r.get(1)?,
-        delivery: r.get(2)?,
-        disposition: r.get(3)?,
+        delivery: column::parse(r, 2)?,
+        disposition: column::parse(r, 3)?,
         content: r.get(4)?,
         agent: r.get(5)?,
         model: r.get(6)?,
         fingerprint: r.get(7)?,
-        state: r.get(8)?,
+        state: column::parse(r, 8)?,
     })
 }
 

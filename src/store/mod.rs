@@ -5,6 +5,7 @@
 //! The immediate transaction is also what keeps seqs gapless when several engine processes share one database.
 
 pub mod approvals;
+mod column;
 mod feed;
 pub mod inputs;
 mod migrate;
@@ -17,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_protocol::catalogue::{DecodeError, EventBody, EventKind};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 pub use feed::Feed;
@@ -39,6 +40,8 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     #[error("event data: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("event {seq} of session {session_id}: {source}")]
+    Decode { session_id: String, seq: u64, source: DecodeError },
     #[error("migration {name} failed: {source}")]
     Migration { name: &'static str, source: rusqlite::Error },
     #[error("the database is at schema version {found}, newer than this engine knows ({known}); upgrade keel")]
@@ -49,28 +52,69 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A stored event. `data` stays serialized: replay sends it on without parsing it.
+/// A stored event. `data` stays serialized: replay sends it on without parsing it; readers that need the payload
+/// decode it once with `body`.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub session_id: String,
     pub seq: u64,
-    pub kind: String,
+    pub kind: EventKind,
     pub version: u32,
     pub at: i64,
     pub data: Box<RawValue>,
 }
 
-/// An event to append; the store gives it its seq and time.
+impl Event {
+    /// The typed payload; an event this engine cannot read is an error naming it.
+    pub fn body(&self) -> Result<EventBody> {
+        EventBody::decode(self.kind, self.version, self.data.get()).map_err(|source| Error::Decode {
+            session_id: self.session_id.clone(),
+            seq: self.seq,
+            source,
+        })
+    }
+}
+
+/// An event to append; the store gives it its seq and time. Built from a typed body only, so its kind, version and
+/// data always agree with the catalogue.
 #[derive(Debug)]
 pub struct NewEvent {
-    pub kind: &'static str,
-    pub version: u32,
-    pub data: Box<RawValue>,
+    body: EventBody,
+    data: Box<RawValue>,
 }
 
 impl NewEvent {
-    pub fn new(kind: &'static str, data: &impl Serialize) -> Result<Self> {
-        Ok(Self { kind, version: 1, data: serde_json::value::to_raw_value(data)? })
+    /// The one gate every recorded text passes (provider output, tool output, errors): known secrets are
+    /// scrubbed from the data, and the body is read back from the scrubbed data so that projections agree.
+    pub fn new(body: EventBody) -> Result<Self> {
+        let data = body.encode()?;
+        if let Cow::Owned(scrubbed) = crate::secret::scrub(data.get()) {
+            let kind = body.kind();
+            let body = EventBody::decode(kind, kind.version(), &scrubbed).map_err(|source| Error::Decode {
+                session_id: String::new(),
+                seq: 0,
+                source,
+            })?;
+            return Ok(Self { data: RawValue::from_string(scrubbed)?, body });
+        }
+        Ok(Self { data, body })
+    }
+
+    /// An event in its wire form (`type` and `data`), checked against the catalogue: for imports and tests that
+    /// write a log by hand.
+    pub fn from_wire(kind: &str, data: &serde_json::Value) -> Result<Self> {
+        let kind: EventKind =
+            kind.parse().map_err(|source| Error::Decode { session_id: String::new(), seq: 0, source })?;
+        let body = EventBody::decode(kind, kind.version(), &data.to_string()).map_err(|source| Error::Decode {
+            session_id: String::new(),
+            seq: 0,
+            source,
+        })?;
+        Self::new(body)
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
     }
 }
 
@@ -118,7 +162,7 @@ impl Store {
         if events.is_empty() {
             return Ok((Vec::new(), decided));
         }
-        let creates = events.first().is_some_and(|e| e.kind == projection::SESSION_CREATED);
+        let creates = events.first().is_some_and(|e| e.kind() == EventKind::SessionCreated);
         let head = head_seq(&tx, session_id)?;
         let mut seq = match (head, creates) {
             (Some(_), true) => return Err(Error::SessionExists(session_id.to_owned())),
@@ -132,22 +176,12 @@ impl Store {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for mut event in events {
+            for NewEvent { body, data } in events {
                 seq += 1;
-                // The one gate every recorded text passes: provider output, tool output, errors.
-                if let Cow::Owned(scrubbed) = crate::secret::scrub(event.data.get()) {
-                    event.data = RawValue::from_string(scrubbed)?;
-                }
-                insert.execute(params![session_id, seq, event.kind, event.version, event.data.get(), at])?;
-                let event = Event {
-                    session_id: session_id.to_owned(),
-                    seq,
-                    kind: event.kind.to_owned(),
-                    version: event.version,
-                    at,
-                    data: event.data,
-                };
-                projection::apply(&tx, &event)?;
+                let kind = body.kind();
+                insert.execute(params![session_id, seq, kind.as_str(), kind.version(), data.get(), at])?;
+                let event = Event { session_id: session_id.to_owned(), seq, kind, version: kind.version(), at, data };
+                projection::apply(&tx, &event, &body)?;
                 appended.push(Arc::new(event));
             }
         }
@@ -175,19 +209,14 @@ impl Store {
             return Err(Error::SeqOutOfRange { session_id: source.to_owned(), at_seq, head });
         }
         let at = now_millis();
-        let created = Event {
-            session_id: new_id.to_owned(),
-            seq: 1,
-            kind: created.kind.to_owned(),
-            version: created.version,
-            at,
-            data: created.data,
-        };
+        let NewEvent { body, data } = created;
+        let kind = body.kind();
+        let created = Event { session_id: new_id.to_owned(), seq: 1, kind, version: kind.version(), at, data };
         tx.execute(
             "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, 1, ?2, ?3, ?4, ?5)",
-            params![new_id, created.kind, created.version, created.data.get(), at],
+            params![new_id, kind.as_str(), created.version, created.data.get(), at],
         )?;
-        projection::apply(&tx, &created)?;
+        projection::apply(&tx, &created, &body)?;
         let copied = {
             let mut select = tx.prepare(
                 "SELECT session_id, seq, type, version, data, at FROM events \
@@ -197,20 +226,30 @@ impl Store {
             rows.collect::<rusqlite::Result<Vec<Event>>>()?
         };
         for mut event in copied {
+            let mut body = event.body()?;
             event.session_id = new_id.to_owned();
-            if event.kind.starts_with("approval.") {
-                // Approval ids are unique across sessions: the fork's copies get their own.
-                let mut data: serde_json::Value = serde_json::from_str(event.data.get())?;
-                if let Some(id) = data["approvalId"].as_str() {
-                    data["approvalId"] = serde_json::Value::String(format!("{id}.{new_id}"));
-                }
-                event.data = serde_json::value::to_raw_value(&data)?;
+            // Approval ids are unique across sessions: the fork's copies get their own.
+            let approval_id = match &mut body {
+                EventBody::ApprovalRequested(d) => Some(&mut d.approval_id),
+                EventBody::ApprovalResolved(d) => Some(&mut d.approval_id),
+                _ => None,
+            };
+            if let Some(id) = approval_id {
+                *id = format!("{id}.{new_id}");
+                event.data = body.encode()?;
             }
             tx.prepare_cached(
                 "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![new_id, event.seq, event.kind, event.version, event.data.get(), event.at])?;
-            projection::apply(&tx, &event)?;
+            .execute(params![
+                new_id,
+                event.seq,
+                event.kind.as_str(),
+                event.version,
+                event.data.get(),
+                event.at
+            ])?;
+            projection::apply(&tx, &event, &body)?;
         }
         tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![new_id, at_seq, at])?;
         let row = sessions::get(&tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))?;
@@ -333,14 +372,11 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let data: String = row.get(4)?;
     let data = RawValue::from_string(data)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
-    Ok(Event {
-        session_id: row.get(0)?,
-        seq: row.get(1)?,
-        kind: row.get(2)?,
-        version: row.get(3)?,
-        at: row.get(5)?,
-        data,
-    })
+    let kind: String = row.get(2)?;
+    let kind = kind
+        .parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(Event { session_id: row.get(0)?, seq: row.get(1)?, kind, version: row.get(3)?, at: row.get(5)?, data })
 }
 
 pub fn now_millis() -> i64 {

@@ -2,7 +2,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use keel_protocol::session::SessionStatus;
+
+use super::{Result, column};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
@@ -12,7 +14,7 @@ pub struct SessionRow {
     pub agent: String,
     pub model: String,
     pub parent_id: Option<String>,
-    pub status: String,
+    pub status: SessionStatus,
     pub head_seq: u64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -47,7 +49,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         agent: r.get(3)?,
         model: r.get(4)?,
         parent_id: r.get(5)?,
-        status: r.get(6)?,
+        status: column::parse(r, 6)?,
         head_seq: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,

@@ -7,6 +7,8 @@ use super::Result;
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartRow {
     pub seq: u64,
+    /// The part's place among the parts of its event.
+    pub idx: i64,
     pub message_id: String,
     pub role: String,
     pub kind: String,
@@ -15,17 +17,42 @@ pub struct PartRow {
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartRow> {
-    Ok(PartRow { seq: r.get(0)?, message_id: r.get(1)?, role: r.get(2)?, kind: r.get(3)?, data: r.get(4)? })
+    Ok(PartRow {
+        seq: r.get(0)?,
+        message_id: r.get(1)?,
+        role: r.get(2)?,
+        kind: r.get(3)?,
+        data: r.get(4)?,
+        idx: r.get(5)?,
+    })
 }
 
 /// Parts created by events after `after_seq`, in transcript order, at most `limit` of them.
 pub fn parts_after(conn: &Connection, session_id: &str, after_seq: u64, limit: usize) -> Result<Vec<PartRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, message_id, role, kind, data FROM parts WHERE session_id = ?1 AND seq > ?2 \
+        "SELECT seq, message_id, role, kind, data, idx FROM parts WHERE session_id = ?1 AND seq > ?2 \
          ORDER BY seq, idx LIMIT ?3",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(params![session_id, after_seq, limit], row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Parts after the position (`after_seq`, `after_idx`), in transcript order, at most `limit`: a keyset for reading
+/// the transcript in pages without splitting the parts of one event.
+pub fn parts_from(
+    conn: &Connection,
+    session_id: &str,
+    after_seq: u64,
+    after_idx: i64,
+    limit: usize,
+) -> Result<Vec<PartRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, message_id, role, kind, data, idx FROM parts WHERE session_id = ?1 \
+         AND (seq > ?2 OR (seq = ?2 AND idx > ?3)) ORDER BY seq, idx LIMIT ?4",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![session_id, after_seq, after_idx, limit], row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 

@@ -4,10 +4,9 @@ use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::fs::{self, Target};
-use super::{Tool, ToolContext, ToolError, ToolOutput, matching, output, parse_input, patch, schema_of};
+use super::{ToolContext, ToolError, ToolOutput, TypedTool, matching, output, patch};
 use crate::permission::Access;
 use crate::provider::BoxFuture;
 
@@ -37,7 +36,7 @@ pub struct Read;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReadInput {
+pub struct ReadInput {
     /// The file to read, relative to the workspace or absolute; or a `keel-output:…` handle of saved tool output.
     file_path: String,
     /// The first line to show, 0-based.
@@ -48,7 +47,9 @@ struct ReadInput {
     limit: Option<usize>,
 }
 
-impl Tool for Read {
+impl TypedTool for Read {
+    type Input = ReadInput;
+
     fn name(&self) -> &'static str {
         "read"
     }
@@ -58,25 +59,20 @@ impl Tool for Read {
          most 50 KiB); continue with offset. Also reads saved tool output (keel-output:… handles)."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<ReadInput>()
-    }
-
     fn pages_itself(&self) -> bool {
         true
     }
 
-    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let input: ReadInput = parse_input(self.name(), input.clone())?;
+    fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input = input.map_err(Clone::clone)?;
         if input.file_path.starts_with(output::HANDLE_PREFIX) {
             return Ok(Vec::new());
         }
         Ok(path_access("read", &ctx.cwd, &input.file_path))
     }
 
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: ReadInput = parse_input(self.name(), input)?;
             let bytes = if input.file_path.starts_with(output::HANDLE_PREFIX) {
                 let path = output::resolve(&ctx.output_dir, &input.file_path)
                     .ok_or_else(|| ToolError::Failed(format!("no saved output {} in this session", input.file_path)))?;
@@ -131,14 +127,16 @@ pub struct Write;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct WriteInput {
+pub struct WriteInput {
     /// The file to create or replace, relative to the workspace or absolute.
     file_path: String,
     /// The whole new content.
     content: String,
 }
 
-impl Tool for Write {
+impl TypedTool for Write {
+    type Input = WriteInput;
+
     fn name(&self) -> &'static str {
         "write"
     }
@@ -147,18 +145,13 @@ impl Tool for Write {
         "Create a file or replace its whole content. Prefer edit for changes to existing files."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<WriteInput>()
-    }
-
-    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let input: WriteInput = parse_input(self.name(), input.clone())?;
+    fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input = input.map_err(Clone::clone)?;
         Ok(path_access("edit", &ctx.cwd, &input.file_path))
     }
 
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: WriteInput = parse_input(self.name(), input)?;
             let target = fs::locate(&ctx.cwd, &input.file_path);
             let _locked = fs::lock_files(&ctx.cwd, &[&target]).await;
             let existed = fs::exists(&ctx.cwd, &target);
@@ -176,7 +169,7 @@ pub struct Edit;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EditInput {
+pub struct EditInput {
     /// The file to change, relative to the workspace or absolute.
     file_path: String,
     /// The exact text to replace; include enough surrounding lines to make it unique.
@@ -188,7 +181,9 @@ struct EditInput {
     replace_all: bool,
 }
 
-impl Tool for Edit {
+impl TypedTool for Edit {
+    type Input = EditInput;
+
     fn name(&self) -> &'static str {
         "edit"
     }
@@ -198,18 +193,13 @@ impl Tool for Edit {
          exactly, a whitespace- and indentation-tolerant match is tried, and ambiguous matches are refused."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<EditInput>()
-    }
-
-    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let input: EditInput = parse_input(self.name(), input.clone())?;
+    fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input = input.map_err(Clone::clone)?;
         Ok(path_access("edit", &ctx.cwd, &input.file_path))
     }
 
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: EditInput = parse_input(self.name(), input)?;
             let target = fs::locate(&ctx.cwd, &input.file_path);
             let _locked = fs::lock_files(&ctx.cwd, &[&target]).await;
             let bytes = fs::read(&ctx.cwd, &target, MAX_FILE_BYTES).map_err(fs_error)?;
@@ -236,13 +226,15 @@ pub struct ApplyPatch;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchInput {
+pub struct PatchInput {
     /// The patch, from `*** Begin Patch` to `*** End Patch`, with `*** Add File:`, `*** Update File:` (optionally
     /// `*** Move to:`) and `*** Delete File:` sections; update hunks start with `@@` and use ' ', '-', '+' lines.
     patch: String,
 }
 
-impl Tool for ApplyPatch {
+impl TypedTool for ApplyPatch {
+    type Input = PatchInput;
+
     fn name(&self) -> &'static str {
         "apply_patch"
     }
@@ -252,12 +244,8 @@ impl Tool for ApplyPatch {
          Every hunk is checked before any file changes."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<PatchInput>()
-    }
-
-    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let input: PatchInput = parse_input(self.name(), input.clone())?;
+    fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input = input.map_err(Clone::clone)?;
         let ops = patch::parse(&input.patch).map_err(|e| ToolError::Failed(e.to_string()))?;
         let mut accesses = Vec::new();
         for op in &ops {
@@ -273,9 +261,8 @@ impl Tool for ApplyPatch {
         Ok(accesses)
     }
 
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: PatchInput = parse_input(self.name(), input)?;
             let ops = patch::parse(&input.patch).map_err(|e| ToolError::Failed(e.to_string()))?;
             let mut touched: Vec<Target> = Vec::new();
             for op in &ops {

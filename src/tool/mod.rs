@@ -11,6 +11,7 @@ mod shell;
 mod todo;
 mod web;
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,23 +55,96 @@ pub enum ToolError {
     Interrupted,
 }
 
+/// A tool as the registry and the runner see it. A call's input is decoded once (`decode`), then the same decoded
+/// input is checked (`access`) and run (`start`).
 pub trait Tool: Send + Sync {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
     fn input_schema(&self) -> Value;
 
-    /// What a call touches, for the permission check; by default the tool's own name on everything.
-    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let _ = (input, ctx);
-        Ok(vec![Access { action: self.name(), resources: vec!["*".into()] }])
+    /// True for tools that bound and page their own output (`read`): the output store leaves it alone.
+    fn pages_itself(&self) -> bool;
+
+    /// Decodes a call's input. A bad input is kept, not raised: `access` and `start` report it as the tool's own
+    /// error, so the model sees the same result whichever step meets it.
+    fn decode(&self, input: Value) -> Decoded;
+
+    /// What a call touches, for the permission check.
+    fn access(&self, input: &Decoded, ctx: &ToolContext) -> Result<Vec<Access>, ToolError>;
+
+    fn start<'a>(&'a self, input: Decoded, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>>;
+
+    /// Decodes and runs, for callers that hold the raw input.
+    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+        self.start(self.decode(input), ctx)
     }
+}
+
+/// A call's input as its tool decoded it; only that tool can read it.
+pub struct Decoded(Box<dyn Any + Send + Sync>);
+
+/// A tool written against its own input type; every `TypedTool` is a `Tool`.
+pub trait TypedTool: Send + Sync {
+    type Input: serde::de::DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static;
+
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
 
     /// True for tools that bound and page their own output (`read`): the output store leaves it alone.
     fn pages_itself(&self) -> bool {
         false
     }
 
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>>;
+    /// What a call touches; by default the tool's own name on everything, whatever the input. A tool that reads its
+    /// input here reports a bad one as its error.
+    fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let _ = (input, ctx);
+        Ok(vec![Access { action: self.name(), resources: vec!["*".into()] }])
+    }
+
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>>;
+}
+
+type DecodedAs<T> = Result<<T as TypedTool>::Input, ToolError>;
+
+/// Only this tool's `decode` makes its `Decoded`; another tool's is a bug, reported as a failed call.
+fn foreign(tool: &str) -> ToolError {
+    ToolError::Failed(format!("{tool} was handed input decoded by another tool"))
+}
+
+impl<T: TypedTool> Tool for T {
+    fn name(&self) -> &'static str {
+        TypedTool::name(self)
+    }
+
+    fn description(&self) -> &'static str {
+        TypedTool::description(self)
+    }
+
+    fn input_schema(&self) -> Value {
+        schema_of::<T::Input>()
+    }
+
+    fn pages_itself(&self) -> bool {
+        TypedTool::pages_itself(self)
+    }
+
+    fn decode(&self, input: Value) -> Decoded {
+        Decoded(Box::new(parse_input::<T::Input>(TypedTool::name(self), input)))
+    }
+
+    fn access(&self, input: &Decoded, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let decoded = input.0.downcast_ref::<DecodedAs<T>>().ok_or_else(|| foreign(TypedTool::name(self)))?;
+        TypedTool::access(self, decoded.as_ref(), ctx)
+    }
+
+    fn start<'a>(&'a self, input: Decoded, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+        match input.0.downcast::<DecodedAs<T>>().map(|decoded| *decoded) {
+            Ok(Ok(input)) => self.execute(input, ctx),
+            Ok(Err(e)) => Box::pin(std::future::ready(Err(e))),
+            Err(_) => Box::pin(std::future::ready(Err(foreign(TypedTool::name(self))))),
+        }
+    }
 }
 
 /// Parses a tool's input with its serde type, as a tool error the model can act on.

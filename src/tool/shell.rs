@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Tool, ToolContext, ToolError, ToolOutput, fs, parse_input, schema_of};
+use super::{ToolContext, ToolError, ToolOutput, TypedTool, fs};
 use crate::permission::{Access, bash};
 use crate::provider::BoxFuture;
 
@@ -24,7 +23,7 @@ pub struct Bash;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct BashInput {
+pub struct BashInput {
     /// The command line, run with `bash -c`.
     command: String,
     /// Milliseconds before the command is killed (default 120000, at most 600000).
@@ -39,7 +38,9 @@ struct BashInput {
     description: Option<String>,
 }
 
-impl Tool for Bash {
+impl TypedTool for Bash {
+    type Input = BashInput;
+
     fn name(&self) -> &'static str {
         "bash"
     }
@@ -49,12 +50,8 @@ impl Tool for Bash {
          everything it started) after its timeout, 2 minutes by default."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<BashInput>()
-    }
-
-    fn access(&self, input: &Value, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let input: BashInput = parse_input(self.name(), input.clone())?;
+    fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input = input.map_err(Clone::clone)?;
         let analysis = bash::analyse(&input.command);
         let mut accesses = vec![Access { action: "bash", resources: analysis.commands }];
         let workdir = input.workdir.as_deref().unwrap_or(".");
@@ -88,9 +85,8 @@ impl Tool for Bash {
         Ok(accesses)
     }
 
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: BashInput = parse_input(self.name(), input)?;
             let timeout = input.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_millis).min(MAX_TIMEOUT);
             let dir = match &input.workdir {
                 Some(dir) => fs::locate(&ctx.cwd, dir).absolute(&ctx.cwd),
@@ -209,7 +205,6 @@ async fn capture<R: AsyncRead + Unpin>(stream: Option<R>) -> (Vec<u8>, bool) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
@@ -225,7 +220,8 @@ mod tests {
             cancel: CancellationToken::new(),
             sandbox: Default::default(),
         };
-        let accesses = Bash.access(&json!({ "command": command }), &ctx).unwrap();
+        let input = BashInput { command: command.to_owned(), timeout: None, workdir: None, description: None };
+        let accesses = Bash.access(Ok(&input), &ctx).unwrap();
         match permission::check(rules, &accesses) {
             Verdict::Allow => "allow",
             Verdict::Ask { .. } => "ask",

@@ -2,16 +2,15 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::{Tool, ToolContext, ToolError, ToolOutput, parse_input, schema_of};
+use super::{ToolContext, ToolError, ToolOutput, TypedTool};
 use crate::provider::BoxFuture;
 
 pub struct TodoWrite;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Input {
+pub struct Input {
     /// The whole list, replacing the previous one.
     todos: Vec<Todo>,
 }
@@ -31,7 +30,9 @@ enum Status {
     Completed,
 }
 
-impl Tool for TodoWrite {
+impl TypedTool for TodoWrite {
+    type Input = Input;
+
     fn name(&self) -> &'static str {
         "todowrite"
     }
@@ -41,13 +42,8 @@ impl Tool for TodoWrite {
          completed. Use it to plan multi-step work and show progress."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<Input>()
-    }
-
-    fn run<'a>(&'a self, input: Value, _: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, _: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: Input = parse_input(self.name(), input)?;
             let done = input.todos.iter().filter(|t| matches!(t.status, Status::Completed)).count();
             let mut output = format!("{done}/{} done\n", input.todos.len());
             for todo in &input.todos {

@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::{Tool, ToolContext, ToolError, ToolOutput, parse_input, schema_of};
+use super::{ToolContext, ToolError, ToolOutput, TypedTool};
 use crate::permission::Access;
 use crate::provider::BoxFuture;
 
@@ -28,7 +27,7 @@ impl WebFetch {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FetchInput {
+pub struct FetchInput {
     /// An http or https URL.
     url: String,
     /// `text` (default: HTML reduced to its text) or `html` (the raw body).
@@ -39,7 +38,9 @@ struct FetchInput {
     timeout: Option<u64>,
 }
 
-impl Tool for WebFetch {
+impl TypedTool for WebFetch {
+    type Input = FetchInput;
+
     fn name(&self) -> &'static str {
         "webfetch"
     }
@@ -49,18 +50,13 @@ impl Tool for WebFetch {
          format is html."
     }
 
-    fn input_schema(&self) -> Value {
-        schema_of::<FetchInput>()
+    fn access(&self, input: Result<&Self::Input, &ToolError>, _: &ToolContext) -> Result<Vec<Access>, ToolError> {
+        let input = input.map_err(Clone::clone)?;
+        Ok(vec![Access { action: "webfetch", resources: vec![input.url.clone()] }])
     }
 
-    fn access(&self, input: &Value, _: &ToolContext) -> Result<Vec<Access>, ToolError> {
-        let input: FetchInput = parse_input(self.name(), input.clone())?;
-        Ok(vec![Access { action: "webfetch", resources: vec![input.url] }])
-    }
-
-    fn run<'a>(&'a self, input: Value, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
+    fn execute<'a>(&'a self, input: Self::Input, ctx: ToolContext) -> BoxFuture<'a, Result<ToolOutput, ToolError>> {
         Box::pin(async move {
-            let input: FetchInput = parse_input(self.name(), input)?;
             if !(input.url.starts_with("http://") || input.url.starts_with("https://")) {
                 return Err(ToolError::InvalidInput {
                     tool: "webfetch".into(),

@@ -1,0 +1,338 @@
+//! The agent loop of one session: promote input, stream one provider turn at a time, run the tool calls it makes,
+//! and record every step as an event. Only the session's drain (see `coordinator`) calls into this module.
+
+mod stream;
+mod turn;
+
+use std::sync::Arc;
+
+use keel_protocol::approval::Resolved;
+use keel_protocol::catalogue::EventBody;
+use keel_protocol::input::Delivery;
+use keel_protocol::session::SessionStatus;
+use keel_protocol::turn::{
+    ActivityClosedData, ActivityOpenedData, ActivityTrigger, CloseReason, InputPromotedData, QueueData, StatusData,
+    ToolCompletedData, ToolFailedData, ToolStartedData,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::approval::{self, Gate};
+use super::{Error, Services, event};
+use crate::store::approvals::ApprovalState;
+use crate::store::{NewEvent, SessionRow, approvals, inputs, transcript};
+use crate::tool::{ToolContext, ToolError, ToolOutput, output};
+use turn::{TurnOutcome, run_turn};
+
+fn id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Durable work was recorded: run only if there is eligible input.
+    Wake,
+    /// An explicit resume: at least one provider attempt, and a paused queue restarts.
+    Run,
+}
+
+/// Runs the session until it has no eligible work, or until `cancel` (an interrupt). An internal failure (the
+/// database, say) closes the open activity as failed, so that nobody waits for it forever.
+pub async fn drain(
+    services: &Arc<Services>,
+    session_id: &str,
+    mode: Mode,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let result = drain_inner(services, session_id, mode, cancel).await;
+    if let Err(e) = &result
+        && let Ok(Some(session)) = services.store.session(session_id)
+        && let Some(activity_id) = session.active_activity
+    {
+        let closing = [
+            event(EventBody::ActivityClosed(ActivityClosedData {
+                activity_id,
+                reason: CloseReason::Failed,
+                error: Some(e.to_string()),
+            })),
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::Failed })),
+        ];
+        if let Ok(events) = closing.into_iter().collect::<Result<Vec<_>, _>>() {
+            let _ = services.append_events(session_id, events);
+        }
+    }
+    result
+}
+
+async fn drain_inner(
+    services: &Arc<Services>,
+    session_id: &str,
+    mut mode: Mode,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    match recover(services, session_id, cancel).await? {
+        Recovered::Waiting => return Ok(()),
+        Recovered::Continue(activity) => {
+            if activity_loop(services, &activity, cancel).await? == CloseReason::Interrupted {
+                return Ok(());
+            }
+        }
+        Recovered::Nothing => {}
+    }
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let Some(session) = services.store.session(session_id)? else { return Ok(()) };
+        let pending = services.store.query(|c| inputs::pending(c, session_id))?;
+        let steers: Vec<_> = pending.iter().filter(|i| i.delivery == Delivery::Steer).cloned().collect();
+        let queue_open = !session.queue_paused || mode == Mode::Run;
+        let head = pending.iter().find(|i| i.delivery == Delivery::Queue).filter(|_| queue_open).cloned();
+        let (trigger, promote) = match (steers.is_empty(), head) {
+            (false, _) => (ActivityTrigger::Steer, steers),
+            (true, Some(head)) => (ActivityTrigger::Queue, vec![head]),
+            (true, None) if mode == Mode::Run => (ActivityTrigger::Resume, Vec::new()),
+            (true, None) => return Ok(()),
+        };
+        let mut opening = Vec::new();
+        if session.queue_paused && mode == Mode::Run {
+            opening.push(event(EventBody::QueueResumed(QueueData {}))?);
+        }
+        mode = Mode::Wake;
+        let reason = run_activity(services, &session, trigger, promote, opening, cancel).await?;
+        if reason == CloseReason::Interrupted {
+            return Ok(());
+        }
+    }
+}
+
+enum Recovered {
+    Nothing,
+    /// A tool call of the open activity still waits for an approval: nothing runs until it is answered.
+    Waiting,
+    /// Approvals answered after a restart settled the open activity's calls: it goes on.
+    Continue(Box<Activity>),
+}
+
+/// Settles what a process that stopped mid-activity left behind. A tool call whose approval was answered runs now
+/// (or fails, if rejected) and the activity continues; one still waiting for its approval keeps the activity open;
+/// any other call that was running fails as interrupted and is never re-run, and the activity closes as failed.
+async fn recover(services: &Arc<Services>, session_id: &str, cancel: &CancellationToken) -> Result<Recovered, Error> {
+    let Some(session) = services.store.session(session_id)? else { return Ok(Recovered::Nothing) };
+    let unsettled = services.store.query(|c| transcript::unsettled_tool_calls(c, session_id))?;
+    let (mut waiting, mut answered) = (false, false);
+    for (call_id, status) in unsettled {
+        let approval = services.store.query(|c| approvals::for_call(c, session_id, &call_id))?;
+        // A call that had started may have done part of its work: it is never run twice.
+        let approval = approval.filter(|_| status == "pending");
+        match approval.as_ref().map(|a| (a.state, a.decision)) {
+            Some((ApprovalState::Pending, _)) => waiting = true,
+            Some((_, Some(decision @ (Resolved::Once | Resolved::Always | Resolved::Reject)))) => {
+                answered = true;
+                let resolution =
+                    approval::Resolution { decision, message: approval.as_ref().and_then(|a| a.message.clone()) };
+                match approval::gate_for(&resolution) {
+                    Gate::Run => run_recovered_call(services, &session, &call_id, cancel).await?,
+                    Gate::Refuse(error) => services.append_events(
+                        session_id,
+                        vec![event(EventBody::ToolFailed(ToolFailedData { call_id, error }))?],
+                    )?,
+                    Gate::Interrupted => {}
+                }
+            }
+            _ => services.append_events(
+                session_id,
+                vec![event(EventBody::ToolFailed(ToolFailedData {
+                    call_id,
+                    error: "interrupted: the engine stopped while the tool ran".into(),
+                }))?],
+            )?,
+        }
+    }
+    if waiting {
+        return Ok(Recovered::Waiting);
+    }
+    let Some(activity_id) = session.active_activity.clone() else { return Ok(Recovered::Nothing) };
+    if answered {
+        let config = services.config(Some(&session.cwd));
+        let agent = session.agent.clone();
+        return Ok(Recovered::Continue(Box::new(Activity {
+            id: activity_id,
+            step_limit: config.steps(&agent),
+            agent,
+            model: None,
+            session,
+            recent: Default::default(),
+        })));
+    }
+    services.append_events(
+        session_id,
+        vec![
+            event(EventBody::ActivityClosed(ActivityClosedData {
+                activity_id,
+                reason: CloseReason::Failed,
+                error: Some("the engine stopped while this activity ran".into()),
+            }))?,
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::Idle }))?,
+        ],
+    )?;
+    Ok(Recovered::Nothing)
+}
+
+/// Runs a call whose approval was answered while no process waited for it.
+async fn run_recovered_call(
+    services: &Arc<Services>,
+    session: &SessionRow,
+    call_id: &str,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let Some((tool, input)) = services.store.query(|c| transcript::tool_call(c, &session.id, call_id))? else {
+        return Ok(());
+    };
+    let config = services.config(Some(&session.cwd));
+    let cwd = std::path::PathBuf::from(&session.cwd);
+    let ctx = ToolContext {
+        session_id: session.id.clone(),
+        call_id: call_id.to_owned(),
+        sandbox: Arc::new(crate::sandbox::Policy::for_agent(&config, &session.agent, &cwd, &services.paths)),
+        cwd,
+        output_dir: services.output_dir(&session.id),
+        cancel: cancel.child_token(),
+    };
+    let limits = output_limits(&config);
+    services.append_events(
+        &session.id,
+        vec![event(EventBody::ToolStarted(ToolStartedData { call_id: call_id.to_owned() }))?],
+    )?;
+    let result = services.tools.run(&tool, input, ctx.clone()).await;
+    services.append_events(&session.id, vec![settlement(call_id.to_owned(), result, limits, &ctx.output_dir)?])
+}
+
+/// The event that settles a call with its result, large outputs saved for paging.
+fn settlement(
+    call_id: String,
+    result: Result<ToolOutput, ToolError>,
+    limits: output::Limits,
+    dir: &std::path::Path,
+) -> Result<NewEvent, Error> {
+    match result {
+        Ok(out) => {
+            let (output, cut) = output::fit(out.output, limits, dir);
+            event(EventBody::ToolCompleted(ToolCompletedData { call_id, output, truncated: out.truncated || cut }))
+        }
+        Err(ToolError::Interrupted) => {
+            event(EventBody::ToolFailed(ToolFailedData { call_id, error: "interrupted".into() }))
+        }
+        Err(e) => event(EventBody::ToolFailed(ToolFailedData { call_id, error: e.to_string() })),
+    }
+}
+
+fn output_limits(config: &crate::config::Config) -> output::Limits {
+    let defaults = output::Limits::default();
+    let settings = config.tool_output.as_ref();
+    output::Limits {
+        max_lines: settings.and_then(|s| s.max_lines).map_or(defaults.max_lines, |n| n as usize),
+        max_bytes: settings.and_then(|s| s.max_bytes).map_or(defaults.max_bytes, |n| n as usize),
+    }
+}
+
+/// What the activity runs with, fixed when it opens (config is re-read per turn).
+struct Activity {
+    id: String,
+    session: SessionRow,
+    agent: String,
+    model: Option<String>,
+    step_limit: u32,
+    /// The last tool calls (name and input), to notice a model repeating itself.
+    recent: parking_lot::Mutex<Vec<String>>,
+}
+
+async fn run_activity(
+    services: &Arc<Services>,
+    session: &SessionRow,
+    trigger: ActivityTrigger,
+    promote: Vec<inputs::InputRow>,
+    mut opening: Vec<NewEvent>,
+    cancel: &CancellationToken,
+) -> Result<CloseReason, Error> {
+    let config = services.config(Some(&session.cwd));
+    let agent = promote.iter().find_map(|i| i.agent.clone()).unwrap_or_else(|| session.agent.clone());
+    let model = promote.iter().find_map(|i| i.model.clone());
+    let activity = Activity {
+        id: id("act"),
+        session: session.clone(),
+        step_limit: config.steps(&agent),
+        agent,
+        model,
+        recent: Default::default(),
+    };
+    opening.push(event(EventBody::ActivityOpened(ActivityOpenedData {
+        activity_id: activity.id.clone(),
+        trigger,
+        step_limit: activity.step_limit,
+    }))?);
+    if !promote.is_empty() {
+        opening.push(promotion(&activity.id, &promote)?);
+    }
+    opening.push(event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?);
+    services.append_events(&session.id, opening)?;
+    activity_loop(services, &activity, cancel).await
+}
+
+/// Turns until the activity settles: completed, interrupted, failed or out of steps.
+async fn activity_loop(
+    services: &Arc<Services>,
+    activity: &Activity,
+    cancel: &CancellationToken,
+) -> Result<CloseReason, Error> {
+    let session = &activity.session;
+    let mut steps = 0;
+    let (reason, error) = loop {
+        if steps == activity.step_limit {
+            break (CloseReason::TurnLimit, Some(format!("stopped after {} provider turns", activity.step_limit)));
+        }
+        steps += 1;
+        let outcome = run_turn(services, activity, cancel).await?;
+        if let TurnOutcome::Interrupted = outcome {
+            break (CloseReason::Interrupted, None);
+        }
+        if let TurnOutcome::Failed(message) = outcome {
+            break (CloseReason::Failed, Some(message));
+        }
+        // Interrupted while the turn's tools settled: no steer joins an activity that is ending.
+        if cancel.is_cancelled() {
+            break (CloseReason::Interrupted, None);
+        }
+        // The safe boundary: steers admitted meanwhile join now, all together, and renew the step allowance.
+        let steers: Vec<_> = services
+            .store
+            .query(|c| inputs::pending(c, &session.id))?
+            .into_iter()
+            .filter(|i| i.delivery == Delivery::Steer)
+            .collect();
+        if !steers.is_empty() {
+            services.append_events(&session.id, vec![promotion(&activity.id, &steers)?])?;
+            steps = 0;
+            continue;
+        }
+        if let TurnOutcome::Done = outcome {
+            break (CloseReason::Completed, None);
+        }
+    };
+    let status = if reason == CloseReason::Failed { SessionStatus::Failed } else { SessionStatus::Idle };
+    services.append_events(
+        &session.id,
+        vec![
+            event(EventBody::ActivityClosed(ActivityClosedData { activity_id: activity.id.clone(), reason, error }))?,
+            event(EventBody::SessionStatus(StatusData { status }))?,
+        ],
+    )?;
+    Ok(reason)
+}
+
+fn promotion(activity_id: &str, inputs: &[inputs::InputRow]) -> Result<NewEvent, Error> {
+    event(EventBody::InputPromoted(InputPromotedData {
+        input_ids: inputs.iter().map(|i| i.input_id.clone()).collect(),
+        activity_id: activity_id.to_owned(),
+        message_id: id("msg"),
+    }))
+}

@@ -1,0 +1,189 @@
+//! One provider turn of an activity: the request built from the projection, its attempts (retried only while
+//! nothing was streamed), and the outcome the activity loop acts on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_protocol::catalogue::EventBody;
+use keel_protocol::session::{SessionStatus, Usage};
+use keel_protocol::turn::{
+    ProviderFailure, RetryScheduledData, StatusData, TurnCompletedData, TurnFailedData, TurnStartedData,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::stream::{StreamResult, TurnStream};
+use super::{Activity, id};
+use crate::provider::registry::Registry;
+use crate::provider::{ProviderError, Request};
+use crate::session::{Error, Services, context, event};
+use crate::store::{self, transcript};
+
+pub(super) enum TurnOutcome {
+    /// Tool calls ran; the model continues.
+    Continue,
+    Done,
+    Failed(String),
+    Interrupted,
+}
+
+fn failure(e: &ProviderError) -> ProviderFailure {
+    ProviderFailure { kind: e.kind().into(), message: e.to_string(), status: e.status() }
+}
+
+pub(super) async fn run_turn(
+    services: &Arc<Services>,
+    activity: &Activity,
+    cancel: &CancellationToken,
+) -> Result<TurnOutcome, Error> {
+    let session_id = &activity.session.id;
+    let config = services.config(Some(&activity.session.cwd));
+    let model = activity
+        .model
+        .clone()
+        .or_else(|| Some(activity.session.model.clone()).filter(|m| !m.is_empty()))
+        .or_else(|| config.agents.get(&activity.agent).and_then(|a| a.model.clone()))
+        .unwrap_or_else(|| Registry::default_model(&config));
+    let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
+    services.append_events(
+        session_id,
+        vec![event(EventBody::TurnStarted(TurnStartedData {
+            turn_id: turn.turn_id.clone(),
+            activity_id: activity.id.clone(),
+            message_id: turn.message_id.clone(),
+            model: model.clone(),
+            agent: activity.agent.clone(),
+        }))?],
+    )?;
+    let resolved = match services.providers.resolve(&config, &model) {
+        Ok(resolved) => resolved,
+        Err(e) => return turn.fail(services, &e, false),
+    };
+    let cwd = std::path::PathBuf::from(&activity.session.cwd);
+    let parts = services.store.query(|c| transcript::parts_after(c, session_id, 0, usize::MAX))?;
+    let request = Request {
+        model: resolved.spec.model().to_owned(),
+        system: context::system_prompt(&config, &activity.agent, &cwd),
+        messages: context::history(&parts, &cwd),
+        tools: services.tools.specs(),
+        max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
+        session_id: session_id.clone(),
+    };
+
+    let mut attempt = 0;
+    loop {
+        let mut stream = TurnStream::new(services, &turn, activity, cancel.child_token(), cwd.clone(), &config);
+        let result = stream.run(&*resolved.provider, &request, cancel).await;
+        let flushed = stream.flush_parts();
+        let called_tools = stream.called;
+        let produced = stream.produced_output;
+        let tools = stream.tools;
+        services.append_events(session_id, flushed)?;
+        match result {
+            StreamResult::Finished { finish_reason, usage } => {
+                settle(tools).await;
+                let usage_wire = Usage {
+                    input_tokens: usage.input,
+                    output_tokens: usage.output,
+                    reasoning_tokens: usage.reasoning,
+                    cache_read_tokens: usage.cache_read,
+                    cache_write_tokens: usage.cache_write,
+                    cost_usd: resolved.spec.cost_of(&usage),
+                };
+                services.append_events(
+                    session_id,
+                    vec![event(EventBody::TurnCompleted(TurnCompletedData {
+                        turn_id: turn.turn_id.clone(),
+                        finish_reason,
+                        cost_usd: usage_wire.cost_usd,
+                        usage: usage_wire,
+                    }))?],
+                )?;
+                return Ok(if called_tools { TurnOutcome::Continue } else { TurnOutcome::Done });
+            }
+            StreamResult::Interrupted => {
+                settle(tools).await;
+                services.append_events(
+                    session_id,
+                    vec![event(EventBody::TurnFailed(TurnFailedData {
+                        turn_id: turn.turn_id.clone(),
+                        error: ProviderFailure {
+                            kind: "interrupted".into(),
+                            message: "interrupted".into(),
+                            status: None,
+                        },
+                        retryable: false,
+                    }))?],
+                )?;
+                return Ok(TurnOutcome::Interrupted);
+            }
+            StreamResult::Failed(e) => {
+                settle(tools).await;
+                // Once output was streamed the attempt's outcome is ambiguous: never retried automatically.
+                let retry = e.is_transient() && !produced && attempt < services.settings.max_retries;
+                if !retry {
+                    return turn.fail(services, &e, e.is_transient());
+                }
+                attempt += 1;
+                let delay = e.retry_after().unwrap_or_else(|| backoff(services.settings.retry_base, attempt));
+                services.append_events(
+                    session_id,
+                    vec![
+                        event(EventBody::RetryScheduled(RetryScheduledData {
+                            turn_id: turn.turn_id.clone(),
+                            attempt,
+                            at: store::now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            error: failure(&e),
+                        }))?,
+                        event(EventBody::SessionStatus(StatusData { status: SessionStatus::Retrying }))?,
+                    ],
+                )?;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Ok(TurnOutcome::Interrupted),
+                }
+                services.append_events(
+                    session_id,
+                    vec![event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?],
+                )?;
+            }
+        }
+    }
+}
+
+/// Jittered exponential backoff: base × 2^(attempt-1), ±25%, at most 30 s.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1 << attempt.saturating_sub(1).min(10)).min(Duration::from_secs(30));
+    let jitter = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(attempt);
+        (h.finish() % 500) as f64 / 1000.0 + 0.75
+    };
+    exp.mul_f64(jitter)
+}
+
+pub(super) struct Turn {
+    pub(super) turn_id: String,
+    pub(super) message_id: String,
+    pub(super) session_id: String,
+}
+
+impl Turn {
+    fn fail(&self, services: &Services, e: &ProviderError, retryable: bool) -> Result<TurnOutcome, Error> {
+        services.append_events(
+            &self.session_id,
+            vec![event(EventBody::TurnFailed(TurnFailedData {
+                turn_id: self.turn_id.clone(),
+                error: failure(e),
+                retryable,
+            }))?],
+        )?;
+        Ok(TurnOutcome::Failed(e.to_string()))
+    }
+}
+
+async fn settle(mut tools: JoinSet<()>) {
+    while tools.join_next().await.is_some() {}
+}

@@ -1,0 +1,272 @@
+//! Runner behaviour in process: the engine as a library playing a script, each case one prompt and the event log it
+//! leaves (see `harness`). `UPDATE_EXPECT=1 cargo test --test runner` rewrites the snapshots.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use expect_test::expect;
+use harness::{Case, Harness, check};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_text_reply_completes_the_activity() {
+    check(
+        json!({ "turns": [{ "text": "Hello there.", "usage": { "input": 10, "output": 3 } }] }),
+        expect![[r#"
+         1 session.created agent=build
+         2 input.admitted inp1 queue started
+         3 activity.opened act2 queue
+         4 input.promoted [inp1] -> msg3
+         5 session.status running
+         6 turn.started turn4 play/script
+         7 text.completed "Hello there."
+         8 turn.completed turn4 stop
+         9 activity.closed act2 completed
+        10 session.status idle
+        => completed
+    "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_tool_call_runs_and_the_model_continues() {
+    let todo = json!({ "todos": [{ "content": "write tests", "status": "in_progress" }] });
+    check(
+        json!({ "turns": [
+            { "text": "On it.", "toolCalls": [{ "id": "c1", "name": "todowrite", "input": todo }] },
+            { "text": "Done." },
+        ] }),
+        expect![[r#"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 text.completed "On it."
+             8 tool.called c1 todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
+             9 tool.started c1
+            10 tool.completed c1 "0/1 done"
+            11 turn.completed turn4 tool_calls
+            12 turn.started turn6 play/script
+            13 text.completed "Done."
+            14 turn.completed turn6 stop
+            15 activity.closed act2 completed
+            16 session.status idle
+            => completed
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_approved_write_waits_for_its_answer_then_runs() {
+    check(
+        json!({
+            "approve": "once",
+            "turns": [
+                { "toolCalls": [{ "id": "w1", "name": "write", "input": { "filePath": "a.txt", "content": "x" } }] },
+                { "text": "Written." },
+            ],
+        }),
+        expect![[r#"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 tool.called w1 write {"content":"x","filePath":"a.txt"}
+             8 approval.requested apr6 w1 edit ["a.txt"]
+             9 session.status waiting_approval
+            10 approval.resolved apr6 once by=check
+            11 session.status running
+            12 tool.started w1
+            13 tool.completed w1 "Created a.txt (1 bytes)"
+            14 turn.completed turn4 tool_calls
+            15 turn.started turn7 play/script
+            16 text.completed "Written."
+            17 turn.completed turn7 stop
+            18 activity.closed act2 completed
+            19 session.status idle
+            => completed
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rejected_call_fails_with_the_reason_and_the_model_sees_it() {
+    check(
+        json!({
+            "approve": "reject",
+            "turns": [
+                { "toolCalls": [{ "id": "b1", "name": "bash", "input": { "command": "rm -rf build" } }] },
+                { "text": "Understood." },
+            ],
+        }),
+        expect![[r#"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 tool.called b1 bash {"command":"rm -rf build"}
+             8 approval.requested apr6 b1 bash ["rm -rf build"]
+             9 session.status waiting_approval
+            10 approval.resolved apr6 reject by=check
+            11 session.status running
+            12 tool.failed b1 "the user rejected this call"
+            13 turn.completed turn4 tool_calls
+            14 turn.started turn7 play/script
+            15 text.completed "Understood."
+            16 turn.completed turn7 stop
+            17 activity.closed act2 completed
+            18 session.status idle
+            => completed
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_steer_joins_the_activity_at_the_next_turn() {
+    check(
+        json!({
+            "steer": "also this",
+            "turns": [{ "text": "First.", "delayMs": 400 }, { "text": "Second, with the steer." }],
+        }),
+        expect![[r#"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 input.admitted inp5 steer steered
+             8 text.completed "First."
+             9 turn.completed turn4 stop
+            10 input.promoted [inp5] -> msg6
+            11 turn.started turn7 play/script
+            12 text.completed "Second, with the steer."
+            13 turn.completed turn7 stop
+            14 activity.closed act2 completed
+            15 session.status idle
+            => completed
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_before_anything_streams() {
+    check(
+        json!({ "turns": [{ "error": { "status": 503, "message": "overloaded" } }, { "text": "Back." }] }),
+        expect![[r#"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 retry.scheduled turn4 attempt=1 server_error
+             8 session.status retrying
+             9 session.status running
+            10 text.completed "Back."
+            11 turn.completed turn4 stop
+            12 activity.closed act2 completed
+            13 session.status idle
+            => completed
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unauthorized_provider_fails_the_activity() {
+    check(
+        json!({ "turns": [{ "error": { "status": 401, "message": "bad key" } }] }),
+        expect![[r#"
+         1 session.created agent=build
+         2 input.admitted inp1 queue started
+         3 activity.opened act2 queue
+         4 input.promoted [inp1] -> msg3
+         5 session.status running
+         6 turn.started turn4 play/script
+         7 turn.failed turn4 unauthorized retryable=false
+         8 activity.closed act2 failed "the provider rejected the credentials (401): bad key"
+         9 session.status failed
+        => failed
+    "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_step_limit_closes_the_activity() {
+    let call = |id: &str| json!({ "toolCalls": [{ "id": id, "name": "list", "input": {} }] });
+    check(
+        json!({
+            "config": { "agents": { "build": { "steps": 2 } } },
+            "turns": [call("l1"), call("l2"), { "text": "never" }],
+        }),
+        expect![[r#"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 tool.called l1 list {}
+             8 tool.started l1
+             9 tool.completed l1 "./"
+            10 turn.completed turn4 tool_calls
+            11 turn.started turn6 play/script
+            12 tool.called l2 list {}
+            13 tool.started l2
+            14 tool.completed l2 "./"
+            15 turn.completed turn6 tool_calls
+            16 activity.closed act2 turn_limit "stopped after 2 provider turns"
+            17 session.status idle
+            => turn_limit
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_transcript_pages_by_whole_messages() {
+    let todo = json!({ "todos": [{ "content": "page", "status": "pending" }] });
+    let case: Case = serde_json::from_value(json!({ "turns": [
+        { "text": "On it.", "toolCalls": [{ "id": "c1", "name": "todowrite", "input": todo }] },
+        { "text": "Done." },
+    ] }))
+    .unwrap();
+    let harness = Harness::new(&case);
+    let (session, _) = harness.run(&case).await;
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = harness.engine.messages(&session, after, 1).unwrap();
+        let parts: Vec<String> =
+            page.messages[0].parts.iter().map(|p| serde_json::to_value(p).unwrap()["type"].to_string()).collect();
+        pages.push(format!(
+            "{:?} seq={} [{}] next={:?}",
+            page.messages[0].role,
+            page.messages[0].seq,
+            parts.join(", "),
+            page.next
+        ));
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    expect![[r#"
+        User seq=4 ["text"] next=Some(4)
+        Assistant seq=7 ["text", "tool"] next=Some(8)
+        Assistant seq=13 ["text"] next=None"#]]
+    .assert_eq(&pages.join("\n"));
+}
