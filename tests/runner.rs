@@ -270,3 +270,24 @@ async fn the_transcript_pages_by_whole_messages() {
         Assistant seq=13 ["text"] next=None"#]]
     .assert_eq(&pages.join("\n"));
 }
+
+#[tokio::test]
+async fn an_interrupt_stops_the_turn_and_pauses_the_queue() {
+    check(
+        json!({ "interrupt": true, "turns": [{ "text": "never seen", "delayMs": 5000 }] }),
+        expect![[r#"
+         1 session.created agent=build
+         2 input.admitted inp1 queue started
+         3 activity.opened act2 queue
+         4 input.promoted [inp1] -> msg3
+         5 session.status running
+         6 turn.started turn4 play/script
+         7 queue.paused
+         8 turn.failed turn4 interrupted retryable=false
+         9 activity.closed act2 interrupted
+        10 session.status idle
+        => interrupted
+    "#]],
+    )
+    .await;
+}

@@ -36,6 +36,9 @@ pub struct Case {
     /// Steers with this text as soon as the first turn starts.
     #[serde(default)]
     pub steer: Option<String>,
+    /// Interrupts the session as soon as the first turn starts.
+    #[serde(default)]
+    pub interrupt: bool,
     /// Extra config merged over the harness's own (`permissions`, `agents`, ...).
     #[serde(default)]
     pub config: Option<Value>,
@@ -83,12 +86,17 @@ impl Harness {
         let text = case.prompt.clone().unwrap_or_else(|| "go".into());
         let mut run = self.engine.prompt(&session_id, input(Delivery::Queue, text)).unwrap();
         let mut steer = case.steer.clone();
+        let mut interrupt = case.interrupt;
         let outcome = loop {
             let step = tokio::time::timeout(Duration::from_secs(20), run.next()).await.unwrap().unwrap();
             match step {
                 Step::Event { body: EventBody::TurnStarted(_), .. } if steer.is_some() => {
                     let text = steer.take().unwrap_or_default();
                     self.engine.admit(&session_id, input(Delivery::Steer, text)).unwrap();
+                }
+                Step::Event { body: EventBody::TurnStarted(_), .. } if interrupt => {
+                    interrupt = false;
+                    assert!(self.engine.interrupt(&session_id));
                 }
                 Step::Approval(row) => {
                     if let Some(decision) = case.approve {
