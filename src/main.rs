@@ -244,7 +244,8 @@ fn acp() -> Result<ExitCode, String> {
         let engine = open_engine()?;
         engine.start();
         let methods = keel::acp::methods(engine).map_err(|e| e.to_string())?;
-        let code = rpc::stdio(Arc::new(rpc::Server::new(methods, None))).await;
+        let server = rpc::Server::new(methods, None).with_cancel_notice(rpc::CancelNotice::Acp);
+        let code = rpc::stdio(Arc::new(server)).await;
         // As for `serve`: stdin's blocking reader would hold up a runtime shutdown.
         std::process::exit(code);
     })

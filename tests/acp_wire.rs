@@ -139,3 +139,37 @@ async fn config_options_plans_steering_cancel_and_lists() {
     assert_eq!(c.err("session/prompt", json!({ "sessionId": session, "prompt": [] })).await.code, -32602);
     c.ok("session/close", json!({ "sessionId": session })).await;
 }
+
+#[tokio::test]
+async fn a_permission_request_withdrawn_by_cancel_is_announced_the_acp_way() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let session = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await["sessionId"].clone();
+    let write = ScriptToolCall {
+        id: Some("c1".into()),
+        name: "write".into(),
+        input: json!({ "filePath": "a.txt", "content": "A" }),
+    };
+    mock.push(ScriptTurn { tool_calls: vec![write], ..Default::default() });
+    let (_, answer) = c
+        .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "go" }] }));
+    let asked = loop {
+        let m = c.next_message().await;
+        if m["method"] == "session/request_permission" {
+            break m;
+        }
+    };
+    c.notify("session/cancel", json!({ "sessionId": session }));
+    let withdrawn = loop {
+        let m = c.next_message().await;
+        if m["method"] == "$/cancel_request" || m["method"] == "$/cancelRequest" {
+            break m;
+        }
+    };
+    assert_eq!(withdrawn["method"], "$/cancel_request", "{withdrawn}");
+    assert_eq!(withdrawn["params"]["requestId"], asked["id"]);
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::mock::{MockModel, Wire};
+use common::mock::{Dialect, MockModel, Wire};
 use common::{Client, Engine, Framing, Home};
 use keel::provider::scripted::{ScriptError, ScriptToolCall, ScriptTurn, ScriptUsage};
 use serde_json::{Value, json};
@@ -606,4 +606,28 @@ async fn a_prompt_sent_right_after_an_interrupt_runs() {
     assert_eq!(of_type(&events, "text.completed").last().unwrap()["data"]["text"], "the next prompt ran");
     assert!(events.iter().any(|e| e["type"] == "activity.closed" && e["data"]["reason"] == "interrupted"));
     assert_eq!(c.ok("session/get", json!({ "sessionId": s.session })).await["queuePaused"], false);
+}
+
+#[tokio::test]
+async fn a_llama_cpp_server_repeating_names_runs_a_two_step_tool_loop() {
+    let silent = ScriptTurn { text: None, ..tool_call("todowrite", todo_input()) };
+    let steps = vec![silent, tool_call("todowrite", todo_input()), text("done")];
+    let s = setup(Wire::Chat, steps, json!({})).await;
+    s.mock.dialect(Dialect::LlamaCpp);
+    let c = &s.engine.client;
+    prompt(c, &s.session, "plan it", "queue").await;
+    let (events, _) = until(c, &s.sub, |e| e["type"] == "activity.closed").await;
+    assert_eq!(of_type(&events, "activity.closed")[0]["data"]["reason"], "completed");
+    let called: Vec<_> = of_type(&events, "tool.called").iter().map(|e| e["data"]["tool"].clone()).collect();
+    assert_eq!(called, [json!("todowrite"), json!("todowrite")], "the repeated name is not appended");
+    assert_eq!(of_type(&events, "tool.completed").len(), 2);
+    let requests = s.mock.requests();
+    assert_eq!(requests.len(), 3);
+    let messages = requests[2].body["messages"].as_array().unwrap();
+    let contents: Vec<_> = messages
+        .iter()
+        .filter(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .map(|m| &m["content"])
+        .collect();
+    assert_eq!(contents, [&json!(""), &json!("Working on it.")], "content is a string, never null");
 }

@@ -389,3 +389,18 @@ async fn the_sandbox_can_deny_the_network() {
         assert!(result.contains(expected), "network {network}: {result}");
     }
 }
+
+#[tokio::test]
+async fn keels_home_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(Wire::Chat, json!({}), &[]).await;
+    let c = s.engine.connect().await;
+    c.create_session(s.ws.to_str().unwrap()).await;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(s.home.path()), 0o700);
+    for file in ["keel.db", "keel.db-wal", "keel.db-shm"] {
+        let path = s.home.path().join(file);
+        assert!(path.exists(), "{file}");
+        assert_eq!(mode(&path), 0o600, "{file}");
+    }
+}

@@ -35,8 +35,8 @@ pub fn request_body(request: &Request) -> Value {
         messages.push(match message {
             ChatMessage::User(parts) => json!({ "role": "user", "content": user_content(parts) }),
             ChatMessage::Assistant { text, tool_calls } => {
-                let mut m =
-                    json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) } });
+                // Some servers (llama-cpp-python) refuse `null` content beside tool calls; all take "".
+                let mut m = json!({ "role": "assistant", "content": text });
                 if !tool_calls.is_empty() {
                     m["tool_calls"] = tool_calls
                         .iter()
@@ -156,7 +156,11 @@ impl State {
             if let Some(id) = call["id"].as_str() {
                 pending.id = id.to_owned();
             }
-            if let Some(name) = call["function"]["name"].as_str() {
+            // Most servers send the name once; some split it across chunks; llama.cpp repeats it whole in every
+            // chunk. A chunk that repeats the name so far is the last kind, not a second half.
+            if let Some(name) = call["function"]["name"].as_str()
+                && name != pending.name
+            {
                 pending.name.push_str(name);
             }
             if let Some(args) = call["function"]["arguments"].as_str() {

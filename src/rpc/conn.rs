@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::framing::{Frame, FrameReader, Framing, MAX_FRAME, MAX_FRAME_BEFORE_INIT, write_frame};
 use super::message::{self, Incoming, Invalid};
-use super::peer::{OUTBOUND_FRAMES, Peer, PeerError, PeerRef};
+use super::peer::{CancelNotice, OUTBOUND_FRAMES, Peer, PeerError, PeerRef};
 
 /// How long requests still running when the client goes away may take to finish their work.
 const DRAIN_ON_CLOSE: Duration = Duration::from_secs(5);
@@ -34,6 +34,7 @@ pub struct Server {
     /// The token that `initialize` must carry, for listeners reachable beyond loopback.
     required_token: Option<String>,
     max_connections: usize,
+    cancel_notice: CancelNotice,
 }
 
 /// Connections one listener serves at once unless told otherwise; more are closed as they arrive.
@@ -83,7 +84,14 @@ impl Server {
             next_connection: AtomicU64::new(1),
             required_token,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            cancel_notice: CancelNotice::Lsp,
         }
+    }
+
+    /// Withdrawn server→client requests are announced the way this protocol does it.
+    pub fn with_cancel_notice(mut self, cancel_notice: CancelNotice) -> Self {
+        self.cancel_notice = cancel_notice;
+        self
     }
 
     pub fn with_max_connections(mut self, max: usize) -> Self {
@@ -102,7 +110,7 @@ impl Server {
     {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
-        let peer = Arc::new(Peer::new(id, tx));
+        let peer = Arc::new(Peer::with_cancel_notice(id, tx, self.cancel_notice));
         let mut frames = FrameReader::strict(BufReader::new(reader), MAX_FRAME_BEFORE_INIT);
         let mut relaxed = false;
         let mut connection = Connection {

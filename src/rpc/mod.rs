@@ -11,4 +11,4 @@ mod peer;
 
 pub use conn::{Call, DEFAULT_MAX_CONNECTIONS, Ended, Server};
 pub use listen::{ListenError, stdio, tcp, unix};
-pub use peer::{Lifecycle, Peer, PeerError, PeerRef};
+pub use peer::{CancelNotice, Lifecycle, Peer, PeerError, PeerRef};

@@ -39,8 +39,18 @@ pub struct Lifecycle {
     pub client_name: String,
 }
 
+/// How the client is told that a server→client request was withdrawn: LSP's `$/cancelRequest {id}` or ACP's
+/// `$/cancel_request {requestId}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CancelNotice {
+    #[default]
+    Lsp,
+    Acp,
+}
+
 pub struct Peer {
     id: u64,
+    cancel_notice: CancelNotice,
     out: mpsc::Sender<Vec<u8>>,
     /// Bytes the client has accepted so far; a subscriber is cut only when this stops moving.
     progress: Arc<AtomicU64>,
@@ -55,9 +65,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    #[cfg(test)]
     pub(super) fn new(id: u64, out: mpsc::Sender<Vec<u8>>) -> Self {
+        Self::with_cancel_notice(id, out, CancelNotice::Lsp)
+    }
+
+    pub(super) fn with_cancel_notice(id: u64, out: mpsc::Sender<Vec<u8>>, cancel_notice: CancelNotice) -> Self {
         Self {
             id,
+            cancel_notice,
             out,
             progress: Arc::default(),
             pending: Mutex::new(HashMap::new()),
@@ -168,7 +184,10 @@ impl Peer {
             },
             () = stop => Err(PeerError::Remote { code: -32800, message: "withdrawn".into() }),
         };
-        let _ = self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await;
+        let _ = match self.cancel_notice {
+            CancelNotice::Lsp => self.notify("$/cancelRequest", &serde_json::json!({ "id": id })).await,
+            CancelNotice::Acp => self.notify("$/cancel_request", &serde_json::json!({ "requestId": id })).await,
+        };
         result
     }
 

@@ -49,6 +49,16 @@ impl Recorded {
 struct State {
     turns: VecDeque<ScriptTurn>,
     requests: Vec<Recorded>,
+    dialect: Dialect,
+}
+
+/// How an OpenAI-compatible server deviates from OpenAI's own stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    OpenAi,
+    /// llama.cpp and llama-cpp-python: the function name repeated in every tool-call chunk, and no usage.
+    LlamaCpp,
 }
 
 #[derive(Clone)]
@@ -78,6 +88,10 @@ impl MockModel {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
+    pub fn dialect(&self, dialect: Dialect) {
+        self.state.lock().unwrap().dialect = dialect;
+    }
+
     pub fn push(&self, turn: ScriptTurn) {
         self.state.lock().unwrap().turns.push_back(turn);
     }
@@ -94,13 +108,15 @@ impl MockModel {
     async fn serve(&self, mut stream: TcpStream) {
         // One request per connection is enough: every response closes or ends its stream.
         let Some((path, headers, body)) = read_request(&mut stream).await else { return };
-        let turn = {
+        let (turn, dialect) = {
             let mut state = self.state.lock().unwrap();
+            let dialect = state.dialect;
             state.requests.push(Recorded { path: path.clone(), headers, body });
-            state
+            let turn = state
                 .turns
                 .pop_front()
-                .unwrap_or_else(|| ScriptTurn { text: Some("(mock: no more turns)".into()), ..Default::default() })
+                .unwrap_or_else(|| ScriptTurn { text: Some("(mock: no more turns)".into()), ..Default::default() });
+            (turn, dialect)
         };
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -111,7 +127,7 @@ impl MockModel {
         } else {
             Wire::Anthropic
         };
-        respond(&mut stream, wire, &turn).await;
+        respond(&mut stream, wire, &turn, dialect).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -148,7 +164,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<(String, St
     Some((path, headers, body))
 }
 
-async fn respond(stream: &mut TcpStream, wire: Wire, turn: &ScriptTurn) {
+async fn respond(stream: &mut TcpStream, wire: Wire, turn: &ScriptTurn, dialect: Dialect) {
     tokio::time::sleep(Duration::from_millis(turn.delay_ms)).await;
     if let Some(error) = &turn.error {
         let body = match wire {
@@ -171,6 +187,7 @@ async fn respond(stream: &mut TcpStream, wire: Wire, turn: &ScriptTurn) {
         return;
     }
     let events = match wire {
+        Wire::Chat if dialect == Dialect::LlamaCpp => sse::chat_llama_cpp(turn),
         Wire::Chat => sse::chat(turn),
         Wire::Responses => sse::responses(turn),
         Wire::Anthropic => sse::anthropic(turn),
@@ -267,6 +284,28 @@ pub mod sse {
         out.push(chat_chunk(json!({}), Some(&turn.finish_reason())));
         let usage = turn.usage.unwrap_or_default();
         out.push(chat_usage(usage.input, usage.output));
+        out.push(chat_done());
+        out
+    }
+
+    /// llama.cpp's dialect: every tool-call chunk repeats the id and the whole function name; no usage chunk.
+    pub fn chat_llama_cpp(turn: &ScriptTurn) -> Vec<Item> {
+        let mut out = vec![chat_chunk(json!({ "role": "assistant", "content": null }), None)];
+        for piece in ScriptTurn::chunks(turn.text.as_deref().unwrap_or_default()) {
+            out.push(chat_chunk(json!({ "content": piece }), None));
+        }
+        for (i, call) in turn.tool_calls.iter().enumerate() {
+            let args = call.input.to_string();
+            let (a, b) = args.split_at(args.len() / 2);
+            for piece in ["", a, b] {
+                out.push(chat_chunk(
+                    json!({ "tool_calls": [{ "index": i, "id": turn.call_id(i), "type": "function",
+                                             "function": { "name": call.name, "arguments": piece } }] }),
+                    None,
+                ));
+            }
+        }
+        out.push(chat_chunk(json!({}), Some(&turn.finish_reason())));
         out.push(chat_done());
         out
     }
