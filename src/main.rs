@@ -244,7 +244,9 @@ fn acp() -> Result<ExitCode, String> {
         let engine = open_engine()?;
         engine.start();
         let methods = keel::acp::methods(engine).map_err(|e| e.to_string())?;
-        let server = rpc::Server::new(methods, None).with_cancel_notice(rpc::CancelNotice::Acp);
+        let server = rpc::Server::new(methods, None)
+            .with_ordering(keel::acp::ordering())
+            .with_cancel_notice(rpc::CancelNotice::Acp);
         let code = rpc::stdio(Arc::new(server)).await;
         // As for `serve`: stdin's blocking reader would hold up a runtime shutdown.
         std::process::exit(code);
@@ -274,7 +276,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         engine.start();
         let methods = keel::api::methods(engine).map_err(|e| e.to_string())?;
         let max_connections = env_number("KEEL_MAX_CONNECTIONS", rpc::DEFAULT_MAX_CONNECTIONS);
-        let server = Arc::new(rpc::Server::new(methods, token).with_max_connections(max_connections));
+        let server =
+            rpc::Server::new(methods, token).with_ordering(keel::api::ordering()).with_max_connections(max_connections);
+        let server = Arc::new(server);
         match listen {
             None => {
                 let code = rpc::stdio(server).await;

@@ -160,12 +160,12 @@ pub struct SessionDeletedData {}
 
 method!(
     /// Replays every event after the cursor as `session/event`, then `session/synced`, then live events.
-    SessionSubscribe, "session/subscribe", SubscribeParams, SubscribeResult
+    SessionSubscribe, "session/subscribe", SubscribeParams, SubscribeResult, ordered_by = "sessionId"
 );
 method!(SessionUnsubscribe, "session/unsubscribe", UnsubscribeParams, Empty);
 method!(
     /// One page of stored events, for clients that poll instead of subscribing.
-    SessionEvents, "session/events", EventsParams, EventsResult
+    SessionEvents, "session/events", EventsParams, EventsResult, ordered_by = "sessionId"
 );
 notification!(SessionEvent, "session/event", EventNotificationParams);
 notification!(SessionSynced, "session/synced", SyncedParams);

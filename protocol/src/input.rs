@@ -115,10 +115,16 @@ pub struct PendingInput {
     pub admitted_seq: u64,
 }
 
-method!(SessionPrompt, "session/prompt", PromptParams, PromptResult);
+method!(SessionPrompt, "session/prompt", PromptParams, PromptResult, ordered_by = "sessionId");
 method!(
     /// An explicit run: at least one provider attempt, and a paused queue restarts.
-    SessionResume, "session/resume", crate::session::SessionIdParams, ResumeResult
+    SessionResume, "session/resume", crate::session::SessionIdParams, ResumeResult, ordered_by = "sessionId"
 );
-method!(SessionInterrupt, "session/interrupt", crate::session::SessionIdParams, InterruptResult);
-method!(SessionQueueRemove, "session/queue/remove", QueueRemoveParams, QueueRemoveResult);
+method!(
+    SessionInterrupt,
+    "session/interrupt",
+    crate::session::SessionIdParams,
+    InterruptResult,
+    ordered_by = "sessionId"
+);
+method!(SessionQueueRemove, "session/queue/remove", QueueRemoveParams, QueueRemoveResult, ordered_by = "sessionId");

@@ -27,6 +27,9 @@ pub trait Method {
     const NAME: &'static str;
     type Params: DeserializeOwned + Serialize + JsonSchema + Send;
     type Result: DeserializeOwned + Serialize + JsonSchema + Clone + Send;
+    /// The params field whose value orders requests: one connection's requests naming the same value run in
+    /// arrival order, all others concurrently. `None`: never waits for another request.
+    const ORDERED_BY: Option<&'static str> = None;
 }
 
 /// A notification (either direction): its name and params.
@@ -44,6 +47,50 @@ macro_rules! method {
             const NAME: &'static str = $name;
             type Params = $params;
             type Result = $result;
+        }
+    };
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $params:ty, $result:ty, ordered_by = $field:literal) => {
+        $(#[$doc])*
+        pub enum $ty {}
+        impl $crate::Method for $ty {
+            const NAME: &'static str = $name;
+            type Params = $params;
+            type Result = $result;
+            const ORDERED_BY: Option<&'static str> = Some($field);
+        }
+    };
+}
+
+/// Every client→server method, declared once: the engine's method table and the schema both expand this list
+/// through a callback macro, so a method cannot be in one and not the other.
+#[macro_export]
+macro_rules! client_methods {
+    ($callback:ident) => {
+        $callback! {
+            $crate::initialize::Initialize,
+            $crate::initialize::Shutdown,
+            $crate::session::SessionCreate,
+            $crate::session::SessionList,
+            $crate::session::SessionGet,
+            $crate::session::SessionUpdate,
+            $crate::session::SessionFork,
+            $crate::session::SessionDelete,
+            $crate::event::SessionSubscribe,
+            $crate::event::SessionUnsubscribe,
+            $crate::event::SessionEvents,
+            $crate::turn::SessionMessages,
+            $crate::input::SessionPrompt,
+            $crate::input::SessionResume,
+            $crate::input::SessionInterrupt,
+            $crate::input::SessionQueueRemove,
+            $crate::model::ModelList,
+            $crate::model::ProviderList,
+            $crate::auth::AuthSet,
+            $crate::auth::AuthList,
+            $crate::auth::AuthRemove,
+            $crate::config::ConfigGet,
+            $crate::config::ToolList,
+            $crate::approval::ApprovalRespond,
         }
     };
 }

@@ -4,10 +4,7 @@ use schemars::{SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::EventKind;
-use crate::{
-    Method, Notification, PROTOCOL_VERSION, approval, auth, config, event, initialize as init, input, model, session,
-    turn,
-};
+use crate::{Method, Notification, PROTOCOL_VERSION, approval, event, initialize as init, session, turn};
 
 struct Builder {
     generator: SchemaGenerator,
@@ -19,7 +16,11 @@ impl Builder {
     fn method<M: Method>(&mut self, direction: &str) -> &mut Self {
         let params = self.generator.subschema_for::<M::Params>();
         let result = self.generator.subschema_for::<M::Result>();
-        self.methods.insert(M::NAME.to_owned(), json!({ "direction": direction, "params": params, "result": result }));
+        let mut entry = json!({ "direction": direction, "params": params, "result": result });
+        if let Some(field) = M::ORDERED_BY {
+            entry["orderedBy"] = json!(field);
+        }
+        self.methods.insert(M::NAME.to_owned(), entry);
         self
     }
 
@@ -40,31 +41,13 @@ pub fn protocol_schema() -> Value {
         methods: Map::new(),
         notifications: Map::new(),
     };
-    b.method::<init::Initialize>(c2s)
-        .method::<init::Shutdown>(c2s)
-        .method::<session::SessionCreate>(c2s)
-        .method::<session::SessionList>(c2s)
-        .method::<session::SessionGet>(c2s)
-        .method::<session::SessionUpdate>(c2s)
-        .method::<session::SessionFork>(c2s)
-        .method::<session::SessionDelete>(c2s)
-        .method::<event::SessionSubscribe>(c2s)
-        .method::<event::SessionUnsubscribe>(c2s)
-        .method::<event::SessionEvents>(c2s)
-        .method::<turn::SessionMessages>(c2s)
-        .method::<input::SessionPrompt>(c2s)
-        .method::<input::SessionResume>(c2s)
-        .method::<input::SessionInterrupt>(c2s)
-        .method::<input::SessionQueueRemove>(c2s)
-        .method::<model::ModelList>(c2s)
-        .method::<model::ProviderList>(c2s)
-        .method::<auth::AuthSet>(c2s)
-        .method::<auth::AuthList>(c2s)
-        .method::<auth::AuthRemove>(c2s)
-        .method::<config::ConfigGet>(c2s)
-        .method::<config::ToolList>(c2s)
-        .method::<approval::ApprovalRespond>(c2s)
-        .method::<approval::ApprovalRequest>(s2c)
+    macro_rules! client_to_server {
+        ($($method:ty),* $(,)?) => {
+            $(b.method::<$method>(c2s);)*
+        };
+    }
+    crate::client_methods!(client_to_server);
+    b.method::<approval::ApprovalRequest>(s2c)
         .notification::<init::Initialized>(c2s)
         .notification::<init::Exit>(c2s)
         .notification::<init::CancelRequest>(both)

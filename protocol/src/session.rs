@@ -143,12 +143,12 @@ pub struct SessionStatusChangedParams {
 
 method!(SessionCreate, "session/create", SessionCreateParams, SessionResult);
 method!(SessionList, "session/list", Option<SessionListParams>, SessionListResult);
-method!(SessionGet, "session/get", SessionIdParams, SessionGetResult);
-method!(SessionUpdate, "session/update", SessionUpdateParams, SessionResult);
-method!(SessionFork, "session/fork", SessionForkParams, SessionResult);
+method!(SessionGet, "session/get", SessionIdParams, SessionGetResult, ordered_by = "sessionId");
+method!(SessionUpdate, "session/update", SessionUpdateParams, SessionResult, ordered_by = "sessionId");
+method!(SessionFork, "session/fork", SessionForkParams, SessionResult, ordered_by = "sessionId");
 method!(
     /// Interrupts running work, then removes the session and its events.
-    SessionDelete, "session/delete", SessionIdParams, Empty
+    SessionDelete, "session/delete", SessionIdParams, Empty, ordered_by = "sessionId"
 );
 notification!(
     /// Sent to every initialized connection.

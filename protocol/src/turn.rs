@@ -296,5 +296,5 @@ pub struct MessagesResult {
     pub next_cursor: Option<String>,
 }
 
-method!(SessionMessages, "session/messages", MessagesParams, MessagesResult);
+method!(SessionMessages, "session/messages", MessagesParams, MessagesResult, ordered_by = "sessionId");
 notification!(SessionDelta, "session/delta", DeltaParams);

@@ -4,6 +4,7 @@
 //! The connection layer is `rpc`'s (ndjson framing is detected like any other); this module is only a method table
 //! translating ACP calls into engine calls, and engine events into `session/update`s (`updates`).
 
+mod ordering;
 mod updates;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
 use crate::session::service::{NewSession, SessionChanges};
 use crate::store::approvals::ApprovalRow;
+pub use ordering::ordering;
 use updates::{Mapper, tool_kind, tool_title};
 
 pub const PROTOCOL_VERSION: u64 = 1;

@@ -2,6 +2,7 @@
 //! that follows the session and declared `capabilities.approvals`. The first answer wins; the other connections'
 //! requests are withdrawn with `$/cancelRequest`.
 
+use super::client::Client;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +54,8 @@ pub fn to_wire(row: ApprovalRow) -> Approval {
 /// Asks this connection about an approval, if it takes approvals and follows the session; records its answer.
 pub fn deliver(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
     let lifecycle = peer.lifecycle();
-    if !lifecycle.capabilities.approvals || !peer.is_attached(&row.session_id) {
+    let client = Client::of(peer);
+    if !client.capabilities().approvals || !client.is_attached(&row.session_id) {
         return;
     }
     let engine = Arc::clone(engine);
@@ -78,7 +80,7 @@ pub fn deliver(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
 
 /// Re-asks a connection that (re)subscribed about the session's approvals still pending.
 pub fn replay_pending(engine: &Arc<Engine>, peer: &PeerRef, session_id: &str) {
-    if !peer.lifecycle().capabilities.approvals {
+    if !Client::of(peer).capabilities().approvals {
         return;
     }
     let pending = engine.pending_approvals(session_id).unwrap_or_default();

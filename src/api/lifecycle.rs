@@ -34,11 +34,13 @@ pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) ->
         let already = l.initialized;
         if !already {
             l.initialized = true;
-            l.capabilities = p.capabilities.clone();
             l.client_name = p.client_info.name.clone();
         }
         already
     });
+    if !already {
+        super::client::Client::of(&call.peer).declare(p.capabilities.clone());
+    }
     if already {
         return Err(ApiError::InvalidRequest("the connection is already initialized".into()));
     }

@@ -2,6 +2,7 @@
 
 mod approval;
 mod catalog;
+mod client;
 mod error;
 mod input;
 mod lifecycle;
@@ -25,63 +26,106 @@ pub fn event_line(e: &crate::store::Event) -> String {
 }
 
 use crate::engine::Engine;
-use crate::rpc::Call;
+use crate::rpc::{Call, RequestOrder};
 
-/// The method table: every client→server method of the protocol, bound to its handler.
-pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodError> {
+/// Each client→server method's handler. The method list is the protocol's own (`client_methods!`), so a method
+/// declared there without a handler here does not compile.
+trait Handler: Method {
+    fn handle(
+        engine: Arc<Engine>,
+        params: Self::Params,
+        call: Call,
+    ) -> impl Future<Output = Result<Self::Result, ApiError>> + Send + 'static;
+}
+
+macro_rules! handlers {
+    ($($method:ty => $handler:path),* $(,)?) => {
+        $(impl Handler for $method {
+            fn handle(
+                engine: Arc<Engine>,
+                params: Self::Params,
+                call: Call,
+            ) -> impl Future<Output = Result<Self::Result, ApiError>> + Send + 'static {
+                $handler(engine, params, call)
+            }
+        })*
+    };
+}
+
+mod bound {
     use keel_protocol::{
         approval as apr, auth, config, event as ev, initialize as init, input as inp, model, session as s, turn,
     };
+
+    use super::*;
+
+    handlers! {
+        init::Initialize => lifecycle::initialize,
+        init::Shutdown => lifecycle::shutdown,
+        s::SessionCreate => session::create,
+        s::SessionList => session::list,
+        s::SessionGet => session::get,
+        s::SessionUpdate => session::update,
+        s::SessionFork => session::fork,
+        s::SessionDelete => session::delete,
+        ev::SessionSubscribe => subscribe::subscribe,
+        ev::SessionUnsubscribe => subscribe::unsubscribe,
+        ev::SessionEvents => subscribe::events,
+        turn::SessionMessages => session::messages,
+        inp::SessionPrompt => input::prompt,
+        inp::SessionResume => input::resume,
+        inp::SessionInterrupt => input::interrupt,
+        inp::SessionQueueRemove => input::queue_remove,
+        model::ModelList => catalog::models,
+        model::ProviderList => catalog::providers,
+        auth::AuthSet => catalog::auth_set,
+        auth::AuthList => catalog::auth_list,
+        auth::AuthRemove => catalog::auth_remove,
+        config::ConfigGet => catalog::config,
+        config::ToolList => catalog::tools,
+        apr::ApprovalRespond => approval::respond,
+    }
+}
+
+/// The method table: every client→server method of the protocol, bound to its handler.
+pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodError> {
     let mut table = Table(RpcModule::from_arc(engine));
-    table.add::<init::Initialize, _, _>(lifecycle::initialize)?;
-    table.add::<init::Shutdown, _, _>(lifecycle::shutdown)?;
-    table.add::<s::SessionCreate, _, _>(session::create)?;
-    table.add::<s::SessionList, _, _>(session::list)?;
-    table.add::<s::SessionGet, _, _>(session::get)?;
-    table.add::<s::SessionUpdate, _, _>(session::update)?;
-    table.add::<s::SessionFork, _, _>(session::fork)?;
-    table.add::<s::SessionDelete, _, _>(session::delete)?;
-    table.add::<ev::SessionSubscribe, _, _>(subscribe::subscribe)?;
-    table.add::<ev::SessionUnsubscribe, _, _>(subscribe::unsubscribe)?;
-    table.add::<ev::SessionEvents, _, _>(subscribe::events)?;
-    table.add::<turn::SessionMessages, _, _>(session::messages)?;
-    table.add::<inp::SessionPrompt, _, _>(input::prompt)?;
-    table.add::<inp::SessionResume, _, _>(input::resume)?;
-    table.add::<inp::SessionInterrupt, _, _>(input::interrupt)?;
-    table.add::<inp::SessionQueueRemove, _, _>(input::queue_remove)?;
-    table.add::<model::ModelList, _, _>(catalog::models)?;
-    table.add::<model::ProviderList, _, _>(catalog::providers)?;
-    table.add::<auth::AuthSet, _, _>(catalog::auth_set)?;
-    table.add::<auth::AuthList, _, _>(catalog::auth_list)?;
-    table.add::<auth::AuthRemove, _, _>(catalog::auth_remove)?;
-    table.add::<config::ConfigGet, _, _>(catalog::config)?;
-    table.add::<config::ToolList, _, _>(catalog::tools)?;
-    table.add::<apr::ApprovalRespond, _, _>(approval::respond)?;
+    macro_rules! register {
+        ($($method:ty),* $(,)?) => {
+            $(table.add::<$method>()?;)*
+        };
+    }
+    keel_protocol::client_methods!(register);
     Ok(table.0)
+}
+
+/// Which requests wait for which: each method's ordering field, as the protocol declares it.
+pub fn ordering() -> RequestOrder {
+    let mut ordering = RequestOrder::default();
+    macro_rules! declare {
+        ($($method:ty),* $(,)?) => {
+            $(if let Some(field) = <$method as Method>::ORDERED_BY {
+                ordering.insert(<$method as Method>::NAME, field);
+            })*
+        };
+    }
+    keel_protocol::client_methods!(declare);
+    ordering
 }
 
 struct Table(RpcModule<Engine>);
 
 impl Table {
     /// Registers a typed handler: params are parsed as one object (LSP style), errors mapped in `error.rs`.
-    fn add<M, F, Fut>(&mut self, handler: F) -> Result<(), RegisterMethodError>
-    where
-        M: Method + 'static,
-        F: Fn(Arc<Engine>, M::Params, Call) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<M::Result, ApiError>> + Send + 'static,
-    {
-        self.0.register_async_method(M::NAME, move |raw, engine, extensions| {
-            let handler = handler.clone();
-            async move {
-                let call =
-                    extensions.get::<Call>().cloned().ok_or_else(|| ApiError::Internal("no call context".into()));
-                let params = params::parse::<M::Params>(raw.as_str());
-                let result = match (call, params) {
-                    (Ok(call), Ok(params)) => handler(engine, params, call).await,
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-                result.map_err(ErrorObjectOwned::from)
-            }
+    fn add<M: Handler + 'static>(&mut self) -> Result<(), RegisterMethodError> {
+        self.0.register_async_method(M::NAME, move |raw, engine, extensions| async move {
+            let call = extensions.get::<Call>().cloned().ok_or_else(|| ApiError::Internal("no call context".into()));
+            let params = params::parse::<M::Params>(raw.as_str());
+            let result = match (call, params) {
+                (Ok(call), Ok(params)) => M::handle(engine, params, call).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            result.map_err(ErrorObjectOwned::from)
         })?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! follows the session's shared feed; it reads at the pace its client reads, so a slow client costs database
 //! reads, never writer time or memory. A client that accepts nothing for the stall period is ended as `lagged`.
 
+use super::client::Client;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,11 +46,12 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
         }
     };
     let limit = engine.settings().max_subscriptions_per_connection;
-    if call.peer.attachments() >= limit {
+    let client = Client::of(&call.peer);
+    if client.attachments() >= limit {
         return Err(ApiError::Overloaded(format!("this connection already has {limit} subscriptions")));
     }
     let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
-    let deltas = call.peer.lifecycle().capabilities.deltas.then(|| engine.deltas().subscribe());
+    let deltas = client.capabilities().deltas.then(|| engine.deltas().subscribe());
     let subscription = Subscription {
         deltas,
         id: subscription_id.clone(),
@@ -61,7 +63,7 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
     };
     let peer = Arc::clone(&call.peer);
     let key = subscription_id.clone();
-    peer.attach(&subscription_id, &p.session_id);
+    client.attach(&subscription_id, &p.session_id);
     let session_id = p.session_id.clone();
     call.after_response(move || {
         peer.spawn_task(key, subscription.run());
@@ -71,7 +73,7 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
 }
 
 pub async fn unsubscribe(_: Arc<Engine>, p: UnsubscribeParams, call: Call) -> Result<Empty, ApiError> {
-    call.peer.detach(&p.subscription_id);
+    Client::of(&call.peer).detach(&p.subscription_id);
     if !call.peer.stop_task(&p.subscription_id) {
         return Err(ApiError::invalid("subscriptionId", "no such subscription on this connection"));
     }
@@ -130,7 +132,7 @@ impl Subscription {
             let _ = self.peer.notify(SessionSubscriptionEnded::NAME, &ended).await;
         }
         self.peer.forget_task(&self.id);
-        self.peer.detach(&self.id);
+        Client::of(&self.peer).detach(&self.id);
     }
 
     async fn deliver(&mut self) -> Stop {

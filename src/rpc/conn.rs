@@ -1,7 +1,8 @@
 //! One connection: reads frames, classifies them, runs requests concurrently through the method table, and writes
 //! every outgoing frame through one ordered queue.
 //!
-//! Requests that name the same `sessionId` run in arrival order; all others run concurrently.
+//! Requests ordered by the same key (`Ordering`, declared by the method table) run in arrival order; all others
+//! run concurrently.
 //! An in-flight request is registered before its task starts, and whoever removes it from the table (the task on
 //! completion, or `$/cancelRequest`) is the one that answers.
 
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::framing::{Frame, FrameReader, Framing, MAX_FRAME, MAX_FRAME_BEFORE_INIT, write_frame};
 use super::message::{self, Incoming, Invalid};
+use super::ordering::RequestOrder;
 use super::peer::{CancelNotice, OUTBOUND_FRAMES, Peer, PeerError, PeerRef};
 
 /// How long requests still running when the client goes away may take to finish their work.
@@ -35,6 +37,7 @@ pub struct Server {
     required_token: Option<String>,
     max_connections: usize,
     cancel_notice: CancelNotice,
+    ordering: RequestOrder,
 }
 
 /// Connections one listener serves at once unless told otherwise; more are closed as they arrive.
@@ -51,12 +54,12 @@ pub struct Call {
     pub peer: PeerRef,
     pub required_token: Option<Arc<str>>,
     after_response: Arc<Mutex<Vec<Hook>>>,
-    /// Dropped to let the connection's next request for the same session start.
+    /// Dropped to let the connection's next request with the same ordering key start.
     order: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 impl Call {
-    /// Lets later requests for the same session run while this one waits (long polls). Call it once the
+    /// Lets later requests with the same ordering key run while this one waits (long polls). Call it once the
     /// request's ordered part, the reads and writes that must follow earlier requests, is done.
     pub fn release_order(&self) {
         self.order.lock().take();
@@ -85,7 +88,14 @@ impl Server {
             required_token,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             cancel_notice: CancelNotice::Lsp,
+            ordering: RequestOrder::default(),
         }
+    }
+
+    /// Which requests wait for which; without it, every request runs concurrently.
+    pub fn with_ordering(mut self, ordering: RequestOrder) -> Self {
+        self.ordering = ordering;
+        self
     }
 
     /// Withdrawn server→client requests are announced the way this protocol does it.
@@ -118,7 +128,7 @@ impl Server {
             peer: Arc::clone(&peer),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             generation: 0,
-            session_order: HashMap::new(),
+            order: HashMap::new(),
             required_token: self.required_token.as_deref().map(Arc::from),
             large_frame: false,
         };
@@ -175,8 +185,8 @@ struct Connection {
     /// Requests running, by id: a generation (ids may be reused once answered) and the cancel switch.
     inflight: Inflight,
     generation: u64,
-    /// The completion signal of the last request for each session, which the next one waits for.
-    session_order: HashMap<String, oneshot::Receiver<()>>,
+    /// The completion signal of the last request for each ordering key, which the next one waits for.
+    order: HashMap<String, oneshot::Receiver<()>>,
     required_token: Option<Arc<str>>,
     /// Whether the frame being handled was large: its request gives the memory it took back once answered.
     large_frame: bool,
@@ -249,8 +259,8 @@ impl Connection {
         self.inflight.lock().insert(key.clone(), (generation, cancel_tx));
 
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let previous = match params.as_ref().and_then(|p| p.get("sessionId")).and_then(Value::as_str) {
-            Some(session) => self.session_order.insert(session.to_owned(), done_rx),
+        let previous = match self.server.ordering.key(&method, params.as_ref()) {
+            Some(key) => self.order.insert(key, done_rx),
             None => None,
         };
         let methods = self.server.methods.clone();

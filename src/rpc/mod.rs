@@ -7,8 +7,10 @@ pub mod framing;
 mod listen;
 mod memory;
 pub(crate) mod message;
+mod ordering;
 mod peer;
 
 pub use conn::{Call, DEFAULT_MAX_CONNECTIONS, Ended, Server};
 pub use listen::{ListenError, stdio, tcp, unix};
+pub use ordering::RequestOrder;
 pub use peer::{CancelNotice, Lifecycle, Peer, PeerError, PeerRef};

@@ -1,12 +1,12 @@
 //! The server's handle on one connection: the ordered outbound queue, server→client requests with their pending
 //! table, and the connection's lifecycle state.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keel_protocol::initialize::ClientCapabilities;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
@@ -35,7 +35,6 @@ pub enum PeerError {
 pub struct Lifecycle {
     pub initialized: bool,
     pub shut_down: bool,
-    pub capabilities: ClientCapabilities,
     pub client_name: String,
 }
 
@@ -58,8 +57,8 @@ pub struct Peer {
     next_request: AtomicU64,
     lifecycle: Mutex<Lifecycle>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// Sessions this connection follows, by subscription id.
-    attached: Mutex<HashMap<String, String>>,
+    /// The method table's per-connection state, by type.
+    states: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     /// Server→client requests that may be withdrawn, by the caller's key.
     withdrawable: Mutex<HashMap<String, CancellationToken>>,
 }
@@ -80,7 +79,7 @@ impl Peer {
             next_request: AtomicU64::new(1),
             lifecycle: Mutex::new(Lifecycle::default()),
             tasks: Mutex::new(HashMap::new()),
-            attached: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
             withdrawable: Mutex::new(HashMap::new()),
         }
     }
@@ -198,21 +197,16 @@ impl Peer {
         }
     }
 
-    /// Records that a subscription of this connection follows `session_id`.
-    pub fn attach(&self, subscription_id: &str, session_id: &str) {
-        self.attached.lock().insert(subscription_id.to_owned(), session_id.to_owned());
-    }
-
-    pub fn detach(&self, subscription_id: &str) {
-        self.attached.lock().remove(subscription_id);
-    }
-
-    pub fn attachments(&self) -> usize {
-        self.attached.lock().len()
-    }
-
-    pub fn is_attached(&self, session_id: &str) -> bool {
-        self.attached.lock().values().any(|s| s == session_id)
+    /// The method table's own state for this connection (what the client declared, what it follows), created on
+    /// first use: the connection layer keeps it without knowing what it is.
+    pub fn state<T: Any + Default + Send + Sync>(&self) -> Arc<T> {
+        let mut states = self.states.lock();
+        let state = states.entry(TypeId::of::<T>()).or_insert_with(|| Arc::new(T::default()));
+        match Arc::clone(state).downcast::<T>() {
+            Ok(state) => state,
+            // The map is keyed by the type, so the entry is always a `T`; a fresh one keeps this total anyway.
+            Err(_) => Arc::new(T::default()),
+        }
     }
 
     /// Routes a client's response to the request waiting for it; false when nobody waits for that id.
