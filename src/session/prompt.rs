@@ -28,7 +28,8 @@ pub enum Step {
     Delta(Arc<Delta>),
     /// A tool call in this session waits for an answer (also re-sent for every pending one after missed notices).
     Approval(ApprovalRow),
-    /// An approval (of any session) was answered: questions about it can be withdrawn.
+    /// An approval (of any session) was answered: questions about it can be withdrawn. Comes before `Closed` for
+    /// every approval of the session answered by then; may come twice.
     ApprovalResolved(String),
     /// The queue was paused (an interrupt) before the prompt's input opened an activity; the input stays queued.
     PausedBeforeStart,
@@ -159,8 +160,17 @@ impl PromptRun {
                 }
                 _ => {}
             }
+            // The log says an approval was answered before it says the activity closed; the engine-wide notice
+            // of the same may come later, so questions are withdrawn on the event too.
+            let resolved = match &body {
+                EventBody::ApprovalResolved(d) => Some(d.approval_id.clone()),
+                _ => None,
+            };
             let ours = self.activity.is_some();
             self.pending.push_back(Step::Event { event, body, ours });
+            if let Some(approval_id) = resolved {
+                self.pending.push_back(Step::ApprovalResolved(approval_id));
+            }
             if paused {
                 self.pending.push_back(Step::PausedBeforeStart);
             }
