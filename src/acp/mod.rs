@@ -64,7 +64,12 @@ async fn initialize(_: Arc<Engine>, params: InitializeRequest, call: Call) -> Re
         l.initialized = true;
         l.client_name = name;
     });
-    Ok(InitializeResponse {
+    Ok(initialized())
+}
+
+/// What keel can do, the same for every client.
+fn initialized() -> InitializeResponse {
+    InitializeResponse {
         protocol_version: PROTOCOL_VERSION,
         agent_capabilities: AgentCapabilities {
             load_session: true,
@@ -80,7 +85,7 @@ async fn initialize(_: Arc<Engine>, params: InitializeRequest, call: Call) -> Re
         },
         auth_methods: Vec::new(),
         agent_info: Implementation { name: "keel", title: "keel", version: env!("CARGO_PKG_VERSION") },
-    })
+    }
 }
 
 /// The session's choices as ACP config options: model and agent.
@@ -384,6 +389,22 @@ fn rfc3339(millis: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn initialize_keeps_its_wire_shape() {
+        let expected = serde_json::json!({
+            "protocolVersion": 1,
+            "agentCapabilities": {
+                "loadSession": true,
+                "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
+                "sessionCapabilities": { "list": {}, "resume": {}, "close": {} },
+                "_meta": { "keel": { "steer": "_keel/steer", "protocolVersion": keel_protocol::PROTOCOL_VERSION } },
+            },
+            "authMethods": [],
+            "agentInfo": { "name": "keel", "title": "keel", "version": env!("CARGO_PKG_VERSION") },
+        });
+        assert_eq!(serde_json::to_value(super::initialized()).unwrap(), expected);
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

@@ -37,9 +37,15 @@ pub struct ClientInfo {
 pub struct InitializeResponse {
     pub protocol_version: u64,
     pub agent_capabilities: AgentCapabilities,
-    /// keel authenticates providers itself (`keel auth`); ACP clients have nothing to do.
-    pub auth_methods: Vec<Value>,
+    /// Always empty: keel authenticates providers itself (`keel auth`), so ACP clients have nothing to do.
+    pub auth_methods: Vec<AuthMethod>,
     pub agent_info: Implementation,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthMethod {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
