@@ -4,19 +4,20 @@
 //! The connection layer is `rpc`'s (ndjson framing is detected like any other); this module is only a method table
 //! translating ACP calls into engine calls, and engine events into `session/update`s (`updates`).
 
+mod error;
 mod ordering;
+pub mod schema;
 mod updates;
 
 use std::sync::Arc;
 
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
-use jsonrpsee::types::ErrorObjectOwned;
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery};
 use keel_protocol::turn::{CloseReason, DeltaKind};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::engine::Engine;
 use crate::provider::registry::Registry;
@@ -26,33 +27,13 @@ use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
 use crate::session::service::{NewSession, SessionChanges};
 use crate::store::approvals::ApprovalRow;
+pub use error::AcpError;
 pub use ordering::ordering;
+pub use schema::PROTOCOL_VERSION;
+use schema::*;
 use updates::{Mapper, tool_kind, tool_title};
 
-pub const PROTOCOL_VERSION: u64 = 1;
-
-type Reply = Result<Value, ErrorObjectOwned>;
-
-fn error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(code, message.into(), None::<()>)
-}
-
-fn invalid(message: impl Into<String>) -> ErrorObjectOwned {
-    error(keel_protocol::error::INVALID_PARAMS, message)
-}
-
-fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
-    error(keel_protocol::error::INTERNAL_ERROR, e.to_string())
-}
-
-/// ACP's "resource not found".
-fn not_found(e: impl std::fmt::Display) -> ErrorObjectOwned {
-    error(-32002, e.to_string())
-}
-
-fn string(params: &Value, key: &str) -> Result<String, ErrorObjectOwned> {
-    params.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| invalid(format!("missing {key}")))
-}
+type Reply<T> = Result<T, AcpError>;
 
 /// The ACP method table.
 pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodError> {
@@ -60,9 +41,9 @@ pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodE
     macro_rules! method {
         ($name:literal, $handler:path) => {
             module.register_async_method($name, |params, engine, ext| async move {
-                let call = ext.get::<Call>().cloned().ok_or_else(|| internal("no call context"))?;
-                let params: Value = params.parse().unwrap_or(Value::Null);
-                $handler(engine, params, call).await
+                let call = ext.get::<Call>().cloned().ok_or_else(|| AcpError::internal("no call context"))?;
+                let params = error::parse(params.as_str())?;
+                $handler(engine, params, call).await.map_err(jsonrpsee::types::ErrorObjectOwned::from)
             })?;
         };
     }
@@ -79,34 +60,45 @@ pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodE
     Ok(module)
 }
 
-async fn initialize(_: Arc<Engine>, params: Value, call: Call) -> Reply {
-    let name = params["clientInfo"]["name"].as_str().unwrap_or("acp client").to_owned();
+async fn initialize(_: Arc<Engine>, params: InitializeRequest, call: Call) -> Reply<InitializeResponse> {
+    let name = params.client_info.and_then(|c| c.name).unwrap_or_else(|| "acp client".to_owned());
     call.peer.update_lifecycle(|l| {
         l.initialized = true;
         l.client_name = name;
     });
-    Ok(json!({
-        "protocolVersion": PROTOCOL_VERSION,
-        "agentCapabilities": {
-            "loadSession": true,
-            "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
-            "sessionCapabilities": { "list": {}, "resume": {}, "close": {} },
-            "_meta": { "keel": { "steer": "_keel/steer", "protocolVersion": keel_protocol::PROTOCOL_VERSION } },
+    Ok(initialized())
+}
+
+/// What keel can do, the same for every client.
+fn initialized() -> InitializeResponse {
+    InitializeResponse {
+        protocol_version: PROTOCOL_VERSION,
+        agent_capabilities: AgentCapabilities {
+            load_session: true,
+            prompt_capabilities: PromptCapabilities { image: true, audio: false, embedded_context: true },
+            session_capabilities: SessionCapabilities {
+                list: Some(Empty {}),
+                resume: Some(Empty {}),
+                close: Some(Empty {}),
+            },
+            meta: Some(Meta {
+                keel: KeelCapabilities { steer: "_keel/steer", protocol_version: keel_protocol::PROTOCOL_VERSION },
+            }),
         },
-        "authMethods": [],
-        "agentInfo": { "name": "keel", "title": "keel", "version": env!("CARGO_PKG_VERSION") },
-    }))
+        auth_methods: Vec::new(),
+        agent_info: Implementation { name: "keel", title: "keel", version: env!("CARGO_PKG_VERSION") },
+    }
 }
 
 /// The session's choices as ACP config options: model and agent.
-fn config_options(engine: &Engine, session_id: &str) -> Result<Value, ErrorObjectOwned> {
-    let session = engine.sessions.get(session_id).map_err(not_found)?;
+fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>> {
+    let session = engine.sessions.get(session_id)?;
     let config = engine.config(Some(&session.cwd));
     let current_model = if session.model.is_empty() { Registry::default_model(&config) } else { session.model.clone() };
-    let mut models: Vec<Value> =
-        engine.providers().models(&config).into_iter().map(|m| json!({ "value": m.id, "name": m.name })).collect();
-    if !models.iter().any(|m| m["value"] == current_model.as_str()) {
-        models.push(json!({ "value": current_model, "name": current_model }));
+    let mut models: Vec<SelectValue> =
+        engine.providers().models(&config).into_iter().map(|m| SelectValue { value: m.id, name: m.name }).collect();
+    if !models.iter().any(|m| m.value == current_model) {
+        models.push(SelectValue { value: current_model.clone(), name: current_model.clone() });
     }
     let mut agents: Vec<String> = config.agents.keys().cloned().collect();
     for builtin in ["build", &session.agent] {
@@ -114,41 +106,48 @@ fn config_options(engine: &Engine, session_id: &str) -> Result<Value, ErrorObjec
             agents.push(builtin.to_owned());
         }
     }
-    Ok(json!([
-        { "id": "model", "name": "Model", "category": "model", "type": "select", "currentValue": current_model, "options": models },
-        { "id": "agent", "name": "Agent", "category": "mode", "type": "select", "currentValue": session.agent,
-          "options": agents.iter().map(|a| json!({ "value": a, "name": a })).collect::<Vec<_>>() },
-    ]))
+    Ok(vec![
+        ConfigOption::Select(SelectOption {
+            id: "model",
+            name: "Model",
+            category: "model",
+            current_value: current_model,
+            options: models,
+        }),
+        ConfigOption::Select(SelectOption {
+            id: "agent",
+            name: "Agent",
+            category: "mode",
+            current_value: session.agent,
+            options: agents.into_iter().map(|a| SelectValue { value: a.clone(), name: a }).collect(),
+        }),
+    ])
 }
 
-async fn new_session(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let cwd = string(&params, "cwd")?;
-    let session = engine
-        .sessions
-        .create(NewSession { cwd, title: None, agent: None, model: None, parent_id: None })
-        .map_err(|e| invalid(e.to_string()))?;
-    Ok(json!({ "sessionId": session.id, "configOptions": config_options(&engine, &session.id)? }))
+async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, _: Call) -> Reply<NewSessionResponse> {
+    let new = NewSession { cwd: params.cwd, title: None, agent: None, model: None, parent_id: None };
+    let session = engine.sessions.create(new)?;
+    Ok(NewSessionResponse { config_options: config_options(&engine, &session.id)?, session_id: session.id })
 }
 
-async fn resume_session(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    Ok(json!({ "configOptions": config_options(&engine, &session_id)? }))
+async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, _: Call) -> Reply<ConfigOptionsResponse> {
+    Ok(ConfigOptionsResponse { config_options: config_options(&engine, &params.session_id)? })
 }
 
 /// Replays the stored history as `session/update`s, then answers.
-async fn load_session(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    let session = engine.sessions.get(&session_id).map_err(not_found)?;
+async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Call) -> Reply<ConfigOptionsResponse> {
+    let session_id = params.session_id;
+    let session = engine.sessions.get(&session_id)?;
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
-    let mut history = engine.follow(&session_id, Some(0)).map_err(internal)?;
-    while let Some(events) = history.next_page(512, false).await.map_err(internal)? {
+    let mut history = engine.follow(&session_id, Some(0))?;
+    while let Some(events) = history.next_page(512, false).await? {
         for event in events {
-            for update in mapper.updates(event.seq, event.body().map_err(internal)?) {
+            for update in mapper.updates(event.seq, event.body().map_err(AcpError::internal)?) {
                 send_update(&call.peer, &session_id, update).await;
             }
         }
     }
-    Ok(json!({ "configOptions": config_options(&engine, &session_id)? }))
+    Ok(ConfigOptionsResponse { config_options: config_options(&engine, &session_id)? })
 }
 
 fn mapper(engine: &Engine, cwd: &str, model: &str) -> Mapper {
@@ -159,108 +158,96 @@ fn mapper(engine: &Engine, cwd: &str, model: &str) -> Mapper {
     Mapper::new(cwd, context_window)
 }
 
-async fn send_update(peer: &PeerRef, session_id: &str, update: Value) {
-    let _ = peer.notify("session/update", &json!({ "sessionId": session_id, "update": update })).await;
+async fn send_update(peer: &PeerRef, session_id: &str, update: SessionUpdate) {
+    let notification = SessionNotification { session_id: session_id.to_owned(), update };
+    let _ = peer.notify("session/update", &notification).await;
 }
 
-async fn list_sessions(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let cwd = params.get("cwd").and_then(Value::as_str);
-    let cursor = params.get("cursor").and_then(Value::as_str);
-    let page = engine.sessions.list(cwd, cursor, 50).map_err(|e| invalid(e.to_string()))?;
-    let sessions: Vec<Value> = page
+async fn list_sessions(engine: Arc<Engine>, params: ListSessionsRequest, _: Call) -> Reply<ListSessionsResponse> {
+    let page = engine.sessions.list(params.cwd.as_deref(), params.cursor.as_deref(), 50)?;
+    let sessions = page
         .sessions
-        .iter()
-        .map(|s| json!({ "sessionId": s.id, "cwd": s.cwd, "title": s.title, "updatedAt": rfc3339(s.updated_at) }))
+        .into_iter()
+        .map(|s| SessionInfo { updated_at: rfc3339(s.updated_at), session_id: s.id, cwd: s.cwd, title: s.title })
         .collect();
-    let mut result = json!({ "sessions": sessions });
-    if let Some(next) = page.next.as_ref() {
-        result["nextCursor"] = json!(crate::session::service::encode_cursor(next));
-    }
-    Ok(result)
+    let next_cursor = page.next.as_ref().map(crate::session::service::encode_cursor);
+    Ok(ListSessionsResponse { sessions, next_cursor })
 }
 
-async fn close_session(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    engine.sessions.get(&session_id).map_err(not_found)?;
-    engine.interrupt(&session_id);
-    Ok(json!({}))
+async fn close_session(engine: Arc<Engine>, params: CloseSessionRequest, _: Call) -> Reply<CloseSessionResponse> {
+    engine.sessions.get(&params.session_id)?;
+    engine.interrupt(&params.session_id);
+    Ok(CloseSessionResponse {})
 }
 
-async fn cancel(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    engine.interrupt(&session_id);
-    Ok(Value::Null)
+async fn cancel(engine: Arc<Engine>, params: CancelNotification, _: Call) -> Reply<()> {
+    engine.interrupt(&params.session_id);
+    Ok(())
 }
 
-async fn set_config_option(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    let value = string(&params, "value")?;
-    let changes = match string(&params, "configId")?.as_str() {
+async fn set_config_option(
+    engine: Arc<Engine>,
+    params: SetConfigOptionRequest,
+    _: Call,
+) -> Reply<ConfigOptionsResponse> {
+    let SetConfigOptionRequest { session_id, config_id, value } = params;
+    let changes = match config_id.as_str() {
         "model" => {
-            let session = engine.sessions.get(&session_id).map_err(not_found)?;
-            engine.check_model(Some(&session.cwd), &value).map_err(|e| invalid(e.to_string()))?;
+            let session = engine.sessions.get(&session_id)?;
+            engine.check_model(Some(&session.cwd), &value)?;
             SessionChanges { model: Some(value), ..Default::default() }
         }
         "agent" => SessionChanges { agent: Some(value), ..Default::default() },
-        other => return Err(invalid(format!("unknown config option {other:?}"))),
+        other => return Err(AcpError::invalid("configId", format!("unknown config option {other:?}"))),
     };
-    engine.sessions.update(&session_id, changes).map_err(|e| invalid(e.to_string()))?;
-    Ok(json!({ "configOptions": config_options(&engine, &session_id)? }))
+    engine.sessions.update(&session_id, changes)?;
+    Ok(ConfigOptionsResponse { config_options: config_options(&engine, &session_id)? })
 }
 
 /// ACP content blocks as keel input.
-fn input_of(params: &Value) -> Result<Vec<ContentPart>, ErrorObjectOwned> {
-    let blocks = params.get("prompt").and_then(Value::as_array).ok_or_else(|| invalid("missing prompt"))?;
-    let mut parts = Vec::new();
-    for block in blocks {
-        match block["type"].as_str().unwrap_or_default() {
-            "text" => parts.push(ContentPart::Text { text: block["text"].as_str().unwrap_or_default().to_owned() }),
-            "image" => parts.push(ContentPart::Image {
-                mime: block["mimeType"].as_str().unwrap_or("image/png").to_owned(),
-                data_base64: block["data"].as_str().unwrap_or_default().to_owned(),
+fn input_of(blocks: Vec<ContentBlock>) -> Reply<Vec<ContentPart>> {
+    let parts: Vec<ContentPart> = blocks
+        .into_iter()
+        .filter_map(|block| match block {
+            ContentBlock::Text { text } => Some(ContentPart::Text { text }),
+            ContentBlock::Image { mime_type, data } => Some(ContentPart::Image {
+                mime: mime_type.unwrap_or_else(|| "image/png".to_owned()),
+                data_base64: data,
             }),
-            "resource_link" => {
-                let uri = block["uri"].as_str().unwrap_or_default();
-                parts.push(ContentPart::File {
-                    path: uri.strip_prefix("file://").unwrap_or(uri).to_owned(),
-                    range: None,
-                });
+            ContentBlock::ResourceLink { uri, .. } => {
+                Some(ContentPart::File { path: uri.strip_prefix("file://").unwrap_or(&uri).to_owned(), range: None })
             }
-            "resource" => {
-                let resource = &block["resource"];
-                let uri = resource["uri"].as_str().unwrap_or_default();
-                let text = resource["text"].as_str().unwrap_or_default();
-                parts.push(ContentPart::Text { text: format!("Context from {uri}:\n{text}") });
-            }
-            _ => {}
-        }
-    }
+            ContentBlock::Resource { resource } => Some(ContentPart::Text {
+                text: format!("Context from {}:\n{}", resource.uri, resource.text.unwrap_or_default()),
+            }),
+            ContentBlock::Other => None,
+        })
+        .collect();
     if parts.is_empty() {
-        return Err(invalid("the prompt has no content keel can use"));
+        return Err(AcpError::invalid("prompt", "the prompt has no content keel can use"));
     }
     Ok(parts)
 }
 
-async fn steer(engine: Arc<Engine>, params: Value, _: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    let new =
-        NewInput { input_id: None, delivery: Delivery::Steer, input: input_of(&params)?, agent: None, model: None };
-    let receipt = engine.admit(&session_id, new).map_err(|e| invalid(e.to_string()))?;
-    Ok(json!({ "inputId": receipt.input_id }))
+async fn steer(engine: Arc<Engine>, params: PromptRequest, _: Call) -> Reply<SteerResponse> {
+    let input = input_of(params.prompt)?;
+    let new = NewInput { input_id: None, delivery: Delivery::Steer, input, agent: None, model: None };
+    let receipt = engine.admit(&params.session_id, new)?;
+    Ok(SteerResponse { input_id: receipt.input_id })
 }
 
 /// Admits the prompt, streams the activity it opens as updates, and answers with its stop reason.
-async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
-    let session_id = string(&params, "sessionId")?;
-    let session = engine.sessions.get(&session_id).map_err(not_found)?;
-    let new =
-        NewInput { input_id: None, delivery: Delivery::Queue, input: input_of(&params)?, agent: None, model: None };
-    let mut run = engine.prompt(&session_id, new).map_err(|e| invalid(e.to_string()))?;
+async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply<PromptResponse> {
+    let session_id = params.session_id;
+    let session = engine.sessions.get(&session_id)?;
+    let input = input_of(params.prompt)?;
+    let new = NewInput { input_id: None, delivery: Delivery::Queue, input, agent: None, model: None };
+    let mut run = engine.prompt(&session_id, new)?;
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
     loop {
-        match run.next().await.map_err(internal)? {
+        match run.next().await.map_err(AcpError::internal)? {
             // Events before the prompt's activity opened belong to others.
             Step::Event { ours: false, .. } => {}
             // Inputs are remembered for replays only; a live prompt's own text is the client's.
@@ -279,15 +266,18 @@ async fn prompt(engine: Arc<Engine>, params: Value, call: Call) -> Reply {
             // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
             Step::PausedBeforeStart => {
                 let _ = engine.remove_input(&session_id, &run.receipt().input_id);
-                return Ok(json!({ "stopReason": "cancelled" }));
+                return Ok(PromptResponse { stop_reason: StopReason::Cancelled });
             }
             Step::Closed(outcome) => {
-                return match outcome.reason {
-                    CloseReason::Completed => Ok(json!({ "stopReason": "end_turn" })),
-                    CloseReason::TurnLimit => Ok(json!({ "stopReason": "max_turn_requests" })),
-                    CloseReason::Interrupted => Ok(json!({ "stopReason": "cancelled" })),
-                    CloseReason::Failed => Err(internal(outcome.error.unwrap_or_else(|| "the turn failed".into()))),
+                let stop_reason = match outcome.reason {
+                    CloseReason::Completed => StopReason::EndTurn,
+                    CloseReason::TurnLimit => StopReason::MaxTurnRequests,
+                    CloseReason::Interrupted => StopReason::Cancelled,
+                    CloseReason::Failed => {
+                        return Err(AcpError::Internal(outcome.error.unwrap_or_else(|| "the turn failed".into())));
+                    }
                 };
+                return Ok(PromptResponse { stop_reason });
             }
         }
     }
@@ -298,18 +288,17 @@ async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, sessio
     if mapper.completed.contains(&delta.part_id) {
         return;
     }
-    let update = match delta.kind {
-        DeltaKind::Text => "agent_message_chunk",
-        DeltaKind::Reasoning => "agent_thought_chunk",
+    let chunk =
+        || Chunk { content: ContentBlock::Text { text: delta.text.clone() }, message_id: delta.message_id.clone() };
+    let kind = match delta.kind {
+        DeltaKind::Text => UpdateKind::AgentMessageChunk(chunk()),
+        DeltaKind::Reasoning => UpdateKind::AgentThoughtChunk(chunk()),
         _ => return,
     };
     *mapper.streamed.entry(delta.part_id.clone()).or_default() += delta.text.len();
     // A streamed fragment is not an event yet: it says which seq it follows, not one of its own.
-    let chunk = json!({
-        "sessionUpdate": update, "content": { "type": "text", "text": delta.text }, "messageId": delta.message_id,
-        "_meta": { "keel": { "afterSeq": seq } },
-    });
-    send_update(peer, session_id, chunk).await;
+    let update = SessionUpdate { kind, meta: Meta { keel: Position { seq: None, after_seq: Some(seq) } } };
+    send_update(peer, session_id, update).await;
 }
 
 /// Asks the client with `session/request_permission` and records its choice as the approval's answer.
@@ -317,14 +306,14 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
     let engine = Arc::clone(engine);
     let peer = Arc::clone(peer);
     tokio::spawn(async move {
-        let options: Vec<Value> = [
-            ("allow_once", "Allow once"),
-            ("allow_always", "Always allow"),
-            ("reject_once", "Reject"),
-            ("reject_always", "Always reject"),
+        let options = [
+            (PermissionOptionKind::AllowOnce, "Allow once"),
+            (PermissionOptionKind::AllowAlways, "Always allow"),
+            (PermissionOptionKind::RejectOnce, "Reject"),
+            (PermissionOptionKind::RejectAlways, "Always reject"),
         ]
-        .iter()
-        .map(|(kind, name)| json!({ "optionId": kind, "name": name, "kind": kind }))
+        .into_iter()
+        .map(|(kind, name)| PermissionOption { option_id: kind, name, kind })
         .collect();
         // The same title and input as the `tool_call` update, so a client applying this update loses nothing; what
         // the approval is about goes in `_meta`.
@@ -337,13 +326,24 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
             tool,
             input,
         };
-        let tool_call = json!({
-            "toolCallId": row.call_id, "title": tool_title(&call), "kind": tool_kind(&row.tool), "status": "pending",
-            "rawInput": call.input,
-            "_meta": { "keel": { "approvalId": row.approval_id, "title": row.title, "action": row.action, "resources": row.resources } },
-        });
-        let params = json!({ "sessionId": row.session_id, "toolCall": tool_call, "options": options });
         let key = row.approval_id.clone();
+        let tool_call = ToolCall {
+            title: tool_title(&call),
+            kind: tool_kind(&row.tool),
+            tool_call_id: row.call_id,
+            status: ToolCallStatus::Pending,
+            raw_input: call.input,
+            locations: None,
+            meta: Some(Meta {
+                keel: ApprovalMeta {
+                    approval_id: row.approval_id,
+                    title: row.title,
+                    action: row.action,
+                    resources: row.resources,
+                },
+            }),
+        };
+        let params = RequestPermissionRequest { session_id: row.session_id, tool_call, options };
         let Some(Ok(answer)) = peer
             .request_withdrawable(
                 &key,
@@ -355,12 +355,15 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
         else {
             return;
         };
-        let decision = match (answer["outcome"]["outcome"].as_str(), answer["outcome"]["optionId"].as_str()) {
-            (Some("selected"), Some("allow_once")) => Resolved::Once,
-            (Some("selected"), Some("allow_always")) => Resolved::Always,
-            (Some("selected"), Some(_)) => Resolved::Reject,
+        let decision = match serde_json::from_value::<RequestPermissionResponse>(answer).map(|a| a.outcome) {
+            Ok(PermissionOutcome::Selected { option_id }) => match option_id.as_str() {
+                "allow_once" => Resolved::Once,
+                "allow_always" => Resolved::Always,
+                _ => Resolved::Reject,
+            },
             // `cancelled`: the client gave up on the question (it cancelled the prompt); the interrupt answers it.
-            _ => return,
+            // An answer keel cannot read is left to the same path.
+            Ok(PermissionOutcome::Cancelled) | Err(_) => return,
         };
         let by = peer.lifecycle().client_name;
         let _ = engine.answer_approval(&key, decision, None, &by);
@@ -388,6 +391,22 @@ fn rfc3339(millis: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn initialize_keeps_its_wire_shape() {
+        let expected = serde_json::json!({
+            "protocolVersion": 1,
+            "agentCapabilities": {
+                "loadSession": true,
+                "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
+                "sessionCapabilities": { "list": {}, "resume": {}, "close": {} },
+                "_meta": { "keel": { "steer": "_keel/steer", "protocolVersion": keel_protocol::PROTOCOL_VERSION } },
+            },
+            "authMethods": [],
+            "agentInfo": { "name": "keel", "title": "keel", "version": env!("CARGO_PKG_VERSION") },
+        });
+        assert_eq!(serde_json::to_value(super::initialized()).unwrap(), expected);
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

@@ -6,7 +6,12 @@ use std::collections::HashMap;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::ContentPart;
 use keel_protocol::turn::{PartCompletedData, ToolCalledData};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::schema::{
+    Chunk, ContentBlock, Cost, Location, Meta, Plan, PlanEntry, Position, RawOutput, SessionUpdate, ToolCall,
+    ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolKind, UpdateKind, Usage,
+};
 
 /// What the mapping remembers across events: inputs by id, calls by id, text already streamed per part.
 #[derive(Default)]
@@ -23,20 +28,19 @@ pub struct Mapper {
     pub context_window: u64,
 }
 
-fn with_seq(mut update: Value, seq: u64) -> Value {
-    update["_meta"] = json!({ "keel": { "seq": seq } });
-    update
+fn with_seq(kind: UpdateKind, seq: u64) -> SessionUpdate {
+    SessionUpdate { kind, meta: Meta { keel: Position { seq: Some(seq), after_seq: None } } }
 }
 
-pub fn tool_kind(tool: &str) -> &'static str {
+pub fn tool_kind(tool: &str) -> ToolKind {
     match tool {
-        "read" => "read",
-        "write" | "edit" | "apply_patch" => "edit",
-        "bash" => "execute",
-        "grep" | "glob" | "list" => "search",
-        "webfetch" => "fetch",
-        "todowrite" => "think",
-        _ => "other",
+        "read" => ToolKind::Read,
+        "write" | "edit" | "apply_patch" => ToolKind::Edit,
+        "bash" => ToolKind::Execute,
+        "grep" | "glob" | "list" => ToolKind::Search,
+        "webfetch" => ToolKind::Fetch,
+        "todowrite" => ToolKind::Think,
+        _ => ToolKind::Other,
     }
 }
 
@@ -51,14 +55,20 @@ pub fn tool_title(call: &ToolCalledData) -> String {
     }
 }
 
-fn content_block(part: &ContentPart) -> Value {
+fn content_block(part: &ContentPart) -> ContentBlock {
     match part {
-        ContentPart::Text { text } => json!({ "type": "text", "text": text }),
+        ContentPart::Text { text } => ContentBlock::Text { text: text.clone() },
         ContentPart::File { path, .. } => {
-            json!({ "type": "resource_link", "uri": format!("file://{path}"), "name": path })
+            ContentBlock::ResourceLink { uri: format!("file://{path}"), name: path.clone() }
         }
-        ContentPart::Image { mime, data_base64 } => json!({ "type": "image", "mimeType": mime, "data": data_base64 }),
+        ContentPart::Image { mime, data_base64 } => {
+            ContentBlock::Image { mime_type: Some(mime.clone()), data: data_base64.clone() }
+        }
     }
+}
+
+fn text(text: impl Into<String>) -> ContentBlock {
+    ContentBlock::Text { text: text.into() }
 }
 
 impl Mapper {
@@ -71,7 +81,7 @@ impl Mapper {
     }
 
     /// The updates the event at `seq` becomes (often none).
-    pub fn updates(&mut self, seq: u64, body: EventBody) -> Vec<Value> {
+    pub fn updates(&mut self, seq: u64, body: EventBody) -> Vec<SessionUpdate> {
         let mut out = Vec::new();
         match body {
             EventBody::InputAdmitted(d) => {
@@ -80,54 +90,69 @@ impl Mapper {
             EventBody::InputPromoted(d) => {
                 for id in &d.input_ids {
                     for part in self.inputs.get(id).into_iter().flatten() {
-                        out.push(json!({ "sessionUpdate": "user_message_chunk", "content": content_block(part), "messageId": d.message_id }));
+                        let chunk = Chunk { content: content_block(part), message_id: d.message_id.clone() };
+                        out.push(UpdateKind::UserMessageChunk(chunk));
                     }
                 }
             }
-            EventBody::TextCompleted(d) => out.extend(self.part_completed("agent_message_chunk", d)),
-            EventBody::ReasoningCompleted(d) => out.extend(self.part_completed("agent_thought_chunk", d)),
+            EventBody::TextCompleted(d) => out.extend(self.part_completed(d).map(UpdateKind::AgentMessageChunk)),
+            EventBody::ReasoningCompleted(d) => out.extend(self.part_completed(d).map(UpdateKind::AgentThoughtChunk)),
             EventBody::ToolCalled(d) => {
-                let mut update = json!({
-                    "sessionUpdate": "tool_call", "toolCallId": d.call_id, "title": tool_title(&d),
-                    "kind": tool_kind(&d.tool), "status": "pending", "rawInput": d.input,
-                });
-                if let Some(path) = d.input.get("filePath").and_then(Value::as_str) {
-                    update["locations"] = json!([{ "path": self.absolute(path) }]);
-                }
-                out.push(update);
+                let locations = d
+                    .input
+                    .get("filePath")
+                    .and_then(Value::as_str)
+                    .map(|path| vec![Location { path: self.absolute(path) }]);
+                out.push(UpdateKind::ToolCall(ToolCall {
+                    tool_call_id: d.call_id.clone(),
+                    title: tool_title(&d),
+                    kind: tool_kind(&d.tool),
+                    status: ToolCallStatus::Pending,
+                    raw_input: d.input.clone(),
+                    locations,
+                    meta: None,
+                }));
                 self.calls.insert(d.call_id.clone(), d);
             }
             EventBody::ToolStarted(d) => {
-                out.push(
-                    json!({ "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "in_progress" }),
-                );
+                out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
+                    tool_call_id: d.call_id,
+                    status: ToolCallStatus::InProgress,
+                    content: None,
+                    raw_output: None,
+                }));
             }
             EventBody::ToolCompleted(d) => {
-                let mut content = vec![json!({ "type": "content", "content": { "type": "text", "text": d.output } })];
+                let mut content = vec![ToolCallContent::Content { content: text(d.output.clone()) }];
                 if let Some(call) = self.calls.get(&d.call_id) {
                     content.extend(self.diff(call));
                     if call.tool == "todowrite" {
                         out.push(plan(&call.input));
                     }
                 }
-                out.push(json!({
-                    "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "completed",
-                    "content": content, "rawOutput": { "output": d.output, "truncated": d.truncated },
+                out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
+                    tool_call_id: d.call_id,
+                    status: ToolCallStatus::Completed,
+                    content: Some(content),
+                    raw_output: Some(RawOutput { output: d.output, truncated: d.truncated }),
                 }));
             }
             EventBody::ToolFailed(d) => {
-                out.push(json!({
-                    "sessionUpdate": "tool_call_update", "toolCallId": d.call_id, "status": "failed",
-                    "content": [{ "type": "content", "content": { "type": "text", "text": d.error } }],
+                out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
+                    tool_call_id: d.call_id,
+                    status: ToolCallStatus::Failed,
+                    content: Some(vec![ToolCallContent::Content { content: text(d.error) }]),
+                    raw_output: None,
                 }));
             }
             EventBody::TurnCompleted(d) => {
                 let u = &d.usage;
                 let used =
                     u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens + u.reasoning_tokens;
-                out.push(json!({
-                    "sessionUpdate": "usage_update", "used": used, "size": self.context_window,
-                    "cost": { "amount": d.cost_usd, "currency": "USD" },
+                out.push(UpdateKind::UsageUpdate(Usage {
+                    used,
+                    size: self.context_window,
+                    cost: Cost { amount: d.cost_usd, currency: "USD" },
                 }));
             }
             // ACP has no update for these: prompts learn of them through `session/prompt`'s answer or not at all.
@@ -150,35 +175,89 @@ impl Mapper {
     }
 
     /// The rest of a part's text that live deltas did not already send.
-    fn part_completed(&mut self, update: &str, d: PartCompletedData) -> Option<Value> {
+    fn part_completed(&mut self, d: PartCompletedData) -> Option<Chunk> {
         self.completed.insert(d.part_id.clone());
         let sent = self.streamed.get(&d.part_id).copied().unwrap_or(0);
         let rest = d.text.get(sent..).unwrap_or_default();
-        (!rest.is_empty()).then(
-            || json!({ "sessionUpdate": update, "content": { "type": "text", "text": rest }, "messageId": d.message_id }),
-        )
+        (!rest.is_empty()).then(|| Chunk { content: text(rest), message_id: d.message_id })
     }
 
     /// The diff an edit or write shows: the replaced text and its replacement.
-    fn diff(&self, call: &ToolCalledData) -> Option<Value> {
+    fn diff(&self, call: &ToolCalledData) -> Option<ToolCallContent> {
         let path = call.input.get("filePath").and_then(Value::as_str)?;
         let path = self.absolute(path);
-        match call.tool.as_str() {
-            "write" => Some(json!({ "type": "diff", "path": path, "oldText": null, "newText": call.input["content"] })),
-            "edit" => Some(
-                json!({ "type": "diff", "path": path, "oldText": call.input["oldString"], "newText": call.input["newString"] }),
-            ),
-            _ => None,
-        }
+        let (old_text, new_text) = match call.tool.as_str() {
+            "write" => (Value::Null, call.input["content"].clone()),
+            "edit" => (call.input["oldString"].clone(), call.input["newString"].clone()),
+            _ => return None,
+        };
+        Some(ToolCallContent::Diff { path, old_text, new_text })
     }
 }
 
-fn plan(input: &Value) -> Value {
-    let entries: Vec<Value> = input["todos"]
+fn plan(input: &Value) -> UpdateKind {
+    let entries = input["todos"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| json!({ "content": t["content"], "priority": "medium", "status": t["status"] }))
+        .map(|t| PlanEntry { content: t["content"].clone(), priority: "medium", status: t["status"].clone() })
         .collect();
-    json!({ "sessionUpdate": "plan", "entries": entries })
+    UpdateKind::Plan(Plan { entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_protocol::session::Usage;
+    use keel_protocol::turn::{ToolCompletedData, ToolStartedData, TurnCompletedData};
+    use serde_json::json;
+
+    use super::*;
+
+    fn wire(mapper: &mut Mapper, seq: u64, body: EventBody) -> Vec<Value> {
+        mapper.updates(seq, body).iter().map(|u| serde_json::to_value(u).unwrap()).collect()
+    }
+
+    #[test]
+    fn tool_updates_keep_their_wire_shape() {
+        let mut mapper = Mapper::new("/ws", 1000);
+        let called = ToolCalledData {
+            turn_id: "t".into(),
+            message_id: "m".into(),
+            call_id: "c".into(),
+            tool: "write".into(),
+            input: json!({ "filePath": "a.txt", "content": "hi" }),
+        };
+        assert_eq!(
+            wire(&mut mapper, 3, EventBody::ToolCalled(called)),
+            [json!({
+                "sessionUpdate": "tool_call", "toolCallId": "c", "title": "write: a.txt", "kind": "edit",
+                "status": "pending", "rawInput": { "filePath": "a.txt", "content": "hi" },
+                "locations": [{ "path": "/ws/a.txt" }], "_meta": { "keel": { "seq": 3 } },
+            })]
+        );
+        assert_eq!(
+            wire(&mut mapper, 4, EventBody::ToolStarted(ToolStartedData { call_id: "c".into() })),
+            [json!({ "sessionUpdate": "tool_call_update", "toolCallId": "c", "status": "in_progress",
+                     "_meta": { "keel": { "seq": 4 } } })]
+        );
+        let completed = ToolCompletedData { call_id: "c".into(), output: "ok".into(), truncated: false };
+        assert_eq!(
+            wire(&mut mapper, 5, EventBody::ToolCompleted(completed)),
+            [json!({
+                "sessionUpdate": "tool_call_update", "toolCallId": "c", "status": "completed",
+                "content": [
+                    { "type": "content", "content": { "type": "text", "text": "ok" } },
+                    { "type": "diff", "path": "/ws/a.txt", "oldText": null, "newText": "hi" },
+                ],
+                "rawOutput": { "output": "ok", "truncated": false }, "_meta": { "keel": { "seq": 5 } },
+            })]
+        );
+        let usage = Usage { input_tokens: 10, output_tokens: 5, ..Default::default() };
+        let turn = TurnCompletedData { turn_id: "t".into(), finish_reason: "stop".into(), usage, cost_usd: 0.5 };
+        assert_eq!(
+            wire(&mut mapper, 6, EventBody::TurnCompleted(turn)),
+            [json!({ "sessionUpdate": "usage_update", "used": 15, "size": 1000,
+                     "cost": { "amount": 0.5, "currency": "USD" }, "_meta": { "keel": { "seq": 6 } } })]
+        );
+    }
 }
