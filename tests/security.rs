@@ -82,9 +82,16 @@ fn closed(e: &Value) -> bool {
     e["type"] == "activity.closed"
 }
 
-/// A directory outside both the workspace and the temporary directories that sandboxed commands may write to.
+/// A directory outside both the workspace and the temporary directories that sandboxed commands may write to:
+/// the build's own temp dir unless the checkout itself lies in /tmp (a fresh clone there), else one in $HOME.
 fn outside_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let temp = [std::env::temp_dir(), PathBuf::from("/tmp"), PathBuf::from("/var/tmp"), PathBuf::from("/dev/shm")];
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache");
+    let base = [PathBuf::from(env!("CARGO_TARGET_TMPDIR")), home]
+        .into_iter()
+        .find(|dir| !temp.iter().any(|t| dir.starts_with(t)))
+        .expect("a directory outside the temporary ones");
+    let dir = base.join(format!("keel-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -129,7 +136,9 @@ async fn a_rejected_approval_leaves_no_file_written_by_any_redirection_form() {
     for i in 1..=12 {
         assert!(!s.ws.join(format!("f{i}.txt")).exists(), "f{i}.txt was written");
     }
-    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "a file appeared outside the workspace");
+    let appeared = std::fs::read_dir(&outside).unwrap().next().is_some();
+    let _ = std::fs::remove_dir_all(&outside);
+    assert!(!appeared, "a file appeared outside the workspace");
 }
 
 #[tokio::test]
@@ -163,7 +172,9 @@ async fn sandboxed_bash_cannot_write_outside_or_read_keel_state_even_when_the_ru
         assert!(!result.contains(leaked), "{leaked} in {result}");
     }
     assert!(result.contains("Permission denied"), "{result}");
-    assert!(!outside.join("escape.txt").exists(), "wrote outside the workspace");
+    let escaped = outside.join("escape.txt").exists();
+    let _ = std::fs::remove_dir_all(&outside);
+    assert!(!escaped, "wrote outside the workspace");
     assert!(!s.home.path().join("planted").exists(), "wrote into keel's home");
     assert!(s.ws.join("ok.txt").exists(), "the workspace stays writable");
 }
