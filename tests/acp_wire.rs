@@ -173,3 +173,16 @@ async fn a_permission_request_withdrawn_by_cancel_is_announced_the_acp_way() {
     let (answer, _) = finish(&c, answer).await;
     assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
 }
+
+#[tokio::test]
+async fn an_answer_cut_at_the_output_limit_stops_with_max_tokens() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let session = c.ok("session/new", json!({ "cwd": home.workspace(), "mcpServers": [] })).await["sessionId"].clone();
+    mock.push(ScriptTurn { text: Some("The answer is".into()), finish: Some("length".into()), ..Default::default() });
+    let (_, answer) = c
+        .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "go" }] }));
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "max_tokens", "{answer}");
+}

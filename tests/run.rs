@@ -112,3 +112,21 @@ async fn a_failed_activity_exits_non_zero_with_the_reason() {
     assert_ne!(code, 0);
     assert!(stderr.contains("not found"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_answer_cut_at_the_output_limit_and_a_retry_are_told_in_words() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    mock.push(ScriptTurn {
+        error: Some(ScriptError { status: 503, message: "busy, try later".into(), retry_after: None }),
+        ..Default::default()
+    });
+    mock.push(ScriptTurn { text: Some("The answer is".into()), finish: Some("length".into()), ..Default::default() });
+    mock_config(&home, &mock);
+    let (code, stdout, stderr) = keel_run(&home, &[("KEEL_RETRY_BASE_MS", "10")], &["What?"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "The answer is");
+    assert!(stderr.contains("the answer was cut off"), "{stderr}");
+    assert!(stderr.contains("retrying in") && stderr.contains("busy, try later"), "{stderr}");
+    assert!(!stderr.contains("\"turnId\""), "retries are words, not JSON: {stderr}");
+}

@@ -162,6 +162,13 @@ pub struct TurnCompletedData {
     pub cost_usd: f64,
 }
 
+impl TurnCompletedData {
+    /// The model stopped because it reached its output limit: the answer is cut off.
+    pub fn was_cut(&self) -> bool {
+        self.finish_reason == "length"
+    }
+}
+
 /// `turn.failed` (version 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -246,6 +246,8 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
+    // Whether the activity's last turn ran out of output tokens: its answer is cut, which ACP calls `max_tokens`.
+    let mut cut = false;
     loop {
         match run.next().await.map_err(AcpError::internal)? {
             // Events before the prompt's activity opened belong to others.
@@ -255,6 +257,9 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
                 let _ = mapper.updates(event.seq, body);
             }
             Step::Event { event, body, .. } => {
+                if let EventBody::TurnCompleted(d) = &body {
+                    cut = d.was_cut();
+                }
                 for update in mapper.updates(event.seq, body) {
                     send_update(&call.peer, &session_id, update).await;
                 }
@@ -270,6 +275,7 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
             }
             Step::Closed(outcome) => {
                 let stop_reason = match outcome.reason {
+                    CloseReason::Completed if cut => StopReason::MaxTokens,
                     CloseReason::Completed => StopReason::EndTurn,
                     CloseReason::TurnLimit => StopReason::MaxTurnRequests,
                     CloseReason::Interrupted => StopReason::Cancelled,

@@ -215,7 +215,15 @@ impl Printer {
             }
             EventBody::ToolFailed(d) => eprintln!("  ✗ {}", d.error),
             EventBody::TurnFailed(d) => eprintln!("turn failed: {}", d.error.message),
-            EventBody::RetryScheduled(_) => eprintln!("retrying: {}", event.data.get()),
+            EventBody::RetryScheduled(d) => eprintln!(
+                "retrying in {:.1} s (attempt {}): {}",
+                d.delay_ms as f64 / 1000.0,
+                d.attempt,
+                d.error.message
+            ),
+            EventBody::TurnCompleted(d) if d.was_cut() => {
+                eprintln!("keel: the answer was cut off: the model reached its output limit")
+            }
             EventBody::ApprovalRequested(d) => eprintln!("? {}", d.title),
             // The terminal shows the answer and the tools; the rest is bookkeeping.
             EventBody::SessionCreated(_)

@@ -155,7 +155,11 @@ impl State {
                     cache_write: 0,
                 }));
                 let reason = if kind == "response.incomplete" {
-                    response["incomplete_details"]["reason"].as_str().unwrap_or("length").to_owned()
+                    // One name for "out of output tokens" across the wires, as Chat Completions calls it.
+                    match response["incomplete_details"]["reason"].as_str() {
+                        Some("max_output_tokens") | None => "length".to_owned(),
+                        Some(other) => other.to_owned(),
+                    }
                 } else if self.saw_call {
                     "tool_calls".to_owned()
                 } else {
