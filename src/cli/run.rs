@@ -193,11 +193,11 @@ impl Printer {
         if self.format == Format::Json {
             println!("{}", crate::api::event_line(event));
         } else if ours {
-            self.text_event(event, body);
+            self.text_event(body);
         }
     }
 
-    fn text_event(&mut self, event: &Event, body: &EventBody) {
+    fn text_event(&mut self, body: &EventBody) {
         match body {
             EventBody::TextCompleted(d) => {
                 self.completed.insert(d.part_id.clone());
