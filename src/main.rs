@@ -133,7 +133,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0);
     }
-    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    if !matches!(command, Command::Serve(_) | Command::Acp) {
+        // `keel models | head -1`: a reader that goes away ends a printing command quietly, as it does `ls`.
+        // The servers keep ignoring SIGPIPE: a client that hangs up must not cut their durable work short.
+        // SAFETY: restoring a signal's default disposition touches no memory.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    let result = match command {
         Command::Serve(args) => serve(args),
         Command::Run(args) => run_once(args),
         Command::Acp => acp(),
@@ -145,10 +154,9 @@ fn main() -> ExitCode {
                 AuthCommand::Remove { provider } => admin::auth_remove(&engine, &provider),
             }
         }),
-        Command::Models { provider } => with_engine(|engine| async move {
-            admin::models(&engine, provider.as_deref());
-            Ok(())
-        }),
+        Command::Models { provider } => {
+            with_engine(|engine| async move { admin::models(&engine, provider.as_deref()) })
+        }
         Command::Sessions { command } => with_engine(|engine| async move {
             match command {
                 SessionsCommand::List => admin::sessions_list(&engine),

@@ -130,3 +130,31 @@ async fn an_answer_cut_at_the_output_limit_and_a_retry_are_told_in_words() {
     assert!(stderr.contains("retrying in") && stderr.contains("busy, try later"), "{stderr}");
     assert!(!stderr.contains("\"turnId\""), "retries are words, not JSON: {stderr}");
 }
+
+#[tokio::test]
+async fn admin_commands_refuse_unknown_providers_and_a_closed_pipe_ends_them_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let home = Home::new();
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = common::keel_command(home.path());
+        cmd.args(args).stdin(Stdio::null());
+        async move { tokio::time::timeout(common::WAIT, cmd.output()).await.expect("keel hung").unwrap() }
+    };
+    for args in [&["models", "--provider", "nope"][..], &["auth", "set", "bogusprov"][..]] {
+        let out = run(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("unknown provider") && stderr.contains("openai"), "{args:?}: {stderr}");
+    }
+    assert!(run(&["models", "--provider", "openai"]).await.status.success());
+
+    // The reader is gone before keel writes a line.
+    let mut child =
+        common::keel_command(home.path()).arg("models").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(common::WAIT, child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}

@@ -7,6 +7,7 @@ use crate::engine::Engine;
 use crate::provider::auth::Credential;
 
 pub fn auth_set(engine: &Engine, provider: &str, key: Option<String>) -> Result<(), String> {
+    known_provider(engine, provider)?;
     let key = match key {
         Some(key) => key,
         None => {
@@ -38,7 +39,20 @@ pub fn auth_remove(engine: &Engine, provider: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn models(engine: &Engine, provider: Option<&str>) {
+/// A provider keel knows (built in or configured), or an error that names the ones it does.
+fn known_provider(engine: &Engine, provider: &str) -> Result<(), String> {
+    let config = engine.config(None);
+    let known: Vec<String> = engine.providers().providers(&config).into_iter().map(|p| p.id).collect();
+    if known.iter().any(|p| p == provider) {
+        return Ok(());
+    }
+    Err(format!("unknown provider {provider:?}; known: {}", known.join(", ")))
+}
+
+pub fn models(engine: &Engine, provider: Option<&str>) -> Result<(), String> {
+    if let Some(provider) = provider {
+        known_provider(engine, provider)?;
+    }
     let config = engine.config(None);
     let providers = engine.providers().providers(&config);
     for model in engine.providers().models(&config) {
@@ -56,6 +70,7 @@ pub fn models(engine: &Engine, provider: Option<&str>) {
             if available { "" } else { "\t(no credentials)" }
         );
     }
+    Ok(())
 }
 
 pub fn sessions_list(engine: &Engine) -> Result<(), String> {
