@@ -240,7 +240,9 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("keel: {e}");
-                Ok(ExitCode::from(1))
+                // 2: nothing ran because the command or the config is wrong; 1: it ran and did not succeed.
+                let usage = matches!(e, run::RunError::Usage(_) | run::RunError::Config(_));
+                Ok(ExitCode::from(if usage { 2 } else { 1 }))
             }
         }
     })

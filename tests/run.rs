@@ -28,7 +28,8 @@ fn mock_config(home: &Home, mock: &MockModel) {
 async fn without_a_model_the_scripted_provider_says_how_to_configure_one() {
     let home = Home::new();
     let (code, stdout, stderr) = keel_run(&home, &[], &["hello"]).await;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "the offline answer is shown, and the run is not a success: {stderr}");
+    assert!(stderr.contains("no model is configured"), "{stderr}");
     assert!(stdout.contains("no model configured"), "{stdout}");
     assert!(stdout.contains("not a model"));
     assert!(stdout.contains("OPENAI_API_KEY"));
@@ -157,4 +158,17 @@ async fn admin_commands_refuse_unknown_providers_and_a_closed_pipe_ends_them_qui
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
+
+#[tokio::test]
+async fn a_broken_config_is_an_error_naming_the_file() {
+    let home = Home::new();
+    std::fs::write(home.path().join("config.jsonc"), r#"{ "model": "mock/m", "providers": { "mock": 42 } }"#).unwrap();
+    let (code, stdout, stderr) = keel_run(&home, &[], &["hello"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("config.jsonc"), "{stderr}");
+    assert!(stdout.is_empty(), "nothing ran: {stdout}");
+    std::fs::write(home.path().join("config.jsonc"), "{ \"model\": ").unwrap();
+    let (code, _, stderr) = keel_run(&home, &[], &["hello"]).await;
+    assert_eq!(code, 2, "{stderr}");
 }

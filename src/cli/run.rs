@@ -11,6 +11,7 @@ use keel_protocol::input::{ContentPart, Delivery};
 use keel_protocol::turn::{CloseReason, DeltaKind};
 
 use crate::engine::Engine;
+use crate::provider::registry::{FALLBACK_MODEL, Registry};
 use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
 use crate::session::service::NewSession;
@@ -49,6 +50,10 @@ pub enum RunError {
     Store(#[from] crate::store::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("no model is configured: the answer above came from the offline scripted provider")]
+    NoModel,
     #[error("the activity ended {reason}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     NotCompleted { reason: String, detail: Option<String> },
 }
@@ -73,6 +78,7 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
             };
             let cwd = std::fs::canonicalize(&cwd).map_err(|e| RunError::Usage(format!("{}: {e}", cwd.display())))?;
             let cwd = cwd.display().to_string();
+            engine.load_config(Some(&cwd)).map_err(|e| RunError::Config(e.to_string()))?;
             if let Some(model) = &options.model {
                 check_model(&engine, &cwd, model)?;
             }
@@ -89,6 +95,13 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                 .id
         }
     };
+    let session = engine.sessions.get(&session_id)?;
+    // A broken config is an error a script must see, not a silent fall back to the offline provider.
+    let config = engine.load_config(Some(&session.cwd)).map_err(|e| RunError::Config(e.to_string()))?;
+    let model = options.model.clone().filter(|m| !m.is_empty()).or_else(|| Some(session.model.clone()));
+    let model = model.filter(|m| !m.is_empty()).unwrap_or_else(|| Registry::default_model(&config));
+    // The scripted provider answers when nothing else is configured; that is a success only when asked for.
+    let offline_by_default = model == FALLBACK_MODEL && std::env::var_os("KEEL_SCRIPT").is_none();
     for row in engine.pending_approvals(&session_id)? {
         answer(&engine, row, options.approve);
     }
@@ -120,6 +133,7 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                     printer.out("\n");
                 }
                 return match outcome.reason {
+                    CloseReason::Completed if offline_by_default => Err(RunError::NoModel),
                     CloseReason::Completed => Ok(()),
                     other => {
                         Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: outcome.error })

@@ -85,6 +85,11 @@ impl Engine {
     }
 
     /// A model must name a provider the engine knows; its availability is checked when a turn runs.
+    /// The config in force for `cwd`, or why it cannot be read (a syntax error, a wrong type: file and field).
+    pub fn load_config(&self, cwd: Option<&str>) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::load(&self.services.paths, cwd.map(std::path::Path::new)).map(|loaded| loaded.config)
+    }
+
     pub fn check_model(&self, cwd: Option<&str>, model: &str) -> Result<(), ProviderError> {
         self.services.providers.check_model(&self.config(cwd), model)
     }
