@@ -66,24 +66,32 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// `provider/model`.
-    #[arg(long)]
+    /// The model, `provider/model` (default: the config's `model`).
+    #[arg(short, long)]
     model: Option<String>,
+    /// The agent whose settings apply (default: `build`).
     #[arg(long)]
     agent: Option<String>,
     /// The workspace of a new session (default: the current directory).
-    #[arg(long)]
+    #[arg(short = 'C', long)]
     cwd: Option<PathBuf>,
     /// Continue this session instead of creating one.
-    #[arg(long)]
+    #[arg(short, long, conflicts_with = "continue_last")]
     session: Option<String>,
+    /// Continue the most recent session of this directory.
+    #[arg(short = 'c', long = "continue")]
+    continue_last: bool,
     /// What to do when a tool needs approval.
     #[arg(long, value_enum, default_value = "reject")]
     approve: Approve,
-    #[arg(long, value_enum, default_value = "text")]
+    /// `text` for people, `json` for one event per line.
+    #[arg(short, long, value_enum, default_value = "text")]
     format: Format,
-    /// The prompt.
-    #[arg(required = true, trailing_var_arg = true)]
+    /// Print only the final answer, nothing else.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The prompt; `-` or nothing reads it from stdin.
+    #[arg(trailing_var_arg = true)]
     prompt: Vec<String>,
 }
 
@@ -227,14 +235,24 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let engine = open_engine()?;
         engine.start();
+        let prompt = if args.prompt.is_empty() || args.prompt == ["-"] {
+            let mut prompt = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut prompt)
+                .map_err(|e| format!("cannot read the prompt from stdin: {e}"))?;
+            prompt
+        } else {
+            args.prompt.join(" ")
+        };
         let options = RunOptions {
             model: args.model,
             agent: args.agent,
             cwd: args.cwd,
             session: args.session,
+            continue_last: args.continue_last,
             approve: args.approve,
             format: args.format,
-            prompt: args.prompt.join(" "),
+            quiet: args.quiet,
+            prompt,
         };
         match run::run(engine, options).await {
             Ok(()) => Ok(ExitCode::SUCCESS),

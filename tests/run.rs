@@ -172,3 +172,44 @@ async fn a_broken_config_is_an_error_naming_the_file() {
     let (code, _, stderr) = keel_run(&home, &[], &["hello"]).await;
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[tokio::test]
+async fn the_prompt_from_stdin_continue_and_quiet() {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    mock.push(ScriptTurn {
+        text: Some("Looking.".into()),
+        tool_calls: vec![ScriptToolCall { id: None, name: "todowrite".into(), input: json!({ "todos": [] }) }],
+        ..Default::default()
+    });
+    mock.push(ScriptTurn { text: Some("First answer.".into()), ..Default::default() });
+    mock.push(ScriptTurn { text: Some("Second answer.".into()), ..Default::default() });
+    mock_config(&home, &mock);
+
+    let mut child = common::keel_command(home.path())
+        .args(["run", "-q", "-"])
+        .current_dir(home.workspace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a question\nover two lines\n").await.unwrap();
+    let out = tokio::time::timeout(common::WAIT, child.wait_with_output()).await.unwrap().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "First answer.\n", "only the final answer");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(mock.requests()[0].body["messages"][1]["content"], "a question\nover two lines\n");
+
+    let (code, stdout, stderr) = keel_run(&home, &[], &["-c", "-q", "and", "then?"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "Second answer.\n");
+    let history = mock.requests()[2].body["messages"].to_string();
+    assert!(history.contains("First answer.") && history.contains("and then?"), "continued: {history}");
+    let (code, _, stderr) = keel_run(&Home::new(), &[], &["--continue", "hi"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no session to continue"), "{stderr}");
+}

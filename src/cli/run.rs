@@ -37,8 +37,12 @@ pub struct RunOptions {
     pub agent: Option<String>,
     pub cwd: Option<PathBuf>,
     pub session: Option<String>,
+    /// Continue the most recently updated session of the working directory.
+    pub continue_last: bool,
     pub approve: Approve,
     pub format: Format,
+    /// Only the final answer on stdout, nothing on stderr but errors.
+    pub quiet: bool,
     pub prompt: String,
 }
 
@@ -63,7 +67,21 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     if options.prompt.trim().is_empty() {
         return Err(RunError::Usage("nothing to ask: give a prompt".into()));
     }
-    let session_id = match &options.session {
+    let cwd = match &options.cwd {
+        Some(cwd) => cwd.clone(),
+        None => std::env::current_dir().map_err(|e| RunError::Usage(format!("no working directory: {e}")))?,
+    };
+    let cwd = std::fs::canonicalize(&cwd).map_err(|e| RunError::Usage(format!("{}: {e}", cwd.display())))?;
+    let cwd = cwd.display().to_string();
+    let session = match (&options.session, options.continue_last) {
+        (Some(id), _) => Some(id.clone()),
+        (None, true) => {
+            let latest = engine.sessions.list(Some(&cwd), None, 1)?.sessions.into_iter().next();
+            Some(latest.ok_or_else(|| RunError::Usage(format!("no session to continue in {cwd}")))?.id)
+        }
+        (None, false) => None,
+    };
+    let session_id = match &session {
         Some(id) => {
             let session = engine.sessions.get(id)?;
             if let Some(model) = &options.model {
@@ -72,12 +90,6 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
             session.id
         }
         None => {
-            let cwd = match &options.cwd {
-                Some(cwd) => cwd.clone(),
-                None => std::env::current_dir().map_err(|e| RunError::Usage(format!("no working directory: {e}")))?,
-            };
-            let cwd = std::fs::canonicalize(&cwd).map_err(|e| RunError::Usage(format!("{}: {e}", cwd.display())))?;
-            let cwd = cwd.display().to_string();
             engine.load_config(Some(&cwd)).map_err(|e| RunError::Config(e.to_string()))?;
             if let Some(model) = &options.model {
                 check_model(&engine, &cwd, model)?;
@@ -113,11 +125,13 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         model: options.model.clone(),
     };
     let mut run = engine.prompt(&session_id, input)?;
-    if options.format == Format::Text {
+    if options.format == Format::Text && !options.quiet {
         eprintln!("session {session_id}");
     }
     let mut printer = Printer {
         format: options.format,
+        quiet: options.quiet,
+        last_text: String::new(),
         printed: Default::default(),
         completed: Default::default(),
         ended_line: true,
@@ -129,7 +143,11 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
             Step::Approval(row) => answer(&engine, row, options.approve),
             Step::ApprovalResolved(_) | Step::PausedBeforeStart => {}
             Step::Closed(outcome) => {
-                if options.format == Format::Text && !printer.ended_line {
+                if options.quiet {
+                    let answer = std::mem::take(&mut printer.last_text);
+                    printer.out(answer.trim_end());
+                    printer.out("\n");
+                } else if options.format == Format::Text && !printer.ended_line {
                     printer.out("\n");
                 }
                 return match outcome.reason {
@@ -176,6 +194,9 @@ fn check_model(engine: &Engine, cwd: &str, model: &str) -> Result<(), RunError> 
 
 struct Printer {
     format: Format,
+    /// `-q`: nothing streams; the last text part is printed when the activity closes.
+    quiet: bool,
+    last_text: String,
     /// Bytes of each text part already written from deltas.
     printed: std::collections::HashMap<String, usize>,
     /// Parts written whole: a delta arriving after its part's event is dropped.
@@ -186,7 +207,11 @@ struct Printer {
 impl Printer {
     /// A fragment of the prompt's activity: text goes out as it streams.
     fn delta(&mut self, delta: &Delta) {
-        if self.format != Format::Text || delta.kind != DeltaKind::Text || self.completed.contains(&delta.part_id) {
+        if self.quiet
+            || self.format != Format::Text
+            || delta.kind != DeltaKind::Text
+            || self.completed.contains(&delta.part_id)
+        {
             return;
         }
         *self.printed.entry(delta.part_id.clone()).or_default() += delta.text.len();
@@ -204,7 +229,11 @@ impl Printer {
 
     /// Prints one event: every one as JSON, or the prompt's activity as text.
     fn event(&mut self, event: &Event, body: &EventBody, ours: bool) {
-        if self.format == Format::Json {
+        if self.quiet {
+            if let (true, EventBody::TextCompleted(d)) = (ours, body) {
+                self.last_text = d.text.clone();
+            }
+        } else if self.format == Format::Json {
             println!("{}", crate::api::event_line(event));
         } else if ours {
             self.text_event(body);
