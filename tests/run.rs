@@ -213,3 +213,32 @@ async fn the_prompt_from_stdin_continue_and_quiet() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no session to continue"), "{stderr}");
 }
+
+#[tokio::test]
+async fn approve_ask_asks_once_and_again_after_a_typo() {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let write =
+        ScriptToolCall { id: None, name: "write".into(), input: json!({ "filePath": "a.txt", "content": "A" }) };
+    mock.push(ScriptTurn { tool_calls: vec![write], ..Default::default() });
+    mock.push(ScriptTurn { text: Some("Written.".into()), ..Default::default() });
+    mock_config(&home, &mock);
+    let mut child = common::keel_command(home.path())
+        .args(["run", "--approve", "ask", "write it"])
+        .current_dir(home.workspace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"yse\no\n").await.unwrap();
+    let out = tokio::time::timeout(common::WAIT, child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("approve?").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("please answer").count(), 1, "{stderr}");
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(&home.workspace()).join("a.txt")).unwrap(), "A");
+}

@@ -114,8 +114,12 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     let model = model.filter(|m| !m.is_empty()).unwrap_or_else(|| Registry::default_model(&config));
     // The scripted provider answers when nothing else is configured; that is a success only when asked for.
     let offline_by_default = model == FALLBACK_MODEL && std::env::var_os("KEEL_SCRIPT").is_none();
+    // An approval can reach us twice (still pending from before, and announced again): it is asked once.
+    let mut asked = std::collections::HashSet::new();
     for row in engine.pending_approvals(&session_id)? {
-        answer(&engine, row, options.approve);
+        if asked.insert(row.approval_id.clone()) {
+            answer(&engine, row, options.approve);
+        }
     }
     let input = NewInput {
         input_id: None,
@@ -140,7 +144,11 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         match run.next().await? {
             Step::Event { event, body, ours } => printer.event(&event, &body, ours),
             Step::Delta(delta) => printer.delta(&delta),
-            Step::Approval(row) => answer(&engine, row, options.approve),
+            Step::Approval(row) => {
+                if asked.insert(row.approval_id.clone()) {
+                    answer(&engine, row, options.approve);
+                }
+            }
             Step::ApprovalResolved(_) | Step::PausedBeforeStart => {}
             Step::Closed(outcome) => {
                 if options.quiet {
@@ -162,6 +170,24 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     }
 }
 
+/// Asks on stderr and reads stdin until the answer is one of the choices; end of input rejects.
+fn ask_at_the_terminal(title: &str) -> (Resolved, Option<String>) {
+    eprint!("approve? {title}\n  [o]nce, [a]lways, [r]eject: ");
+    loop {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => return (Resolved::Reject, Some("no answer at the terminal".to_owned())),
+            Ok(_) => {}
+        }
+        match line.trim() {
+            "o" | "once" | "y" | "yes" => return (Resolved::Once, None),
+            "a" | "always" => return (Resolved::Always, None),
+            "r" | "reject" | "n" | "no" => return (Resolved::Reject, Some("rejected at the terminal".to_owned())),
+            _ => eprint!("  please answer o, a or r: "),
+        }
+    }
+}
+
 /// Answers an approval as `--approve` says: always allow, always reject, or ask on the terminal.
 fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
     let engine = Arc::clone(engine);
@@ -171,17 +197,8 @@ fn answer(engine: &Arc<Engine>, row: ApprovalRow, policy: Approve) {
             Approve::Reject => (Resolved::Reject, Some("keel run was started with --approve reject".to_owned())),
             Approve::Ask => {
                 let title = row.title.clone();
-                let typed = tokio::task::spawn_blocking(move || {
-                    eprint!("approve? {title}\n  [o]nce, [a]lways, [r]eject: ");
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line).map(|_| line)
-                })
-                .await;
-                match typed.ok().and_then(Result::ok).as_deref().map(str::trim) {
-                    Some("o" | "once" | "y" | "yes") => (Resolved::Once, None),
-                    Some("a" | "always") => (Resolved::Always, None),
-                    _ => (Resolved::Reject, Some("rejected at the terminal".to_owned())),
-                }
+                let typed = tokio::task::spawn_blocking(move || ask_at_the_terminal(&title)).await;
+                typed.unwrap_or((Resolved::Reject, Some("rejected at the terminal".to_owned())))
             }
         };
         let _ = engine.answer_approval(&row.approval_id, decision, message, "keel run");
