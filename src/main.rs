@@ -258,9 +258,14 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("keel: {e}");
-                // 2: nothing ran because the command or the config is wrong; 1: it ran and did not succeed.
-                let usage = matches!(e, run::RunError::Usage(_) | run::RunError::Config(_));
-                Ok(ExitCode::from(if usage { 2 } else { 1 }))
+                // 2: nothing ran because the command or the config is wrong; 3: it completed but tool calls were
+                // refused; 1: it ran and did not succeed.
+                let code = match e {
+                    run::RunError::Usage(_) | run::RunError::Config(_) => 2,
+                    run::RunError::Refused(_) => 3,
+                    _ => 1,
+                };
+                Ok(ExitCode::from(code))
             }
         }
     })

@@ -240,7 +240,8 @@ async fn a_pending_approval_survives_sigkill_and_the_activity_completes_after_th
 
 #[tokio::test]
 async fn keel_run_states_its_approval_policy() {
-    for (policy, expect_written, expect_code) in [("allow", true, 0), ("reject", false, 0)] {
+    // A refused call leaves the activity completed, and the exit status (3) says calls were refused.
+    for (policy, expect_written, expect_code) in [("allow", true, 0), ("reject", false, 3)] {
         let home = Home::new();
         let mock = MockModel::start().await;
         mock.push(turn(vec![write_call("c1", "run.txt", "from keel run")]));

@@ -53,11 +53,11 @@ async fn the_shipped_example_script_runs_a_whole_turn_with_a_tool() {
     let notes = std::fs::read_to_string(std::path::Path::new(&home.workspace()).join("notes.md")).unwrap();
     assert!(notes.contains("a headless coding-agent engine driven over JSON-RPC."), "{notes}");
 
-    // Without an answer to its approval, the write is refused and the model is told.
+    // Without an answer to its approval, the write is refused and the model is told; the exit status says so.
     let other = Home::new();
     let (code, _, stderr) = keel_run(&other, &[("KEEL_SCRIPT", script)], &["Write notes"]).await;
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("rejected"), "{stderr}");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("rejected") && stderr.contains("2 tool call(s) were refused"), "{stderr}");
 }
 
 #[tokio::test]
@@ -81,7 +81,11 @@ async fn text_and_json_output_against_a_mock_model_and_continuing_a_session() {
     let (code, stdout, stderr) =
         keel_run(&home, &[], &["--session", &session, "--format", "json", "And", "now?"]).await;
     assert_eq!(code, 0, "{stderr}");
-    let events: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut events: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // One summary object closes the stream.
+    let summary = events.pop().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!((summary["reason"].as_str(), summary["turns"].as_u64()), (Some("completed"), Some(1)));
     assert_eq!(events.first().unwrap()["type"], "input.admitted");
     assert_eq!(events.last().unwrap()["type"], "activity.closed");
     assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
@@ -241,4 +245,20 @@ async fn approve_ask_asks_once_and_again_after_a_typo() {
     assert_eq!(stderr.matches("approve?").count(), 1, "{stderr}");
     assert_eq!(stderr.matches("please answer").count(), 1, "{stderr}");
     assert_eq!(std::fs::read_to_string(std::path::Path::new(&home.workspace()).join("a.txt")).unwrap(), "A");
+}
+
+#[tokio::test]
+async fn json_output_of_a_new_session_starts_with_session_created() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    mock.push(ScriptTurn { text: Some("Hi.".into()), ..Default::default() });
+    mock_config(&home, &mock);
+    let (code, stdout, stderr) = keel_run(&home, &[], &["-f", "json", "hello"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.first().unwrap()["type"], "session.created");
+    assert_eq!(lines.first().unwrap()["seq"], 1);
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    let seqs: Vec<u64> = lines[..lines.len() - 1].iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gapless from 1: {seqs:?}");
 }

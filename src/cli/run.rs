@@ -58,6 +58,8 @@ pub enum RunError {
     Config(String),
     #[error("no model is configured: the answer above came from the offline scripted provider")]
     NoModel,
+    #[error("the activity completed, but {0} tool call(s) were refused")]
+    Refused(usize),
     #[error("the activity ended {reason}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     NotCompleted { reason: String, detail: Option<String> },
 }
@@ -128,7 +130,14 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         agent: options.agent.clone(),
         model: options.model.clone(),
     };
+    let created = options.session.is_none() && !options.continue_last;
     let mut run = engine.prompt(&session_id, input)?;
+    if options.format == Format::Json && !options.quiet && created {
+        // A new session's JSON starts at its beginning: `session.created` first.
+        for event in engine.events(&session_id, 0, 64)?.iter().filter(|e| e.seq <= run.cursor()) {
+            println!("{}", crate::api::event_line(event));
+        }
+    }
     if options.format == Format::Text && !options.quiet {
         eprintln!("session {session_id}");
     }
@@ -140,9 +149,15 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         completed: Default::default(),
         ended_line: true,
     };
+    let mut tally = Tally::default();
     loop {
         match run.next().await? {
-            Step::Event { event, body, ours } => printer.event(&event, &body, ours),
+            Step::Event { event, body, ours } => {
+                if ours {
+                    tally.count(&body);
+                }
+                printer.event(&event, &body, ours)
+            }
             Step::Delta(delta) => printer.delta(&delta),
             Step::Approval(row) => {
                 if asked.insert(row.approval_id.clone()) {
@@ -158,14 +173,52 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                 } else if options.format == Format::Text && !printer.ended_line {
                     printer.out("\n");
                 }
-                return match outcome.reason {
+                let result = match outcome.reason {
                     CloseReason::Completed if offline_by_default => Err(RunError::NoModel),
+                    CloseReason::Completed if tally.refused > 0 => Err(RunError::Refused(tally.refused)),
                     CloseReason::Completed => Ok(()),
                     other => {
                         Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: outcome.error })
                     }
                 };
+                if options.format == Format::Json && !options.quiet {
+                    let summary = serde_json::json!({
+                        "type": "summary",
+                        "sessionId": session_id,
+                        "reason": keel_protocol::wire_name(&outcome.reason),
+                        "turns": tally.turns,
+                        "refused": tally.refused,
+                        "costUsd": tally.cost_usd,
+                        "error": result.as_ref().err().map(ToString::to_string),
+                    });
+                    println!("{summary}");
+                }
+                return result;
             }
+        }
+    }
+}
+
+/// What the activity did, for the closing summary.
+#[derive(Default)]
+struct Tally {
+    turns: usize,
+    refused: usize,
+    cost_usd: f64,
+}
+
+impl Tally {
+    fn count(&mut self, body: &EventBody) {
+        match body {
+            EventBody::TurnCompleted(d) => {
+                self.turns += 1;
+                self.cost_usd += d.cost_usd;
+            }
+            EventBody::ApprovalResolved(d) if d.decision == Resolved::Reject => self.refused += 1,
+            EventBody::ToolFailed(d) if d.error.starts_with(crate::session::approval::DENIED_BY_RULES) => {
+                self.refused += 1
+            }
+            _ => {}
         }
     }
 }

@@ -18,6 +18,9 @@ use crate::provider::ToolCall;
 use crate::store::{NewEvent, approvals};
 use crate::tool::{Decoded, Tool, ToolContext};
 
+/// How a call refused by a `deny` rule is reported to the model (and recognised by `keel run`'s summary).
+pub const DENIED_BY_RULES: &str = "denied by the permission rules";
+
 /// What the gate decided for a call.
 pub enum Gate {
     Run,
@@ -66,7 +69,7 @@ pub async fn authorize(
     let (action, resources) = match permission::check(&rules, &accesses) {
         Verdict::Allow => return Ok(Gate::Run),
         Verdict::Deny { action, resource } => {
-            return Ok(Gate::Refuse(format!("denied by the permission rules: {action} {resource}")));
+            return Ok(Gate::Refuse(format!("{DENIED_BY_RULES}: {action} {resource}")));
         }
         Verdict::Ask { action, resources } => (action, resources),
     };
