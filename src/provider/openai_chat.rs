@@ -89,16 +89,8 @@ fn user_content(parts: &[UserPart]) -> Value {
 
 /// Runs a whole SSE body through this wire's parser and returns what it reports; for fuzzing.
 pub(crate) fn replay(body: &[u8]) -> (Vec<super::StreamEvent>, Result<(), ProviderError>) {
-    let (sink, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut state = State::default();
-    let result = super::sse::replay(body, |event| state.on_event(&event, &sink));
-    state.finish(&sink);
-    drop(sink);
-    let mut events = Vec::new();
-    while let Ok(event) = rx.try_recv() {
-        events.push(event);
-    }
-    (events, result)
+    let state = std::cell::RefCell::new(State::default());
+    super::sse::replay(body, |event, sink| state.borrow_mut().on_event(&event, sink), |sink| state.take().finish(sink))
 }
 
 #[derive(Default)]

@@ -72,20 +72,33 @@ impl SseParser {
     }
 }
 
-/// Feeds a whole body through a wire's event handler, as a stream delivering it at once would: for fuzzing
-/// and replaying captured streams.
-pub(crate) fn replay<E>(
+/// Feeds a whole body through a wire's event handler, as a stream delivering it at once would, then `finish`;
+/// returns what the wire reported and how it ended. For fuzzing and replaying captured streams.
+pub(crate) fn replay(
     body: &[u8],
-    mut on_event: impl FnMut(SseEvent) -> Result<super::http::Flow, E>,
-) -> Result<(), E> {
+    mut on_event: impl FnMut(SseEvent, &super::EventSink) -> Result<super::http::Flow, super::ProviderError>,
+    finish: impl FnOnce(&super::EventSink),
+) -> (Vec<super::StreamEvent>, Result<(), super::ProviderError>) {
+    let (sink, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut parser = SseParser::default();
-    let events = parser.push(body).into_iter().chain(parser.finish());
-    for event in events {
-        if let super::http::Flow::Done = on_event(event)? {
-            break;
+    let mut result = Ok(());
+    for event in parser.push(body).into_iter().chain(parser.finish()) {
+        match on_event(event, &sink) {
+            Ok(super::http::Flow::Continue) => {}
+            Ok(super::http::Flow::Done) => break,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
-    Ok(())
+    finish(&sink);
+    drop(sink);
+    let mut events = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        events.push(event);
+    }
+    (events, result)
 }
 
 #[cfg(test)]
