@@ -48,12 +48,20 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// Remembers `value` as a secret from now on.
 pub fn remember(value: &str) {
-    let value = value.trim();
-    if value.len() < MIN_LEN || KNOWN.read().values.contains(value) {
+    remember_all(std::iter::once(value));
+}
+
+/// Remembers several secrets at once: the matcher is rebuilt once, not once per value.
+fn remember_all<'a>(values: impl IntoIterator<Item = &'a str>) {
+    let fresh: Vec<&str> = {
+        let known = KNOWN.read();
+        values.into_iter().map(str::trim).filter(|v| v.len() >= MIN_LEN && !known.values.contains(*v)).collect()
+    };
+    if fresh.is_empty() {
         return;
     }
     let mut known = KNOWN.write();
-    known.values.insert(value.to_owned());
+    known.values.extend(fresh.into_iter().map(str::to_owned));
     // Longest first, so that a secret containing another is replaced whole.
     let mut patterns: Vec<&String> = known.values.iter().collect();
     patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
@@ -63,13 +71,12 @@ pub fn remember(value: &str) {
 
 /// Remembers the values of the environment's credential variables.
 pub fn remember_environment() {
-    for (name, value) in std::env::vars_os() {
-        if let (Some(name), Some(value)) = (name.to_str(), value.to_str())
-            && is_secret_name(name)
-        {
-            remember(value);
-        }
-    }
+    let values: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(name, _)| is_secret_name(name))
+        .map(|(_, value)| value)
+        .collect();
+    remember_all(values.iter().map(String::as_str));
 }
 
 /// `text` with every known secret replaced by `[redacted]`; borrowed when there was none.

@@ -33,8 +33,9 @@ async fn finish(c: &Client, answer: tokio::sync::oneshot::Receiver<Value>) -> (V
     let mut updates = Vec::new();
     tokio::pin!(answer);
     loop {
+        // Messages first: updates the engine wrote before its answer must not be left for the next prompt to read.
         tokio::select! {
-            a = &mut answer => return (a.unwrap(), updates),
+            biased;
             m = c.next_message() => {
                 if m["method"] == "session/update" {
                     updates.push(m["params"]["update"].clone());
@@ -42,6 +43,7 @@ async fn finish(c: &Client, answer: tokio::sync::oneshot::Receiver<Value>) -> (V
                     c.respond(&m["id"], json!({ "outcome": { "outcome": "selected", "optionId": "allow_once" } }));
                 }
             }
+            a = &mut answer => return (a.unwrap(), updates),
         }
     }
 }

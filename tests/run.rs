@@ -18,6 +18,23 @@ async fn keel_run(home: &Home, env: &[(&str, &str)], args: &[&str]) -> (i32, Str
     (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
+/// `keel run` with `input` on its stdin (closed after it).
+async fn keel_run_with_stdin(home: &Home, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = common::keel_command(home.path())
+        .arg("run")
+        .args(args)
+        .current_dir(home.workspace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).await.unwrap();
+    tokio::time::timeout(common::WAIT, child.wait_with_output()).await.expect("keel run hung").unwrap()
+}
+
 fn mock_config(home: &Home, mock: &MockModel) {
     let config =
         json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
@@ -179,8 +196,6 @@ async fn a_broken_config_is_an_error_naming_the_file() {
 
 #[tokio::test]
 async fn the_prompt_from_stdin_continue_and_quiet() {
-    use std::process::Stdio;
-    use tokio::io::AsyncWriteExt;
     let home = Home::new();
     let mock = MockModel::start().await;
     mock.push(ScriptTurn {
@@ -192,16 +207,7 @@ async fn the_prompt_from_stdin_continue_and_quiet() {
     mock.push(ScriptTurn { text: Some("Second answer.".into()), ..Default::default() });
     mock_config(&home, &mock);
 
-    let mut child = common::keel_command(home.path())
-        .args(["run", "-q", "-"])
-        .current_dir(home.workspace())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"a question\nover two lines\n").await.unwrap();
-    let out = tokio::time::timeout(common::WAIT, child.wait_with_output()).await.unwrap().unwrap();
+    let out = keel_run_with_stdin(&home, &["-q", "-"], b"a question\nover two lines\n").await;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout, "First answer.\n", "only the final answer");
@@ -220,8 +226,6 @@ async fn the_prompt_from_stdin_continue_and_quiet() {
 
 #[tokio::test]
 async fn approve_ask_asks_once_and_again_after_a_typo() {
-    use std::process::Stdio;
-    use tokio::io::AsyncWriteExt;
     let home = Home::new();
     let mock = MockModel::start().await;
     let write =
@@ -229,17 +233,7 @@ async fn approve_ask_asks_once_and_again_after_a_typo() {
     mock.push(ScriptTurn { tool_calls: vec![write], ..Default::default() });
     mock.push(ScriptTurn { text: Some("Written.".into()), ..Default::default() });
     mock_config(&home, &mock);
-    let mut child = common::keel_command(home.path())
-        .args(["run", "--approve", "ask", "write it"])
-        .current_dir(home.workspace())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"yse\no\n").await.unwrap();
-    let out = tokio::time::timeout(common::WAIT, child.wait_with_output()).await.unwrap().unwrap();
+    let out = keel_run_with_stdin(&home, &["--approve", "ask", "write it"], b"yse\no\n").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stderr.matches("approve?").count(), 1, "{stderr}");

@@ -82,6 +82,20 @@ fn closed(e: &Value) -> bool {
     e["type"] == "activity.closed"
 }
 
+/// Runs one `bash` call (then a closing answer) in a new session; the activity's events.
+async fn run_bash(s: &Setup, c: &Client, command: &str) -> Vec<Value> {
+    s.mock.push(ScriptTurn { tool_calls: vec![bash("c1", command)], ..Default::default() });
+    s.mock.push(text("done"));
+    let session = c.create_session(s.ws.to_str().unwrap()).await;
+    c.subscribe(&session, 0).await;
+    prompt(c, &session).await;
+    run_until(c, "reject", closed).await.0
+}
+
+fn tool_result(events: &[Value]) -> String {
+    events.iter().find(|e| e["type"] == "tool.completed").expect("the command ran")["data"].to_string()
+}
+
 /// A directory outside both the workspace and the temporary directories that sandboxed commands may write to:
 /// the build's own temp dir unless the checkout itself lies in /tmp (a fresh clone there), else one in $HOME.
 fn outside_dir(name: &str) -> PathBuf {
@@ -185,14 +199,8 @@ async fn env_in_bash_shows_no_key_even_unsandboxed() {
         "permissions": [{ "action": "bash", "pattern": "*", "effect": "allow" }] });
     let s =
         setup(Wire::Chat, config, &[("OPENAI_API_KEY", "sk-env-ENVSECRET-abcdef0123"), ("GH_TOKEN", "ghp_x")]).await;
-    s.mock.push(ScriptTurn { tool_calls: vec![bash("c1", "env")], ..Default::default() });
-    s.mock.push(text("done"));
     let c = s.engine.connect().await;
-    let session = c.create_session(s.ws.to_str().unwrap()).await;
-    c.subscribe(&session, 0).await;
-    prompt(&c, &session).await;
-    let (events, _, _) = run_until(&c, "reject", closed).await;
-    let result = events.iter().find(|e| e["type"] == "tool.completed").unwrap()["data"].to_string();
+    let result = tool_result(&run_bash(&s, &c, "env").await);
     assert!(result.contains("PATH="), "{result}");
     for name in ["OPENAI_API_KEY", "GH_TOKEN", "ENVSECRET"] {
         assert!(!result.contains(name), "{name} in {result}");
@@ -389,14 +397,8 @@ async fn the_sandbox_can_deny_the_network() {
         let s = setup(Wire::Chat, config, &[]).await;
         let port = s.mock.url().rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
         let command = format!("(exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected) 2>&1");
-        s.mock.push(ScriptTurn { tool_calls: vec![bash("c1", &command)], ..Default::default() });
-        s.mock.push(text("done"));
         let c = s.engine.connect().await;
-        let session = c.create_session(s.ws.to_str().unwrap()).await;
-        c.subscribe(&session, 0).await;
-        prompt(&c, &session).await;
-        let (events, _, _) = run_until(&c, "reject", closed).await;
-        let result = events.iter().find(|e| e["type"] == "tool.completed").unwrap()["data"].to_string();
+        let result = tool_result(&run_bash(&s, &c, &command).await);
         assert!(result.contains(expected), "network {network}: {result}");
     }
 }

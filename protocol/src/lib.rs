@@ -40,23 +40,14 @@ pub trait Notification {
 
 /// Declares a unit type per method so that handlers, clients and the schema share one name.
 macro_rules! method {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $params:ty, $result:ty) => {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $params:ty, $result:ty $(, ordered_by = $field:literal)?) => {
         $(#[$doc])*
         pub enum $ty {}
         impl $crate::Method for $ty {
             const NAME: &'static str = $name;
             type Params = $params;
             type Result = $result;
-        }
-    };
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $params:ty, $result:ty, ordered_by = $field:literal) => {
-        $(#[$doc])*
-        pub enum $ty {}
-        impl $crate::Method for $ty {
-            const NAME: &'static str = $name;
-            type Params = $params;
-            type Result = $result;
-            const ORDERED_BY: Option<&'static str> = Some($field);
+            $(const ORDERED_BY: Option<&'static str> = Some($field);)?
         }
     };
 }
