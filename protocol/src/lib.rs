@@ -12,6 +12,7 @@ pub mod event;
 pub mod initialize;
 pub mod input;
 pub mod model;
+pub mod recovery;
 pub mod schema;
 pub mod session;
 pub mod turn;
@@ -82,6 +83,7 @@ macro_rules! client_methods {
             $crate::config::ConfigGet,
             $crate::config::ToolList,
             $crate::approval::ApprovalRespond,
+            $crate::recovery::RecoveryDecide,
         }
     };
 }

@@ -84,6 +84,7 @@ mod bound {
         config::ConfigGet => catalog::config,
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
+        keel_protocol::recovery::RecoveryDecide => input::decide,
     }
 }
 
