@@ -45,7 +45,7 @@ impl Store {
                 .query_row([session_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
                 .optional()?;
             let live = held.as_ref().is_some_and(|(holder, _, expires, host, pid)| {
-                *expires > now && **holder != **owner && !(*host == here && !process_exists(*pid))
+                *expires > now && **holder != **owner && (*host != here || process_exists(*pid))
             });
             if live {
                 return Ok(None);
