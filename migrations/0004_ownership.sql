@@ -9,3 +9,7 @@ CREATE TABLE leases (
     token      INTEGER NOT NULL,  -- grows with every acquisition of the session; never reused
     expires_at INTEGER NOT NULL   -- epoch milliseconds; 0 once released
 ) STRICT, WITHOUT ROWID;
+
+-- What discovery scans: sessions with an open activity, and pending input; both small next to all sessions.
+CREATE INDEX sessions_open ON sessions (id) WHERE active_activity IS NOT NULL;
+CREATE INDEX inputs_waiting ON inputs (session_id) WHERE state = 'pending';

@@ -331,3 +331,67 @@ async fn a_shutdown_while_an_approval_waits_keeps_the_question() {
     assert!(std::path::Path::new(&home.workspace()).join("kept.txt").exists());
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_taken_while_an_activity_waits_copies_no_running_work() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let config =
+        json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let write = ScriptToolCall {
+        id: Some("w1".into()),
+        name: "write".into(),
+        input: json!({ "filePath": "f.txt", "content": "x" }),
+    };
+    mock.push(ScriptTurn { tool_calls: vec![write], ..Default::default() });
+    let a = SocketEngine::start(home.path(), &[]).await;
+    let c = a.connect().await;
+    let session = c.create_session(&home.workspace()).await;
+    let sub = c.subscribe(&session, 0).await;
+    prompt(&c, &session, "write").await;
+    until(&c, &sub, kind("approval.requested")).await;
+    let fork =
+        c.ok("session/fork", json!({ "sessionId": session })).await["session"]["id"].as_str().unwrap().to_owned();
+    let got = c.ok("session/get", json!({ "sessionId": fork })).await;
+    assert_eq!(got["status"], "idle");
+    assert!(got["pendingApprovals"].as_array().unwrap().is_empty());
+    let tail: Vec<String> = log(&c, &fork).await.into_iter().rev().take(4).map(|(_, k)| k).collect();
+    assert_eq!(tail, ["session.status", "activity.closed", "approval.resolved", "tool.failed"]);
+    // The source still waits for its answer; nothing ran for the fork.
+    assert_eq!(c.ok("session/get", json!({ "sessionId": session })).await["status"], "waiting_approval");
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_run_on_a_session_waiting_for_a_decision_abandons_the_cut_activity() {
+    let s = setup().await;
+    s.mock.push(slow(40));
+    s.mock.push(text("next answer"));
+    let a = SocketEngine::start(s.home.path(), &[]).await;
+    let ca = a.connect().await;
+    let session = ca.create_session(&s.ws).await;
+    prompt(&ca, &session, "long").await;
+    requests_reach(&s.mock, 1).await;
+    let mut child = a.child;
+    child.kill().await.unwrap();
+    let b = SocketEngine::start(s.home.path(), &[]).await;
+    let cb = b.connect().await;
+    let sb = cb.subscribe(&session, 0).await;
+    until(&cb, &sb, kind("recovery.required")).await;
+    let mut child = b.child;
+    child.kill().await.unwrap();
+
+    let out = common::keel_command(s.home.path())
+        .args(["run", "--session", &session, "-q", "move on"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "next answer");
+    let c = SocketEngine::start(s.home.path(), &[]).await;
+    let log = log(&c.connect().await, &session).await;
+    let resolved = log.iter().position(|(_, k)| k == "recovery.resolved").unwrap();
+    assert!(log[resolved..].iter().any(|(_, k)| k == "activity.closed"));
+    assert_eq!(s.mock.requests().len(), 2);
+}

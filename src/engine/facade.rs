@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use keel_protocol::recovery::RecoveryDecision;
+use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{Message, Part, Role};
 
 use super::Engine;
@@ -66,8 +68,17 @@ impl Engine {
         Ok(self.services.store.query(|c| inputs::pending(c, session_id))?)
     }
 
-    /// Admits a prompt and follows it until its activity closes (see `PromptRun`).
+    /// Admits a prompt and follows it until its activity closes (see `PromptRun`). The drivers that use this (ACP,
+    /// `keel run`) have no way to answer `recovery/decide`: a prompt to a session that waits for a decision
+    /// abandons the activity a crash cut, because the person has moved on.
     pub fn prompt(&self, session_id: &str, new: NewInput) -> Result<PromptRun, Error> {
+        let waits = self.services.store.session(session_id)?.is_some_and(|s| s.status == SessionStatus::Recovering);
+        if waits {
+            match self.decide_recovery(session_id, RecoveryDecision::Abandon) {
+                Ok(()) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let store = Arc::clone(&self.services.store);
         let run = PromptRun::start(Arc::clone(&self.services), session_id, || inbox::admit(&store, session_id, new))?;
         self.wake(session_id, Mode::Wake);

@@ -107,7 +107,9 @@ impl Store {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT s.id, s.active_activity IS NOT NULL, l.expires_at > ?1 AND l.host = ?2, l.pid \
-                 FROM sessions s LEFT JOIN leases l ON l.session_id = s.id \
+                 FROM (SELECT id FROM sessions WHERE active_activity IS NOT NULL \
+                       UNION SELECT session_id FROM inputs WHERE state = 'pending') AS w \
+                 JOIN sessions s ON s.id = w.id LEFT JOIN leases l ON l.session_id = s.id \
                  WHERE (l.expires_at IS NULL OR l.expires_at <= ?1 OR l.host = ?2) AND ( \
                    (s.active_activity IS NOT NULL AND s.status NOT IN ('waiting_approval', 'recovering')) \
                    OR EXISTS (SELECT 1 FROM inputs i WHERE i.session_id = s.id AND i.state = 'pending' \

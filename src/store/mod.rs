@@ -262,7 +262,20 @@ impl Store {
             ])?;
             projection::apply(&tx, &event, &body)?;
         }
-        tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![new_id, at_seq, at])?;
+        // A fork copies no running work: an activity open at `at_seq` is closed in the fork, so that no engine takes
+        // the copy for a crash to recover.
+        let mut head = at_seq;
+        for NewEvent { body, data } in fork_closing(&tx, new_id)? {
+            head += 1;
+            let kind = body.kind();
+            tx.prepare_cached(
+                "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![new_id, head, kind.as_str(), kind.version(), data.get(), at])?;
+            let event = Event { session_id: new_id.to_owned(), seq: head, kind, version: kind.version(), at, data };
+            projection::apply(&tx, &event, &body)?;
+        }
+        tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![new_id, head, at])?;
         let row = sessions::get(&tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))?;
         tx.commit()?;
         Ok(row)
@@ -392,6 +405,36 @@ fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
             other => return other,
         }
     }
+}
+
+/// What closes the activity a fork copied while it ran: its unsettled calls fail, its questions are withdrawn.
+fn fork_closing(conn: &Connection, session_id: &str) -> Result<Vec<NewEvent>> {
+    use keel_protocol::approval::{ApprovalResolvedData, Resolved};
+    use keel_protocol::session::SessionStatus;
+    use keel_protocol::turn::{ActivityClosedData, CloseReason, StatusData, ToolFailedData};
+    let Some(activity_id) = sessions::get(conn, session_id)?.and_then(|s| s.active_activity) else {
+        return Ok(Vec::new());
+    };
+    let mut events = Vec::new();
+    for (call_id, _) in transcript::unsettled_tool_calls(conn, session_id)? {
+        let error = "not run: the session was forked before this call finished".to_owned();
+        events.push(NewEvent::new(EventBody::ToolFailed(ToolFailedData { call_id, error }))?);
+    }
+    for approval in approvals::pending(conn, session_id)? {
+        events.push(NewEvent::new(EventBody::ApprovalResolved(ApprovalResolvedData {
+            approval_id: approval.approval_id,
+            decision: Resolved::Cancelled,
+            by: "fork".into(),
+            message: None,
+        }))?);
+    }
+    events.push(NewEvent::new(EventBody::ActivityClosed(ActivityClosedData {
+        activity_id,
+        reason: CloseReason::Interrupted,
+        error: Some("the session was forked while this activity ran".into()),
+    }))?);
+    events.push(NewEvent::new(EventBody::SessionStatus(StatusData { status: SessionStatus::Idle }))?);
+    Ok(events)
 }
 
 /// The seq of the session's newest event, read on `conn` (inside a transaction, say).
