@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod initialize;
 pub mod input;
+pub mod mcp;
 pub mod model;
 pub mod schema;
 pub mod session;
@@ -82,6 +83,8 @@ macro_rules! client_methods {
             $crate::config::ConfigGet,
             $crate::config::ToolList,
             $crate::approval::ApprovalRespond,
+            $crate::mcp::McpList,
+            $crate::mcp::McpRestart,
         }
     };
 }

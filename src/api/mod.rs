@@ -54,7 +54,7 @@ macro_rules! handlers {
 
 mod bound {
     use keel_protocol::{
-        approval as apr, auth, config, event as ev, initialize as init, input as inp, model, session as s, turn,
+        approval as apr, auth, config, event as ev, initialize as init, input as inp, mcp, model, session as s, turn,
     };
 
     use super::*;
@@ -84,6 +84,8 @@ mod bound {
         config::ConfigGet => catalog::config,
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
+        mcp::McpList => catalog::mcp_list,
+        mcp::McpRestart => catalog::mcp_restart,
     }
 }
 

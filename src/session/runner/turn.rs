@@ -65,7 +65,7 @@ pub(super) async fn run_turn(
         model: resolved.spec.model().to_owned(),
         system: context::system_prompt(&config, &activity.agent, &cwd),
         messages: context::history(&parts, &cwd),
-        tools: services.tools.specs(),
+        tools: services.tools.specs_for(session_id),
         max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
         session_id: session_id.clone(),
     };

@@ -1,0 +1,222 @@
+//! Model Context Protocol servers as tool sources: config's `mcp` servers for every session, and the servers an ACP
+//! client passes in `session/new` for that session only. Each server runs under its own supervisor
+//! (`server::Server`) in the background; the `Manager` is the engine's table of them and the `ToolSource` the tool
+//! registry asks at every turn.
+
+pub mod config;
+mod server;
+mod tool;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::broadcast;
+
+pub use config::{ServerSpec, SpecError, Transport};
+pub use server::Status;
+pub use tool::{ACTION, McpTool, tool_name};
+
+use server::Server;
+
+use crate::sandbox::EnvPolicy;
+use crate::tool::{Tool, ToolSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("no MCP server named {0:?}")]
+    UnknownServer(String),
+    #[error("bad MCP server: {0}")]
+    InvalidSpec(#[from] SpecError),
+}
+
+/// A server as `mcp/list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerInfo {
+    pub name: String,
+    pub session_id: Option<String>,
+    /// `stdio` or `http`.
+    pub transport: &'static str,
+    pub status: Status,
+    pub tools: Vec<String>,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+}
+
+/// `(session, name)`: config's servers have no session.
+type Key = (Option<String>, String);
+
+pub struct Manager {
+    servers: RwLock<BTreeMap<Key, Arc<Server>>>,
+    /// Config entries that could not be read, by name: shown as failed, never started.
+    invalid: RwLock<BTreeMap<String, String>>,
+    /// Every change of a server's state.
+    changes: broadcast::Sender<ServerInfo>,
+}
+
+impl Default for Manager {
+    fn default() -> Self {
+        Self { servers: RwLock::default(), invalid: RwLock::default(), changes: broadcast::channel(64).0 }
+    }
+}
+
+impl Manager {
+    /// Every later change of a server's state (a lagging receiver misses some; `list` has the current ones).
+    pub fn watch(&self) -> broadcast::Receiver<ServerInfo> {
+        self.changes.subscribe()
+    }
+
+    /// Starts the servers of `config` (for every session) in the background, replacing any started before.
+    pub fn start_configured(&self, config: &crate::config::Config, cwd: &Path) {
+        let env = env_policy(config);
+        let mut invalid = BTreeMap::new();
+        let mut started = Vec::new();
+        for spec in config::from_config(config.mcp.as_ref()) {
+            match spec {
+                Ok(spec) => started.push(spec),
+                Err(e) => {
+                    tracing::warn!("MCP config: {e}");
+                    let name = e.path.split('.').nth(if e.path.starts_with("mcp.servers.") { 2 } else { 1 });
+                    invalid.insert(name.unwrap_or(&e.path).to_owned(), e.to_string());
+                }
+            }
+        }
+        let mut servers = self.servers.write();
+        servers.retain(|(session, _), server| {
+            let keep = session.is_some();
+            if !keep {
+                server.stop();
+            }
+            keep
+        });
+        for spec in started {
+            remember_secrets(&spec);
+            let name = spec.name.clone();
+            servers.insert((None, name), Server::spawn(spec, None, env.clone(), cwd.to_owned(), self.changes.clone()));
+        }
+        *self.invalid.write() = invalid;
+    }
+
+    /// Starts a session's own servers (ACP `mcpServers`), replacing the ones it had.
+    pub fn start_for_session(
+        &self,
+        session_id: &str,
+        specs: Vec<ServerSpec>,
+        config: &crate::config::Config,
+        cwd: &Path,
+    ) -> Vec<String> {
+        self.stop_session(session_id);
+        let env = env_policy(config);
+        let mut servers = self.servers.write();
+        specs
+            .into_iter()
+            .map(|spec| {
+                remember_secrets(&spec);
+                let name = spec.name.clone();
+                let server =
+                    Server::spawn(spec, Some(session_id.to_owned()), env.clone(), cwd.to_owned(), self.changes.clone());
+                servers.insert((Some(session_id.to_owned()), name.clone()), server);
+                name
+            })
+            .collect()
+    }
+
+    /// Stops and forgets a session's own servers.
+    pub fn stop_session(&self, session_id: &str) {
+        self.servers.write().retain(|(session, _), server| {
+            let keep = session.as_deref() != Some(session_id);
+            if !keep {
+                server.stop();
+            }
+            keep
+        });
+    }
+
+    pub fn list(&self) -> Vec<ServerInfo> {
+        let mut out: Vec<ServerInfo> = self.servers.read().values().map(|server| server.info()).collect();
+        out.extend(self.invalid.read().iter().map(|(name, reason)| ServerInfo {
+            name: name.clone(),
+            session_id: None,
+            transport: "stdio",
+            status: Status::Failed { reason: reason.clone(), retrying: false },
+            tools: Vec::new(),
+            pid: None,
+            restarts: 0,
+        }));
+        out
+    }
+
+    /// Restarts a server now: a session's own when `session_id` names one with that name, else config's.
+    pub fn restart(&self, name: &str, session_id: Option<&str>) -> Result<ServerInfo, McpError> {
+        let server = {
+            let servers = self.servers.read();
+            session_id
+                .and_then(|s| servers.get(&(Some(s.to_owned()), name.to_owned())))
+                .or_else(|| servers.get(&(None, name.to_owned())))
+                .cloned()
+        };
+        let server = server.ok_or_else(|| McpError::UnknownServer(name.to_owned()))?;
+        server.restart();
+        let mut info = self.list().into_iter().find(|i| i.name == name && i.session_id == server.session);
+        // The supervisor picks the restart up on its own time; the answer says it is under way.
+        if let Some(info) = info.as_mut() {
+            info.status = Status::Starting;
+        }
+        info.ok_or_else(|| McpError::UnknownServer(name.to_owned()))
+    }
+
+    /// Stops every server (engine shutdown).
+    pub fn stop_all(&self) {
+        for server in std::mem::take(&mut *self.servers.write()).into_values() {
+            server.stop();
+        }
+    }
+}
+
+impl ToolSource for Manager {
+    /// Config's servers' tools, and the session's own; a session server shadows a config server of the same name.
+    fn tools(&self, session_id: Option<&str>) -> Vec<Arc<dyn Tool>> {
+        let servers = self.servers.read();
+        let mut by_name: BTreeMap<&str, &Arc<Server>> = BTreeMap::new();
+        for ((session, name), server) in servers.iter() {
+            match (session.as_deref(), session_id) {
+                (None, _) => {
+                    by_name.entry(name).or_insert(server);
+                }
+                (Some(s), Some(wanted)) if s == wanted => {
+                    by_name.insert(name, server);
+                }
+                _ => {}
+            }
+        }
+        by_name.into_values().flat_map(|server| server.snapshot().tools).map(|t| -> Arc<dyn Tool> { t }).collect()
+    }
+}
+
+/// MCP servers start with the environment `bash` gets (credentials left out), plus their own `env`.
+fn env_policy(config: &crate::config::Config) -> EnvPolicy {
+    config.shell_environment.clone().unwrap_or_default()
+}
+
+/// Values a server is given to authenticate are secrets: scrubbed from whatever keel records or answers.
+fn remember_secrets(spec: &ServerSpec) {
+    match &spec.transport {
+        Transport::Stdio { env, .. } => {
+            for (name, value) in env {
+                if crate::secret::is_secret_name(name) {
+                    crate::secret::remember(value);
+                }
+            }
+        }
+        Transport::Http { headers, .. } => {
+            for value in headers.values() {
+                crate::secret::remember(value);
+                // `Authorization: Bearer X` leaks X alone just as well.
+                if let Some((_, token)) = value.split_once(' ') {
+                    crate::secret::remember(token);
+                }
+            }
+        }
+    }
+}
