@@ -1,0 +1,347 @@
+//! MCP servers from registries (the reference filesystem server from npm over stdio, a server on PyPI's `mcp` SDK
+//! over streamable HTTP), driven by the mock model through the engine. `.ci/run` installs both into `tests/mcp/`;
+//! without them these tests fail and say how to install them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::mock::{MockModel, Wire};
+use common::{Client, Engine, Framing, Home, WAIT};
+use keel::provider::scripted::{ScriptToolCall, ScriptTurn};
+use serde_json::{Value, json};
+
+fn mcp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp")
+}
+
+/// The filesystem server's entry point, installed by `npm ci` in tests/mcp.
+pub fn filesystem_server() -> String {
+    let bin = mcp_dir().join("node_modules/.bin/mcp-server-filesystem");
+    assert!(bin.exists(), "{} is missing: run `npm ci` in tests/mcp (.ci/run does)", bin.display());
+    bin.to_str().unwrap().to_owned()
+}
+
+/// The Python of the venv that holds PyPI's `mcp` SDK.
+fn python() -> PathBuf {
+    let python = mcp_dir().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `python3 -m venv tests/mcp/.venv && tests/mcp/.venv/bin/pip install -r \
+         tests/mcp/requirements.txt` (.ci/run does)",
+        python.display()
+    );
+    python
+}
+
+struct Setup {
+    _home: Home,
+    ws: PathBuf,
+    mock: MockModel,
+    engine: Engine,
+    session: String,
+    sub: String,
+}
+
+async fn setup(mcp: Value, permissions: Value, capabilities: Value) -> Setup {
+    let home = Home::new();
+    let ws = PathBuf::from(home.workspace());
+    let mock = MockModel::start().await;
+    let config = json!({
+        "model": "mock/m",
+        "providers": { "mock": { "wire": Wire::Chat.config_name(), "baseUrl": mock.url() } },
+        "permissions": permissions,
+        "mcp": mcp,
+    });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let engine = Engine::start_with(home.path(), Framing::Ndjson, &[]).await;
+    engine.client.initialize_with(capabilities).await;
+    let session = engine.client.create_session(ws.to_str().unwrap()).await;
+    let sub = engine.client.subscribe(&session, 0).await;
+    Setup { _home: home, ws, mock, engine, session, sub }
+}
+
+fn filesystem(ws: &Path) -> Value {
+    json!({ "fs": { "type": "local", "command": [filesystem_server(), ws] } })
+}
+
+fn call(name: &str, input: Value) -> ScriptTurn {
+    ScriptTurn {
+        tool_calls: vec![ScriptToolCall { id: Some("c1".into()), name: name.into(), input }],
+        ..Default::default()
+    }
+}
+
+fn done() -> ScriptTurn {
+    ScriptTurn { text: Some("done".into()), ..Default::default() }
+}
+
+/// The server's entry in `mcp/list` once `ready` says it is what the test waits for.
+async fn wait_server(c: &Client, name: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let list = c.ok("mcp/list", json!({})).await;
+            if let Some(server) = list["servers"].as_array().unwrap().iter().find(|s| s["name"] == name)
+                && ready(server)
+            {
+                return server.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(server) => server,
+        Err(_) => panic!("server {name} never got there: {}", c.ok("mcp/list", json!({})).await),
+    }
+}
+
+async fn wait_ready(c: &Client, name: &str) -> Value {
+    wait_server(c, name, |s| s["status"] == "ready").await
+}
+
+/// Prompts and returns the activity's events, answering approvals with `answer` when given.
+async fn run(s: &Setup, answer: Option<Value>) -> Vec<Value> {
+    let c = &s.engine.client;
+    c.ok("session/prompt", json!({ "sessionId": s.session, "input": [{ "type": "text", "text": "go" }] })).await;
+    let mut events = Vec::new();
+    loop {
+        let m = c.next_message().await;
+        if m["method"] == "approval/request" {
+            if let Some(answer) = &answer {
+                c.respond(&m["id"], answer.clone());
+            }
+            continue;
+        }
+        if m["method"] != "session/event" || m["params"]["subscriptionId"] != s.sub {
+            continue;
+        }
+        let event = m["params"]["event"].clone();
+        let closed = event["type"] == "activity.closed";
+        events.push(event);
+        if closed {
+            return events;
+        }
+    }
+}
+
+fn settlement(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "tool.completed" || e["type"] == "tool.failed")
+        .unwrap_or_else(|| panic!("no settlement: {events:#?}"))
+}
+
+fn output(events: &[Value]) -> String {
+    let r = settlement(events);
+    assert_eq!(r["type"], "tool.completed", "{r}");
+    r["data"]["output"].as_str().unwrap().to_owned()
+}
+
+fn allow_mcp() -> Value {
+    json!([{ "action": "mcp", "pattern": "*", "effect": "allow" }])
+}
+
+/// What the model was sent as the result of its call, in its next request.
+fn tool_result_sent(mock: &MockModel) -> String {
+    let requests = mock.requests();
+    let last = requests.last().unwrap();
+    let messages = last.body["messages"].as_array().unwrap();
+    let tool = messages.iter().rev().find(|m| m["role"] == "tool").expect("a tool message");
+    tool["content"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_model_calls_a_filesystem_tool_and_its_result_reaches_the_next_request() {
+    let home = Home::new();
+    let ws = PathBuf::from(home.workspace());
+    std::fs::write(ws.join("notes.txt"), "keel was here\n").unwrap();
+    let s = setup(filesystem(&ws), allow_mcp(), json!({})).await;
+    let server = wait_ready(&s.engine.client, "fs").await;
+    assert_eq!(server["transport"], "stdio");
+    assert!(server["toolCount"].as_u64().unwrap() > 3, "{server}");
+    assert!(server["pid"].as_u64().is_some(), "{server}");
+
+    // tool/list shows the server's tools with their schemas, namespaced and marked as MCP.
+    let tools = s.engine.client.ok("tool/list", json!({ "sessionId": s.session })).await;
+    let read = tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "fs_read_text_file").unwrap();
+    assert_eq!(read["source"], "mcp");
+    assert_eq!(read["inputSchema"]["properties"]["path"]["type"], "string", "{read}");
+
+    s.mock.push(call("fs_read_text_file", json!({ "path": ws.join("notes.txt") })));
+    s.mock.push(done());
+    let events = run(&s, None).await;
+    assert_eq!(output(&events), "keel was here\n");
+    assert!(tool_result_sent(&s.mock).contains("keel was here"));
+    // The first request offered the MCP tool to the model, beside the built-in ones.
+    let offered: Vec<String> = s.mock.requests()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(offered.contains(&"fs_read_text_file".to_owned()) && offered.contains(&"read".to_owned()), "{offered:?}");
+    drop(home);
+}
+
+#[tokio::test]
+async fn mcp_tools_ask_by_default_and_the_approval_flow_runs_them() {
+    let home = Home::new();
+    let ws = PathBuf::from(home.workspace());
+    let s = setup(
+        filesystem(&ws),
+        json!([{ "action": "mcp", "pattern": "fs/list_allowed_directories", "effect": "deny" }]),
+        json!({ "approvals": true }),
+    )
+    .await;
+    wait_ready(&s.engine.client, "fs").await;
+
+    s.mock.push(call("fs_write_file", json!({ "path": ws.join("out.txt"), "content": "approved" })));
+    s.mock.push(done());
+    let events = run(&s, Some(json!({ "decision": "once" }))).await;
+    let asked = events.iter().find(|e| e["type"] == "approval.requested").expect("an approval");
+    assert_eq!(asked["data"]["action"], "mcp");
+    assert_eq!(asked["data"]["resources"], json!(["fs/write_file"]));
+    assert_eq!(settlement(&events)["type"], "tool.completed");
+    assert_eq!(std::fs::read_to_string(ws.join("out.txt")).unwrap(), "approved");
+
+    // Rejected: the server never sees the call.
+    s.mock.push(call("fs_write_file", json!({ "path": ws.join("no.txt"), "content": "x" })));
+    s.mock.push(done());
+    let events = run(&s, Some(json!({ "decision": "reject" }))).await;
+    assert_eq!(settlement(&events)["type"], "tool.failed");
+    assert!(!ws.join("no.txt").exists());
+
+    // A deny rule refuses without asking.
+    s.mock.push(call("fs_list_allowed_directories", json!({})));
+    s.mock.push(done());
+    let events = run(&s, None).await;
+    assert!(events.iter().all(|e| e["type"] != "approval.requested"));
+    assert_eq!(settlement(&events)["type"], "tool.failed");
+    drop(home);
+}
+
+#[tokio::test]
+async fn a_killed_server_is_restarted_and_the_next_call_works() {
+    let home = Home::new();
+    let ws = PathBuf::from(home.workspace());
+    std::fs::write(ws.join("a.txt"), "first\n").unwrap();
+    let s = setup(filesystem(&ws), allow_mcp(), json!({})).await;
+    let before = wait_ready(&s.engine.client, "fs").await;
+    s.mock.push(call("fs_read_text_file", json!({ "path": ws.join("a.txt") })));
+    s.mock.push(done());
+    assert_eq!(output(&run(&s, None).await), "first\n");
+
+    let pid = before["pid"].as_u64().unwrap();
+    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let after = wait_server(&s.engine.client, "fs", |s| s["status"] == "ready" && s["restarts"] == 1).await;
+    assert_ne!(after["pid"], before["pid"]);
+
+    std::fs::write(ws.join("a.txt"), "second\n").unwrap();
+    s.mock.push(call("fs_read_text_file", json!({ "path": ws.join("a.txt") })));
+    s.mock.push(done());
+    assert_eq!(output(&run(&s, None).await), "second\n");
+
+    // mcp/restart starts it again on request.
+    let restarted = s.engine.client.ok("mcp/restart", json!({ "name": "fs" })).await;
+    assert_eq!(restarted["server"]["status"], "starting");
+    wait_server(&s.engine.client, "fs", |s| s["status"] == "ready" && s["restarts"] == 2).await;
+    drop(home);
+}
+
+#[tokio::test]
+async fn mcp_list_shows_servers_that_fail_to_start_with_their_error() {
+    let s = setup(
+        json!({
+            "missing": { "type": "local", "command": ["/nonexistent/mcp-server"] },
+            "dies": { "command": "sh", "args": ["-c", "echo cannot open the database >&2; exit 3"] },
+            "old": { "type": "sse", "url": "http://127.0.0.1:9/sse" },
+            "off": { "type": "local", "command": ["/nonexistent"], "enabled": false },
+        }),
+        json!([]),
+        json!({}),
+    )
+    .await;
+    let c = &s.engine.client;
+    let missing = wait_server(c, "missing", |s| s["status"] == "failed").await;
+    assert!(missing["error"].as_str().unwrap().contains("/nonexistent/mcp-server"), "{missing}");
+    let dies = wait_server(c, "dies", |s| s["status"] == "failed").await;
+    assert!(dies["error"].as_str().unwrap().contains("cannot open the database"), "{dies}");
+    let old = wait_server(c, "old", |s| s["status"] == "failed").await;
+    assert!(old["error"].as_str().unwrap().contains("SSE"), "{old}");
+    assert_eq!(old["retrying"], false);
+    let list = c.ok("mcp/list", json!({})).await;
+    assert!(list["servers"].as_array().unwrap().iter().all(|s| s["name"] != "off"), "{list}");
+    // No tools from them, and the engine serves on.
+    let tools = c.ok("tool/list", json!({ "sessionId": s.session })).await;
+    assert!(tools["tools"].as_array().unwrap().iter().all(|t| t["source"] == "builtin"));
+
+    let unknown = c.err("mcp/restart", json!({ "name": "nope" })).await;
+    assert_eq!(unknown.code, -32602);
+    let _ = &s.ws;
+}
+
+/// A free port on loopback (closed again: the server binds it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The Python server on `port`, killed on drop; returns once it accepts connections.
+async fn python_server(port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(python())
+        .arg(mcp_dir().join("http_server.py"))
+        .arg(port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the Python MCP server did not listen");
+    child
+}
+
+#[tokio::test]
+async fn a_python_server_over_streamable_http_serves_tools_and_their_changes() {
+    let port = free_port();
+    let _server = python_server(port).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let s = setup(
+        json!({ "py": { "type": "remote", "url": url, "headers": { "X-Keel-Test": "1" } } }),
+        allow_mcp(),
+        json!({}),
+    )
+    .await;
+    let c = &s.engine.client;
+    let py = wait_ready(c, "py").await;
+    assert_eq!(py["transport"], "http");
+    assert_eq!(py["tools"], json!(["py_echo", "py_fail", "py_grow"]));
+
+    s.mock.push(call("py_echo", json!({ "text": "over http" })));
+    s.mock.push(done());
+    assert_eq!(output(&run(&s, None).await), "http echo: over http");
+    assert!(tool_result_sent(&s.mock).contains("http echo: over http"));
+
+    // An error the server reports is the call's failure, with its reason.
+    s.mock.push(call("py_fail", json!({ "reason": "the disk is full" })));
+    s.mock.push(done());
+    let events = run(&s, None).await;
+    let failed = settlement(&events);
+    assert_eq!(failed["type"], "tool.failed");
+    assert!(failed["data"]["error"].as_str().unwrap().contains("the disk is full"), "{failed}");
+
+    // tools/list_changed: a tool added at run time joins the list and can be called.
+    s.mock.push(call("py_grow", json!({ "name": "sprout" })));
+    s.mock.push(done());
+    assert_eq!(output(&run(&s, None).await), "added sprout");
+    wait_server(c, "py", |s| s["tools"].as_array().unwrap().iter().any(|t| t == "py_sprout")).await;
+    s.mock.push(call("py_sprout", json!({})));
+    s.mock.push(done());
+    assert_eq!(output(&run(&s, None).await), "I am sprout");
+}
