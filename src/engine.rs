@@ -127,14 +127,14 @@ impl Engine {
 
     /// Starts a session's own MCP servers (ACP `mcpServers`) in the background, in the session's directory and
     /// under its config's environment policy; they replace the ones the session had.
-    pub fn start_session_mcp(&self, session_id: &str, cwd: &str, specs: Vec<mcp::ServerSpec>) {
+    pub fn start_session_mcp(&self, session_id: &str, cwd: &str, specs: Vec<mcp::ServerSpec>) -> mcp::SessionServers {
         let config = self.config(Some(cwd));
-        self.mcp.start_for_session(session_id, specs, &config, std::path::Path::new(cwd));
+        self.mcp.start_for_session(session_id, specs, &config, std::path::Path::new(cwd))
     }
 
-    /// Stops a session's own MCP servers.
-    pub fn stop_session_mcp(&self, session_id: &str) {
-        self.mcp.stop_session(session_id);
+    /// Stops the MCP servers that `start_session_mcp` started.
+    pub fn stop_session_mcp(&self, servers: &mcp::SessionServers) {
+        self.mcp.release(servers);
     }
 
     /// Follows the state of a session's MCP servers (for reporting failures to the client that passed them).

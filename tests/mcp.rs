@@ -345,3 +345,110 @@ async fn a_python_server_over_streamable_http_serves_tools_and_their_changes() {
     s.mock.push(done());
     assert_eq!(output(&run(&s, None).await), "I am sprout");
 }
+
+/// `keel acp` with the mock model; MCP tools allowed without asking.
+async fn acp(home: &Home, mock: &MockModel) -> (tokio::process::Child, Client) {
+    let config = json!({
+        "model": "mock/m",
+        "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } },
+        "permissions": allow_mcp(),
+    });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let mut child = common::keel_command(home.path())
+        .arg("acp")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let client = Client::connect(child.stdout.take().unwrap(), child.stdin.take().unwrap(), Framing::Ndjson);
+    (child, client)
+}
+
+/// Sends a prompt and collects its updates until it answers.
+async fn acp_prompt(c: &Client, session: &str) -> (Value, Vec<Value>) {
+    let (_, answer) = c
+        .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "go" }] }));
+    let mut updates = Vec::new();
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            biased;
+            m = c.next_message() => {
+                if m["method"] == "session/update" {
+                    updates.push(m["params"]["update"].clone());
+                }
+            }
+            a = &mut answer => return (a.unwrap(), updates),
+        }
+    }
+}
+
+#[tokio::test]
+async fn acp_session_new_with_mcp_servers_gives_that_session_the_tools() {
+    let home = Home::new();
+    let ws = PathBuf::from(home.workspace());
+    std::fs::write(ws.join("hello.txt"), "from the client's server\n").unwrap();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let init = c.ok("initialize", json!({ "protocolVersion": 1, "clientCapabilities": {} })).await;
+    assert_eq!(init["agentCapabilities"]["mcpCapabilities"], json!({ "http": true, "sse": false }));
+
+    let servers = json!([{ "name": "files", "command": filesystem_server(), "args": [ws], "env": [] }]);
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": servers })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    // The first turn waits for the session's server to start, so the tool is there at once.
+    mock.push(call("files_read_text_file", json!({ "path": ws.join("hello.txt") })));
+    mock.push(done());
+    let (answer, updates) = acp_prompt(&c, &session).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let completed = updates
+        .iter()
+        .find(|u| u["sessionUpdate"] == "tool_call_update" && u["status"] == "completed")
+        .unwrap_or_else(|| panic!("{updates:#?}"));
+    assert!(completed.to_string().contains("from the client's server"), "{completed}");
+    let offered = mock.requests()[0].body["tools"].to_string();
+    assert!(offered.contains("files_read_text_file"));
+
+    // Another session does not get them.
+    let other = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    mock.push(done());
+    acp_prompt(&c, other["sessionId"].as_str().unwrap()).await;
+    assert!(!mock.requests().last().unwrap().body["tools"].to_string().contains("files_"));
+}
+
+#[tokio::test]
+async fn acp_reports_mcp_servers_that_cannot_start() {
+    let home = Home::new();
+    let ws = home.workspace();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    c.ok("initialize", json!({ "protocolVersion": 1, "clientCapabilities": {} })).await;
+
+    // A program that does not exist, or a transport keel does not speak, is the request's error.
+    let missing = json!([{ "name": "gone", "command": "/nonexistent/server", "args": [], "env": [] }]);
+    let err = c.err("session/new", json!({ "cwd": ws, "mcpServers": missing })).await;
+    assert_eq!(err.code, -32602);
+    assert!(err.message.contains("mcpServers[0].command"), "{}", err.message);
+    let sse = json!([{ "type": "sse", "name": "old", "url": "http://127.0.0.1:9/sse", "headers": [] }]);
+    let err = c.err("session/new", json!({ "cwd": ws, "mcpServers": sse })).await;
+    assert!(err.message.contains("mcpServers[0].type"), "{}", err.message);
+
+    // One that starts and dies is told to the client as a message on that session.
+    let dies = json!([{ "name": "dies", "command": "sh", "args": ["-c", "echo no license >&2; exit 1"], "env": [] }]);
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": dies })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    let told = tokio::time::timeout(WAIT, async {
+        loop {
+            let m = c.next_message().await;
+            if m["method"] == "session/update" && m["params"]["sessionId"] == session {
+                return m["params"]["update"].clone();
+            }
+        }
+    })
+    .await
+    .expect("no report of the failed server");
+    assert_eq!(told["sessionUpdate"], "agent_message_chunk");
+    let text = told["content"]["text"].as_str().unwrap();
+    assert!(text.contains("`dies` failed") && text.contains("no license"), "{text}");
+}

@@ -172,19 +172,36 @@ fn string_map(value: &Value, path: &str) -> Result<BTreeMap<String, String>, Spe
     }
 }
 
-/// ACP's `mcpServers` (`session/new`, `session/load`): a list of `{name, command, args, env}` (stdio) and
-/// `{type: "http", name, url, headers}` entries. The first bad entry is the error.
-pub fn from_acp(servers: &[Value]) -> Result<Vec<ServerSpec>, SpecError> {
-    servers
-        .iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let path = format!("mcpServers[{i}]");
-            let name =
-                entry.get("name").and_then(Value::as_str).ok_or_else(|| bad(format!("{path}.name"), "a string"))?;
-            entry_spec(name, entry, &path)
+impl ServerSpec {
+    /// A server with the default timeouts, as a client passes it (ACP's `mcpServers` carry none); `path` names
+    /// the entry in errors.
+    pub fn new(name: &str, transport: Transport, path: &str) -> Result<Self, SpecError> {
+        check_name(name, &format!("{path}.name"))?;
+        match &transport {
+            Transport::Stdio { command, .. } if command.is_empty() => {
+                return Err(bad(format!("{path}.command"), "empty"));
+            }
+            Transport::Http { url, .. } if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(bad(format!("{path}.url"), "an http:// or https:// URL"));
+            }
+            _ => {}
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            transport,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         })
-        .collect()
+    }
+}
+
+/// Whether `command` names a program that exists: a path (relative to `cwd`), or a name found on `PATH`. A
+/// client is told at once about a server that cannot even start.
+pub fn program_exists(command: &str, cwd: &std::path::Path) -> bool {
+    if command.contains('/') {
+        return cwd.join(command).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }
 
 #[cfg(test)]
@@ -242,15 +259,13 @@ mod tests {
     }
 
     #[test]
-    fn acp_entries() {
-        let all = from_acp(&[
-            json!({ "name": "fs", "command": "/bin/srv", "args": ["a"], "env": [{ "name": "K", "value": "v" }] }),
-            json!({ "type": "http", "name": "h", "url": "http://127.0.0.1:9/mcp", "headers": [] }),
-        ])
-        .unwrap();
-        assert!(matches!(&all[0].transport, Transport::Stdio { env, .. } if env["K"] == "v"));
-        assert_eq!(all[1].transport.kind(), "http");
-        let err = from_acp(&[json!({ "command": "x" })]).unwrap_err();
-        assert_eq!(err.path, "mcpServers[0].name");
+    fn client_entries() {
+        let stdio = Transport::Stdio { command: "srv".into(), args: vec![], env: BTreeMap::new(), cwd: None };
+        assert_eq!(ServerSpec::new("fs", stdio.clone(), "mcpServers[0]").unwrap().call_timeout, DEFAULT_CALL_TIMEOUT);
+        assert_eq!(ServerSpec::new("a/b", stdio, "mcpServers[0]").unwrap_err().path, "mcpServers[0].name");
+        let ftp = Transport::Http { url: "ftp://x".into(), headers: BTreeMap::new() };
+        assert_eq!(ServerSpec::new("h", ftp, "mcpServers[1]").unwrap_err().path, "mcpServers[1].url");
+        assert!(program_exists("sh", std::path::Path::new("/")));
+        assert!(!program_exists("/nonexistent/srv", std::path::Path::new("/")));
     }
 }

@@ -44,6 +44,17 @@ pub struct ServerInfo {
     pub restarts: u32,
 }
 
+/// The servers one `start_for_session` started.
+pub struct SessionServers {
+    servers: Vec<Arc<Server>>,
+}
+
+impl SessionServers {
+    pub fn names(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.spec.name.clone()).collect()
+    }
+}
+
 /// `(session, name)`: config's servers have no session.
 type Key = (Option<String>, String);
 
@@ -98,38 +109,41 @@ impl Manager {
         *self.invalid.write() = invalid;
     }
 
-    /// Starts a session's own servers (ACP `mcpServers`), replacing the ones it had.
+    /// Starts a session's own servers (ACP `mcpServers`); each replaces the session's server of the same name. The
+    /// handle says which ones these are, for `release`.
     pub fn start_for_session(
         &self,
         session_id: &str,
         specs: Vec<ServerSpec>,
         config: &crate::config::Config,
         cwd: &Path,
-    ) -> Vec<String> {
-        self.stop_session(session_id);
+    ) -> SessionServers {
         let env = env_policy(config);
         let mut servers = self.servers.write();
-        specs
+        let started = specs
             .into_iter()
             .map(|spec| {
                 remember_secrets(&spec);
                 let name = spec.name.clone();
                 let server =
                     Server::spawn(spec, Some(session_id.to_owned()), env.clone(), cwd.to_owned(), self.changes.clone());
-                servers.insert((Some(session_id.to_owned()), name.clone()), server);
-                name
+                if let Some(old) = servers.insert((Some(session_id.to_owned()), name), Arc::clone(&server)) {
+                    old.stop();
+                }
+                server
             })
-            .collect()
+            .collect();
+        SessionServers { servers: started }
     }
 
-    /// Stops and forgets a session's own servers.
-    pub fn stop_session(&self, session_id: &str) {
-        self.servers.write().retain(|(session, _), server| {
-            let keep = session.as_deref() != Some(session_id);
-            if !keep {
+    /// Stops and forgets the servers `start_for_session` started, unless others have replaced them since.
+    pub fn release(&self, handle: &SessionServers) {
+        self.servers.write().retain(|_, server| {
+            let mine = handle.servers.iter().any(|s| Arc::ptr_eq(s, server));
+            if mine {
                 server.stop();
             }
-            keep
+            !mine
         });
     }
 
@@ -174,9 +188,10 @@ impl Manager {
     }
 }
 
-impl ToolSource for Manager {
-    /// Config's servers' tools, and the session's own; a session server shadows a config server of the same name.
-    fn tools(&self, session_id: Option<&str>) -> Vec<Arc<dyn Tool>> {
+impl Manager {
+    /// The servers `session_id` sees: config's, and the session's own, which shadow config's of the same name
+    /// (config's only when `None`).
+    fn visible(&self, session_id: Option<&str>) -> Vec<Arc<Server>> {
         let servers = self.servers.read();
         let mut by_name: BTreeMap<&str, &Arc<Server>> = BTreeMap::new();
         for ((session, name), server) in servers.iter() {
@@ -190,7 +205,25 @@ impl ToolSource for Manager {
                 _ => {}
             }
         }
-        by_name.into_values().flat_map(|server| server.snapshot().tools).map(|t| -> Arc<dyn Tool> { t }).collect()
+        by_name.into_values().cloned().collect()
+    }
+}
+
+impl ToolSource for Manager {
+    fn tools(&self, session_id: Option<&str>) -> Vec<Arc<dyn Tool>> {
+        self.visible(session_id)
+            .into_iter()
+            .flat_map(|server| server.snapshot().tools)
+            .map(|t| -> Arc<dyn Tool> { t })
+            .collect()
+    }
+
+    fn settle<'a>(&'a self, session_id: &'a str) -> crate::provider::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            for server in self.visible(Some(session_id)) {
+                server.first_start().await;
+            }
+        })
     }
 }
 

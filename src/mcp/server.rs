@@ -102,6 +102,13 @@ impl Server {
         self.state.subscribe()
     }
 
+    /// Resolves when the server's first start has ended (ready or failed), at most its start-up time from now.
+    pub async fn first_start(&self) {
+        let mut state = self.subscribe();
+        let done = state.wait_for(|s| s.restarts > 0 || s.status != Status::Starting);
+        let _ = tokio::time::timeout(self.spec.startup_timeout, done).await;
+    }
+
     /// Stops the running server (if any) and starts it again at once, also after it gave up.
     pub fn restart(&self) {
         self.restart.notify_one();

@@ -178,6 +178,10 @@ pub fn schema_of<T: schemars::JsonSchema>() -> Value {
 pub trait ToolSource: Send + Sync {
     /// The tools this source offers to `session_id` now, or to every session when it is `None`.
     fn tools(&self, session_id: Option<&str>) -> Vec<Arc<dyn Tool>>;
+
+    /// Resolves once the tools `session_id` is about to get are known: MCP servers still on their first start are
+    /// waited for (each at most its start-up time), so a session's first turn sees the tools of its servers.
+    fn settle<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ()>;
 }
 
 #[derive(Clone, Default)]
@@ -235,6 +239,16 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// Waits until every source knows the tools `session_id` gets (see `ToolSource::settle`), or `cancel`.
+    pub async fn settle(&self, session_id: &str, cancel: &CancellationToken) {
+        for source in &self.sources {
+            tokio::select! {
+                () = source.settle(session_id) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
     }
 
     /// The built-in tools' specs.
