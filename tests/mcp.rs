@@ -313,7 +313,7 @@ async fn a_python_server_over_streamable_http_serves_tools_and_their_changes() {
     let _server = python_server(port).await;
     let url = format!("http://127.0.0.1:{port}/mcp");
     let s = setup(
-        json!({ "py": { "type": "remote", "url": url, "headers": { "X-Keel-Test": "1" } } }),
+        json!({ "py": { "type": "remote", "url": url, "headers": { "X-Keel-Test": "1" }, "timeoutMs": 500 } }),
         allow_mcp(),
         json!({}),
     )
@@ -321,7 +321,7 @@ async fn a_python_server_over_streamable_http_serves_tools_and_their_changes() {
     let c = &s.engine.client;
     let py = wait_ready(c, "py").await;
     assert_eq!(py["transport"], "http");
-    assert_eq!(py["tools"], json!(["py_echo", "py_fail", "py_grow"]));
+    assert_eq!(py["tools"], json!(["py_echo", "py_fail", "py_slow", "py_grow"]));
 
     s.mock.push(call("py_echo", json!({ "text": "over http" })));
     s.mock.push(done());
@@ -344,6 +344,89 @@ async fn a_python_server_over_streamable_http_serves_tools_and_their_changes() {
     s.mock.push(call("py_sprout", json!({})));
     s.mock.push(done());
     assert_eq!(output(&run(&s, None).await), "I am sprout");
+
+    // Every call has a timeout (`timeoutMs`); the server is told to stop, and serves the next call.
+    s.mock.push(call("py_slow", json!({ "seconds": 60 })));
+    s.mock.push(done());
+    let events = run(&s, None).await;
+    let failed = settlement(&events);
+    assert_eq!(failed["type"], "tool.failed");
+    assert!(failed["data"]["error"].as_str().unwrap().contains("no answer within 500 ms"), "{failed}");
+    s.mock.push(call("py_echo", json!({ "text": "still here" })));
+    s.mock.push(done());
+    assert_eq!(output(&run(&s, None).await), "http echo: still here");
+}
+
+#[tokio::test]
+async fn an_interrupt_ends_a_running_mcp_call() {
+    let port = free_port();
+    let _server = python_server(port).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let s = setup(json!({ "py": { "url": url } }), allow_mcp(), json!({})).await;
+    let c = &s.engine.client;
+    wait_ready(c, "py").await;
+    s.mock.push(call("py_slow", json!({ "seconds": 60 })));
+    s.mock.push(done());
+    c.ok("session/prompt", json!({ "sessionId": s.session, "input": [{ "type": "text", "text": "go" }] })).await;
+    let mut interrupted = false;
+    let failed = loop {
+        let m = c.next_message().await;
+        if m["method"] != "session/event" {
+            continue;
+        }
+        let event = m["params"]["event"].clone();
+        if event["type"] == "tool.started" && !interrupted {
+            c.ok("session/interrupt", json!({ "sessionId": s.session })).await;
+            interrupted = true;
+        }
+        if event["type"] == "tool.failed" {
+            break event;
+        }
+    };
+    assert_eq!(failed["data"]["error"], "interrupted");
+}
+
+#[tokio::test]
+async fn large_outputs_are_stored_and_credentials_stay_out_of_servers_and_answers() {
+    let home = Home::new();
+    let ws = PathBuf::from(home.workspace());
+    let lines: String = (1..=3000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(ws.join("big.txt"), &lines).unwrap();
+    let mut mcp = filesystem(&ws);
+    // The engine's own credentials are not inherited; a server's configured `env` is given, and scrubbed from
+    // whatever keel shows.
+    mcp["leaky"] = json!({
+        "command": "sh",
+        "args": ["-c", "echo \"inherited=[$MY_SERVICE_TOKEN] given=[$LEAKY_API_KEY]\" >&2; exit 1"],
+        "env": { "LEAKY_API_KEY": "configured-secret-4242" },
+    });
+    let home2 = Home::new();
+    let mock = MockModel::start().await;
+    let config = json!({
+        "model": "mock/m",
+        "providers": { "mock": { "wire": Wire::Chat.config_name(), "baseUrl": mock.url() } },
+        "permissions": allow_mcp(),
+        "mcp": mcp,
+    });
+    std::fs::write(home2.path().join("config.jsonc"), config.to_string()).unwrap();
+    let engine = Engine::start_with(home2.path(), Framing::Ndjson, &[("MY_SERVICE_TOKEN", "engine-secret-1717")]).await;
+    engine.client.initialize().await;
+    let leaky = wait_server(&engine.client, "leaky", |s| s["status"] == "failed").await;
+    let error = leaky["error"].as_str().unwrap();
+    assert!(error.contains("inherited=[]") && error.contains("given=[[redacted]]"), "{error}");
+
+    let session = engine.client.create_session(ws.to_str().unwrap()).await;
+    let sub = engine.client.subscribe(&session, 0).await;
+    wait_ready(&engine.client, "fs").await;
+    mock.push(call("fs_read_text_file", json!({ "path": ws.join("big.txt") })));
+    mock.push(done());
+    let s = Setup { _home: home2, ws: ws.clone(), mock, engine, session, sub };
+    let events = run(&s, None).await;
+    let completed = settlement(&events);
+    assert_eq!(completed["type"], "tool.completed");
+    assert_eq!(completed["data"]["truncated"], true, "{completed}");
+    assert!(completed["data"]["output"].as_str().unwrap().len() < lines.len());
+    drop(home);
 }
 
 /// `keel acp` with the mock model; MCP tools allowed without asking.

@@ -6,6 +6,8 @@ Usage: http_server.py PORT. Listens on 127.0.0.1 only. `grow` adds a tool at run
 
 import sys
 
+import anyio
+
 from mcp.server.fastmcp import Context, FastMCP
 
 port = int(sys.argv[1])
@@ -22,6 +24,13 @@ def echo(text: str) -> str:
 def fail(reason: str) -> str:
     """Always fails with the given reason."""
     raise ValueError(reason)
+
+
+@server.tool()
+async def slow(seconds: float) -> str:
+    """Sleeps, then answers: for timeouts and interrupts."""
+    await anyio.sleep(seconds)
+    return f"slept {seconds}"
 
 
 @server.tool()
