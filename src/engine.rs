@@ -120,9 +120,11 @@ impl Engine {
         self.mcp.list()
     }
 
-    /// Restarts an MCP server (a session's own first, when `session_id` has one of that name).
+    /// Restarts an MCP server: a session's own first, when `session_id` has one of that name, else config's as the
+    /// config reads now.
     pub fn restart_mcp(&self, name: &str, session_id: Option<&str>) -> Result<mcp::ServerInfo, mcp::McpError> {
-        self.mcp.restart(name, session_id)
+        let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        self.mcp.restart(name, session_id, &self.config(Some(&cwd.to_string_lossy())), &cwd)
     }
 
     /// Starts a session's own MCP servers (ACP `mcpServers`) in the background, in the session's directory and

@@ -281,7 +281,18 @@ async fn mcp_list_shows_servers_that_fail_to_start_with_their_error() {
 
     let unknown = c.err("mcp/restart", json!({ "name": "nope" })).await;
     assert_eq!(unknown.code, -32602);
-    let _ = &s.ws;
+
+    // mcp/restart reads config again: a fixed entry starts as it now reads, a removed one stops.
+    let config_path = s._home.path().join("config.jsonc");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["mcp"]["missing"] = json!({ "type": "local", "command": [filesystem_server(), s.ws] });
+    config["mcp"].as_object_mut().unwrap().remove("dies");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    c.ok("mcp/restart", json!({ "name": "missing" })).await;
+    wait_ready(c, "missing").await;
+    assert_eq!(c.err("mcp/restart", json!({ "server": "dies" })).await.code, -32602);
+    let list = c.ok("mcp/list", json!({})).await;
+    assert!(list["servers"].as_array().unwrap().iter().all(|s| s["name"] != "dies"), "{list}");
 }
 
 /// A free port on loopback (closed again: the server binds it).

@@ -48,9 +48,9 @@ fn bad(path: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError { path: path.into(), message: message.into() }
 }
 
-/// The servers of config's `mcp`: `{"name": {...}}` (opencode) or `{"servers": {"name": {...}}}`. Disabled entries
-/// (`"enabled": false`) are left out; a bad entry is an error for that entry only, so the others still start.
-pub fn from_config(mcp: Option<&Value>) -> Vec<Result<ServerSpec, SpecError>> {
+/// The servers of config's `mcp` by name: `{"name": {...}}` (opencode) or `{"servers": {"name": {...}}}`. Disabled
+/// entries (`"enabled": false`) are left out; a bad entry is an error for that entry only, so the others still start.
+pub fn from_config(mcp: Option<&Value>) -> Vec<(String, Result<ServerSpec, SpecError>)> {
     let Some(Value::Object(map)) = mcp else {
         return Vec::new();
     };
@@ -61,7 +61,7 @@ pub fn from_config(mcp: Option<&Value>) -> Vec<Result<ServerSpec, SpecError>> {
     entries
         .iter()
         .filter(|(_, v)| v.get("enabled").and_then(Value::as_bool) != Some(false))
-        .map(|(name, entry)| entry_spec(name, entry, &format!("{prefix}.{name}")))
+        .map(|(name, entry)| (name.clone(), entry_spec(name, entry, &format!("{prefix}.{name}"))))
         .collect()
 }
 
@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     fn specs(mcp: Value) -> Vec<Result<ServerSpec, SpecError>> {
-        from_config(Some(&mcp))
+        from_config(Some(&mcp)).into_iter().map(|(_, spec)| spec).collect()
     }
 
     #[test]

@@ -83,13 +83,12 @@ impl Manager {
         let env = env_policy(config);
         let mut invalid = BTreeMap::new();
         let mut started = Vec::new();
-        for spec in config::from_config(config.mcp.as_ref()) {
+        for (name, spec) in config::from_config(config.mcp.as_ref()) {
             match spec {
                 Ok(spec) => started.push(spec),
                 Err(e) => {
                     tracing::warn!("MCP config: {e}");
-                    let name = e.path.split('.').nth(if e.path.starts_with("mcp.servers.") { 2 } else { 1 });
-                    invalid.insert(name.unwrap_or(&e.path).to_owned(), e.to_string());
+                    invalid.insert(name, e.to_string());
                 }
             }
         }
@@ -161,23 +160,54 @@ impl Manager {
         out
     }
 
-    /// Restarts a server now: a session's own when `session_id` names one with that name, else config's.
-    pub fn restart(&self, name: &str, session_id: Option<&str>) -> Result<ServerInfo, McpError> {
-        let server = {
-            let servers = self.servers.read();
-            session_id
-                .and_then(|s| servers.get(&(Some(s.to_owned()), name.to_owned())))
-                .or_else(|| servers.get(&(None, name.to_owned())))
-                .cloned()
-        };
-        let server = server.ok_or_else(|| McpError::UnknownServer(name.to_owned()))?;
-        server.restart();
-        let mut info = self.list().into_iter().find(|i| i.name == name && i.session_id == server.session);
-        // The supervisor picks the restart up on its own time; the answer says it is under way.
-        if let Some(info) = info.as_mut() {
-            info.status = Status::Starting;
+    /// Restarts a server now. A session's own when `session_id` has one of that name; else config's, read again from
+    /// `config`, so that an edited entry starts as it now reads and a removed or disabled one stops.
+    pub fn restart(
+        &self,
+        name: &str,
+        session_id: Option<&str>,
+        config: &crate::config::Config,
+        cwd: &Path,
+    ) -> Result<ServerInfo, McpError> {
+        if let Some(session_id) = session_id {
+            let own = self.servers.read().get(&(Some(session_id.to_owned()), name.to_owned())).cloned();
+            if let Some(server) = own {
+                server.restart();
+                return Ok(starting(server.info()));
+            }
         }
-        info.ok_or_else(|| McpError::UnknownServer(name.to_owned()))
+        let key = (None, name.to_owned());
+        let entry = config::from_config(config.mcp.as_ref()).into_iter().find(|(n, _)| n == name);
+        let spec = match entry {
+            Some((_, Ok(spec))) => spec,
+            gone_or_bad => {
+                if let Some(old) = self.servers.write().remove(&key) {
+                    old.stop();
+                }
+                return Err(match gone_or_bad {
+                    Some((_, Err(e))) => {
+                        self.invalid.write().insert(name.to_owned(), e.to_string());
+                        McpError::InvalidSpec(e)
+                    }
+                    _ => {
+                        self.invalid.write().remove(name);
+                        McpError::UnknownServer(name.to_owned())
+                    }
+                });
+            }
+        };
+        self.invalid.write().remove(name);
+        let mut servers = self.servers.write();
+        if let Some(server) = servers.get(&key).filter(|s| s.spec == spec) {
+            server.restart();
+            return Ok(starting(server.info()));
+        }
+        remember_secrets(&spec);
+        let server = Server::spawn(spec, None, env_policy(config), cwd.to_owned(), self.changes.clone());
+        if let Some(old) = servers.insert(key, Arc::clone(&server)) {
+            old.stop();
+        }
+        Ok(starting(server.info()))
     }
 
     /// Stops every server (engine shutdown).
@@ -225,6 +255,12 @@ impl ToolSource for Manager {
             }
         })
     }
+}
+
+/// The supervisor picks a restart up on its own time; the answer says it is under way.
+fn starting(mut info: ServerInfo) -> ServerInfo {
+    info.status = Status::Starting;
+    info
 }
 
 /// MCP servers start with the environment `bash` gets (credentials left out), plus their own `env`.
