@@ -213,7 +213,7 @@ async fn supervise(server: Weak<Server>, stop: CancellationToken) {
             Ended::Failed(reason) => {
                 // The last lines a dying process wrote may still be in the pipe.
                 if let Some(reader) = reader.take() {
-                    let _ = tokio::time::timeout(Duration::from_millis(300), reader).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
                 }
                 with_stderr(reason, &stderr)
             }
