@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use keel_protocol::approval::Resolved;
+use keel_protocol::recovery::RecoveryDecision;
 use tokio::sync::broadcast;
 
 use crate::config::{Config, Paths};
@@ -12,7 +13,7 @@ use crate::provider::registry::Registry;
 use crate::session::approval::ApprovalError;
 use crate::session::coordinator::Coordinator;
 use crate::session::runner::Mode;
-use crate::session::{Delta, Notice, Services, Sessions};
+use crate::session::{Delta, Error as SessionError, Notice, Services, Sessions};
 use crate::store::{self, Store};
 use crate::{mcp, tool};
 
@@ -45,7 +46,9 @@ impl Engine {
     }
 
     /// Starts the background work of a serving engine: config's MCP servers (read for the process's directory;
-    /// nothing waits for them) and the watch for other writers. Needs a running tokio runtime.
+    /// nothing waits for them), watching other engine processes' commits, and (unless settings say otherwise)
+    /// taking over sessions that nobody runs, now and periodically. Nothing here delays serving. Needs a running
+    /// tokio runtime.
     pub fn start(self: &Arc<Self>) {
         let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
         self.mcp.start_configured(&self.config(Some(&cwd.to_string_lossy())), &cwd);
@@ -56,6 +59,27 @@ impl Engine {
                 tracing::error!("watching for other engine processes stopped: {e}");
             }
         });
+        if self.services.settings.discover {
+            let coordinator = Arc::clone(&self.coordinator);
+            let every = self.services.settings.lease_renew;
+            tokio::spawn(async move {
+                loop {
+                    coordinator.discover();
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+    }
+
+    /// Suspends every running activity at a safe point (within the shutdown grace) and gives the leases back; the
+    /// next engine to start resumes them. No run starts after this is called.
+    pub async fn shutdown(&self) {
+        self.coordinator.shutdown(self.services.settings.shutdown_grace).await;
+    }
+
+    /// Records a decision about an activity whose last attempt had an unknown outcome (see `recovery/decide`).
+    pub fn decide_recovery(&self, session_id: &str, decision: RecoveryDecision) -> Result<(), SessionError> {
+        self.coordinator.decide(session_id, decision)
     }
 
     pub fn providers(&self) -> &Registry {

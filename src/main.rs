@@ -203,8 +203,11 @@ fn env_number(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn settings() -> Settings {
+/// Engine settings: the environment over the global config's `recovery` section over the defaults.
+fn settings(paths: &Paths) -> Settings {
     let defaults = Settings::default();
+    // A broken config file is reported when a session reads it; here its absence of settings is enough.
+    let recovery = keel::config::load(paths, None).ok().and_then(|l| l.config.recovery).unwrap_or_default();
     Settings {
         subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", defaults.subscriber_stall),
         poll_other_writers: env_millis("KEEL_POLL_MS", defaults.poll_other_writers),
@@ -213,12 +216,44 @@ fn settings() -> Settings {
             "KEEL_MAX_SUBSCRIPTIONS",
             defaults.max_subscriptions_per_connection,
         ),
+        lease_ttl: env_millis("KEEL_LEASE_MS", configured(recovery.lease_ms, defaults.lease_ttl)),
+        // A zero period would stop the renewal timer; a millisecond is the floor.
+        lease_renew: env_millis("KEEL_LEASE_RENEW_MS", configured(recovery.lease_renew_ms, defaults.lease_renew))
+            .max(Duration::from_millis(1)),
+        shutdown_grace: env_millis(
+            "KEEL_SHUTDOWN_GRACE_MS",
+            configured(recovery.shutdown_grace_ms, defaults.shutdown_grace),
+        ),
         ..defaults
     }
 }
 
+fn configured(millis: Option<u64>, default: Duration) -> Duration {
+    millis.map_or(default, Duration::from_millis)
+}
+
 fn open_engine() -> Result<Arc<Engine>, String> {
-    Engine::open(Paths::from_env(), settings()).map_err(|e| e.to_string())
+    let paths = Paths::from_env();
+    let settings = settings(&paths);
+    Engine::open(paths, settings).map_err(|e| e.to_string())
+}
+
+/// Serves until `serving` ends or SIGTERM/SIGINT arrives (then the result is `on_signal`), and suspends running
+/// activities within the shutdown grace, giving their leases back so that the next engine resumes them.
+async fn until_signal<T>(engine: &Engine, serving: impl Future<Output = T>, on_signal: T) -> T {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let served = serving.await;
+        engine.shutdown().await;
+        return served;
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        _ = term.recv() => on_signal,
+        _ = int.recv() => on_signal,
+    };
+    engine.shutdown().await;
+    served
 }
 
 fn with_engine<F, Fut>(f: F) -> Result<ExitCode, String>
@@ -236,7 +271,10 @@ where
 fn run_once(args: RunArgs) -> Result<ExitCode, String> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let engine = open_engine()?;
+        let paths = Paths::from_env();
+        // A one-shot run drives its own session only; sessions that nobody runs are for serving engines.
+        let settings = Settings { discover: false, ..settings(&paths) };
+        let engine = Engine::open(paths, settings).map_err(|e| e.to_string())?;
         engine.start();
         let prompt = if args.prompt.is_empty() || args.prompt == ["-"] {
             let mut prompt = String::new();
@@ -279,11 +317,11 @@ fn acp() -> Result<ExitCode, String> {
     rt.block_on(async move {
         let engine = open_engine()?;
         engine.start();
-        let methods = keel::acp::methods(engine).map_err(|e| e.to_string())?;
+        let methods = keel::acp::methods(Arc::clone(&engine)).map_err(|e| e.to_string())?;
         let server = rpc::Server::new(methods, None)
             .with_ordering(keel::acp::ordering())
             .with_cancel_notice(rpc::CancelNotice::Acp);
-        let code = rpc::stdio(Arc::new(server)).await;
+        let code = until_signal(&engine, rpc::stdio(Arc::new(server)), 0).await;
         // As for `serve`: stdin's blocking reader would hold up a runtime shutdown.
         std::process::exit(code);
     })
@@ -310,19 +348,26 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let engine = open_engine()?;
         engine.start();
-        let methods = keel::api::methods(engine).map_err(|e| e.to_string())?;
+        let methods = keel::api::methods(Arc::clone(&engine)).map_err(|e| e.to_string())?;
         let max_connections = env_number("KEEL_MAX_CONNECTIONS", rpc::DEFAULT_MAX_CONNECTIONS);
         let server =
             rpc::Server::new(methods, token).with_ordering(keel::api::ordering()).with_max_connections(max_connections);
         let server = Arc::new(server);
         match listen {
             None => {
-                let code = rpc::stdio(server).await;
+                let code = until_signal(&engine, rpc::stdio(server), 0).await;
                 // stdin is read on a blocking thread that a runtime shutdown would wait for; leave now.
                 std::process::exit(code);
             }
-            Some(Listen::Unix(path)) => rpc::unix(server, &path).await.map_err(|e| e.to_string())?,
-            Some(Listen::Tcp(addr)) => rpc::tcp(server, addr).await.map_err(|e| e.to_string())?,
+            Some(listen) => {
+                let serving = async {
+                    match listen {
+                        Listen::Unix(path) => rpc::unix(server, &path).await,
+                        Listen::Tcp(addr) => rpc::tcp(server, addr).await,
+                    }
+                };
+                until_signal(&engine, serving, Ok(())).await.map_err(|e| e.to_string())?;
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -1,5 +1,6 @@
-//! What a dead process leaves behind: a running tool call is failed as interrupted (never re-run) and its open
-//! activity closed, before the session's next run; and a SIGKILL mid-stream loses nothing that was committed.
+//! What a dead process leaves behind: a running tool call is failed as interrupted (never re-run); an activity whose
+//! model answer was cut waits for a decision (`recovering`) that the next engine start announces by itself; and a
+//! SIGKILL mid-stream loses nothing that was committed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -38,10 +39,41 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
             )
             .unwrap();
     }
+    // The engine that starts finds the activity by itself: its turn was answering, so it waits for a decision.
     let engine = Engine::ready(home.path()).await;
     let c = &engine.client;
     let sub = c.subscribe("ses_dead", 7).await;
-    assert_eq!(c.ok("session/resume", json!({ "sessionId": "ses_dead" })).await["started"], true);
+    let mut events = until(c, &sub, |e| e["type"] == "recovery.required").await;
+    assert_eq!(events[0]["type"], "tool.failed");
+    assert_eq!(events[0]["data"]["callId"], "call_9");
+    assert!(events[0]["data"]["error"].as_str().unwrap().starts_with("interrupted"));
+    assert_eq!(events[1]["type"], "turn.failed");
+    assert_eq!(events[1]["data"]["error"]["kind"], "unknown_outcome");
+    let required = events.last().unwrap();
+    assert_eq!(required["data"]["reason"], "attempt_streamed");
+    assert_eq!(required["data"]["activityId"], "act_old");
+    assert_eq!(c.ok("session/get", json!({ "sessionId": "ses_dead" })).await["status"], "recovering");
+    assert!(mock.requests().is_empty(), "nothing is sent again without a decision");
+
+    c.ok("recovery/decide", json!({ "sessionId": "ses_dead", "decision": "retry" })).await;
+    events.extend(until(c, &sub, |e| e["type"] == "activity.closed").await);
+    let closed = events.last().unwrap();
+    assert_eq!(closed["data"], json!({ "activityId": "act_old", "reason": "completed" }));
+    let resumed = events.iter().find(|e| e["type"] == "activity.resumed").unwrap();
+    assert_eq!(resumed["data"]["after"], "decision");
+    assert!(events.iter().filter(|e| e["type"] == "tool.started").count() == 0, "the tool is never re-run");
+    // The model learns what happened to the call.
+    assert_eq!(mock.requests().len(), 1);
+    let history = mock.requests()[0].body["messages"].clone();
+    let tool = history.as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
+    assert_eq!(tool["tool_call_id"], "call_9");
+    assert!(tool["content"].as_str().unwrap().contains("interrupted"));
+    let again = c.err("recovery/decide", json!({ "sessionId": "ses_dead", "decision": "retry" })).await;
+    assert_eq!(again.code, -32011, "a decision is taken once");
+}
+
+/// The subscription's events up to the first that `stop` accepts.
+async fn until(c: &common::Client, sub: &str, stop: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     loop {
         let m = c.next_message().await;
@@ -49,27 +81,12 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
             continue;
         }
         let event = m["params"]["event"].clone();
-        let done = event["type"] == "activity.closed" && event["data"]["activityId"] != "act_old";
+        let done = stop(&event);
         events.push(event);
         if done {
-            break;
+            return events;
         }
     }
-    assert_eq!(events[0]["type"], "tool.failed");
-    assert_eq!(events[0]["data"]["callId"], "call_9");
-    assert!(events[0]["data"]["error"].as_str().unwrap().starts_with("interrupted"));
-    assert_eq!(events[1]["type"], "activity.closed");
-    assert_eq!(
-        events[1]["data"],
-        json!({ "activityId": "act_old", "reason": "failed", "error": "the engine stopped while this activity ran" })
-    );
-    assert!(events.iter().filter(|e| e["type"] == "tool.started").count() == 0, "the tool is never re-run");
-    assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
-    // The model learns what happened to the call.
-    let history = mock.requests()[0].body["messages"].clone();
-    let tool = history.as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
-    assert_eq!(tool["tool_call_id"], "call_9");
-    assert!(tool["content"].as_str().unwrap().contains("interrupted"));
 }
 
 #[tokio::test]
@@ -87,28 +104,40 @@ async fn sigkill_mid_stream_keeps_every_committed_event_and_the_next_run_recover
     c.ok("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": "long" }] })).await;
     let last = loop {
         let m = c.next_message().await;
-        if m["params"]["subscriptionId"] == sub && m["params"]["event"]["type"] == "turn.started" {
+        if m["params"]["subscriptionId"] == sub && m["params"]["event"]["type"] == "turn.dispatched" {
             break m["params"]["event"]["seq"].as_u64().unwrap();
         }
     };
+    // Killed while the model answers: the request has arrived and the answer streams slowly.
+    for _ in 0..500 {
+        if !mock.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.requests().len(), 1);
     let mut child = engine.child;
     child.kill().await.unwrap();
 
     let engine = SocketEngine::start(home.path(), &[]).await;
     let c = engine.connect().await;
-    let got = c.ok("session/get", json!({ "sessionId": session })).await;
-    assert!(got["headSeq"].as_u64().unwrap() >= last);
-    assert_eq!(got["status"], "running", "the dead run's status stays until recovery");
     let sub = c.subscribe(&session, last as i64).await;
+    // The engine that starts takes the cut answer over by itself and asks for a decision.
+    until(&c, &sub, |e| e["type"] == "recovery.required").await;
+    let got = c.ok("session/get", json!({ "sessionId": session })).await;
+    assert!(got["headSeq"].as_u64().unwrap() > last);
+    assert_eq!(got["status"], "recovering");
     c.ok("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": "again" }] })).await;
-    let mut reasons = Vec::new();
-    while reasons.len() < 2 {
-        let m = c.next_message().await;
-        if m["params"]["subscriptionId"] == sub && m["params"]["event"]["type"] == "activity.closed" {
-            reasons.push(m["params"]["event"]["data"]["reason"].clone());
-        }
+    c.ok("recovery/decide", json!({ "sessionId": session, "decision": "abandon" })).await;
+    let mut closed = Vec::new();
+    while closed.len() < 2 {
+        let event = until(&c, &sub, |e| e["type"] == "activity.closed").await.pop().unwrap();
+        closed.push(event["data"].clone());
     }
-    assert_eq!(reasons, [json!("failed"), json!("completed")]);
+    assert_eq!(closed[0]["reason"], "interrupted");
+    assert_eq!(closed[0]["error"], "abandoned after the engine stopped");
+    assert_eq!(closed[1]["reason"], "completed");
+    assert_eq!(mock.requests().len(), 2, "the cut attempt was not sent again");
 }
 
 #[tokio::test]

@@ -13,18 +13,19 @@ async fn a_text_reply_completes_the_activity() {
     check(
         json!({ "turns": [{ "text": "Hello there.", "usage": { "input": 10, "output": 3 } }] }),
         expect![[r#"
-         1 session.created agent=build
-         2 input.admitted inp1 queue started
-         3 activity.opened act2 queue
-         4 input.promoted [inp1] -> msg3
-         5 session.status running
-         6 turn.started turn4 play/script
-         7 text.completed "Hello there."
-         8 turn.completed turn4 stop
-         9 activity.closed act2 completed
-        10 session.status idle
-        => completed
-    "#]],
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 turn.dispatched turn4 attempt=1
+             8 text.completed "Hello there."
+             9 turn.completed turn4 stop
+            10 activity.closed act2 completed
+            11 session.status idle
+            => completed
+        "#]],
     )
     .await;
 }
@@ -44,16 +45,19 @@ async fn a_tool_call_runs_and_the_model_continues() {
              4 input.promoted [inp1] -> msg3
              5 session.status running
              6 turn.started turn4 play/script
-             7 text.completed "On it."
-             8 tool.called c1 todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
-             9 tool.started c1
-            10 tool.completed c1 "0/1 done"
-            11 turn.completed turn4 tool_calls
-            12 turn.started turn6 play/script
-            13 text.completed "Done."
-            14 turn.completed turn6 stop
-            15 activity.closed act2 completed
-            16 session.status idle
+             7 turn.dispatched turn4 attempt=1
+             8 text.completed "On it."
+             9 tool.called c1 todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
+            10 turn.streamed turn4 tool_calls
+            11 tool.started c1
+            12 tool.completed c1 "0/1 done"
+            13 turn.completed turn4 tool_calls
+            14 turn.started turn6 play/script
+            15 turn.dispatched turn6 attempt=1
+            16 text.completed "Done."
+            17 turn.completed turn6 stop
+            18 activity.closed act2 completed
+            19 session.status idle
             => completed
         "#]],
     )
@@ -77,19 +81,22 @@ async fn an_approved_write_waits_for_its_answer_then_runs() {
              4 input.promoted [inp1] -> msg3
              5 session.status running
              6 turn.started turn4 play/script
-             7 tool.called w1 write {"content":"x","filePath":"a.txt"}
-             8 approval.requested apr6 w1 edit ["a.txt"]
-             9 session.status waiting_approval
-            10 approval.resolved apr6 once by=check
-            11 session.status running
-            12 tool.started w1
-            13 tool.completed w1 "Created a.txt (1 bytes)"
-            14 turn.completed turn4 tool_calls
-            15 turn.started turn7 play/script
-            16 text.completed "Written."
-            17 turn.completed turn7 stop
-            18 activity.closed act2 completed
-            19 session.status idle
+             7 turn.dispatched turn4 attempt=1
+             8 tool.called w1 write {"content":"x","filePath":"a.txt"}
+             9 turn.streamed turn4 tool_calls
+            10 approval.requested apr6 w1 edit ["a.txt"]
+            11 session.status waiting_approval
+            12 approval.resolved apr6 once by=check
+            13 session.status running
+            14 tool.started w1
+            15 tool.completed w1 "Created a.txt (1 bytes)"
+            16 turn.completed turn4 tool_calls
+            17 turn.started turn7 play/script
+            18 turn.dispatched turn7 attempt=1
+            19 text.completed "Written."
+            20 turn.completed turn7 stop
+            21 activity.closed act2 completed
+            22 session.status idle
             => completed
         "#]],
     )
@@ -113,18 +120,21 @@ async fn a_rejected_call_fails_with_the_reason_and_the_model_sees_it() {
              4 input.promoted [inp1] -> msg3
              5 session.status running
              6 turn.started turn4 play/script
-             7 tool.called b1 bash {"command":"rm -rf build"}
-             8 approval.requested apr6 b1 bash ["rm -rf build"]
-             9 session.status waiting_approval
-            10 approval.resolved apr6 reject by=check
-            11 session.status running
-            12 tool.failed b1 "the user rejected this call"
-            13 turn.completed turn4 tool_calls
-            14 turn.started turn7 play/script
-            15 text.completed "Understood."
-            16 turn.completed turn7 stop
-            17 activity.closed act2 completed
-            18 session.status idle
+             7 turn.dispatched turn4 attempt=1
+             8 tool.called b1 bash {"command":"rm -rf build"}
+             9 turn.streamed turn4 tool_calls
+            10 approval.requested apr6 b1 bash ["rm -rf build"]
+            11 session.status waiting_approval
+            12 approval.resolved apr6 reject by=check
+            13 session.status running
+            14 tool.failed b1 "the user rejected this call"
+            15 turn.completed turn4 tool_calls
+            16 turn.started turn7 play/script
+            17 turn.dispatched turn7 attempt=1
+            18 text.completed "Understood."
+            19 turn.completed turn7 stop
+            20 activity.closed act2 completed
+            21 session.status idle
             => completed
         "#]],
     )
@@ -145,15 +155,17 @@ async fn a_steer_joins_the_activity_at_the_next_turn() {
              4 input.promoted [inp1] -> msg3
              5 session.status running
              6 turn.started turn4 play/script
-             7 input.admitted inp5 steer steered
-             8 text.completed "First."
-             9 turn.completed turn4 stop
-            10 input.promoted [inp5] -> msg6
-            11 turn.started turn7 play/script
-            12 text.completed "Second, with the steer."
-            13 turn.completed turn7 stop
-            14 activity.closed act2 completed
-            15 session.status idle
+             7 turn.dispatched turn4 attempt=1
+             8 input.admitted inp5 steer steered
+             9 text.completed "First."
+            10 turn.completed turn4 stop
+            11 input.promoted [inp5] -> msg6
+            12 turn.started turn7 play/script
+            13 turn.dispatched turn7 attempt=1
+            14 text.completed "Second, with the steer."
+            15 turn.completed turn7 stop
+            16 activity.closed act2 completed
+            17 session.status idle
             => completed
         "#]],
     )
@@ -171,13 +183,15 @@ async fn a_transient_failure_is_retried_before_anything_streams() {
              4 input.promoted [inp1] -> msg3
              5 session.status running
              6 turn.started turn4 play/script
-             7 retry.scheduled turn4 attempt=1 server_error
-             8 session.status retrying
-             9 session.status running
-            10 text.completed "Back."
-            11 turn.completed turn4 stop
-            12 activity.closed act2 completed
-            13 session.status idle
+             7 turn.dispatched turn4 attempt=1
+             8 retry.scheduled turn4 attempt=1 server_error
+             9 session.status retrying
+            10 session.status running
+            11 turn.dispatched turn4 attempt=2
+            12 text.completed "Back."
+            13 turn.completed turn4 stop
+            14 activity.closed act2 completed
+            15 session.status idle
             => completed
         "#]],
     )
@@ -189,17 +203,18 @@ async fn an_unauthorized_provider_fails_the_activity() {
     check(
         json!({ "turns": [{ "error": { "status": 401, "message": "bad key" } }] }),
         expect![[r#"
-         1 session.created agent=build
-         2 input.admitted inp1 queue started
-         3 activity.opened act2 queue
-         4 input.promoted [inp1] -> msg3
-         5 session.status running
-         6 turn.started turn4 play/script
-         7 turn.failed turn4 unauthorized retryable=false
-         8 activity.closed act2 failed "the provider rejected the credentials (401): bad key"
-         9 session.status failed
-        => failed
-    "#]],
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 turn.dispatched turn4 attempt=1
+             8 turn.failed turn4 unauthorized retryable=false
+             9 activity.closed act2 failed "the provider rejected the credentials (401): bad key"
+            10 session.status failed
+            => failed
+        "#]],
     )
     .await;
 }
@@ -219,17 +234,21 @@ async fn the_step_limit_closes_the_activity() {
              4 input.promoted [inp1] -> msg3
              5 session.status running
              6 turn.started turn4 play/script
-             7 tool.called l1 list {}
-             8 tool.started l1
-             9 tool.completed l1 "./"
-            10 turn.completed turn4 tool_calls
-            11 turn.started turn6 play/script
-            12 tool.called l2 list {}
-            13 tool.started l2
-            14 tool.completed l2 "./"
-            15 turn.completed turn6 tool_calls
-            16 activity.closed act2 turn_limit "stopped after 2 provider turns"
-            17 session.status idle
+             7 turn.dispatched turn4 attempt=1
+             8 tool.called l1 list {}
+             9 turn.streamed turn4 tool_calls
+            10 tool.started l1
+            11 tool.completed l1 "./"
+            12 turn.completed turn4 tool_calls
+            13 turn.started turn6 play/script
+            14 turn.dispatched turn6 attempt=1
+            15 tool.called l2 list {}
+            16 turn.streamed turn6 tool_calls
+            17 tool.started l2
+            18 tool.completed l2 "./"
+            19 turn.completed turn6 tool_calls
+            20 activity.closed act2 turn_limit "stopped after 2 provider turns"
+            21 session.status idle
             => turn_limit
         "#]],
     )
@@ -266,8 +285,8 @@ async fn the_transcript_pages_by_whole_messages() {
     }
     expect![[r#"
         User seq=4 ["text"] next=Some(4)
-        Assistant seq=7 ["text", "tool"] next=Some(8)
-        Assistant seq=13 ["text"] next=None"#]]
+        Assistant seq=8 ["text", "tool"] next=Some(9)
+        Assistant seq=16 ["text"] next=None"#]]
     .assert_eq(&pages.join("\n"));
 }
 
@@ -276,18 +295,19 @@ async fn an_interrupt_stops_the_turn_and_pauses_the_queue() {
     check(
         json!({ "interrupt": true, "turns": [{ "text": "never seen", "delayMs": 5000 }] }),
         expect![[r#"
-         1 session.created agent=build
-         2 input.admitted inp1 queue started
-         3 activity.opened act2 queue
-         4 input.promoted [inp1] -> msg3
-         5 session.status running
-         6 turn.started turn4 play/script
-         7 queue.paused
-         8 turn.failed turn4 interrupted retryable=false
-         9 activity.closed act2 interrupted
-        10 session.status idle
-        => interrupted
-    "#]],
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 turn.dispatched turn4 attempt=1
+             8 queue.paused
+             9 turn.failed turn4 interrupted retryable=false
+            10 activity.closed act2 interrupted
+            11 session.status idle
+            => interrupted
+        "#]],
     )
     .await;
 }

@@ -11,10 +11,12 @@ use serde_json::value::RawValue;
 
 use crate::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
+use crate::recovery::{RecoveryRequiredData, RecoveryResolvedData};
 use crate::turn::{
-    ActivityClosedData, ActivityOpenedData, InputAdmittedData, InputPromotedData, InputRemovedData, PartCompletedData,
-    QueueData, RetryScheduledData, StatusData, ToolCalledData, ToolCompletedData, ToolFailedData, ToolStartedData,
-    TurnCompletedData, TurnFailedData, TurnStartedData,
+    ActivityClosedData, ActivityOpenedData, ActivityResumedData, ActivitySuspendedData, InputAdmittedData,
+    InputPromotedData, InputRemovedData, PartCompletedData, QueueData, RetryScheduledData, StatusData, ToolCalledData,
+    ToolCompletedData, ToolFailedData, ToolStartedData, TurnCompletedData, TurnDispatchedData, TurnFailedData,
+    TurnStartedData,
 };
 
 /// Why a stored event could not be read.
@@ -124,6 +126,16 @@ catalogue! {
     ToolFailed = "tool.failed", 1 => ToolFailedData;
     ApprovalRequested = "approval.requested", 1 => ApprovalRequestedData;
     ApprovalResolved = "approval.resolved", 1 => ApprovalResolvedData;
+    /// The request of a turn's attempt is about to be sent.
+    TurnDispatched = "turn.dispatched", 1 => TurnDispatchedData;
+    /// The model's answer ended while tool calls of the turn still run; `turn.completed` follows once they
+    /// settle, with the same data.
+    TurnStreamed = "turn.streamed", 1 => TurnCompletedData;
+    ActivitySuspended = "activity.suspended", 1 => ActivitySuspendedData;
+    ActivityResumed = "activity.resumed", 1 => ActivityResumedData;
+    /// An activity waits for `recovery/decide`.
+    RecoveryRequired = "recovery.required", 1 => RecoveryRequiredData;
+    RecoveryResolved = "recovery.resolved", 1 => RecoveryResolvedData;
 }
 
 impl fmt::Display for EventKind {

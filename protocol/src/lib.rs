@@ -13,6 +13,7 @@ pub mod initialize;
 pub mod input;
 pub mod mcp;
 pub mod model;
+pub mod recovery;
 pub mod schema;
 pub mod session;
 pub mod turn;
@@ -83,6 +84,7 @@ macro_rules! client_methods {
             $crate::config::ConfigGet,
             $crate::config::ToolList,
             $crate::approval::ApprovalRespond,
+            $crate::recovery::RecoveryDecide,
             $crate::mcp::McpList,
             $crate::mcp::McpRestart,
         }

@@ -33,8 +33,11 @@ pub enum SessionStatus {
     Running,
     WaitingApproval,
     Retrying,
+    /// Waits for `recovery/decide`.
     Recovering,
     Failed,
+    /// A shutdown stopped its activity at a safe point; the next engine to run the session resumes it.
+    Suspended,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

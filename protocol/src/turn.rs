@@ -82,6 +82,34 @@ pub struct ActivityClosedData {
     pub error: Option<String>,
 }
 
+/// `activity.suspended` (version 1): the engine stopped at a safe point (a shutdown); whichever engine runs the
+/// session next resumes the activity by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivitySuspendedData {
+    pub activity_id: String,
+}
+
+/// What an engine found when it took over an activity that another engine (or an earlier run of itself) left open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumedAfter {
+    /// A shutdown suspended it.
+    Suspension,
+    /// Its engine stopped without a shutdown; what it left was safe to continue.
+    Crash,
+    /// A client decided `retry` after `recovery.required`.
+    Decision,
+}
+
+/// `activity.resumed` (version 1): an engine continues an activity left open by an engine that stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityResumedData {
+    pub activity_id: String,
+    pub after: ResumedAfter,
+}
+
 /// `session.status` (version 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +132,17 @@ pub struct TurnStartedData {
     /// `provider/model`.
     pub model: String,
     pub agent: String,
+}
+
+/// `turn.dispatched` (version 1): the turn's request is about to leave for the provider. Recorded before it is
+/// sent, so that an engine that stops cannot have sent a request that its log does not show; from here until the
+/// turn completes or fails, whether the model received it is unknown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnDispatchedData {
+    pub turn_id: String,
+    /// 1 for the first request of the turn, then one more per automatic retry.
+    pub attempt: u32,
 }
 
 /// `text.completed` and `reasoning.completed` (version 1): the full value of a streamed part.

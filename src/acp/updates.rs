@@ -169,7 +169,13 @@ impl Mapper {
             | EventBody::TurnFailed(_)
             | EventBody::RetryScheduled(_)
             | EventBody::ApprovalRequested(_)
-            | EventBody::ApprovalResolved(_) => {}
+            | EventBody::ApprovalResolved(_)
+            | EventBody::TurnDispatched(_)
+            | EventBody::TurnStreamed(_)
+            | EventBody::ActivitySuspended(_)
+            | EventBody::ActivityResumed(_)
+            | EventBody::RecoveryRequired(_)
+            | EventBody::RecoveryResolved(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

@@ -1,10 +1,13 @@
-//! `session/prompt|resume|interrupt|queue/remove`: admit durably, then wake the session's drain.
+//! `session/prompt|resume|interrupt|queue/remove` and `recovery/decide`: record durably, then wake the session's
+//! drain.
 
 use std::sync::Arc;
 
+use keel_protocol::Empty;
 use keel_protocol::input::{
     InterruptResult, PromptParams, PromptResult, QueueRemoveParams, QueueRemoveResult, ResumeResult,
 };
+use keel_protocol::recovery::RecoveryDecideParams;
 use keel_protocol::session::SessionIdParams;
 
 use super::ApiError;
@@ -41,4 +44,9 @@ pub async fn interrupt(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Resu
 
 pub async fn queue_remove(engine: Arc<Engine>, p: QueueRemoveParams, _: Call) -> Result<QueueRemoveResult, ApiError> {
     Ok(QueueRemoveResult { removed: engine.remove_input(&p.session_id, &p.input_id)? })
+}
+
+pub async fn decide(engine: Arc<Engine>, p: RecoveryDecideParams, _: Call) -> Result<Empty, ApiError> {
+    engine.decide_recovery(&p.session_id, p.decision)?;
+    Ok(Empty {})
 }

@@ -84,6 +84,7 @@ mod bound {
         config::ConfigGet => catalog::config,
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
+        keel_protocol::recovery::RecoveryDecide => input::decide,
         mcp::McpList => catalog::mcp_list,
         mcp::McpRestart => catalog::mcp_restart,
     }

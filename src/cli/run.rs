@@ -338,6 +338,10 @@ impl Printer {
                 eprintln!("keel: the answer was cut off: the model reached its output limit")
             }
             EventBody::ApprovalRequested(d) => eprintln!("? {}", d.title),
+            EventBody::RecoveryRequired(d) => {
+                eprintln!("keel: {}; decide with recovery/decide (retry or abandon)", d.message)
+            }
+            EventBody::ActivityResumed(_) => eprintln!("keel: resuming where the engine stopped"),
             // The terminal shows the answer and the tools; the rest is bookkeeping.
             EventBody::SessionCreated(_)
             | EventBody::SessionUpdated(_)
@@ -354,7 +358,11 @@ impl Printer {
             | EventBody::TurnCompleted(_)
             | EventBody::ReasoningCompleted(_)
             | EventBody::ToolStarted(_)
-            | EventBody::ApprovalResolved(_) => {}
+            | EventBody::ApprovalResolved(_)
+            | EventBody::TurnDispatched(_)
+            | EventBody::TurnStreamed(_)
+            | EventBody::ActivitySuspended(_)
+            | EventBody::RecoveryResolved(_) => {}
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction: Option<CompactionSettings>,
+    /// Execution ownership and crash recovery; the environment's `KEEL_LEASE_MS`, `KEEL_LEASE_RENEW_MS` and
+    /// `KEEL_SHUTDOWN_GRACE_MS` override the global config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySettings>,
     /// MCP servers by name: `{"fs": {"type": "local", "command": ["npx", "..."], "environment": {}}, "web":
     /// {"type": "remote", "url": "https://...", "headers": {}}}` (opencode's shape; `command` with `args`, `env`,
     /// `"type": "http"`, and a `servers` wrapper are accepted too), each optionally `enabled`, `timeoutMs` and
@@ -80,6 +84,10 @@ pub struct ProviderSettings {
     /// Milliseconds the provider may stay silent in the middle of a stream (default 90000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// After an engine stopped while a request to this provider was out, send it again without asking, when every
+    /// tool the turn called is idempotent (default false: the session waits for `recovery/decide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_unknown_outcome: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -143,6 +151,32 @@ pub struct AgentSettings {
     /// Overrides the top-level `sandbox` for this agent's commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::SandboxSettings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySettings {
+    /// How long a session's execution lease lasts unless renewed (default 30000); read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// How often a running session renews its lease and an engine looks for sessions nobody runs (default
+    /// 10000); read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_renew_ms: Option<u64>,
+    /// How long a shutdown lets running turns reach a safe point before it cuts them (default 10000); read at
+    /// start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Automatic retries of an attempt with an unknown outcome per activity, where a provider allows them
+    /// (`retryUnknownOutcome`); default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<u32>,
+}
+
+impl RecoverySettings {
+    pub fn budget(&self) -> u32 {
+        self.retry_budget.unwrap_or(1)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

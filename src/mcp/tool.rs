@@ -203,6 +203,11 @@ impl Tool for McpTool {
         false
     }
 
+    /// A server's `readOnlyHint` is the server's word, not keel's knowledge: recovery never sends a turn again on it.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     fn decode(&self, input: Value) -> Decoded {
         Decoded::new(input)
     }

@@ -10,6 +10,7 @@ use keel_protocol::catalogue::EventBody;
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::StatusData;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::{Error, Notice, Services, event};
 use crate::config::PermissionRule;
@@ -27,6 +28,9 @@ pub enum Gate {
     /// The call does not run; this is its result for the model.
     Refuse(String),
     Interrupted,
+    /// The engine is shutting down: the question stays pending in the log, and the call waits for its answer
+    /// through the next engine's recovery.
+    Suspended,
 }
 
 /// An answer as the waiting call receives it.
@@ -45,7 +49,10 @@ pub enum ApprovalError {
 }
 
 /// Checks the call against the rules (the turn's config rules, then the project's stored ones, read now so that an
-/// `always` given earlier in the turn counts) and, when they say ask, asks and waits for the answer.
+/// `always` given earlier in the turn counts) and, when they say ask, asks and waits for the answer. The question
+/// is asked once `answered` fires (the model's answer ended and is recorded), so that an engine that stops while
+/// the question waits leaves a turn whose outcome is known.
+#[allow(clippy::too_many_arguments)]
 pub async fn authorize(
     services: &Services,
     tool: &dyn Tool,
@@ -54,6 +61,7 @@ pub async fn authorize(
     ctx: &ToolContext,
     repeated: bool,
     configured: &[PermissionRule],
+    answered: &CancellationToken,
 ) -> Result<Gate, Error> {
     let (session_id, cancel) = (ctx.session_id.as_str(), &ctx.cancel);
     let cwd = ctx.cwd.display().to_string();
@@ -73,6 +81,10 @@ pub async fn authorize(
         }
         Verdict::Ask { action, resources } => (action, resources),
     };
+    tokio::select! {
+        _ = answered.cancelled() => {}
+        _ = ctx.cancel.cancelled() => return Ok(Gate::Interrupted),
+    }
     let approval_id = format!("apr_{}", uuid::Uuid::now_v7().simple());
     let title = match action.as_str() {
         "doom_loop" => format!("{} was called three times in a row with the same input; let it run again?", call.name),
@@ -111,6 +123,7 @@ pub async fn authorize(
     let resolution = tokio::select! {
         answer = rx => answer.ok(),
         _ = cancel.cancelled() => None,
+        _ = services.shutdown.cancelled() => return Ok(Gate::Suspended),
     };
     let Some(resolution) = resolution else {
         services.waiters().lock().remove(&approval_id);

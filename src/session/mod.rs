@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod follow;
 pub mod inbox;
 pub mod prompt;
+pub mod recovery;
 pub mod runner;
 pub mod service;
 mod services;

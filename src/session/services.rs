@@ -9,12 +9,13 @@ use std::time::Duration;
 use keel_protocol::catalogue::{EventBody, EventKind};
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::approval::Resolution;
 use super::{Delta, Error, Notice};
 use crate::config::{self, Config, Paths};
 use crate::provider::registry::Registry;
-use crate::store::{NewEvent, Store};
+use crate::store::{Error as StoreError, Fence, NewEvent, Store};
 use crate::tool;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,15 @@ pub struct Settings {
     pub max_tool_calls_per_turn: usize,
     /// Subscriptions one connection may hold at once; more are refused with -32001.
     pub max_subscriptions_per_connection: usize,
+    /// How long a session's execution lease lasts unless renewed; another engine takes over a session whose
+    /// owner has not renewed it for this long.
+    pub lease_ttl: Duration,
+    /// How often a running drain renews its lease, and how often an engine looks for sessions nobody runs.
+    pub lease_renew: Duration,
+    /// How long a shutdown waits for running turns to reach a safe point before it cuts them.
+    pub shutdown_grace: Duration,
+    /// Whether this engine takes over sessions that nobody runs (false for `keel run`, which runs its own).
+    pub discover: bool,
 }
 
 impl Default for Settings {
@@ -41,6 +51,10 @@ impl Default for Settings {
             max_retries: 4,
             max_tool_calls_per_turn: 32,
             max_subscriptions_per_connection: 256,
+            lease_ttl: Duration::from_secs(30),
+            lease_renew: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            discover: true,
         }
     }
 }
@@ -56,6 +70,21 @@ pub struct Services {
     pub notices: broadcast::Sender<Notice>,
     /// Tool calls in this process waiting for an approval, by approval id.
     waiters: Mutex<HashMap<String, oneshot::Sender<Resolution>>>,
+    /// This engine process as a lease owner.
+    pub instance: Arc<str>,
+    /// The leases this process's drains hold, by session: every agent event they append carries its fence.
+    held: Mutex<HashMap<String, Held>>,
+    /// Cancelled when the engine begins to shut down: drains suspend at their next safe point, none start.
+    pub shutdown: CancellationToken,
+}
+
+/// A lease held by a drain of this process.
+struct Held {
+    fence: Fence,
+    /// The drain's interrupt switch, tripped when the lease turns out to be lost.
+    cancel: CancellationToken,
+    /// Events this process appended under the fence, so that the coordinator can tell whether anyone else wrote.
+    appended: u64,
 }
 
 impl Services {
@@ -71,6 +100,9 @@ impl Services {
             deltas,
             notices,
             waiters: Mutex::new(HashMap::new()),
+            instance: format!("eng_{}", uuid::Uuid::now_v7().simple()).into(),
+            held: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -90,9 +122,52 @@ impl Services {
         &self.waiters
     }
 
-    /// Appends a session's events and tells status listeners; every other client learns from the event log.
+    /// Makes the drain of `fence`'s session append under it; `cancel` is tripped if the lease is found lost.
+    pub(crate) fn hold(&self, fence: Fence, cancel: CancellationToken) {
+        self.held.lock().insert(fence.session_id.clone(), Held { fence, cancel, appended: 0 });
+    }
+
+    pub(crate) fn unhold(&self, session_id: &str) {
+        self.held.lock().remove(session_id);
+    }
+
+    /// Points the held lease's lost-lease switch at a new drain pass.
+    pub(crate) fn rearm(&self, session_id: &str, cancel: CancellationToken) {
+        if let Some(held) = self.held.lock().get_mut(session_id) {
+            held.cancel = cancel;
+        }
+    }
+
+    /// How many events this process appended under the session's lease so far.
+    pub(crate) fn appended_under_lease(&self, session_id: &str) -> u64 {
+        self.held.lock().get(session_id).map_or(0, |h| h.appended)
+    }
+
+    /// Appends a session's agent events and tells status listeners; every other client learns from the event log.
+    /// Under a held lease the append is fenced: once another engine has taken the session over it is refused
+    /// (`LeaseLost`) and the drain is stopped, so a stale owner never writes after the takeover.
     pub fn append_events(&self, session_id: &str, events: Vec<NewEvent>) -> Result<(), Error> {
-        let appended = self.store.append(session_id, events)?;
+        let fence = self.held.lock().get(session_id).map(|h| h.fence.clone());
+        let appended = match &fence {
+            Some(fence) => match self.store.append_fenced(fence, events) {
+                Ok(appended) => {
+                    if let Some(held) = self.held.lock().get_mut(session_id) {
+                        held.appended += appended.len() as u64;
+                    }
+                    appended
+                }
+                Err(e) => {
+                    if let StoreError::LeaseLost(_) = e {
+                        tracing::warn!(session = %session_id, "the session was taken over by another engine");
+                        if let Some(held) = self.held.lock().get(session_id) {
+                            held.cancel.cancel();
+                        }
+                    }
+                    return Err(e.into());
+                }
+            },
+            None => self.store.append(session_id, events)?,
+        };
         for e in appended.iter().filter(|e| e.kind == EventKind::SessionStatus) {
             if let EventBody::SessionStatus(data) = e.body()? {
                 let _ =

@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
     ("0002_agent", include_str!("../../migrations/0002_agent.sql")),
     ("0003_permissions", include_str!("../../migrations/0003_permissions.sql")),
+    ("0004_ownership", include_str!("../../migrations/0004_ownership.sql")),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {

@@ -8,6 +8,7 @@ pub mod approvals;
 mod column;
 mod feed;
 pub mod inputs;
+mod lease;
 mod migrate;
 mod projection;
 pub mod sessions;
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
 pub use feed::Feed;
+pub use lease::{Fence, Unowned};
 pub use sessions::{SessionCursor, SessionRow};
 
 use feed::Feeds;
@@ -46,6 +48,8 @@ pub enum Error {
     Migration { name: &'static str, source: rusqlite::Error },
     #[error("the database is at schema version {found}, newer than this engine knows ({known}); upgrade keel")]
     SchemaTooNew { found: usize, known: usize },
+    #[error("another engine took over session {0}")]
+    LeaseLost(String),
     #[error("cannot create {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -191,6 +195,15 @@ impl Store {
         Ok((appended, decided))
     }
 
+    /// One write transaction that appends no event (leases).
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let result = f(&tx)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
     /// Reads through a pooled connection; for queries of the read models that live outside this module.
     pub fn query<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.read(f)
@@ -265,6 +278,28 @@ impl Store {
             let rows = stmt.query_map(params![session_id, after_seq, limit], read_event)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+    }
+
+    /// The events of one activity, from its `activity.opened` to the head; what recovery reads.
+    pub fn activity_events(&self, session_id: &str, activity_id: &str) -> Result<Vec<Event>> {
+        let opened: Option<u64> = self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT seq FROM events WHERE session_id = ?1 AND type = ?2 \
+                     AND json_extract(data, '$.activityId') = ?3 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![session_id, EventKind::ActivityOpened.as_str(), activity_id], |r| r.get(0))
+                .optional()?)
+        })?;
+        let Some(opened) = opened else { return Ok(Vec::new()) };
+        let mut events = Vec::new();
+        loop {
+            let page = self.events_after(session_id, opened - 1 + events.len() as u64, 1024)?;
+            if page.is_empty() {
+                return Ok(events);
+            }
+            events.extend(page);
+        }
     }
 
     /// The seq of the session's newest event, or `None` when the session does not exist.
@@ -359,7 +394,8 @@ fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
-fn head_seq(conn: &Connection, session_id: &str) -> Result<Option<u64>> {
+/// The seq of the session's newest event, read on `conn` (inside a transaction, say).
+pub fn head_seq(conn: &Connection, session_id: &str) -> Result<Option<u64>> {
     Ok(conn
         .prepare_cached("SELECT head_seq FROM sessions WHERE id = ?1")?
         .query_row([session_id], |row| row.get(0))

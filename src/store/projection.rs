@@ -47,7 +47,16 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
         EventBody::ApprovalRequested(d) => approval_requested(tx, &at, d),
         EventBody::ApprovalResolved(d) => approval_resolved(tx, &at, d),
         // Recorded for clients; no read model follows them.
-        EventBody::TurnStarted(_) | EventBody::TurnFailed(_) | EventBody::RetryScheduled(_) => Ok(()),
+        // Recovery reads the open activity's events from the log itself.
+        EventBody::TurnStarted(_)
+        | EventBody::TurnFailed(_)
+        | EventBody::RetryScheduled(_)
+        | EventBody::TurnDispatched(_)
+        | EventBody::TurnStreamed(_)
+        | EventBody::ActivitySuspended(_)
+        | EventBody::ActivityResumed(_)
+        | EventBody::RecoveryRequired(_)
+        | EventBody::RecoveryResolved(_) => Ok(()),
     }
 }
 
@@ -76,6 +85,7 @@ fn session_deleted(tx: &Transaction<'_>, at: &At<'_>) -> Result<()> {
         "DELETE FROM inputs WHERE session_id = ?1",
         "DELETE FROM parts WHERE session_id = ?1",
         "DELETE FROM approvals WHERE session_id = ?1",
+        "DELETE FROM leases WHERE session_id = ?1",
     ] {
         tx.prepare_cached(table)?.execute([at.sid])?;
     }

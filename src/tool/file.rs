@@ -48,6 +48,10 @@ pub struct ReadInput {
 }
 
 impl TypedTool for Read {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     type Input = ReadInput;
 
     fn name(&self) -> &'static str {

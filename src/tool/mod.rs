@@ -65,6 +65,10 @@ pub trait Tool: Send + Sync {
     /// True for tools that bound and page their own output (`read`): the output store leaves it alone.
     fn pages_itself(&self) -> bool;
 
+    /// True for tools whose call can run twice with the same effect as once (reads, searches): recovery may send
+    /// again a turn that called only these.
+    fn idempotent(&self) -> bool;
+
     /// Decodes a call's input. A bad input is kept, not raised: `access` and `start` report it as the tool's own
     /// error, so the model sees the same result whichever step meets it.
     fn decode(&self, input: Value) -> Decoded;
@@ -106,6 +110,11 @@ pub trait TypedTool: Send + Sync {
         false
     }
 
+    /// See `Tool::idempotent`.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     /// What a call touches; by default the tool's own name on everything, whatever the input. A tool that reads its
     /// input here reports a bad one as its error.
     fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
@@ -138,6 +147,10 @@ impl<T: TypedTool> Tool for T {
 
     fn pages_itself(&self) -> bool {
         TypedTool::pages_itself(self)
+    }
+
+    fn idempotent(&self) -> bool {
+        TypedTool::idempotent(self)
     }
 
     fn decode(&self, input: Value) -> Decoded {

@@ -31,6 +31,10 @@ enum Status {
 }
 
 impl TypedTool for TodoWrite {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     type Input = Input;
 
     fn name(&self) -> &'static str {

@@ -39,6 +39,10 @@ pub struct FetchInput {
 }
 
 impl TypedTool for WebFetch {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     type Input = FetchInput;
 
     fn name(&self) -> &'static str {

@@ -162,7 +162,9 @@ impl Printer {
                 format!("{} {}{error}", self.id(&d.activity_id), keel_protocol::wire_name(&d.reason))
             }
             EventBody::TurnStarted(d) => format!("{} {}", self.id(&d.turn_id), d.model),
-            EventBody::TurnCompleted(d) => format!("{} {}", self.id(&d.turn_id), d.finish_reason),
+            EventBody::TurnCompleted(d) | EventBody::TurnStreamed(d) => {
+                format!("{} {}", self.id(&d.turn_id), d.finish_reason)
+            }
             EventBody::TurnFailed(d) => {
                 format!("{} {} retryable={}", self.id(&d.turn_id), d.error.kind, d.retryable)
             }
@@ -177,6 +179,17 @@ impl Printer {
             }
             EventBody::ApprovalResolved(d) => {
                 format!("{} {} by={}", self.id(&d.approval_id), keel_protocol::wire_name(&d.decision), d.by)
+            }
+            EventBody::TurnDispatched(d) => format!("{} attempt={}", self.id(&d.turn_id), d.attempt),
+            EventBody::ActivitySuspended(d) => self.id(&d.activity_id),
+            EventBody::ActivityResumed(d) => {
+                format!("{} after={}", self.id(&d.activity_id), keel_protocol::wire_name(&d.after))
+            }
+            EventBody::RecoveryRequired(d) => {
+                format!("{} {} {}", self.id(&d.activity_id), self.id(&d.turn_id), keel_protocol::wire_name(&d.reason))
+            }
+            EventBody::RecoveryResolved(d) => {
+                format!("{} {} by={}", self.id(&d.activity_id), keel_protocol::wire_name(&d.decision), d.by)
             }
         };
         format!("{seq:>2} {kind} {detail}").trim_end().to_owned()

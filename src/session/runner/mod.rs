@@ -1,26 +1,25 @@
 //! The agent loop of one session: promote input, stream one provider turn at a time, run the tool calls it makes,
 //! and record every step as an event. Only the session's drain (see `coordinator`) calls into this module.
 
+mod recover;
 mod stream;
 mod turn;
 
 use std::sync::Arc;
 
-use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::Delivery;
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{
-    ActivityClosedData, ActivityOpenedData, ActivityTrigger, CloseReason, InputPromotedData, QueueData, StatusData,
-    ToolCompletedData, ToolFailedData, ToolStartedData,
+    ActivityClosedData, ActivityOpenedData, ActivitySuspendedData, ActivityTrigger, CloseReason, InputPromotedData,
+    QueueData, StatusData, ToolCompletedData, ToolFailedData,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::approval::{self, Gate};
 use super::{Error, Services, event};
-use crate::store::approvals::ApprovalState;
-use crate::store::{NewEvent, SessionRow, approvals, inputs, transcript};
-use crate::tool::{ToolContext, ToolError, ToolOutput, output};
+use crate::store::{NewEvent, SessionRow, inputs};
+use crate::tool::{ToolError, ToolOutput, output};
+use recover::{Recovered, recover};
 use turn::{TurnOutcome, run_turn};
 
 fn id(prefix: &str) -> String {
@@ -35,8 +34,10 @@ pub enum Mode {
     Run,
 }
 
-/// Runs the session until it has no eligible work, or until `cancel` (an interrupt). An internal failure (the
-/// database, say) closes the open activity as failed, so that nobody waits for it forever.
+/// Runs the session until it has no eligible work, until `cancel` (an interrupt), or until the engine shuts down
+/// (the activity is suspended at a safe point). The caller holds the session's lease. An internal failure (the
+/// database, say) closes the open activity as failed, so that nobody waits for it forever; a lost lease writes
+/// nothing more.
 pub async fn drain(
     services: &Arc<Services>,
     session_id: &str,
@@ -45,6 +46,7 @@ pub async fn drain(
 ) -> Result<(), Error> {
     let result = drain_inner(services, session_id, mode, cancel).await;
     if let Err(e) = &result
+        && !matches!(e, Error::Store(crate::store::Error::LeaseLost(_)))
         && let Ok(Some(session)) = services.store.session(session_id)
         && let Some(activity_id) = session.active_activity
     {
@@ -72,14 +74,14 @@ async fn drain_inner(
     match recover(services, session_id, cancel).await? {
         Recovered::Waiting => return Ok(()),
         Recovered::Continue(activity) => {
-            if activity_loop(services, &activity, cancel).await? == CloseReason::Interrupted {
+            if activity_loop(services, &activity, cancel).await? != Ended::Closed(CloseReason::Completed) {
                 return Ok(());
             }
         }
         Recovered::Nothing => {}
     }
     loop {
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || services.shutdown.is_cancelled() {
             return Ok(());
         }
         let Some(session) = services.store.session(session_id)? else { return Ok(()) };
@@ -98,113 +100,19 @@ async fn drain_inner(
             opening.push(event(EventBody::QueueResumed(QueueData {}))?);
         }
         mode = Mode::Wake;
-        let reason = run_activity(services, &session, trigger, promote, opening, cancel).await?;
-        if reason == CloseReason::Interrupted {
+        let ended = run_activity(services, &session, trigger, promote, opening, cancel).await?;
+        if matches!(ended, Ended::Closed(CloseReason::Interrupted) | Ended::Suspended) {
             return Ok(());
         }
     }
 }
 
-enum Recovered {
-    Nothing,
-    /// A tool call of the open activity still waits for an approval: nothing runs until it is answered.
-    Waiting,
-    /// Approvals answered after a restart settled the open activity's calls: it goes on.
-    Continue(Box<Activity>),
-}
-
-/// Settles what a process that stopped mid-activity left behind. A tool call whose approval was answered runs now
-/// (or fails, if rejected) and the activity continues; one still waiting for its approval keeps the activity open;
-/// any other call that was running fails as interrupted and is never re-run, and the activity closes as failed.
-async fn recover(services: &Arc<Services>, session_id: &str, cancel: &CancellationToken) -> Result<Recovered, Error> {
-    let Some(session) = services.store.session(session_id)? else { return Ok(Recovered::Nothing) };
-    let unsettled = services.store.query(|c| transcript::unsettled_tool_calls(c, session_id))?;
-    let (mut waiting, mut answered) = (false, false);
-    for (call_id, status) in unsettled {
-        let approval = services.store.query(|c| approvals::for_call(c, session_id, &call_id))?;
-        // A call that had started may have done part of its work: it is never run twice.
-        let approval = approval.filter(|_| status == "pending");
-        match approval.as_ref().map(|a| (a.state, a.decision)) {
-            Some((ApprovalState::Pending, _)) => waiting = true,
-            Some((_, Some(decision @ (Resolved::Once | Resolved::Always | Resolved::Reject)))) => {
-                answered = true;
-                let resolution =
-                    approval::Resolution { decision, message: approval.as_ref().and_then(|a| a.message.clone()) };
-                match approval::gate_for(&resolution) {
-                    Gate::Run => run_recovered_call(services, &session, &call_id, cancel).await?,
-                    Gate::Refuse(error) => services.append_events(
-                        session_id,
-                        vec![event(EventBody::ToolFailed(ToolFailedData { call_id, error }))?],
-                    )?,
-                    Gate::Interrupted => {}
-                }
-            }
-            _ => services.append_events(
-                session_id,
-                vec![event(EventBody::ToolFailed(ToolFailedData {
-                    call_id,
-                    error: "interrupted: the engine stopped while the tool ran".into(),
-                }))?],
-            )?,
-        }
-    }
-    if waiting {
-        return Ok(Recovered::Waiting);
-    }
-    let Some(activity_id) = session.active_activity.clone() else { return Ok(Recovered::Nothing) };
-    if answered {
-        let config = services.config(Some(&session.cwd));
-        let agent = session.agent.clone();
-        return Ok(Recovered::Continue(Box::new(Activity {
-            id: activity_id,
-            step_limit: config.steps(&agent),
-            agent,
-            model: None,
-            session,
-            recent: Default::default(),
-        })));
-    }
-    services.append_events(
-        session_id,
-        vec![
-            event(EventBody::ActivityClosed(ActivityClosedData {
-                activity_id,
-                reason: CloseReason::Failed,
-                error: Some("the engine stopped while this activity ran".into()),
-            }))?,
-            event(EventBody::SessionStatus(StatusData { status: SessionStatus::Idle }))?,
-        ],
-    )?;
-    Ok(Recovered::Nothing)
-}
-
-/// Runs a call whose approval was answered while no process waited for it.
-async fn run_recovered_call(
-    services: &Arc<Services>,
-    session: &SessionRow,
-    call_id: &str,
-    cancel: &CancellationToken,
-) -> Result<(), Error> {
-    let Some((tool, input)) = services.store.query(|c| transcript::tool_call(c, &session.id, call_id))? else {
-        return Ok(());
-    };
-    let config = services.config(Some(&session.cwd));
-    let cwd = std::path::PathBuf::from(&session.cwd);
-    let ctx = ToolContext {
-        session_id: session.id.clone(),
-        call_id: call_id.to_owned(),
-        sandbox: Arc::new(crate::sandbox::Policy::for_agent(&config, &session.agent, &cwd, &services.paths)),
-        cwd,
-        output_dir: services.output_dir(&session.id),
-        cancel: cancel.child_token(),
-    };
-    let limits = output_limits(&config);
-    services.append_events(
-        &session.id,
-        vec![event(EventBody::ToolStarted(ToolStartedData { call_id: call_id.to_owned() }))?],
-    )?;
-    let result = services.tools.run(&tool, input, ctx.clone()).await;
-    services.append_events(&session.id, vec![settlement(call_id.to_owned(), result, limits, &ctx.output_dir)?])
+/// How an activity loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Closed(CloseReason),
+    /// The engine is shutting down; the activity stays open for the next engine.
+    Suspended,
 }
 
 /// The event that settles a call with its result, large outputs saved for paging.
@@ -236,7 +144,7 @@ fn output_limits(config: &crate::config::Config) -> output::Limits {
 }
 
 /// What the activity runs with, fixed when it opens (config is re-read per turn).
-struct Activity {
+pub(super) struct Activity {
     id: String,
     session: SessionRow,
     agent: String,
@@ -246,6 +154,15 @@ struct Activity {
     recent: parking_lot::Mutex<Vec<String>>,
 }
 
+impl Activity {
+    /// An activity taken over from a stopped engine: its agent from the session, a fresh step allowance.
+    fn resumed(services: &Services, session: SessionRow, id: String) -> Self {
+        let config = services.config(Some(&session.cwd));
+        let agent = session.agent.clone();
+        Self { id, step_limit: config.steps(&agent), agent, model: None, session, recent: Default::default() }
+    }
+}
+
 async fn run_activity(
     services: &Arc<Services>,
     session: &SessionRow,
@@ -253,7 +170,7 @@ async fn run_activity(
     promote: Vec<inputs::InputRow>,
     mut opening: Vec<NewEvent>,
     cancel: &CancellationToken,
-) -> Result<CloseReason, Error> {
+) -> Result<Ended, Error> {
     let config = services.config(Some(&session.cwd));
     let agent = promote.iter().find_map(|i| i.agent.clone()).unwrap_or_else(|| session.agent.clone());
     let model = promote.iter().find_map(|i| i.model.clone());
@@ -278,21 +195,28 @@ async fn run_activity(
     activity_loop(services, &activity, cancel).await
 }
 
-/// Turns until the activity settles: completed, interrupted, failed or out of steps.
+/// Turns until the activity settles (completed, interrupted, failed or out of steps) or the engine shuts down.
 async fn activity_loop(
     services: &Arc<Services>,
     activity: &Activity,
     cancel: &CancellationToken,
-) -> Result<CloseReason, Error> {
+) -> Result<Ended, Error> {
     let session = &activity.session;
     let mut steps = 0;
     let (reason, error) = loop {
         if steps == activity.step_limit {
             break (CloseReason::TurnLimit, Some(format!("stopped after {} provider turns", activity.step_limit)));
         }
+        // Between turns is a safe point: every step so far has a recorded outcome.
+        if services.shutdown.is_cancelled() {
+            return suspend(services, activity);
+        }
         steps += 1;
         let outcome = run_turn(services, activity, cancel).await?;
         if let TurnOutcome::Interrupted = outcome {
+            if services.shutdown.is_cancelled() {
+                return suspend(services, activity);
+            }
             break (CloseReason::Interrupted, None);
         }
         if let TurnOutcome::Failed(message) = outcome {
@@ -300,6 +224,9 @@ async fn activity_loop(
         }
         // Interrupted while the turn's tools settled: no steer joins an activity that is ending.
         if cancel.is_cancelled() {
+            if services.shutdown.is_cancelled() {
+                return suspend(services, activity);
+            }
             break (CloseReason::Interrupted, None);
         }
         // The safe boundary: steers admitted meanwhile join now, all together, and renew the step allowance.
@@ -326,7 +253,19 @@ async fn activity_loop(
             event(EventBody::SessionStatus(StatusData { status }))?,
         ],
     )?;
-    Ok(reason)
+    Ok(Ended::Closed(reason))
+}
+
+/// Records that the activity stopped at a safe point for a shutdown; the next engine resumes it.
+fn suspend(services: &Services, activity: &Activity) -> Result<Ended, Error> {
+    services.append_events(
+        &activity.session.id,
+        vec![
+            event(EventBody::ActivitySuspended(ActivitySuspendedData { activity_id: activity.id.clone() }))?,
+            event(EventBody::SessionStatus(StatusData { status: SessionStatus::Suspended }))?,
+        ],
+    )?;
+    Ok(Ended::Suspended)
 }
 
 fn promotion(activity_id: &str, inputs: &[inputs::InputRow]) -> Result<NewEvent, Error> {

@@ -43,6 +43,8 @@ pub(super) struct TurnStream<'a> {
     text: Option<OpenPart>,
     reasoning: Option<OpenPart>,
     pub(super) tools: JoinSet<()>,
+    /// Fired once the attempt's end is recorded; tool calls ask for approval only after it.
+    pub(super) answered: CancellationToken,
     pub(super) called: bool,
     pub(super) produced_output: bool,
     usage: TokenUsage,
@@ -78,6 +80,7 @@ impl<'a> TurnStream<'a> {
             text: None,
             reasoning: None,
             tools: JoinSet::new(),
+            answered: CancellationToken::new(),
             called: false,
             produced_output: false,
             usage: TokenUsage::default(),
@@ -260,6 +263,7 @@ impl<'a> TurnStream<'a> {
         let session_id = self.turn.session_id.clone();
         let limits = self.limits;
         let permissions = Arc::clone(&self.permissions);
+        let answered = self.answered.clone();
         let ctx = ToolContext {
             session_id: session_id.clone(),
             call_id: call.id.clone(),
@@ -281,7 +285,8 @@ impl<'a> TurnStream<'a> {
             };
             // Decoded once: the permission check and the run read the same input.
             let input = tool.decode(std::mem::take(&mut call.input));
-            let gate = approval::authorize(&services, &*tool, &call, &input, &ctx, repeated, &permissions).await;
+            let gate =
+                approval::authorize(&services, &*tool, &call, &input, &ctx, repeated, &permissions, &answered).await;
             let settled = match gate {
                 Ok(Gate::Run) => {
                     let started = event(EventBody::ToolStarted(ToolStartedData { call_id: call_id.clone() }));
@@ -293,6 +298,8 @@ impl<'a> TurnStream<'a> {
                     settlement(call_id, result, limits, &ctx.output_dir)
                 }
                 Ok(Gate::Refuse(error)) => event(EventBody::ToolFailed(ToolFailedData { call_id, error })),
+                // Left unsettled on purpose: its approval outlives this engine.
+                Ok(Gate::Suspended) => return,
                 Ok(Gate::Interrupted) => {
                     event(EventBody::ToolFailed(ToolFailedData { call_id, error: "interrupted".into() }))
                 }

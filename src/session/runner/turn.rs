@@ -7,7 +7,8 @@ use std::time::Duration;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::session::{SessionStatus, Usage};
 use keel_protocol::turn::{
-    ProviderFailure, RetryScheduledData, StatusData, TurnCompletedData, TurnFailedData, TurnStartedData,
+    ProviderFailure, RetryScheduledData, StatusData, TurnCompletedData, TurnDispatchedData, TurnFailedData,
+    TurnStartedData,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use super::stream::{StreamResult, TurnStream};
 use super::{Activity, id};
 use crate::provider::registry::Registry;
 use crate::provider::{ProviderError, Request};
-use crate::session::{Error, Services, context, event};
+use crate::session::{Error, Services, context, event, recovery};
 use crate::store::{self, transcript};
 
 pub(super) enum TurnOutcome {
@@ -73,16 +74,25 @@ pub(super) async fn run_turn(
 
     let mut attempt = 0;
     loop {
+        // Recorded before the request leaves: a log without it proves the request was never sent.
+        services.append_events(
+            session_id,
+            vec![event(EventBody::TurnDispatched(TurnDispatchedData {
+                turn_id: turn.turn_id.clone(),
+                attempt: attempt + 1,
+            }))?],
+        )?;
         let mut stream = TurnStream::new(services, &turn, activity, cancel.child_token(), cwd.clone(), &config);
         let result = stream.run(&*resolved.provider, &request, cancel).await;
         let flushed = stream.flush_parts();
         let called_tools = stream.called;
         let produced = stream.produced_output;
         let tools = stream.tools;
+        // Whatever happens below, the tool calls' questions must not wait for an end that was not recorded.
+        let _answered = stream.answered.clone().drop_guard();
         services.append_events(session_id, flushed)?;
         match result {
             StreamResult::Finished { finish_reason, usage } => {
-                settle(tools).await;
                 let usage_wire = Usage {
                     input_tokens: usage.input,
                     output_tokens: usage.output,
@@ -91,34 +101,45 @@ pub(super) async fn run_turn(
                     cache_write_tokens: usage.cache_write,
                     cost_usd: resolved.spec.cost_of(&usage),
                 };
-                services.append_events(
-                    session_id,
-                    vec![event(EventBody::TurnCompleted(TurnCompletedData {
-                        turn_id: turn.turn_id.clone(),
-                        finish_reason,
-                        cost_usd: usage_wire.cost_usd,
-                        usage: usage_wire,
-                    }))?],
-                )?;
+                let completed = TurnCompletedData {
+                    turn_id: turn.turn_id.clone(),
+                    finish_reason,
+                    cost_usd: usage_wire.cost_usd,
+                    usage: usage_wire,
+                };
+                // The answer is complete: an engine that stops while the tools run must not take it for a cut one.
+                if !tools.is_empty() {
+                    services.append_events(session_id, vec![event(EventBody::TurnStreamed(completed.clone()))?])?;
+                }
+                stream.answered.cancel();
+                settle(tools).await;
+                services.append_events(session_id, vec![event(EventBody::TurnCompleted(completed))?])?;
                 return Ok(if called_tools { TurnOutcome::Continue } else { TurnOutcome::Done });
             }
             StreamResult::Interrupted => {
+                stream.answered.cancel();
                 settle(tools).await;
+                let suspending = services.shutdown.is_cancelled();
                 services.append_events(
                     session_id,
                     vec![event(EventBody::TurnFailed(TurnFailedData {
                         turn_id: turn.turn_id.clone(),
-                        error: ProviderFailure {
-                            kind: "interrupted".into(),
-                            message: "interrupted".into(),
-                            status: None,
+                        error: if suspending {
+                            ProviderFailure {
+                                kind: recovery::SUSPENDED.into(),
+                                message: "cut off by the engine's shutdown".into(),
+                                status: None,
+                            }
+                        } else {
+                            ProviderFailure { kind: "interrupted".into(), message: "interrupted".into(), status: None }
                         },
-                        retryable: false,
+                        retryable: suspending,
                     }))?],
                 )?;
                 return Ok(TurnOutcome::Interrupted);
             }
             StreamResult::Failed(e) => {
+                stream.answered.cancel();
                 settle(tools).await;
                 // Once output was streamed the attempt's outcome is ambiguous: never retried automatically.
                 let retry = e.is_transient() && !produced && attempt < services.settings.max_retries;
@@ -143,6 +164,8 @@ pub(super) async fn run_turn(
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return Ok(TurnOutcome::Interrupted),
+                    // Waiting for a retry is a safe point: the attempt is prepared, never sent.
+                    _ = services.shutdown.cancelled() => return Ok(TurnOutcome::Interrupted),
                 }
                 services.append_events(
                     session_id,
@@ -154,7 +177,7 @@ pub(super) async fn run_turn(
 }
 
 /// Jittered exponential backoff: base × 2^(attempt-1), ±25%, at most 30 s.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(super) fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1 << attempt.saturating_sub(1).min(10)).min(Duration::from_secs(30));
     let jitter = {
         use std::hash::{BuildHasher, Hasher};

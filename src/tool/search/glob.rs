@@ -30,6 +30,10 @@ pub struct GlobInput {
 }
 
 impl TypedTool for Glob {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     type Input = GlobInput;
 
     fn name(&self) -> &'static str {

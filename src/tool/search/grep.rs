@@ -56,6 +56,10 @@ pub fn grep_tree(root: &Path, pattern: &str, max: usize) -> Result<Vec<String>, 
 }
 
 impl TypedTool for Grep {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     type Input = GrepInput;
 
     fn name(&self) -> &'static str {

@@ -52,6 +52,10 @@ pub struct ListInput {
 }
 
 impl TypedTool for List {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     type Input = ListInput;
 
     fn name(&self) -> &'static str {
