@@ -277,6 +277,10 @@ impl Registry {
     /// Runs a call: unknown tools and bad input become errors for the model. Tools watch `ctx.cancel` themselves,
     /// so that they clean up (kill a process group) before returning.
     pub async fn run(&self, name: &str, input: Value, ctx: ToolContext) -> Result<ToolOutput, ToolError> {
+        // Recovery runs approved calls right after a restart, when the MCP servers may still be starting.
+        if self.get(name).is_none() {
+            self.settle(&ctx.session_id, &ctx.cancel).await;
+        }
         let tool = self.get_for(&ctx.session_id, name).ok_or_else(|| ToolError::Unknown(name.to_owned()))?;
         tool.run(input, ctx).await
     }
