@@ -266,6 +266,21 @@ async fn mcp_list_shows_servers_that_fail_to_start_with_their_error() {
     )
     .await;
     let c = &s.engine.client;
+    // Every initialized connection hears of state changes.
+    let heard = tokio::time::timeout(WAIT, async {
+        loop {
+            let m = c.next_message().await;
+            if m["method"] == "mcp/statusChanged"
+                && m["params"]["name"] == "missing"
+                && m["params"]["status"] == "failed"
+            {
+                return m["params"].clone();
+            }
+        }
+    })
+    .await
+    .expect("no mcp/statusChanged for the failed server");
+    assert!(heard["error"].as_str().unwrap().contains("/nonexistent/mcp-server"), "{heard}");
     let missing = wait_server(c, "missing", |s| s["status"] == "failed").await;
     assert!(missing["error"].as_str().unwrap().contains("/nonexistent/mcp-server"), "{missing}");
     let dies = wait_server(c, "dies", |s| s["status"] == "failed").await;

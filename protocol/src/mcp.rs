@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::method;
+use crate::{method, notification};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -72,3 +72,8 @@ pub struct McpRestartResult {
 
 method!(McpList, "mcp/list", Option<McpListParams>, McpListResult);
 method!(McpRestart, "mcp/restart", McpRestartParams, McpRestartResult);
+notification!(
+    /// Sent to every initialized connection when a server's state changes (starting, ready, failed, stopped, its
+    /// tool list); `mcp/list` has them all.
+    McpStatusChanged, "mcp/statusChanged", McpServer
+);

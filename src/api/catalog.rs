@@ -140,7 +140,8 @@ pub async fn mcp_restart(engine: Arc<Engine>, p: McpRestartParams, _: Call) -> R
     Ok(McpRestartResult { server: server(engine.restart_mcp(&p.name, p.session_id.as_deref())?) })
 }
 
-fn server(info: crate::mcp::ServerInfo) -> McpServer {
+/// A server as the protocol shows it (`mcp/list`, `mcp/statusChanged`).
+pub(super) fn server(info: crate::mcp::ServerInfo) -> McpServer {
     use crate::mcp::Status;
     let (status, error, retrying) = match info.status {
         Status::Starting => (McpStatus::Starting, None, false),
