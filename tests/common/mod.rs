@@ -104,7 +104,12 @@ pub struct SocketEngine {
 
 impl SocketEngine {
     pub async fn start(home: &Path, env: &[(&str, &str)]) -> Self {
-        let socket = home.join("keel.sock");
+        Self::start_at(home, "keel.sock", env).await
+    }
+
+    /// An engine listening on its own socket (`name` in the home), for several engines on one home.
+    pub async fn start_at(home: &Path, name: &str, env: &[(&str, &str)]) -> Self {
+        let socket = home.join(name);
         let mut cmd = keel_command(home);
         cmd.arg("serve").arg("--listen").arg(format!("unix:{}", socket.display()));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
