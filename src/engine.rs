@@ -15,7 +15,7 @@ use crate::session::coordinator::Coordinator;
 use crate::session::runner::Mode;
 use crate::session::{Delta, Error as SessionError, Notice, Services, Sessions};
 use crate::store::{self, Store};
-use crate::tool;
+use crate::{mcp, tool};
 
 pub use crate::session::Settings;
 pub use facade::MessagePage;
@@ -26,24 +26,32 @@ pub struct Engine {
     pub sessions: Sessions,
     services: Arc<Services>,
     coordinator: Arc<Coordinator>,
+    mcp: Arc<mcp::Manager>,
 }
 
 impl Engine {
     pub fn open(paths: Paths, settings: Settings) -> Result<Arc<Self>, store::Error> {
         let store = Arc::new(Store::open(&paths.data_dir.join("keel.db"))?);
         let providers = Registry::new(AuthStore::new(&paths.data_dir));
-        let services = Arc::new(Services::new(Arc::clone(&store), providers, paths, settings));
+        let mut services = Services::new(Arc::clone(&store), providers, paths, settings);
+        let mcp = Arc::new(mcp::Manager::default());
+        services.tools.add_source(Arc::clone(&mcp) as Arc<dyn tool::ToolSource>);
+        let services = Arc::new(services);
         Ok(Arc::new(Self {
             sessions: Sessions::new(store),
             coordinator: Arc::new(Coordinator::new(Arc::clone(&services))),
             services,
+            mcp,
         }))
     }
 
-    /// Starts the background work of a serving engine: watching other engine processes' commits, and (unless
-    /// settings say otherwise) taking over sessions that nobody runs, now and periodically. Nothing here delays
-    /// serving. Needs a running tokio runtime.
+    /// Starts the background work of a serving engine: config's MCP servers (read for the process's directory;
+    /// nothing waits for them), watching other engine processes' commits, and (unless settings say otherwise)
+    /// taking over sessions that nobody runs, now and periodically. Nothing here delays serving. Needs a running
+    /// tokio runtime.
     pub fn start(self: &Arc<Self>) {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        self.mcp.start_configured(&self.config(Some(&cwd.to_string_lossy())), &cwd);
         let store = Arc::clone(&self.services.store);
         let every = self.services.settings.poll_other_writers;
         tokio::spawn(async move {
@@ -129,5 +137,34 @@ impl Engine {
     /// The directory of a session's saved tool outputs.
     pub fn output_dir(&self, session_id: &str) -> std::path::PathBuf {
         self.services.output_dir(session_id)
+    }
+
+    /// Every MCP server and its state.
+    pub fn mcp_servers(&self) -> Vec<mcp::ServerInfo> {
+        self.mcp.list()
+    }
+
+    /// Restarts an MCP server: a session's own first, when `session_id` has one of that name, else config's as the
+    /// config reads now.
+    pub fn restart_mcp(&self, name: &str, session_id: Option<&str>) -> Result<mcp::ServerInfo, mcp::McpError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        self.mcp.restart(name, session_id, &self.config(Some(&cwd.to_string_lossy())), &cwd)
+    }
+
+    /// Starts a session's own MCP servers (ACP `mcpServers`) in the background, in the session's directory and
+    /// under its config's environment policy; they replace the ones the session had.
+    pub fn start_session_mcp(&self, session_id: &str, cwd: &str, specs: Vec<mcp::ServerSpec>) -> mcp::SessionServers {
+        let config = self.config(Some(cwd));
+        self.mcp.start_for_session(session_id, specs, &config, std::path::Path::new(cwd))
+    }
+
+    /// Stops the MCP servers that `start_session_mcp` started.
+    pub fn stop_session_mcp(&self, servers: &mcp::SessionServers) {
+        self.mcp.release(servers);
+    }
+
+    /// Follows the state of a session's MCP servers (for reporting failures to the client that passed them).
+    pub fn watch_mcp(&self) -> tokio::sync::broadcast::Receiver<mcp::ServerInfo> {
+        self.mcp.watch()
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mcp;
 pub mod permission;
 pub mod provider;
 pub mod rpc;

@@ -122,6 +122,9 @@ enum SessionsCommand {
     },
 }
 
+/// rmcp reports every MCP session it opens at `info`; keel reports what matters about its servers itself.
+const DEFAULT_LOG: &str = "info,rmcp=warn";
+
 fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     // SAFETY: the first statement of `main`: no other thread exists yet.
@@ -130,7 +133,7 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()))
         .with_ansi(false)
         .init();
     let cli = Cli::parse();

@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod initialize;
 pub mod input;
+pub mod mcp;
 pub mod model;
 pub mod recovery;
 pub mod schema;
@@ -84,6 +85,8 @@ macro_rules! client_methods {
             $crate::config::ToolList,
             $crate::approval::ApprovalRespond,
             $crate::recovery::RecoveryDecide,
+            $crate::mcp::McpList,
+            $crate::mcp::McpRestart,
         }
     };
 }

@@ -20,6 +20,7 @@ use keel_protocol::turn::{CloseReason, DeltaKind};
 use serde_json::Value;
 
 use crate::engine::Engine;
+use crate::mcp;
 use crate::provider::registry::Registry;
 use crate::rpc::{Call, PeerRef};
 use crate::session::Delta;
@@ -76,6 +77,7 @@ fn initialized() -> InitializeResponse {
         agent_capabilities: AgentCapabilities {
             load_session: true,
             prompt_capabilities: PromptCapabilities { image: true, audio: false, embedded_context: true },
+            mcp_capabilities: McpCapabilities { http: true, sse: false },
             session_capabilities: SessionCapabilities {
                 list: Some(Empty {}),
                 resume: Some(Empty {}),
@@ -124,20 +126,118 @@ fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>>
     ])
 }
 
-async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, _: Call) -> Reply<NewSessionResponse> {
+async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call) -> Reply<NewSessionResponse> {
+    let specs = mcp_specs(params.mcp_servers, &params.cwd)?;
     let new = NewSession { cwd: params.cwd, title: None, agent: None, model: None, parent_id: None };
     let session = engine.sessions.create(new)?;
+    start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
     Ok(NewSessionResponse { config_options: config_options(&engine, &session.id)?, session_id: session.id })
 }
 
-async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, _: Call) -> Reply<ConfigOptionsResponse> {
+async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call: Call) -> Reply<ConfigOptionsResponse> {
+    let session = engine.sessions.get(&params.session_id)?;
+    let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
+    start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
     Ok(ConfigOptionsResponse { config_options: config_options(&engine, &params.session_id)? })
+}
+
+/// ACP's `mcpServers` as keel's specs. A server that cannot be used (SSE, a program that does not exist) is the
+/// request's error, so the client hears of it before it counts on the server's tools.
+fn mcp_specs(servers: Vec<McpServer>, cwd: &str) -> Reply<Vec<mcp::ServerSpec>> {
+    servers
+        .into_iter()
+        .enumerate()
+        .map(|(i, server)| {
+            let path = format!("mcpServers[{i}]");
+            let pairs = |list: Vec<NameValue>| list.into_iter().map(|p| (p.name, p.value)).collect();
+            let transport = match server.kind.as_deref() {
+                None | Some("stdio") => {
+                    let command = server.command.unwrap_or_default();
+                    if !mcp::config::program_exists(&command, std::path::Path::new(cwd)) {
+                        return Err(AcpError::invalid(&format!("{path}.command"), format!("{command:?} not found")));
+                    }
+                    mcp::Transport::Stdio { command, args: server.args, env: pairs(server.env), cwd: None }
+                }
+                Some("http") => {
+                    mcp::Transport::Http { url: server.url.unwrap_or_default(), headers: pairs(server.headers) }
+                }
+                Some(other) => {
+                    return Err(AcpError::invalid(
+                        &format!("{path}.type"),
+                        format!("{other} servers are not supported"),
+                    ));
+                }
+            };
+            mcp::ServerSpec::new(&server.name, transport, &path).map_err(|e| AcpError::invalid(&e.path, e.message))
+        })
+        .collect()
+}
+
+/// Starts a session's own MCP servers for as long as this connection lasts (or the session is closed), and tells
+/// this client, as an agent message, of each one that fails: it passed them and would otherwise miss their tools
+/// in silence.
+fn start_mcp(engine: &Arc<Engine>, peer: &PeerRef, session_id: &str, cwd: &str, specs: Vec<mcp::ServerSpec>) {
+    if specs.is_empty() {
+        return;
+    }
+    // Subscribed before the servers start, so no failure is missed.
+    let mut changes = engine.watch_mcp();
+    let servers = engine.start_session_mcp(session_id, cwd, specs);
+    /// Stops the servers with the task: when the connection ends, the session closes, or a later open replaces it.
+    struct Release(Arc<Engine>, mcp::SessionServers);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.stop_session_mcp(&self.1);
+        }
+    }
+    let release = Release(Arc::clone(engine), servers);
+    let (peer_ref, session) = (Arc::clone(peer), session_id.to_owned());
+    peer.spawn_task(mcp_task(session_id), async move {
+        let release = release;
+        let names = release.1.names();
+        let mut reported = std::collections::HashMap::<String, String>::new();
+        loop {
+            let info = match changes.recv().await {
+                Ok(info) => info,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if info.session_id.as_deref() != Some(session.as_str()) || !names.contains(&info.name) {
+                continue;
+            }
+            match info.status {
+                mcp::Status::Failed { reason, .. } => {
+                    if reported.get(&info.name) == Some(&reason) {
+                        continue;
+                    }
+                    let text = format!("MCP server `{}` failed: {reason}\n", info.name);
+                    reported.insert(info.name.clone(), reason);
+                    let kind = UpdateKind::AgentMessageChunk(Chunk {
+                        content: ContentBlock::Text { text },
+                        message_id: format!("mcp_{}", info.name),
+                    });
+                    let update = SessionUpdate { kind, meta: Meta { keel: Position { seq: None, after_seq: None } } };
+                    send_update(&peer_ref, &session, update).await;
+                }
+                mcp::Status::Ready => {
+                    reported.remove(&info.name);
+                }
+                mcp::Status::Starting | mcp::Status::Stopped => {}
+            }
+        }
+    });
+}
+
+fn mcp_task(session_id: &str) -> String {
+    format!("mcp:{session_id}")
 }
 
 /// Replays the stored history as `session/update`s, then answers.
 async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Call) -> Reply<ConfigOptionsResponse> {
     let session_id = params.session_id;
     let session = engine.sessions.get(&session_id)?;
+    let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
+    start_mcp(&engine, &call.peer, &session_id, &session.cwd, specs);
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
     let mut history = engine.follow(&session_id, Some(0))?;
     while let Some(events) = history.next_page(512, false).await? {
@@ -174,9 +274,10 @@ async fn list_sessions(engine: Arc<Engine>, params: ListSessionsRequest, _: Call
     Ok(ListSessionsResponse { sessions, next_cursor })
 }
 
-async fn close_session(engine: Arc<Engine>, params: CloseSessionRequest, _: Call) -> Reply<CloseSessionResponse> {
+async fn close_session(engine: Arc<Engine>, params: CloseSessionRequest, call: Call) -> Reply<CloseSessionResponse> {
     engine.sessions.get(&params.session_id)?;
     engine.interrupt(&params.session_id);
+    call.peer.stop_task(&mcp_task(&params.session_id));
     Ok(CloseSessionResponse {})
 }
 
@@ -404,6 +505,7 @@ mod tests {
             "agentCapabilities": {
                 "loadSession": true,
                 "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
+                "mcpCapabilities": { "http": true, "sse": false },
                 "sessionCapabilities": { "list": {}, "resume": {}, "close": {} },
                 "_meta": { "keel": { "steer": "_keel/steer", "protocolVersion": keel_protocol::PROTOCOL_VERSION } },
             },

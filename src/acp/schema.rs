@@ -53,6 +53,7 @@ pub struct AuthMethod {
 pub struct AgentCapabilities {
     pub load_session: bool,
     pub prompt_capabilities: PromptCapabilities,
+    pub mcp_capabilities: McpCapabilities,
     pub session_capabilities: SessionCapabilities,
     #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
     pub meta: Option<Meta<KeelCapabilities>>,
@@ -64,6 +65,13 @@ pub struct PromptCapabilities {
     pub image: bool,
     pub audio: bool,
     pub embedded_context: bool,
+}
+
+/// The MCP transports `mcpServers` may use besides stdio, which every agent supports.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpCapabilities {
+    pub http: bool,
+    pub sse: bool,
 }
 
 /// Each capability is an empty object when supported and absent when not.
@@ -98,11 +106,49 @@ pub struct Implementation {
 
 // --- sessions ---
 
-/// `mcpServers` is accepted and ignored: keel's own tools do that work.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSessionRequest {
     pub cwd: String,
+    /// Started for this session only, in the background.
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
+}
+
+/// An MCP server the client wants the session to have: stdio (no `type`, or `stdio`) or `http`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServer {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<NameValue>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<NameValue>,
+}
+
+/// An environment variable or an HTTP header.
+#[derive(Debug, Deserialize)]
+pub struct NameValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// `session/load` and `session/resume`: a stored session, and the MCP servers to give it on this connection
+/// (`cwd` is the stored session's).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenSessionRequest {
+    pub session_id: String,
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,16 +158,15 @@ pub struct NewSessionResponse {
     pub config_options: Vec<ConfigOption>,
 }
 
-/// `session/load`, `session/resume`, `session/close` and the `session/cancel` notification: a session and nothing
-/// keel needs besides (`cwd` and `mcpServers` are the stored session's).
+/// `session/close` and the `session/cancel` notification: a session and nothing keel needs besides.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionRequest {
     pub session_id: String,
 }
 
-pub type LoadSessionRequest = SessionRequest;
-pub type ResumeSessionRequest = SessionRequest;
+pub type LoadSessionRequest = OpenSessionRequest;
+pub type ResumeSessionRequest = OpenSessionRequest;
 pub type CloseSessionRequest = SessionRequest;
 pub type CancelNotification = SessionRequest;
 

@@ -1,10 +1,11 @@
-//! `model/list`, `provider/list`, `auth/*`, `config/get`, `tool/list`.
+//! `model/list`, `provider/list`, `auth/*`, `config/get`, `tool/list`, `mcp/*`.
 
 use std::sync::Arc;
 
 use keel_protocol::Empty;
 use keel_protocol::auth::{AuthEntry, AuthListResult, AuthRemoveParams, AuthRemoveResult, AuthSetParams};
 use keel_protocol::config::{ConfigGetParams, ConfigGetResult, ConfigLayer, ToolInfo, ToolListParams, ToolListResult};
+use keel_protocol::mcp::{McpListParams, McpListResult, McpRestartParams, McpRestartResult, McpServer, McpStatus};
 use keel_protocol::model::{ModelInfo, ModelListParams, ModelListResult, ProviderInfo, ProviderListResult};
 
 use super::ApiError;
@@ -102,18 +103,62 @@ pub async fn config(engine: Arc<Engine>, p: Option<ConfigGetParams>, _: Call) ->
     })
 }
 
-pub async fn tools(engine: Arc<Engine>, _: Option<ToolListParams>, _: Call) -> Result<ToolListResult, ApiError> {
+pub async fn tools(engine: Arc<Engine>, p: Option<ToolListParams>, _: Call) -> Result<ToolListResult, ApiError> {
+    let session_id = p.and_then(|p| p.session_id);
     Ok(ToolListResult {
         tools: engine
             .tools()
-            .specs()
+            .all_for(session_id.as_deref())
             .into_iter()
-            .map(|t| ToolInfo {
-                name: t.name,
-                description: t.description,
-                input_schema: t.input_schema,
-                source: "builtin".into(),
+            .map(|(t, source)| ToolInfo {
+                name: t.name().to_owned(),
+                description: t.description().to_owned(),
+                input_schema: t.input_schema(),
+                source: match source {
+                    crate::tool::Source::Builtin => "builtin",
+                    crate::tool::Source::Mcp => "mcp",
+                }
+                .into(),
             })
             .collect(),
     })
+}
+
+pub async fn mcp_list(engine: Arc<Engine>, p: Option<McpListParams>, _: Call) -> Result<McpListResult, ApiError> {
+    let session_id = p.and_then(|p| p.session_id);
+    Ok(McpListResult {
+        servers: engine
+            .mcp_servers()
+            .into_iter()
+            .filter(|s| session_id.is_none() || s.session_id.is_none() || s.session_id == session_id)
+            .map(server)
+            .collect(),
+    })
+}
+
+pub async fn mcp_restart(engine: Arc<Engine>, p: McpRestartParams, _: Call) -> Result<McpRestartResult, ApiError> {
+    Ok(McpRestartResult { server: server(engine.restart_mcp(&p.name, p.session_id.as_deref())?) })
+}
+
+/// A server as the protocol shows it (`mcp/list`, `mcp/statusChanged`).
+pub(super) fn server(info: crate::mcp::ServerInfo) -> McpServer {
+    use crate::mcp::Status;
+    let (status, error, retrying) = match info.status {
+        Status::Starting => (McpStatus::Starting, None, false),
+        Status::Ready => (McpStatus::Ready, None, false),
+        Status::Failed { reason, retrying } => (McpStatus::Failed, Some(reason), retrying),
+        Status::Stopped => (McpStatus::Stopped, None, false),
+    };
+    McpServer {
+        name: info.name,
+        session_id: info.session_id,
+        transport: info.transport.into(),
+        status,
+        error,
+        retrying,
+        tool_count: u32::try_from(info.tools.len()).unwrap_or(u32::MAX),
+        tools: info.tools,
+        pid: info.pid,
+        restarts: info.restarts,
+    }
 }

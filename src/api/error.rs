@@ -4,7 +4,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use keel_protocol::error as code;
 use serde_json::json;
 
-use crate::{session, store};
+use crate::{mcp, session, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,6 +42,15 @@ impl From<session::Error> for ApiError {
             session::Error::Conflict(message) => Self::Conflict(message),
             session::Error::Unavailable(message) => Self::Unavailable(message),
             session::Error::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<mcp::McpError> for ApiError {
+    fn from(e: mcp::McpError) -> Self {
+        match &e {
+            mcp::McpError::UnknownServer(_) => Self::invalid("name", e.to_string()),
+            mcp::McpError::InvalidSpec(spec) => Self::invalid(&spec.path, spec.message.clone()),
         }
     }
 }

@@ -6,6 +6,7 @@ use keel_protocol::PROTOCOL_VERSION;
 use keel_protocol::initialize::{InitializeParams, InitializeResult, ServerCapabilities, ServerInfo};
 
 use keel_protocol::Notification;
+use keel_protocol::mcp::McpStatusChanged;
 use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams};
 use tokio::sync::broadcast;
 
@@ -45,8 +46,11 @@ pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) ->
         return Err(ApiError::InvalidRequest("the connection is already initialized".into()));
     }
     let notices = engine.notices().subscribe();
+    let mcp = engine.watch_mcp();
     let peer = Arc::clone(&call.peer);
-    call.after_response(move || peer.spawn_task("notices".into(), forward_notices(engine, notices, Arc::clone(&peer))));
+    call.after_response(move || {
+        peer.spawn_task("notices".into(), forward_notices(engine, notices, mcp, Arc::clone(&peer)))
+    });
     Ok(InitializeResult {
         protocol_version: PROTOCOL_VERSION,
         server_info: ServerInfo { name: "keel".into(), version: env!("CARGO_PKG_VERSION").into() },
@@ -65,9 +69,30 @@ pub async fn shutdown(_: Arc<Engine>, _: Option<keel_protocol::Empty>, call: Cal
 
 /// Engine-wide news goes to every initialized connection. A connection too slow to keep up misses some; status is
 /// also in the event log and in `session/get`.
-async fn forward_notices(engine: Arc<Engine>, mut notices: broadcast::Receiver<Notice>, peer: PeerRef) {
+async fn forward_notices(
+    engine: Arc<Engine>,
+    mut notices: broadcast::Receiver<Notice>,
+    mut mcp: broadcast::Receiver<crate::mcp::ServerInfo>,
+    peer: PeerRef,
+) {
+    use broadcast::error::RecvError;
     loop {
-        match notices.recv().await {
+        let notice = tokio::select! {
+            notice = notices.recv() => notice,
+            server = mcp.recv() => match server {
+                Ok(server) => {
+                    let params = super::catalog::server(server);
+                    if peer.notify(McpStatusChanged::NAME, &params).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                // The engine's MCP manager lives as long as the engine: this only happens at shutdown.
+                Err(RecvError::Closed) => return,
+            },
+        };
+        match notice {
             Ok(Notice::ApprovalRequested(row)) => super::approval::deliver(&engine, &peer, row),
             Ok(Notice::ApprovalResolved { approval_id, .. }) => peer.withdraw(&approval_id),
             Ok(Notice::StatusChanged { session_id, status }) => {
@@ -76,8 +101,8 @@ async fn forward_notices(engine: Arc<Engine>, mut notices: broadcast::Receiver<N
                     return;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -54,7 +54,7 @@ macro_rules! handlers {
 
 mod bound {
     use keel_protocol::{
-        approval as apr, auth, config, event as ev, initialize as init, input as inp, model, session as s, turn,
+        approval as apr, auth, config, event as ev, initialize as init, input as inp, mcp, model, session as s, turn,
     };
 
     use super::*;
@@ -85,6 +85,8 @@ mod bound {
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
         keel_protocol::recovery::RecoveryDecide => input::decide,
+        mcp::McpList => catalog::mcp_list,
+        mcp::McpRestart => catalog::mcp_restart,
     }
 }
 

@@ -39,6 +39,10 @@ pub struct Config {
     /// `KEEL_SHUTDOWN_GRACE_MS` override the global config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoverySettings>,
+    /// MCP servers by name: `{"fs": {"type": "local", "command": ["npx", "..."], "environment": {}}, "web":
+    /// {"type": "remote", "url": "https://...", "headers": {}}}` (opencode's shape; `command` with `args`, `env`,
+    /// `"type": "http"`, and a `servers` wrapper are accepted too), each optionally `enabled`, `timeoutMs` and
+    /// `startupTimeoutMs`. Read by `mcp::config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<Value>,
     /// Instruction files (relative to the project) added to the system prompt.

@@ -58,8 +58,8 @@ pub enum ToolError {
 /// A tool as the registry and the runner see it. A call's input is decoded once (`decode`), then the same decoded
 /// input is checked (`access`) and run (`start`).
 pub trait Tool: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
     fn input_schema(&self) -> Value;
 
     /// True for tools that bound and page their own output (`read`): the output store leaves it alone.
@@ -86,6 +86,17 @@ pub trait Tool: Send + Sync {
 
 /// A call's input as its tool decoded it; only that tool can read it.
 pub struct Decoded(Box<dyn Any + Send + Sync>);
+
+impl Decoded {
+    /// For tools that are not `TypedTool`s (MCP's): they decode into their own type.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Self(Box::new(value))
+    }
+
+    pub fn take<T: Any>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|b| *b)
+    }
+}
 
 /// A tool written against its own input type; every `TypedTool` is a `Tool`.
 pub trait TypedTool: Send + Sync {
@@ -122,11 +133,11 @@ fn foreign(tool: &str) -> ToolError {
 }
 
 impl<T: TypedTool> Tool for T {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         TypedTool::name(self)
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         TypedTool::description(self)
     }
 
@@ -176,9 +187,20 @@ pub fn schema_of<T: schemars::JsonSchema>() -> Value {
     schema
 }
 
+/// Tools that come and go while the engine runs (MCP servers), some of them for one session only.
+pub trait ToolSource: Send + Sync {
+    /// The tools this source offers to `session_id` now, or to every session when it is `None`.
+    fn tools(&self, session_id: Option<&str>) -> Vec<Arc<dyn Tool>>;
+
+    /// Resolves once the tools `session_id` is about to get are known: MCP servers still on their first start are
+    /// waited for (each at most its start-up time), so a session's first turn sees the tools of its servers.
+    fn settle<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ()>;
+}
+
 #[derive(Clone, Default)]
 pub struct Registry {
-    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+    sources: Vec<Arc<dyn ToolSource>>,
 }
 
 impl Registry {
@@ -198,28 +220,79 @@ impl Registry {
     }
 
     pub fn add(&mut self, tool: Arc<dyn Tool>) {
-        self.tools.insert(tool.name(), tool);
+        self.tools.insert(tool.name().to_owned(), tool);
     }
 
+    /// Adds tools that are looked up at every turn, after the fixed ones.
+    pub fn add_source(&mut self, source: Arc<dyn ToolSource>) {
+        self.sources.push(source);
+    }
+
+    /// A built-in tool by name.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
         self.tools.get(name).cloned()
     }
 
+    /// A tool as `session_id` sees it: a fixed one first (a source cannot shadow a built-in tool), then the sources'.
+    pub fn get_for(&self, session_id: &str, name: &str) -> Option<Arc<dyn Tool>> {
+        self.get(name)
+            .or_else(|| self.sources.iter().flat_map(|s| s.tools(Some(session_id))).find(|t| t.name() == name))
+    }
+
+    /// Every tool `session_id` sees (every session's when `None`), with where it comes from.
+    pub fn all_for(&self, session_id: Option<&str>) -> Vec<(Arc<dyn Tool>, Source)> {
+        let mut out: Vec<(Arc<dyn Tool>, Source)> =
+            self.tools.values().map(|t| (Arc::clone(t), Source::Builtin)).collect();
+        let mut seen: std::collections::BTreeSet<String> = self.tools.keys().cloned().collect();
+        for source in &self.sources {
+            for tool in source.tools(session_id) {
+                if seen.insert(tool.name().to_owned()) {
+                    out.push((tool, Source::Mcp));
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until every source knows the tools `session_id` gets (see `ToolSource::settle`), or `cancel`.
+    pub async fn settle(&self, session_id: &str, cancel: &CancellationToken) {
+        for source in &self.sources {
+            tokio::select! {
+                () = source.settle(session_id) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// The built-in tools' specs.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools
-            .values()
-            .map(|t| ToolSpec {
-                name: t.name().into(),
-                description: t.description().into(),
-                input_schema: t.input_schema(),
-            })
-            .collect()
+        self.tools.values().map(|t| spec(&**t)).collect()
+    }
+
+    /// The specs of every tool `session_id` sees, built-in ones first.
+    pub fn specs_for(&self, session_id: &str) -> Vec<ToolSpec> {
+        self.all_for(Some(session_id)).into_iter().map(|(t, _)| spec(&*t)).collect()
     }
 
     /// Runs a call: unknown tools and bad input become errors for the model. Tools watch `ctx.cancel` themselves,
     /// so that they clean up (kill a process group) before returning.
     pub async fn run(&self, name: &str, input: Value, ctx: ToolContext) -> Result<ToolOutput, ToolError> {
-        let tool = self.get(name).ok_or_else(|| ToolError::Unknown(name.to_owned()))?;
+        // Recovery runs approved calls right after a restart, when the MCP servers may still be starting.
+        if self.get(name).is_none() {
+            self.settle(&ctx.session_id, &ctx.cancel).await;
+        }
+        let tool = self.get_for(&ctx.session_id, name).ok_or_else(|| ToolError::Unknown(name.to_owned()))?;
         tool.run(input, ctx).await
     }
+}
+
+/// Where a tool comes from, as `tool/list` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Builtin,
+    Mcp,
+}
+
+fn spec(tool: &dyn Tool) -> ToolSpec {
+    ToolSpec { name: tool.name().into(), description: tool.description().into(), input_schema: tool.input_schema() }
 }

@@ -275,7 +275,7 @@ impl<'a> TurnStream<'a> {
         self.tools.spawn(async move {
             let mut call = call;
             let call_id = call.id.clone();
-            let Some(tool) = services.tools.get(&call.name) else {
+            let Some(tool) = services.tools.get_for(&session_id, &call.name) else {
                 let error = format!("unknown tool {:?}", call.name);
                 let failed = event(EventBody::ToolFailed(ToolFailedData { call_id, error }));
                 if let Err(e) = failed.and_then(|e| services.append_events(&session_id, vec![e])) {

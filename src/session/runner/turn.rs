@@ -62,11 +62,12 @@ pub(super) async fn run_turn(
     };
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
     let parts = services.store.query(|c| transcript::parts_after(c, session_id, 0, usize::MAX))?;
+    services.tools.settle(session_id, cancel).await;
     let request = Request {
         model: resolved.spec.model().to_owned(),
         system: context::system_prompt(&config, &activity.agent, &cwd),
         messages: context::history(&parts, &cwd),
-        tools: services.tools.specs(),
+        tools: services.tools.specs_for(session_id),
         max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
         session_id: session_id.clone(),
     };
