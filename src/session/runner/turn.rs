@@ -46,19 +46,21 @@ pub(super) async fn run_turn(
         .or_else(|| config.agents.get(&activity.agent).and_then(|a| a.model.clone()))
         .unwrap_or_else(|| Registry::default_model(&config));
     let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
-    services.append_events(
-        session_id,
-        vec![event(EventBody::TurnStarted(TurnStartedData {
-            turn_id: turn.turn_id.clone(),
-            activity_id: activity.id.clone(),
-            message_id: turn.message_id.clone(),
-            model: model.clone(),
-            agent: activity.agent.clone(),
-        }))?],
-    )?;
+    // Recorded with the first dispatch, in one transaction: an engine that stops before it leaves no turn at all,
+    // which recovery reads the same as a prepared one (never sent).
+    let mut started = Some(event(EventBody::TurnStarted(TurnStartedData {
+        turn_id: turn.turn_id.clone(),
+        activity_id: activity.id.clone(),
+        message_id: turn.message_id.clone(),
+        model: model.clone(),
+        agent: activity.agent.clone(),
+    }))?);
     let resolved = match services.providers.resolve(&config, &model) {
         Ok(resolved) => resolved,
-        Err(e) => return turn.fail(services, &e, false),
+        Err(e) => {
+            services.append_events(session_id, started.take().into_iter().collect())?;
+            return turn.fail(services, &e, false);
+        }
     };
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
     let parts = services.store.query(|c| transcript::parts_after(c, session_id, 0, usize::MAX))?;
@@ -75,13 +77,11 @@ pub(super) async fn run_turn(
     let mut attempt = 0;
     loop {
         // Recorded before the request leaves: a log without it proves the request was never sent.
-        services.append_events(
-            session_id,
-            vec![event(EventBody::TurnDispatched(TurnDispatchedData {
-                turn_id: turn.turn_id.clone(),
-                attempt: attempt + 1,
-            }))?],
-        )?;
+        let dispatched = event(EventBody::TurnDispatched(TurnDispatchedData {
+            turn_id: turn.turn_id.clone(),
+            attempt: attempt + 1,
+        }))?;
+        services.append_events(session_id, started.take().into_iter().chain([dispatched]).collect())?;
         let mut stream = TurnStream::new(services, &turn, activity, cancel.child_token(), cwd.clone(), &config);
         let result = stream.run(&*resolved.provider, &request, cancel).await;
         let flushed = stream.flush_parts();
