@@ -395,3 +395,48 @@ async fn keel_run_on_a_session_waiting_for_a_decision_abandons_the_cut_activity(
     assert!(log[resolved..].iter().any(|(_, k)| k == "activity.closed"));
     assert_eq!(s.mock.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_may_retry_an_unknown_outcome_by_itself_within_a_budget() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let config = json!({
+        "model": "mock/m",
+        "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url(), "retryUnknownOutcome": true } },
+        "recovery": { "retryBudget": 1 },
+    });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    mock.push(slow(40));
+    mock.push(slow(40));
+    let env = [("KEEL_RETRY_BASE_MS", "10")];
+    let a = SocketEngine::start(home.path(), &env).await;
+    let ca = a.connect().await;
+    let session = ca.create_session(&home.workspace()).await;
+    prompt(&ca, &session, "long").await;
+    requests_reach(&mock, 1).await;
+    let mut child = a.child;
+    child.kill().await.unwrap();
+
+    // The first crash is retried by policy, with its backoff on record.
+    let b = SocketEngine::start(home.path(), &env).await;
+    let cb = b.connect().await;
+    let sb = cb.subscribe(&session, 0).await;
+    let events = until(&cb, &sb, kind("recovery.resolved")).await;
+    let scheduled = events.iter().find(|e| e["type"] == "retry.scheduled").unwrap();
+    assert_eq!(scheduled["data"]["error"]["kind"], "unknown_outcome");
+    let resolved = events.last().unwrap();
+    assert_eq!(
+        (resolved["data"]["decision"].as_str(), resolved["data"]["by"].as_str()),
+        (Some("retry"), Some("policy"))
+    );
+    requests_reach(&mock, 2).await;
+    let mut child = b.child;
+    child.kill().await.unwrap();
+
+    // The budget is spent: the second crash waits for a person.
+    let c = SocketEngine::start(home.path(), &env).await;
+    let cc = c.connect().await;
+    let sc = cc.subscribe(&session, 0).await;
+    until(&cc, &sc, kind("recovery.required")).await;
+    assert_eq!(mock.requests().len(), 2);
+}
