@@ -346,7 +346,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     }
     let rt = runtime()?;
     rt.block_on(async move {
-        let engine = open_engine()?;
+        let paths = Paths::from_env();
+        let settings = Settings { suspend_on_shutdown_request: listen.is_none(), ..settings(&paths) };
+        let engine = Engine::open(paths, settings).map_err(|e| e.to_string())?;
         engine.start();
         let methods = keel::api::methods(Arc::clone(&engine)).map_err(|e| e.to_string())?;
         let max_connections = env_number("KEEL_MAX_CONNECTIONS", rpc::DEFAULT_MAX_CONNECTIONS);

@@ -440,3 +440,30 @@ async fn config_may_retry_an_unknown_outcome_by_itself_within_a_budget() {
     until(&cc, &sc, kind("recovery.required")).await;
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_request_on_stdio_suspends_before_it_is_answered() {
+    let s = setup().await;
+    s.mock.push(slow(200));
+    s.mock.push(text("resumed"));
+    let engine =
+        common::Engine::start_with(s.home.path(), common::Framing::Ndjson, &[("KEEL_SHUTDOWN_GRACE_MS", "100")]).await;
+    let c = &engine.client;
+    c.initialize().await;
+    let session = c.create_session(&s.ws).await;
+    prompt(c, &session, "long").await;
+    requests_reach(&s.mock, 1).await;
+    c.ok("shutdown", json!(null)).await;
+    // Answered after the suspension: the log already ends with it, before `exit`.
+    let db = rusqlite::Connection::open(s.home.path().join("keel.db")).unwrap();
+    let last: Vec<String> = db
+        .prepare("SELECT type FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 2")
+        .unwrap()
+        .query_map([&session], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(last, ["session.status", "activity.suspended"]);
+    c.notify("exit", json!(null));
+    assert_eq!(engine.wait_exit().await, 0);
+}

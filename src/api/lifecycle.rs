@@ -62,8 +62,12 @@ pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) ->
     })
 }
 
-pub async fn shutdown(_: Arc<Engine>, _: Option<keel_protocol::Empty>, call: Call) -> Result<(), ApiError> {
+pub async fn shutdown(engine: Arc<Engine>, _: Option<keel_protocol::Empty>, call: Call) -> Result<(), ApiError> {
     call.peer.update_lifecycle(|l| l.shut_down = true);
+    // Answered once running turns are suspended, so that the `exit` that follows ends the process at once.
+    if engine.settings().suspend_on_shutdown_request {
+        engine.shutdown().await;
+    }
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Whether this engine takes over sessions that nobody runs (false for `keel run`, which runs its own).
     pub discover: bool,
+    /// Whether a `shutdown` request suspends the engine's running activities before it is answered (an engine
+    /// serving one client on stdio, whose `shutdown` announces the end of the process).
+    pub suspend_on_shutdown_request: bool,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             lease_renew: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             discover: true,
+            suspend_on_shutdown_request: false,
         }
     }
 }
