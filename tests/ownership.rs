@@ -49,23 +49,6 @@ async fn prompt(c: &Client, session: &str, text: &str) {
     c.ok("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": text }] })).await;
 }
 
-/// The subscription's events up to the first that `stop` accepts.
-async fn until(c: &Client, sub: &str, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let mut events = Vec::new();
-    loop {
-        let m = c.next_message().await;
-        if m["params"]["subscriptionId"] != sub || m["method"] != "session/event" {
-            continue;
-        }
-        let event = m["params"]["event"].clone();
-        let done = stop(&event);
-        events.push(event);
-        if done {
-            return events;
-        }
-    }
-}
-
 fn kind(t: &'static str) -> impl Fn(&Value) -> bool {
     move |e| e["type"] == t
 }
@@ -79,6 +62,19 @@ async fn requests_reach(mock: &MockModel, n: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the mock got {} requests, expected {n}", mock.requests().len());
+}
+
+/// Starts an engine, prompts a new session with the slow answer queued first, and SIGKILLs the engine once the
+/// model has the request: the session's last attempt has an unknown outcome.
+async fn killed_mid_answer(s: &Setup, env: &[(&str, &str)]) -> String {
+    let a = SocketEngine::start(s.home.path(), env).await;
+    let ca = a.connect().await;
+    let session = ca.create_session(&s.ws).await;
+    prompt(&ca, &session, "long").await;
+    requests_reach(&s.mock, 1).await;
+    let mut child = a.child;
+    child.kill().await.unwrap();
+    session
 }
 
 /// The whole log as `(seq, type)`, read through `session/events`.
@@ -114,11 +110,11 @@ async fn two_engines_woken_for_one_session_make_one_request_per_turn() {
     assert_eq!(ra["admittedSeq"], rb["admittedSeq"], "one admission");
     prompt(&cb, &session, "two").await;
 
-    let first = until(&ca, &sa, kind("activity.closed")).await;
-    let second = until(&ca, &sa, kind("activity.closed")).await;
+    let first = ca.events_until(&sa, kind("activity.closed")).await;
+    let second = ca.events_until(&sa, kind("activity.closed")).await;
     assert_eq!(first.last().unwrap()["data"]["reason"], "completed");
     assert_eq!(second.last().unwrap()["data"]["reason"], "completed");
-    until(&cb, &sb, |e| e["seq"] == second.last().unwrap()["seq"]).await;
+    cb.events_until(&sb, |e| e["seq"] == second.last().unwrap()["seq"]).await;
     let (la, lb) = (log(&ca, &session).await, log(&cb, &session).await);
     assert_eq!(la, lb, "both engines read one log");
     let seqs: Vec<u64> = la.iter().map(|(seq, _)| *seq).collect();
@@ -145,7 +141,7 @@ async fn a_paused_owner_is_taken_over_and_its_late_writes_are_refused() {
     let b = SocketEngine::start_at(s.home.path(), "b.sock", FAST_LEASE).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    let taken = until(&cb, &sb, kind("recovery.required")).await;
+    let taken = cb.events_until(&sb, kind("recovery.required")).await;
     let takeover = taken.last().unwrap()["seq"].as_u64().unwrap();
     signal(&a.child, libc::SIGCONT);
     // A wakes up mid-stream; its stream ends (about 2 s) and its renewals run: every write it tries is refused.
@@ -156,7 +152,7 @@ async fn a_paused_owner_is_taken_over_and_its_late_writes_are_refused() {
     // A still serves, and the session goes on under whoever runs it next.
     let ca = a.connect().await;
     ca.ok("recovery/decide", json!({ "sessionId": session, "decision": "abandon" })).await;
-    let closed = until(&cb, &sb, kind("activity.closed")).await;
+    let closed = cb.events_until(&sb, kind("activity.closed")).await;
     assert_eq!(closed.last().unwrap()["data"]["error"], "abandoned after the engine stopped");
     assert_eq!(s.mock.requests().len(), 1);
 }
@@ -175,14 +171,14 @@ async fn an_attempt_never_sent_resumes_by_itself_after_a_crash() {
     let session = ca.create_session(&s.ws).await;
     let sa = ca.subscribe(&session, 0).await;
     prompt(&ca, &session, "go").await;
-    until(&ca, &sa, kind("retry.scheduled")).await;
+    ca.events_until(&sa, kind("retry.scheduled")).await;
     let mut child = a.child;
     child.kill().await.unwrap();
 
     let b = SocketEngine::start(s.home.path(), &[]).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    let events = until(&cb, &sb, kind("activity.closed")).await;
+    let events = cb.events_until(&sb, kind("activity.closed")).await;
     let failed = events.iter().rfind(|e| e["type"] == "turn.failed").unwrap();
     assert_eq!(failed["data"]["error"]["kind"], "not_sent");
     let resumed = events.iter().find(|e| e["type"] == "activity.resumed").unwrap();
@@ -197,18 +193,12 @@ async fn a_dispatched_attempt_waits_for_a_decision_and_retry_sends_it_once() {
     let s = setup().await;
     s.mock.push(slow(40));
     s.mock.push(text("second try"));
-    let a = SocketEngine::start(s.home.path(), &[]).await;
-    let ca = a.connect().await;
-    let session = ca.create_session(&s.ws).await;
-    prompt(&ca, &session, "long").await;
-    requests_reach(&s.mock, 1).await;
-    let mut child = a.child;
-    child.kill().await.unwrap();
+    let session = killed_mid_answer(&s, &[]).await;
 
     let b = SocketEngine::start(s.home.path(), &[]).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    let required = until(&cb, &sb, kind("recovery.required")).await.pop().unwrap();
+    let required = cb.events_until(&sb, kind("recovery.required")).await.pop().unwrap();
     assert_eq!(required["data"]["reason"], "attempt_dispatched");
     // Waiting is a decided state: nothing runs, also after another restart.
     drop(cb);
@@ -223,7 +213,7 @@ async fn a_dispatched_attempt_waits_for_a_decision_and_retry_sends_it_once() {
     assert_eq!((wrong.code, wrong.data["path"].as_str()), (-32602, Some("decision")));
 
     cc.ok("recovery/decide", json!({ "sessionId": session, "decision": "retry" })).await;
-    let events = until(&cc, &sc, kind("activity.closed")).await;
+    let events = cc.events_until(&sc, kind("activity.closed")).await;
     assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
     assert!(events.iter().any(|e| e["type"] == "recovery.resolved" && e["data"]["decision"] == "retry"));
     assert_eq!(s.mock.requests().len(), 2, "sent once more, because a decision said so");
@@ -242,14 +232,14 @@ async fn a_crash_while_a_tool_runs_continues_with_the_settled_results() {
     let session = ca.create_session(&s.ws).await;
     let sa = ca.subscribe(&session, 0).await;
     prompt(&ca, &session, "go").await;
-    until(&ca, &sa, kind("tool.started")).await;
+    ca.events_until(&sa, kind("tool.started")).await;
     let mut child = a.child;
     child.kill().await.unwrap();
 
     let b = SocketEngine::start(s.home.path(), &[]).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    let events = until(&cb, &sb, kind("activity.closed")).await;
+    let events = cb.events_until(&sb, kind("activity.closed")).await;
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     let from = types.iter().position(|t| *t == "tool.failed").unwrap();
     assert_eq!(
@@ -275,14 +265,14 @@ async fn sigterm_mid_stream_suspends_and_the_next_start_resumes_without_a_decisi
     let sa = ca.subscribe(&session, 0).await;
     prompt(&ca, &session, "long").await;
     requests_reach(&s.mock, 1).await;
-    until(&ca, &sa, kind("turn.dispatched")).await;
+    ca.events_until(&sa, kind("turn.dispatched")).await;
     signal(&a.child, libc::SIGTERM);
     assert_eq!(a.child.wait().await.unwrap().code(), Some(0));
 
     let b = SocketEngine::start(s.home.path(), &[]).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    let events = until(&cb, &sb, kind("activity.closed")).await;
+    let events = cb.events_until(&sb, kind("activity.closed")).await;
     let cut = events.iter().find(|e| e["type"] == "turn.failed").unwrap();
     assert_eq!(cut["data"]["error"]["kind"], "suspended");
     let suspended = events.iter().position(|e| e["type"] == "activity.suspended").unwrap();
@@ -312,21 +302,21 @@ async fn a_shutdown_while_an_approval_waits_keeps_the_question() {
     let session = ca.create_session(&home.workspace()).await;
     let sa = ca.subscribe(&session, 0).await;
     prompt(&ca, &session, "write").await;
-    let asked = until(&ca, &sa, kind("approval.requested")).await.pop().unwrap();
+    let asked = ca.events_until(&sa, kind("approval.requested")).await.pop().unwrap();
     signal(&a.child, libc::SIGTERM);
     assert_eq!(a.child.wait().await.unwrap().code(), Some(0));
 
     let b = SocketEngine::start(home.path(), &[]).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    until(&cb, &sb, |e| {
+    cb.events_until(&sb, |e| {
         e["type"] == "session.status"
             && e["data"]["status"] == "waiting_approval"
             && e["seq"].as_u64() > asked["seq"].as_u64()
     })
     .await;
     cb.ok("approval/respond", json!({ "approvalId": asked["data"]["approvalId"], "decision": "once" })).await;
-    let events = until(&cb, &sb, kind("activity.closed")).await;
+    let events = cb.events_until(&sb, kind("activity.closed")).await;
     assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
     assert!(std::path::Path::new(&home.workspace()).join("kept.txt").exists());
     assert_eq!(mock.requests().len(), 2);
@@ -350,7 +340,7 @@ async fn a_fork_taken_while_an_activity_waits_copies_no_running_work() {
     let session = c.create_session(&home.workspace()).await;
     let sub = c.subscribe(&session, 0).await;
     prompt(&c, &session, "write").await;
-    until(&c, &sub, kind("approval.requested")).await;
+    c.events_until(&sub, kind("approval.requested")).await;
     let fork =
         c.ok("session/fork", json!({ "sessionId": session })).await["session"]["id"].as_str().unwrap().to_owned();
     let got = c.ok("session/get", json!({ "sessionId": fork })).await;
@@ -368,17 +358,11 @@ async fn keel_run_on_a_session_waiting_for_a_decision_abandons_the_cut_activity(
     let s = setup().await;
     s.mock.push(slow(40));
     s.mock.push(text("next answer"));
-    let a = SocketEngine::start(s.home.path(), &[]).await;
-    let ca = a.connect().await;
-    let session = ca.create_session(&s.ws).await;
-    prompt(&ca, &session, "long").await;
-    requests_reach(&s.mock, 1).await;
-    let mut child = a.child;
-    child.kill().await.unwrap();
+    let session = killed_mid_answer(&s, &[]).await;
     let b = SocketEngine::start(s.home.path(), &[]).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    until(&cb, &sb, kind("recovery.required")).await;
+    cb.events_until(&sb, kind("recovery.required")).await;
     let mut child = b.child;
     child.kill().await.unwrap();
 
@@ -421,7 +405,7 @@ async fn config_may_retry_an_unknown_outcome_by_itself_within_a_budget() {
     let b = SocketEngine::start(home.path(), &env).await;
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
-    let events = until(&cb, &sb, kind("recovery.resolved")).await;
+    let events = cb.events_until(&sb, kind("recovery.resolved")).await;
     let scheduled = events.iter().find(|e| e["type"] == "retry.scheduled").unwrap();
     assert_eq!(scheduled["data"]["error"]["kind"], "unknown_outcome");
     let resolved = events.last().unwrap();
@@ -437,7 +421,7 @@ async fn config_may_retry_an_unknown_outcome_by_itself_within_a_budget() {
     let c = SocketEngine::start(home.path(), &env).await;
     let cc = c.connect().await;
     let sc = cc.subscribe(&session, 0).await;
-    until(&cc, &sc, kind("recovery.required")).await;
+    cc.events_until(&sc, kind("recovery.required")).await;
     assert_eq!(mock.requests().len(), 2);
 }
 

@@ -43,7 +43,7 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
     let engine = Engine::ready(home.path()).await;
     let c = &engine.client;
     let sub = c.subscribe("ses_dead", 7).await;
-    let mut events = until(c, &sub, |e| e["type"] == "recovery.required").await;
+    let mut events = c.events_until(&sub, |e| e["type"] == "recovery.required").await;
     assert_eq!(events[0]["type"], "tool.failed");
     assert_eq!(events[0]["data"]["callId"], "call_9");
     assert!(events[0]["data"]["error"].as_str().unwrap().starts_with("interrupted"));
@@ -56,7 +56,7 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
     assert!(mock.requests().is_empty(), "nothing is sent again without a decision");
 
     c.ok("recovery/decide", json!({ "sessionId": "ses_dead", "decision": "retry" })).await;
-    events.extend(until(c, &sub, |e| e["type"] == "activity.closed").await);
+    events.extend(c.events_until(&sub, |e| e["type"] == "activity.closed").await);
     let closed = events.last().unwrap();
     assert_eq!(closed["data"], json!({ "activityId": "act_old", "reason": "completed" }));
     let resumed = events.iter().find(|e| e["type"] == "activity.resumed").unwrap();
@@ -70,23 +70,6 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
     assert!(tool["content"].as_str().unwrap().contains("interrupted"));
     let again = c.err("recovery/decide", json!({ "sessionId": "ses_dead", "decision": "retry" })).await;
     assert_eq!(again.code, -32011, "a decision is taken once");
-}
-
-/// The subscription's events up to the first that `stop` accepts.
-async fn until(c: &common::Client, sub: &str, stop: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
-    let mut events = Vec::new();
-    loop {
-        let m = c.next_message().await;
-        if m["params"]["subscriptionId"] != sub || m["method"] != "session/event" {
-            continue;
-        }
-        let event = m["params"]["event"].clone();
-        let done = stop(&event);
-        events.push(event);
-        if done {
-            return events;
-        }
-    }
 }
 
 #[tokio::test]
@@ -123,7 +106,7 @@ async fn sigkill_mid_stream_keeps_every_committed_event_and_the_next_run_recover
     let c = engine.connect().await;
     let sub = c.subscribe(&session, last as i64).await;
     // The engine that starts takes the cut answer over by itself and asks for a decision.
-    until(&c, &sub, |e| e["type"] == "recovery.required").await;
+    c.events_until(&sub, |e| e["type"] == "recovery.required").await;
     let got = c.ok("session/get", json!({ "sessionId": session })).await;
     assert!(got["headSeq"].as_u64().unwrap() > last);
     assert_eq!(got["status"], "recovering");
@@ -131,7 +114,7 @@ async fn sigkill_mid_stream_keeps_every_committed_event_and_the_next_run_recover
     c.ok("recovery/decide", json!({ "sessionId": session, "decision": "abandon" })).await;
     let mut closed = Vec::new();
     while closed.len() < 2 {
-        let event = until(&c, &sub, |e| e["type"] == "activity.closed").await.pop().unwrap();
+        let event = c.events_until(&sub, |e| e["type"] == "activity.closed").await.pop().unwrap();
         closed.push(event["data"].clone());
     }
     assert_eq!(closed[0]["reason"], "interrupted");

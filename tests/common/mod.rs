@@ -299,6 +299,23 @@ impl Client {
         tokio::time::timeout(WAIT, inbox.recv()).await.expect("no message from the engine").expect("connection closed")
     }
 
+    /// The events of subscription `sub` up to the first that `stop` accepts; other messages are skipped.
+    pub async fn events_until(&self, sub: &str, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let m = self.next_message().await;
+            if m["params"]["subscriptionId"] != sub || m["method"] != "session/event" {
+                continue;
+            }
+            let event = m["params"]["event"].clone();
+            let done = stop(&event);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+
     /// The next message if one arrives within `wait`.
     pub async fn maybe_message(&self, wait: Duration) -> Option<Value> {
         let mut inbox = self.inbox.lock().await;
