@@ -300,10 +300,11 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
             Err(e) => {
                 eprintln!("keel: {e}");
                 // 2: nothing ran because the command or the config is wrong; 3: it completed but tool calls were
-                // refused; 1: it ran and did not succeed.
+                // refused; 130: Ctrl-C interrupted it; 1: it ran and did not succeed.
                 let code = match e {
                     run::RunError::Usage(_) | run::RunError::Config(_) => 2,
                     run::RunError::Refused(_) => 3,
+                    run::RunError::Interrupted => 130,
                     _ => 1,
                 };
                 Ok(ExitCode::from(code))

@@ -256,3 +256,38 @@ async fn json_output_of_a_new_session_starts_with_session_created() {
     let seqs: Vec<u64> = lines[..lines.len() - 1].iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gapless from 1: {seqs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_interrupts_the_activity_and_exits_130() {
+    use std::process::Stdio;
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    mock_config(&home, &mock);
+    mock.push(ScriptTurn { text: Some("word ".repeat(200)), chunk_delay_ms: 50, ..Default::default() });
+    let child = common::keel_command(home.path())
+        .args(["run", "--format", "json", "long answer"])
+        .current_dir(home.workspace())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..1000 {
+        if !mock.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) }, 0);
+    let out = tokio::time::timeout(common::WAIT, child.wait_with_output()).await.expect("keel run hung").unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let closed: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "activity.closed")
+        .unwrap();
+    assert_eq!(closed["data"]["reason"], "interrupted");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!((summary["type"].as_str(), summary["error"].as_str()), (Some("summary"), Some("interrupted")));
+}

@@ -62,6 +62,30 @@ pub enum RunError {
     Refused(usize),
     #[error("the activity ended {reason}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     NotCompleted { reason: String, detail: Option<String> },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// The first Ctrl-C interrupts the session's activity, which then closes as `interrupted` and is printed like any
+/// other end (the log records it, tools are stopped); a second one leaves at once. True once the first came.
+fn on_ctrl_c(engine: Arc<Engine>, session_id: String) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut sigint) = signal(SignalKind::interrupt()) else { return };
+        if sigint.recv().await.is_none() {
+            return;
+        }
+        flag.store(true, Ordering::Release);
+        eprintln!("\nkeel: interrupting (Ctrl-C again to leave at once)");
+        engine.interrupt(&session_id);
+        if sigint.recv().await.is_some() {
+            std::process::exit(130);
+        }
+    });
+    interrupted
 }
 
 /// Runs one prompt to the end of its activity.
@@ -150,6 +174,7 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         ended_line: true,
     };
     let mut tally = Tally::default();
+    let interrupted = on_ctrl_c(Arc::clone(&engine), session_id.clone());
     loop {
         match run.next().await? {
             Step::Event { event, body, ours } => {
@@ -174,6 +199,9 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                     printer.out("\n");
                 }
                 let result = match outcome.reason {
+                    CloseReason::Interrupted if interrupted.load(std::sync::atomic::Ordering::Acquire) => {
+                        Err(RunError::Interrupted)
+                    }
                     CloseReason::Completed if offline_by_default => Err(RunError::NoModel),
                     CloseReason::Completed if tally.refused > 0 => Err(RunError::Refused(tally.refused)),
                     CloseReason::Completed => Ok(()),
