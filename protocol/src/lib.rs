@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod auth;
 pub mod catalogue;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -84,6 +85,7 @@ macro_rules! client_methods {
             $crate::config::ToolList,
             $crate::approval::ApprovalRespond,
             $crate::recovery::RecoveryDecide,
+            $crate::compaction::SessionCompact,
         }
     };
 }

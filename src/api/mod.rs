@@ -85,6 +85,7 @@ mod bound {
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
         keel_protocol::recovery::RecoveryDecide => input::decide,
+        keel_protocol::compaction::SessionCompact => input::compact,
     }
 }
 

@@ -7,12 +7,14 @@
 
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::recovery::{RecoveryDecision, RecoveryReason};
-use keel_protocol::turn::{ResumedAfter, TurnCompletedData};
+use keel_protocol::turn::{ActivityTrigger, ResumedAfter, TurnCompletedData};
 
 /// `turn.failed` kinds that recovery and shutdown record.
 pub const NOT_SENT: &str = "not_sent";
 pub const UNKNOWN_OUTCOME: &str = "unknown_outcome";
 pub const SUSPENDED: &str = "suspended";
+/// The kind of a provider's context overflow.
+pub const CONTEXT_OVERFLOW: &str = "context_overflow";
 /// `recovery.resolved.by` of a retry that config allowed.
 pub const BY_POLICY: &str = "policy";
 
@@ -66,9 +68,16 @@ pub fn examine<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> Situation
     let mut last = Last::NeedsTurn;
     let mut after = ResumedAfter::Crash;
     let mut asked: Option<(String, RecoveryReason)> = None;
+    // A `session/compact` activity makes no turn: its compaction's outcome is the activity's.
+    let mut compact = false;
     for body in events {
         match body {
-            EventBody::ActivityOpened(_) => last = Last::NeedsTurn,
+            EventBody::ActivityOpened(d) => {
+                last = Last::NeedsTurn;
+                compact = d.trigger == ActivityTrigger::Compact;
+            }
+            EventBody::CompactionCompleted(_) if compact => last = Last::Done,
+            EventBody::CompactionFailed(d) if compact => last = Last::Failed(d.error.clone()),
             EventBody::InputPromoted(_) if turn.is_none() => last = Last::NeedsTurn,
             EventBody::TurnStarted(d) => turn = Some((d.turn_id.clone(), Attempt::Prepared, false)),
             EventBody::RetryScheduled(_) => {
@@ -102,6 +111,9 @@ pub fn examine<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> Situation
                     NOT_SENT | SUSPENDED => Last::NeedsTurn,
                     // Waits for the decision that `recovery.required` asks for.
                     UNKNOWN_OUTCOME => Last::NeedsTurn,
+                    // A context overflow that a compaction answers: the step runs again (a compaction that the
+                    // engine did not finish runs again first).
+                    CONTEXT_OVERFLOW if d.retryable => Last::NeedsTurn,
                     "interrupted" => Last::Interrupted,
                     _ => Last::Failed(d.error.message.clone()),
                 };

@@ -1,0 +1,376 @@
+//! Compaction: making a session's context fit its model again. First old tool outputs are pruned (the context shows
+//! a placeholder; the log keeps them), and when that is not enough the older prefix of the transcript is summarised
+//! by the model into a checkpoint, the recent tail kept verbatim. Runs in the session's drain, under its lease;
+//! everything it decides is an event (`compaction.started`, then `compaction.completed` or `compaction.failed`), and
+//! nothing is deleted.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use keel_protocol::catalogue::EventBody;
+use keel_protocol::compaction::{
+    CompactionCompletedData, CompactionFailedData, CompactionReason, CompactionStartedData,
+};
+use keel_protocol::turn::{Part, ToolStatus};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{self, Context};
+use super::{Error, Services, event};
+use crate::config::{CompactionSettings, Config};
+use crate::provider::catalog::ModelSpec;
+use crate::provider::registry::Resolved;
+use crate::provider::{ChatMessage, ProviderError, Request, StreamEvent, UserPart};
+use crate::store::PRUNED_OUTPUT;
+use crate::store::transcript::PartRow;
+
+/// What a token is estimated as, in characters of text or JSON.
+const CHARS_PER_TOKEN: u64 = 4;
+/// Tool outputs in the text given to the summariser are cut to this many characters.
+const SUMMARY_TOOL_OUTPUT: usize = 2_000;
+/// The summary's own output limit.
+const SUMMARY_OUTPUT_TOKENS: u64 = 4_096;
+
+const SUMMARY_PROMPT: &str = "You write the working memory of a coding agent whose conversation grew too long for \
+its context window. Summarise the conversation you are given so that the agent can go on with the work from your \
+summary and the most recent messages alone. Answer with exactly these sections, as terse bullets, with exact file \
+paths, commands, names and error messages:\n\n## Goal\n## Decisions\n## State of the work\n(done, in progress, \
+blocked)\n## Files touched\n## Next step\n\nWhen a previous summary is given, merge it into yours: keep what still \
+holds, newer facts win. Carry forward only requests that are still open. Do not mention the summary itself.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    #[error("nothing to compact: the latest message alone does not fit the model's context window")]
+    NothingToCompact,
+    #[error("the summary request failed: {0}")]
+    Provider(#[from] ProviderError),
+    #[error("the model returned an empty summary")]
+    EmptySummary,
+}
+
+/// How a compaction ended; failures are recorded as `compaction.failed`, and the caller decides what they mean.
+#[derive(Debug)]
+pub enum Compacted {
+    Done,
+    Failed(CompactionError),
+    Interrupted,
+}
+
+/// The token budgets of a model's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// A request estimated at this size or more is compacted first.
+    pub usable: u64,
+    /// The recent transcript kept verbatim (and whose tool outputs are never pruned).
+    pub keep: u64,
+}
+
+impl Budget {
+    /// `min(input limit − buffer, context − max(output reserve, buffer))`; the catalog declares no separate input
+    /// limit, so the second term decides. The default buffer shrinks with small windows, where a fixed 20,000 would
+    /// leave nothing.
+    pub fn of(spec: &ModelSpec, settings: &CompactionSettings) -> Self {
+        let context = spec.context_window;
+        // The same output limit the request asks for, at most half the window so that small models stay usable.
+        let output = spec.max_output_tokens.min(32_000).min(context / 2);
+        let buffer = settings.buffer.unwrap_or_else(|| (context / 10).min(20_000));
+        let usable = context.saturating_sub(output.max(buffer));
+        let keep = settings.keep_tokens.unwrap_or_else(|| (usable / 4).min(8_000)).min(usable / 2);
+        Self { usable, keep }
+    }
+}
+
+pub fn settings(config: &Config) -> CompactionSettings {
+    config.compaction.clone().unwrap_or_default()
+}
+
+pub fn chars_to_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(CHARS_PER_TOKEN)
+}
+
+/// The fixed part of every request: the system prompt and the tool definitions.
+pub fn overhead_chars(request: &Request) -> usize {
+    request.system.len()
+        + request
+            .tools
+            .iter()
+            .map(|t| t.name.len() + t.description.len() + t.input_schema.to_string().len())
+            .sum::<usize>()
+}
+
+/// The size of the next request: the last measured context size plus an estimate of every part added since, or,
+/// before any measurement, an estimate of the whole.
+pub fn estimate(context: &Context, overhead: usize) -> u64 {
+    let row = &context.row;
+    if row.anchor_tokens > 0 {
+        let added: usize = context.parts.iter().filter(|p| p.seq > row.anchor_seq).map(|p| p.data.len()).sum();
+        return row.anchor_tokens + chars_to_tokens(added);
+    }
+    let summary = row.summary.as_ref().map_or(0, String::len);
+    chars_to_tokens(overhead + summary + context.parts.iter().map(|p| p.data.len()).sum::<usize>())
+}
+
+/// Whether the next request must be compacted first: automatic compaction is on, the estimate reaches the usable
+/// window, and something was added since the size was last measured (a context that a compaction just made cannot
+/// get smaller by another one).
+pub fn required(context: &Context, overhead: usize, budget: Budget, settings: &CompactionSettings) -> bool {
+    settings.auto != Some(false)
+        && budget.usable > 0
+        && context.parts.iter().any(|p| p.seq > context.row.anchor_seq)
+        && estimate(context, overhead) >= budget.usable
+}
+
+/// The request of the turn about to run, needed for its size and model.
+pub struct Target<'a> {
+    pub session_id: &'a str,
+    pub cwd: &'a Path,
+    pub resolved: &'a Resolved,
+    /// Who writes the summary: `compaction.model`, or the session's own.
+    pub summariser: &'a Resolved,
+    /// A request built as the turn would build it (for its system prompt and tools).
+    pub request: &'a Request,
+}
+
+/// Compacts the session's context; records the outcome.
+pub async fn compact(
+    services: &Arc<Services>,
+    target: &Target<'_>,
+    reason: CompactionReason,
+    settings: &CompactionSettings,
+    cancel: &CancellationToken,
+) -> Result<Compacted, Error> {
+    let compaction_id = format!("cmp_{}", uuid::Uuid::now_v7().simple());
+    let session_id = target.session_id;
+    services.append_events(
+        session_id,
+        vec![event(EventBody::CompactionStarted(CompactionStartedData {
+            compaction_id: compaction_id.clone(),
+            reason,
+        }))?],
+    )?;
+    let context = Context::load(&services.store, session_id)?;
+    let overhead = overhead_chars(target.request);
+    let budget = Budget::of(&target.resolved.spec, settings);
+    let tokens_before = estimate(&context, overhead);
+    let plan = plan(&context.parts, budget);
+    let saved = |from: usize| plan.pruned.iter().filter(|p| p.index >= from).map(|p| p.saved_tokens).sum::<u64>();
+    let after_pruning = tokens_before.saturating_sub(saved(0));
+    let pruned_calls: Vec<String> = plan.pruned.iter().map(|p| p.call_id.clone()).collect();
+    let fail = |error: CompactionError| -> Result<Compacted, Error> {
+        services.append_events(
+            session_id,
+            vec![event(EventBody::CompactionFailed(CompactionFailedData {
+                compaction_id: compaction_id.clone(),
+                error: error.to_string(),
+            }))?],
+        )?;
+        Ok(Compacted::Failed(error))
+    };
+    // An automatic compaction stops at pruning when that leaves room for a few turns; an overflow (the estimate
+    // was wrong) and a manual one (the user asked for a summary) always summarise when there is something to.
+    let pruning_enough =
+        reason == CompactionReason::Auto && !pruned_calls.is_empty() && after_pruning < budget.usable * 3 / 4;
+    let outcome = match plan.split {
+        _ if pruning_enough => {
+            Outcome { checkpoint_seq: context.row.checkpoint_seq, summary: None, tokens_after: after_pruning }
+        }
+        // Asked for by a person, an empty compaction is an answer, not an error.
+        None if pruned_calls.is_empty() && reason == CompactionReason::Manual => {
+            Outcome { checkpoint_seq: context.row.checkpoint_seq, summary: None, tokens_after: tokens_before }
+        }
+        None if pruned_calls.is_empty() || reason == CompactionReason::Overflow => {
+            return fail(CompactionError::NothingToCompact);
+        }
+        None => Outcome { checkpoint_seq: context.row.checkpoint_seq, summary: None, tokens_after: after_pruning },
+        Some(split) => {
+            let (prefix, tail) = context.parts.split_at(split);
+            let text = transcript_text(context.row.summary.as_deref(), prefix, target.cwd, budget);
+            let summary = match summarise(target, text, cancel).await {
+                Ok(Some(summary)) => summary,
+                Ok(None) => return Ok(Compacted::Interrupted),
+                Err(e) => return fail(e),
+            };
+            let tail_chars: usize = tail.iter().map(|p| p.data.len()).sum();
+            let tokens_after = chars_to_tokens(overhead + summary.len() + tail_chars).saturating_sub(saved(split));
+            // The tail is what comes after the checkpoint: the parts from its first part's event on.
+            let checkpoint_seq = tail.first().map_or(context.row.checkpoint_seq, |p| p.seq.saturating_sub(1));
+            Outcome { checkpoint_seq, summary: Some(summary), tokens_after }
+        }
+    };
+    services.append_events(
+        session_id,
+        vec![event(EventBody::CompactionCompleted(CompactionCompletedData {
+            compaction_id,
+            checkpoint_seq: outcome.checkpoint_seq,
+            tokens_before,
+            tokens_after: outcome.tokens_after,
+            summary: outcome.summary,
+            pruned_calls,
+        }))?],
+    )?;
+    Ok(Compacted::Done)
+}
+
+struct Outcome {
+    checkpoint_seq: u64,
+    summary: Option<String>,
+    tokens_after: u64,
+}
+
+/// What a compaction would do to a context: the tool outputs to prune and where the verbatim tail starts (an index
+/// into the parts), if there is an older prefix to summarise.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    pruned: Vec<Pruned>,
+    split: Option<usize>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Pruned {
+    /// The part's index in the context.
+    index: usize,
+    call_id: String,
+    saved_tokens: u64,
+}
+
+fn plan(parts: &[PartRow], budget: Budget) -> Plan {
+    let mut plan = Plan::default();
+    // Newest first: what fits the kept budget is protected; completed tool outputs older than that are pruned.
+    let mut recent: u64 = 0;
+    for (index, part) in parts.iter().enumerate().rev() {
+        recent += chars_to_tokens(part.data.len());
+        if recent <= budget.keep {
+            continue;
+        }
+        if let Some((call_id, output)) = prunable(part) {
+            let saved_tokens = chars_to_tokens(output.saturating_sub(PRUNED_OUTPUT.len()));
+            plan.pruned.push(Pruned { index, call_id, saved_tokens });
+        }
+    }
+    plan.pruned.reverse();
+    // The tail starts at a message boundary, so that a call and its result stay together: the newest message, and
+    // the ones before it while they fit the kept budget, but never the first (there must be a prefix to summarise).
+    let starts: Vec<usize> =
+        (0..parts.len()).filter(|&i| i == 0 || parts[i].message_id != parts[i - 1].message_id).collect();
+    let tokens = |range: &[PartRow]| range.iter().map(|p| chars_to_tokens(p.data.len())).sum::<u64>();
+    if let [_, candidates @ .., newest] = starts.as_slice() {
+        let mut split = *newest;
+        let mut size = tokens(&parts[split..]);
+        for &start in candidates.iter().rev() {
+            let more = tokens(&parts[start..split]);
+            if size + more > budget.keep {
+                break;
+            }
+            size += more;
+            split = start;
+        }
+        plan.split = Some(split);
+    }
+    plan
+}
+
+/// A completed tool part whose output is worth replacing: its call id and output size.
+fn prunable(part: &PartRow) -> Option<(String, usize)> {
+    if part.kind != "tool" {
+        return None;
+    }
+    let Ok(Part::Tool { call_id, status: ToolStatus::Completed, output: Some(output), .. }) =
+        serde_json::from_str(&part.data)
+    else {
+        return None;
+    };
+    (output.len() > PRUNED_OUTPUT.len() * 2).then_some((call_id, output.len()))
+}
+
+/// The prefix as plain text for the summariser: the previous summary, then every message, tool outputs cut short;
+/// cut in the middle when it would not fit the model (the start holds the goal, the end the latest state).
+fn transcript_text(previous: Option<&str>, prefix: &[PartRow], cwd: &Path, budget: Budget) -> String {
+    let mut text = String::new();
+    if let Some(previous) = previous {
+        text.push_str(&format!("<previous-summary>\n{previous}\n</previous-summary>\n\n"));
+    }
+    for message in context::history(prefix, cwd) {
+        match message {
+            ChatMessage::User(parts) => {
+                text.push_str("User:\n");
+                for part in parts {
+                    match part {
+                        UserPart::Text(t) => text.push_str(&t),
+                        UserPart::Image { mime, .. } => text.push_str(&format!("[image {mime}]")),
+                    }
+                    text.push('\n');
+                }
+            }
+            ChatMessage::Assistant { text: said, tool_calls } => {
+                text.push_str("Assistant:\n");
+                text.push_str(&said);
+                text.push('\n');
+                for call in tool_calls {
+                    text.push_str(&format!("[called {} {}]\n", call.name, call.input));
+                }
+            }
+            ChatMessage::ToolResult { tool, output, is_error, .. } => {
+                let output = cut(&output, SUMMARY_TOOL_OUTPUT);
+                let label = if is_error { "failed" } else { "result" };
+                text.push_str(&format!("[{tool} {label}]\n{output}\n"));
+            }
+        }
+    }
+    // Code tokenises denser than prose: three characters a token keeps the request inside the window.
+    let max = usize::try_from(budget.usable.saturating_sub(SUMMARY_OUTPUT_TOKENS.min(budget.usable / 2)) * 3)
+        .unwrap_or(usize::MAX);
+    if text.len() <= max {
+        return text;
+    }
+    let head = cut(&text, max / 3).to_owned();
+    let tail_len = max - head.len();
+    let mut start = text.len() - tail_len;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{head}\n[… older messages left out …]\n{}", &text[start..])
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Asks the model for the summary; `None` when interrupted.
+async fn summarise(
+    target: &Target<'_>,
+    text: String,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, CompactionError> {
+    let request = Request {
+        model: target.summariser.spec.model().to_owned(),
+        system: SUMMARY_PROMPT.to_owned(),
+        messages: vec![ChatMessage::User(vec![UserPart::Text(format!("<conversation>\n{text}\n</conversation>"))])],
+        tools: Vec::new(),
+        max_output_tokens: target.summariser.spec.max_output_tokens.min(SUMMARY_OUTPUT_TOKENS),
+        session_id: target.session_id.to_owned(),
+    };
+    let (sink, mut events) = mpsc::unbounded_channel();
+    let result = tokio::select! {
+        result = target.summariser.provider.stream(&request, sink) => result,
+        _ = cancel.cancelled() => return Ok(None),
+    };
+    result?;
+    let mut summary = String::new();
+    while let Ok(event) = events.try_recv() {
+        if let StreamEvent::TextDelta(delta) = event {
+            summary.push_str(&delta);
+        }
+    }
+    let summary = summary.trim().to_owned();
+    if summary.is_empty() {
+        return Err(CompactionError::EmptySummary);
+    }
+    Ok(Some(summary))
+}
