@@ -21,8 +21,9 @@ use crate::config::{CompactionSettings, Config};
 use crate::provider::catalog::ModelSpec;
 use crate::provider::registry::Resolved;
 use crate::provider::{ChatMessage, ProviderError, Request, StreamEvent, UserPart};
-use crate::store::PRUNED_OUTPUT;
-use crate::store::transcript::PartRow;
+use crate::store::context::ContextRow;
+use crate::store::transcript::{self, PartRow};
+use crate::store::{PRUNED_OUTPUT, Store};
 
 /// What a token is estimated as, in characters of text or JSON.
 const CHARS_PER_TOKEN: u64 = 4;
@@ -46,6 +47,8 @@ pub enum CompactionError {
     Provider(#[from] ProviderError),
     #[error("the model returned an empty summary")]
     EmptySummary,
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// How a compaction ended; failures are recorded as `compaction.failed`, and the caller decides what they mean.
@@ -102,22 +105,40 @@ pub fn overhead_chars(request: &Request) -> usize {
 /// before any measurement, an estimate of the whole.
 pub fn estimate(context: &Context, overhead: usize) -> u64 {
     let row = &context.row;
-    if row.anchor_tokens > 0 {
-        let added: usize = context.parts.iter().filter(|p| p.seq > row.anchor_seq).map(|p| p.data.len()).sum();
-        return row.anchor_tokens + chars_to_tokens(added);
-    }
-    let summary = row.summary.as_ref().map_or(0, String::len);
-    chars_to_tokens(overhead + summary + context.parts.iter().map(|p| p.data.len()).sum::<usize>())
+    let added: usize = context.parts.iter().filter(|p| p.seq > row.anchor_seq).map(|p| p.data.len()).sum();
+    let all = context.parts.iter().map(|p| p.data.len()).sum::<usize>();
+    size(row, added, all, overhead)
 }
 
-/// Whether the next request must be compacted first: automatic compaction is on, the estimate reaches the usable
-/// window, and something was added since the size was last measured (a context that a compaction just made cannot
-/// get smaller by another one).
-pub fn required(context: &Context, overhead: usize, budget: Budget, settings: &CompactionSettings) -> bool {
-    settings.auto != Some(false)
-        && budget.usable > 0
-        && context.parts.iter().any(|p| p.seq > context.row.anchor_seq)
-        && estimate(context, overhead) >= budget.usable
+/// `all_chars` (the whole transcript after the checkpoint) counts only before any measurement.
+fn size(row: &ContextRow, added_chars: usize, all_chars: usize, overhead: usize) -> u64 {
+    if row.anchor_tokens > 0 {
+        return row.anchor_tokens + chars_to_tokens(added_chars);
+    }
+    chars_to_tokens(overhead + row.summary.as_ref().map_or(0, String::len) + all_chars)
+}
+
+/// Whether the next request must be compacted first: its estimate reaches the usable window, and something was
+/// added since the size was last measured (a context that a compaction just made cannot get smaller by another
+/// one). Reads only the parts after the anchor (the whole context only before any measurement), so that the check
+/// costs the same at any length of the log.
+pub fn required(store: &Store, session_id: &str, overhead: usize, budget: Budget) -> crate::store::Result<bool> {
+    if budget.usable == 0 {
+        return Ok(false);
+    }
+    store.query(|c| {
+        let row = crate::store::context::get(c, session_id)?.unwrap_or_default();
+        let (added_chars, added_parts) = transcript::size_after(c, session_id, row.anchor_seq)?;
+        if added_parts == 0 {
+            return Ok(false);
+        }
+        let all_chars = match row.anchor_tokens {
+            0 => transcript::size_after(c, session_id, row.checkpoint_seq)?.0,
+            _ => 0,
+        };
+        let estimate = size(&row, added_chars, all_chars, overhead);
+        Ok(estimate >= budget.usable)
+    })
 }
 
 /// The request of the turn about to run, needed for its size and model.
@@ -187,7 +208,11 @@ pub async fn compact(
             let text = transcript_text(context.row.summary.as_deref(), prefix, target.cwd, budget);
             let summary = match summarise(target, text, cancel).await {
                 Ok(Some(summary)) => summary,
-                Ok(None) => return Ok(Compacted::Interrupted),
+                Ok(None) => {
+                    // Said, so that no client shows a compaction running forever; the next one starts afresh.
+                    fail(CompactionError::Interrupted)?;
+                    return Ok(Compacted::Interrupted);
+                }
                 Err(e) => return fail(e),
             };
             let tail_chars: usize = tail.iter().map(|p| p.data.len()).sum();
@@ -373,4 +398,81 @@ async fn summarise(
         return Err(CompactionError::EmptySummary);
     }
     Ok(Some(summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(context_window: u64, max_output_tokens: u64) -> ModelSpec {
+        ModelSpec { context_window, max_output_tokens, ..ModelSpec::unknown("p/m") }
+    }
+
+    #[test]
+    fn the_usable_window_leaves_room_for_the_output_and_a_buffer() {
+        let defaults = CompactionSettings::default();
+        assert_eq!(Budget::of(&spec(100_000, 1_000), &defaults), Budget { usable: 90_000, keep: 8_000 });
+        assert_eq!(Budget::of(&spec(200_000, 64_000), &defaults), Budget { usable: 168_000, keep: 8_000 });
+        assert_eq!(Budget::of(&spec(2_000, 200), &defaults), Budget { usable: 1_800, keep: 450 });
+        // An output limit as large as the window does not leave a window of nothing.
+        assert_eq!(Budget::of(&spec(8_000, 8_000), &defaults), Budget { usable: 4_000, keep: 1_000 });
+        let set = CompactionSettings { buffer: Some(3_000), keep_tokens: Some(5_000), ..Default::default() };
+        assert_eq!(Budget::of(&spec(10_000, 1_000), &set), Budget { usable: 7_000, keep: 3_500 });
+    }
+
+    fn part(seq: u64, message: &str, role: &str, data: serde_json::Value) -> PartRow {
+        let kind = data["type"].as_str().unwrap_or_default().to_owned();
+        PartRow { seq, idx: 0, message_id: message.into(), role: role.into(), kind, data: data.to_string() }
+    }
+
+    fn text(seq: u64, message: &str, role: &str, chars: usize) -> PartRow {
+        part(seq, message, role, json!({ "type": "text", "id": format!("p{seq}"), "text": "t".repeat(chars) }))
+    }
+
+    fn tool(seq: u64, message: &str, call: &str, chars: usize) -> PartRow {
+        let output = "o".repeat(chars);
+        let data = json!({ "type": "tool", "callId": call, "tool": "read", "input": {}, "status": "completed",
+                           "output": output });
+        part(seq, message, "assistant", data)
+    }
+
+    #[test]
+    fn old_outputs_are_pruned_and_the_tail_starts_at_a_message() {
+        let budget = Budget { usable: 10_000, keep: 1_000 };
+        let parts = vec![
+            text(1, "m1", "user", 100),
+            tool(2, "m2", "old", 8_000),
+            text(4, "m3", "user", 100),
+            tool(5, "m4", "recent", 2_000),
+            text(6, "m4", "assistant", 100),
+        ];
+        let plan = plan(&parts, budget);
+        assert_eq!(plan.pruned.iter().map(|p| p.call_id.as_str()).collect::<Vec<_>>(), ["old"]);
+        assert_eq!(plan.pruned[0].index, 1);
+        // m4 (about 600 tokens) and m3 fit the kept 1,000; m2 does not.
+        assert_eq!(plan.split, Some(2));
+    }
+
+    #[test]
+    fn the_newest_message_stays_even_when_it_is_larger_than_the_kept_budget() {
+        let budget = Budget { usable: 10_000, keep: 100 };
+        let parts = vec![text(1, "m1", "user", 100), text(2, "m2", "assistant", 4_000)];
+        assert_eq!(plan(&parts, budget).split, Some(1));
+        // A single message has no older prefix to summarise.
+        assert_eq!(plan(&parts[..1], budget).split, None);
+        assert_eq!(plan(&[], budget), Plan::default());
+    }
+
+    #[test]
+    fn the_estimate_starts_from_the_last_measurement() {
+        let parts = vec![text(3, "m1", "user", 400), text(9, "m2", "assistant", 400)];
+        let measured = ContextRow { anchor_tokens: 1_000, anchor_seq: 5, ..Default::default() };
+        let context = Context { row: measured, parts: parts.clone() };
+        let added = chars_to_tokens(parts[1].data.len());
+        assert_eq!(estimate(&context, 4_000), 1_000 + added);
+        let unmeasured = Context { row: ContextRow::default(), parts };
+        let all: usize = unmeasured.parts.iter().map(|p| p.data.len()).sum();
+        assert_eq!(estimate(&unmeasured, 4_000), chars_to_tokens(4_000 + all));
+    }
 }

@@ -18,7 +18,6 @@ use keel_protocol::turn::{
 use tokio_util::sync::CancellationToken;
 
 use super::compaction::{self, Compacted, CompactionError, Target};
-use super::context::Context;
 use super::{Error, Services, event};
 use crate::store::{NewEvent, SessionRow, inputs};
 use crate::tool::{ToolError, ToolOutput, output};
@@ -314,9 +313,9 @@ async fn compact_context(
     };
     let request = request_shape(services, activity, &config, &resolved);
     if reason == CompactionReason::Auto {
-        let context = Context::load(&services.store, &activity.session.id)?;
         let budget = compaction::Budget::of(&resolved.spec, &settings);
-        if !compaction::required(&context, compaction::overhead_chars(&request), budget, &settings) {
+        let overhead = compaction::overhead_chars(&request);
+        if !compaction::required(&services.store, &activity.session.id, overhead, budget)? {
             return Ok(None);
         }
     }
