@@ -365,3 +365,34 @@ async fn a_sigkill_during_a_compaction_leaves_a_session_that_compacts_again_and_
     let last = mock.requests().last().unwrap().body.to_string();
     assert!(last.contains("ship the parser") && last.contains("the second question"), "{last}");
 }
+
+#[tokio::test]
+async fn a_fork_before_a_compaction_has_the_whole_history_and_one_after_it_the_summary() {
+    let turns = vec![answer("the old answer", 100), overflow(Wire::Chat, Dialect::OpenAi), answer(SUMMARY, 50)];
+    let s = setup(Wire::Chat, 100_000, turns, json!({})).await;
+    s.mock.push(answer("the new answer", 80));
+    let c = &s.engine.client;
+    prompt(c, &s.session, "the first question").await;
+    // After the first activity's close and the status that follows it: no activity open, no compaction yet.
+    let before = until(c, &s.sub, closed).await.last().unwrap()["seq"].as_u64().unwrap() + 1;
+    prompt(c, &s.session, "the second question").await;
+    until(c, &s.sub, closed).await;
+
+    for (at_seq, whole) in [(Some(before), true), (None, false)] {
+        let fork = c.ok("session/fork", json!({ "sessionId": s.session, "atSeq": at_seq })).await;
+        let fork = fork["session"]["id"].as_str().unwrap().to_owned();
+        let sub = c.subscribe(&fork, 0).await;
+        s.mock.push(answer("forked", 80));
+        prompt(c, &fork, "a forked question").await;
+        // The fork replays the source's closed activities first; its own is the last to close.
+        let log = c.ok("session/events", json!({ "sessionId": fork, "afterSeq": 0, "limit": 1000 })).await;
+        let copied = log["events"].as_array().unwrap().iter().filter(|e| e["type"] == "activity.closed").count();
+        for _ in 0..=copied {
+            until(c, &sub, closed).await;
+        }
+        let request = s.mock.requests().last().unwrap().body.to_string();
+        assert!(request.contains("a forked question"), "{request}");
+        assert_eq!(request.contains("the first question"), whole, "{request}");
+        assert_eq!(request.contains("ship the parser"), !whole, "{request}");
+    }
+}
