@@ -162,21 +162,45 @@ pub fn examine<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> Situation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_protocol::compaction::{
+        CompactionCompletedData, CompactionFailedData, CompactionReason, CompactionStartedData,
+    };
     use keel_protocol::recovery::{RecoveryRequiredData, RecoveryResolvedData};
     use keel_protocol::turn::*;
 
     /// One word per event: `open`, `start`, `retry`, `send`, `text`, `call`, `streamed`, `done`, `fail:<kind>`,
-    /// `promote`, `suspend`, `resume`, `ask`, `retry!`, `abandon!`.
+    /// `promote`, `suspend`, `resume`, `ask`, `retry!`, `abandon!`, `overflow` (a retryable context overflow),
+    /// `compact` (a `session/compact` activity opens), `compacting`, `compacted`, `compact-failed`.
     fn check(log: &str, expected: Situation) {
         let failure = |kind: &str| ProviderFailure { kind: kind.into(), message: format!("{kind}!"), status: None };
         let events: Vec<EventBody> = log
             .split_whitespace()
             .map(|word| match word {
-                "open" => EventBody::ActivityOpened(ActivityOpenedData {
+                "open" | "compact" => EventBody::ActivityOpened(ActivityOpenedData {
                     activity_id: "a".into(),
-                    trigger: ActivityTrigger::Queue,
+                    trigger: if word == "compact" { ActivityTrigger::Compact } else { ActivityTrigger::Queue },
                     step_limit: 50,
                 }),
+                "overflow" => EventBody::TurnFailed(TurnFailedData {
+                    turn_id: "t".into(),
+                    error: failure(CONTEXT_OVERFLOW),
+                    retryable: true,
+                }),
+                "compacting" => EventBody::CompactionStarted(CompactionStartedData {
+                    compaction_id: "c".into(),
+                    reason: CompactionReason::Overflow,
+                }),
+                "compacted" => EventBody::CompactionCompleted(CompactionCompletedData {
+                    compaction_id: "c".into(),
+                    checkpoint_seq: 3,
+                    tokens_before: 10,
+                    tokens_after: 5,
+                    summary: Some("s".into()),
+                    pruned_calls: Vec::new(),
+                }),
+                "compact-failed" => {
+                    EventBody::CompactionFailed(CompactionFailedData { compaction_id: "c".into(), error: "no".into() })
+                }
                 "start" => EventBody::TurnStarted(TurnStartedData {
                     turn_id: "t".into(),
                     activity_id: "a".into(),
@@ -287,5 +311,15 @@ mod tests {
         check("open start send text fail:unknown_outcome ask retry!", go(Decision));
         check("open start send text fail:unknown_outcome ask abandon!", Situation::Abandoned);
         check("open start send fail:unknown_outcome ask retry! resume start send", unknown(AttemptDispatched, false));
+        // An overflow's compaction, finished or not, leaves the step to run again.
+        check("open start send overflow", go(Crash));
+        check("open start send overflow compacting", go(Crash));
+        check("open start send overflow compacting compacted", go(Crash));
+        check("open start send fail:context_overflow", Situation::Failed("context_overflow!".into()));
+        // A `session/compact` activity is its compaction.
+        check("compact promote compacting", go(Crash));
+        check("compact promote compacting compacted", Situation::Finished);
+        check("compact promote compacting compact-failed", Situation::Failed("no".into()));
+        check("open start send text done compacting compacted", Situation::Finished);
     }
 }

@@ -61,7 +61,8 @@ pub(super) fn request_shape(services: &Services, activity: &Activity, config: &C
 }
 
 /// Runs one provider turn. `may_compact`: a context overflow ends the turn as `Overflow` for the activity to compact
-/// and run the step again; false when this is that second run (or compaction is off), and an overflow fails.
+/// and run the step again; false when this is that second run, whose overflow fails the activity. With
+/// `compaction.auto: false` an overflow fails like any other refusal.
 pub(super) async fn run_turn(
     services: &Arc<Services>,
     activity: &Activity,
