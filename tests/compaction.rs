@@ -396,3 +396,19 @@ async fn a_fork_before_a_compaction_has_the_whole_history_and_one_after_it_the_s
         assert_eq!(request.contains("ship the parser"), !whole, "{request}");
     }
 }
+
+#[tokio::test]
+async fn compaction_model_writes_the_summary() {
+    let turns = vec![answer("the old answer", 100), answer(SUMMARY, 50)];
+    let s = setup(Wire::Chat, 100_000, turns, json!({ "compaction": { "model": "mock/summariser" } })).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "the first question").await;
+    until(c, &s.sub, closed).await;
+    c.ok("session/compact", json!({ "sessionId": s.session })).await;
+    let events = until(c, &s.sub, closed).await;
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed", "{:?}", types(&events));
+    let requests = s.mock.requests();
+    assert_eq!(requests[0].body["model"], "test-model");
+    assert_eq!(requests[1].body["model"], "summariser");
+    assert!(requests[1].body.to_string().contains("the first question"));
+}

@@ -151,10 +151,11 @@ impl Printer {
             EventBody::SessionDeleted(_) | EventBody::QueuePaused(_) | EventBody::QueueResumed(_) => String::new(),
             EventBody::SessionStatus(d) => keel_protocol::wire_name(&d.status),
             EventBody::InputAdmitted(d) => format!(
-                "{} {} {}",
+                "{} {} {}{}",
                 self.id(&d.input_id),
                 keel_protocol::wire_name(&d.delivery),
-                keel_protocol::wire_name(&d.disposition)
+                keel_protocol::wire_name(&d.disposition),
+                if d.kind.is_prompt() { String::new() } else { format!(" {}", keel_protocol::wire_name(&d.kind)) }
             ),
             EventBody::InputRemoved(d) => self.id(&d.input_id),
             EventBody::InputPromoted(d) => {
