@@ -412,3 +412,17 @@ async fn compaction_model_writes_the_summary() {
     assert_eq!(requests[1].body["model"], "summariser");
     assert!(requests[1].body.to_string().contains("the first question"));
 }
+
+#[tokio::test]
+async fn a_transient_failure_of_the_summary_request_is_retried() {
+    let turns = vec![answer("the old answer", 100), failing(503, "overloaded"), answer(SUMMARY, 50)];
+    let s = setup(Wire::Anthropic, 100_000, turns, json!({})).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "the first question").await;
+    until(c, &s.sub, closed).await;
+    c.ok("session/compact", json!({ "sessionId": s.session })).await;
+    let events = until(c, &s.sub, closed).await;
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed", "{:?}", types(&events));
+    assert_eq!(of_type(&events, "compaction.completed")[0]["data"]["summary"], SUMMARY);
+    assert_eq!(s.mock.requests().len(), 3);
+}

@@ -206,7 +206,7 @@ pub async fn compact(
         Some(split) => {
             let (prefix, tail) = context.parts.split_at(split);
             let text = transcript_text(context.row.summary.as_deref(), prefix, target.cwd, budget);
-            let summary = match summarise(target, text, cancel).await {
+            let summary = match summarise_with_retries(services, target, &text, cancel).await {
                 Ok(Some(summary)) => summary,
                 Ok(None) => {
                     // Said, so that no client shows a compaction running forever; the next one starts afresh.
@@ -365,6 +365,33 @@ fn cut(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// The summary, with the turns' retry policy for transient failures: a summary request has no effect of its own,
+/// so it is sent again without a record. `None` when interrupted.
+async fn summarise_with_retries(
+    services: &Services,
+    target: &Target<'_>,
+    text: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, CompactionError> {
+    let mut attempt: u32 = 0;
+    loop {
+        match summarise(target, text.to_owned(), cancel).await {
+            Err(CompactionError::Provider(e)) if e.is_transient() && attempt < services.settings.max_retries => {
+                attempt += 1;
+                let delay = e
+                    .retry_after()
+                    .unwrap_or_else(|| services.settings.retry_base.saturating_mul(1 << (attempt - 1).min(10)));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = services.shutdown.cancelled() => return Ok(None),
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Asks the model for the summary; `None` when interrupted.
