@@ -57,9 +57,12 @@ fn instant_mock() -> u16 {
                     body.push_str(&chunk(json!({ "content": word }), Value::Null));
                 }
                 body.push_str(&chunk(json!({}), json!("stop")));
+                // The prompt's size as a model would report it (about 4 bytes a token), so that the engine's own
+                // estimate, and compaction, see a history that grows.
+                let prompt_tokens = length / 4;
                 body.push_str(&format!(
                     "data: {}\n\n",
-                    json!({ "choices": [], "usage": { "prompt_tokens": 10, "completion_tokens": 7 } })
+                    json!({ "choices": [], "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": 7 } })
                 ));
                 body.push_str("data: [DONE]\n\n");
                 let response = format!(
@@ -74,8 +77,14 @@ fn instant_mock() -> u16 {
 }
 
 fn write_config(home: &Path, port: u16) {
+    write_config_with_window(home, port, 128_000);
+}
+
+fn write_config_with_window(home: &Path, port: u16, window: u64) {
     std::fs::create_dir_all(home).unwrap();
-    let config = json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": format!("http://127.0.0.1:{port}/v1") } } });
+    let config = json!({ "model": "mock/m", "providers": { "mock": {
+        "wire": "openai-chat", "baseUrl": format!("http://127.0.0.1:{port}/v1"),
+        "models": { "m": { "contextWindow": window, "maxOutputTokens": 1000 } } } } });
     std::fs::write(home.join("config.jsonc"), config.to_string()).unwrap();
 }
 
@@ -194,6 +203,53 @@ fn main() {
     println!("100 sessions each running a turn at once: {:.0} ms for all", t.elapsed().as_secs_f64() * 1e3);
     println!("engine peak RSS during that:              {:.1} MiB", engine.peak_rss_mib());
     let _ = engine.child.kill();
+
+    // Per-turn time as the history grows: one session driven to 10, 1,000 and 10,000 transcript parts (a turn adds
+    // two: the prompt and the answer), 21 turns measured at each length. With an 8,000-token window the context is
+    // compacted along the way, so a turn's cost follows the context, not the log; with a window that never fills
+    // (1,000,000 tokens, no compaction) the whole transcript is sent every turn.
+    for (label, window) in
+        [("8,000-token window (compacts)", 8_000), ("1,000,000-token window (never compacts)", 1_000_000)]
+    {
+        let home = root.path().join(format!("history-{window}"));
+        write_config_with_window(&home, port, window);
+        let mut engine = Engine::spawn(&home);
+        let session = engine.call("session/create", json!({ "cwd": ws }))["session"]["id"].as_str().unwrap().to_owned();
+        engine.call("session/subscribe", json!({ "sessionId": session, "afterSeq": -1 }));
+        let turn = |engine: &mut Engine| {
+            let t = Instant::now();
+            engine.send("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": "hi" }] }));
+            let mut compactions = 0;
+            loop {
+                let m = engine.read();
+                let kind = &m["params"]["event"]["type"];
+                if m["method"] == "session/event" && kind == "compaction.completed" {
+                    compactions += 1;
+                }
+                if m["method"] == "session/event" && kind == "activity.closed" {
+                    return (t.elapsed(), compactions);
+                }
+            }
+        };
+        let mut parts = 0;
+        let mut compactions = 0;
+        for target in [10, 1_000, 10_000] {
+            while parts + 2 * 21 < target {
+                compactions += turn(&mut engine).1;
+                parts += 2;
+            }
+            let from = parts;
+            let mut samples = Vec::new();
+            for _ in 0..21 {
+                let (elapsed, compacted) = turn(&mut engine);
+                compactions += compacted;
+                samples.push(elapsed);
+                parts += 2;
+            }
+            println!("{label}, parts {from}..{parts}: {} ({compactions} compactions so far)", stats(samples));
+        }
+        let _ = engine.child.kill();
+    }
 
     // `keel run` from spawn to exit.
     let home = root.path().join("run");

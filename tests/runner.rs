@@ -311,3 +311,65 @@ async fn an_interrupt_stops_the_turn_and_pauses_the_queue() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_overflow_compacts_the_context_and_runs_the_step_again() {
+    let todo = json!({ "todos": [{ "content": "write tests", "status": "in_progress" }] });
+    let overflow = json!({ "status": 400, "message": "prompt is too long: 210000 tokens > 200000 maximum" });
+    check(
+        json!({ "turns": [
+            { "text": "On it.", "toolCalls": [{ "id": "c1", "name": "todowrite", "input": todo }] },
+            { "error": overflow },
+            { "text": "## Goal\nwrite tests" },
+            { "text": "Done." },
+        ] }),
+        expect![[r###"
+             1 session.created agent=build
+             2 input.admitted inp1 queue started
+             3 activity.opened act2 queue
+             4 input.promoted [inp1] -> msg3
+             5 session.status running
+             6 turn.started turn4 play/script
+             7 turn.dispatched turn4 attempt=1
+             8 text.completed "On it."
+             9 tool.called c1 todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
+            10 turn.streamed turn4 tool_calls
+            11 tool.started c1
+            12 tool.completed c1 "0/1 done"
+            13 turn.completed turn4 tool_calls
+            14 turn.started turn6 play/script
+            15 turn.dispatched turn6 attempt=1
+            16 turn.failed turn6 context_overflow retryable=true
+            17 compaction.started cmp7 overflow
+            18 compaction.completed cmp7 pruned=[] summary="## Goal"
+            19 turn.started turn8 play/script
+            20 turn.dispatched turn8 attempt=1
+            21 text.completed "Done."
+            22 turn.completed turn8 stop
+            23 activity.closed act2 completed
+            24 session.status idle
+            => completed
+        "###]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_overflow_with_nothing_older_to_summarise_fails_the_activity() {
+    let overflow = json!({ "status": 400, "message": "prompt is too long: 210000 tokens > 200000 maximum" });
+    check(json!({ "turns": [{ "error": overflow }] }), expect![[r#"
+         1 session.created agent=build
+         2 input.admitted inp1 queue started
+         3 activity.opened act2 queue
+         4 input.promoted [inp1] -> msg3
+         5 session.status running
+         6 turn.started turn4 play/script
+         7 turn.dispatched turn4 attempt=1
+         8 turn.failed turn4 context_overflow retryable=true
+         9 compaction.started cmp5 overflow
+        10 compaction.failed cmp5 "nothing to compact: the latest message alone does not fit the model's context window"
+        11 activity.closed act2 failed "the conversation is too long for the model's context window: prompt is too long: 210000 tokens > 200000 maximum; compaction failed: nothing to compact: the latest message alone does not fit the model's context window"
+        12 session.status failed
+        => failed
+    "#]]).await;
+}

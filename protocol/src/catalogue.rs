@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde_json::value::RawValue;
 
 use crate::approval::{ApprovalRequestedData, ApprovalResolvedData};
+use crate::compaction::{CompactionCompletedData, CompactionFailedData, CompactionStartedData};
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
 use crate::recovery::{RecoveryRequiredData, RecoveryResolvedData};
 use crate::turn::{
@@ -136,6 +137,10 @@ catalogue! {
     /// An activity waits for `recovery/decide`.
     RecoveryRequired = "recovery.required", 1 => RecoveryRequiredData;
     RecoveryResolved = "recovery.resolved", 1 => RecoveryResolvedData;
+    CompactionStarted = "compaction.started", 1 => CompactionStartedData;
+    /// The model's context starts at a new checkpoint.
+    CompactionCompleted = "compaction.completed", 1 => CompactionCompletedData;
+    CompactionFailed = "compaction.failed", 1 => CompactionFailedData;
 }
 
 impl fmt::Display for EventKind {

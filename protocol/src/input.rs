@@ -42,6 +42,23 @@ pub enum Delivery {
     Steer,
 }
 
+/// What an inbox item asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// User input for the model.
+    #[default]
+    Prompt,
+    /// A compaction of the session's context (`session/compact`); it carries no content.
+    Compact,
+}
+
+impl InputKind {
+    pub fn is_prompt(&self) -> bool {
+        *self == InputKind::Prompt
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {

@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod auth;
 pub mod catalogue;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -87,6 +88,7 @@ macro_rules! client_methods {
             $crate::recovery::RecoveryDecide,
             $crate::mcp::McpList,
             $crate::mcp::McpRestart,
+            $crate::compaction::SessionCompact,
         }
     };
 }

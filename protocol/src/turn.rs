@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::input::{ContentPart, Delivery, Disposition};
+use crate::input::{ContentPart, Delivery, Disposition, InputKind};
 use crate::session::Usage;
 use crate::{method, notification};
 
@@ -20,6 +20,9 @@ pub struct InputAdmittedData {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Absent for prompts.
+    #[serde(default, skip_serializing_if = "InputKind::is_prompt")]
+    pub kind: InputKind,
 }
 
 impl InputAdmittedData {
@@ -51,6 +54,8 @@ pub enum ActivityTrigger {
     Queue,
     Steer,
     Resume,
+    /// A `session/compact` item: the activity compacts the context and makes no model turn.
+    Compact,
 }
 
 /// `activity.opened` (version 1): one unit of agent work, from promoted input to a settled answer.

@@ -15,7 +15,7 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
-use keel_protocol::input::{ContentPart, Delivery};
+use keel_protocol::input::{ContentPart, Delivery, InputKind};
 use keel_protocol::turn::{CloseReason, DeltaKind};
 use serde_json::Value;
 
@@ -332,7 +332,14 @@ fn input_of(blocks: Vec<ContentBlock>) -> Reply<Vec<ContentPart>> {
 
 async fn steer(engine: Arc<Engine>, params: PromptRequest, _: Call) -> Reply<SteerResponse> {
     let input = input_of(params.prompt)?;
-    let new = NewInput { input_id: None, delivery: Delivery::Steer, input, agent: None, model: None };
+    let new = NewInput {
+        input_id: None,
+        delivery: Delivery::Steer,
+        input,
+        agent: None,
+        model: None,
+        kind: InputKind::Prompt,
+    };
     let receipt = engine.admit(&params.session_id, new)?;
     Ok(SteerResponse { input_id: receipt.input_id })
 }
@@ -342,7 +349,14 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
     let session_id = params.session_id;
     let session = engine.sessions.get(&session_id)?;
     let input = input_of(params.prompt)?;
-    let new = NewInput { input_id: None, delivery: Delivery::Queue, input, agent: None, model: None };
+    let new = NewInput {
+        input_id: None,
+        delivery: Delivery::Queue,
+        input,
+        agent: None,
+        model: None,
+        kind: InputKind::Prompt,
+    };
     let mut run = engine.prompt(&session_id, new)?;
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();

@@ -175,7 +175,10 @@ impl Mapper {
             | EventBody::ActivitySuspended(_)
             | EventBody::ActivityResumed(_)
             | EventBody::RecoveryRequired(_)
-            | EventBody::RecoveryResolved(_) => {}
+            | EventBody::RecoveryResolved(_)
+            | EventBody::CompactionStarted(_)
+            | EventBody::CompactionCompleted(_)
+            | EventBody::CompactionFailed(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

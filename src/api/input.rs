@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use keel_protocol::Empty;
+use keel_protocol::compaction::{CompactParams, CompactResult};
 use keel_protocol::input::{
-    InterruptResult, PromptParams, PromptResult, QueueRemoveParams, QueueRemoveResult, ResumeResult,
+    Delivery, InputKind, InterruptResult, PromptParams, PromptResult, QueueRemoveParams, QueueRemoveResult,
+    ResumeResult,
 };
 use keel_protocol::recovery::RecoveryDecideParams;
 use keel_protocol::session::SessionIdParams;
@@ -22,7 +24,14 @@ pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<Pro
     if let Some(model) = &p.model {
         check_model(&engine, Some(&session.cwd), model)?;
     }
-    let new = NewInput { input_id: p.input_id, delivery: p.delivery, input: p.input, agent: p.agent, model: p.model };
+    let new = NewInput {
+        input_id: p.input_id,
+        delivery: p.delivery,
+        input: p.input,
+        agent: p.agent,
+        model: p.model,
+        kind: InputKind::Prompt,
+    };
     let receipt = engine.admit(&p.session_id, new)?;
     Ok(PromptResult {
         input_id: receipt.input_id,
@@ -30,6 +39,21 @@ pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<Pro
         disposition: receipt.disposition,
         admitted_seq: receipt.admitted_seq,
     })
+}
+
+/// A compaction is an inbox item like a prompt, so that it runs in order with the prompts around it.
+pub async fn compact(engine: Arc<Engine>, p: CompactParams, _: Call) -> Result<CompactResult, ApiError> {
+    engine.sessions.get(&p.session_id)?;
+    let new = NewInput {
+        input_id: None,
+        delivery: Delivery::Queue,
+        input: Vec::new(),
+        agent: None,
+        model: None,
+        kind: InputKind::Compact,
+    };
+    let receipt = engine.admit(&p.session_id, new)?;
+    Ok(CompactResult { input_id: receipt.input_id, admitted_seq: receipt.admitted_seq })
 }
 
 pub async fn resume(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<ResumeResult, ApiError> {

@@ -87,6 +87,7 @@ mod bound {
         keel_protocol::recovery::RecoveryDecide => input::decide,
         mcp::McpList => catalog::mcp_list,
         mcp::McpRestart => catalog::mcp_restart,
+        keel_protocol::compaction::SessionCompact => input::compact,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
-use keel_protocol::input::{ContentPart, Delivery};
+use keel_protocol::input::{ContentPart, Delivery, InputKind};
 use keel_protocol::turn::{CloseReason, DeltaKind};
 
 use crate::engine::Engine;
@@ -153,6 +153,7 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         input: vec![ContentPart::Text { text: options.prompt.clone() }],
         agent: options.agent.clone(),
         model: options.model.clone(),
+        kind: InputKind::Prompt,
     };
     let created = options.session.is_none() && !options.continue_last;
     let mut run = engine.prompt(&session_id, input)?;
@@ -370,6 +371,13 @@ impl Printer {
                 eprintln!("keel: {}; decide with recovery/decide (retry or abandon)", d.message)
             }
             EventBody::ActivityResumed(_) => eprintln!("keel: resuming where the engine stopped"),
+            EventBody::CompactionStarted(d) => {
+                eprintln!("keel: compacting the context ({})", keel_protocol::wire_name(&d.reason))
+            }
+            EventBody::CompactionCompleted(d) => {
+                eprintln!("keel: context compacted from ~{} to ~{} tokens", d.tokens_before, d.tokens_after)
+            }
+            EventBody::CompactionFailed(d) => eprintln!("keel: compaction failed: {}", d.error),
             // The terminal shows the answer and the tools; the rest is bookkeeping.
             EventBody::SessionCreated(_)
             | EventBody::SessionUpdated(_)

@@ -182,12 +182,19 @@ impl RecoverySettings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompactionSettings {
+    /// `false` turns off compaction before a turn and after a context overflow (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<bool>,
+    /// Tokens kept free of the window besides the output reserve (default a tenth of the window, at most 20,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<u64>,
+    /// Tokens of recent transcript kept verbatim, their tool outputs never pruned (default a quarter of the usable
+    /// window, at most 8,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_tokens: Option<u64>,
+    /// `provider/model` that writes summaries (default the session's model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -177,9 +177,21 @@ pub fn error_message(body: &str) -> String {
 pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> ProviderError {
     let message = error_message(body);
     let lower = body.to_ascii_lowercase();
-    let overflow = ["context_length_exceeded", "prompt is too long", "maximum context length", "context window"]
-        .iter()
-        .any(|needle| lower.contains(needle));
+    // OpenAI's code, Anthropic's message, and what OpenAI-compatible servers say in plain text: vLLM ("maximum
+    // context length"), llama.cpp ("exceeds the available context size"), Ollama ("prompt too long", "context
+    // length").
+    let overflow = [
+        "context_length_exceeded",
+        "prompt is too long",
+        "prompt too long",
+        "maximum context length",
+        "context window",
+        "context length",
+        "exceeds the available context size",
+        "exceed_context_size",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle));
     let unknown_model = lower.contains("model")
         && ["not found", "not_found", "does not exist", "unknown model", "model_not_found"]
             .iter()
@@ -187,8 +199,9 @@ pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Provi
     match status {
         401 | 403 => ProviderError::Unauthorized { status, message },
         429 => ProviderError::RateLimited { status, message, retry_after },
-        500..=599 => ProviderError::Server { status, message, retry_after },
+        // Some servers answer an overlong prompt with a 500; it is not worth a retry.
         _ if overflow => ProviderError::ContextOverflow { message },
+        500..=599 => ProviderError::Server { status, message, retry_after },
         404 | 400 if unknown_model => ProviderError::UnknownModel { message },
         _ => ProviderError::Rejected { status, message },
     }
@@ -216,6 +229,11 @@ mod tests {
         check(529, r#"{"type":"error","error":{"type":"overloaded_error"}}"#, "server_error");
         check(400, r#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#, "context_overflow");
         check(400, r#"{"type":"error","error":{"message":"prompt is too long: 210000 tokens"}}"#, "context_overflow");
+        let vllm = "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.";
+        check(400, &format!(r#"{{"object":"error","message":"{vllm}","code":400}}"#), "context_overflow");
+        let llama = r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#;
+        check(400, llama, "context_overflow");
+        check(500, r#"{"error":"prompt too long; exceeded max context length by 12 tokens"}"#, "context_overflow");
         check(404, r#"{"error":{"message":"The model `gpt-9` does not exist"}}"#, "unknown_model");
         check(400, r#"{"error":{"message":"bad request"}}"#, "other");
         assert_eq!(error_message(r#"{"error":{"message":"x"}}"#), "x");

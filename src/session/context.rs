@@ -1,4 +1,6 @@
-//! What the model sees: the system prompt and the transcript, rebuilt from the projection before every turn.
+//! What the model sees: the system prompt and the transcript, rebuilt from the projection before every turn, from
+//! the latest compaction's checkpoint on (its summary, then the parts after it), so that a turn's cost follows the
+//! size of the context, not the length of the log.
 
 use std::path::Path;
 
@@ -6,7 +8,9 @@ use keel_protocol::turn::{Part, ToolStatus};
 
 use crate::config::Config;
 use crate::provider::{ChatMessage, ToolCall, UserPart};
-use crate::store::transcript::PartRow;
+use crate::store::context::ContextRow;
+use crate::store::transcript::{self, PartRow};
+use crate::store::{Result, Store};
 
 const BASE_PROMPT: &str = "You are keel, a coding agent working in the user's project. Use the tools to inspect and \
 change the workspace; keep answers short and concrete; say what you changed.";
@@ -36,6 +40,39 @@ pub fn system_prompt(config: &Config, agent: &str, cwd: &Path) -> String {
         }
     }
     prompt
+}
+
+/// The model's context as recorded: the checkpoint (with its summary and size anchor) and the parts after it.
+pub struct Context {
+    pub row: ContextRow,
+    pub parts: Vec<PartRow>,
+}
+
+impl Context {
+    pub fn load(store: &Store, session_id: &str) -> Result<Self> {
+        store.query(|c| {
+            let row = crate::store::context::get(c, session_id)?.unwrap_or_default();
+            let parts = transcript::parts_after(c, session_id, row.checkpoint_seq, usize::MAX)?;
+            Ok(Self { row, parts })
+        })
+    }
+
+    /// The messages of a request: the summary (a user message, the one shape every wire accepts first), then the
+    /// transcript after the checkpoint.
+    pub fn messages(&self, cwd: &Path) -> Vec<ChatMessage> {
+        let mut messages = Vec::with_capacity(self.parts.len() + 1);
+        if let Some(summary) = &self.row.summary {
+            messages.push(summary_message(summary));
+        }
+        messages.extend(history(&self.parts, cwd));
+        messages
+    }
+}
+
+pub fn summary_message(summary: &str) -> ChatMessage {
+    ChatMessage::User(vec![UserPart::Text(format!(
+        "The conversation so far was compacted; this summary stands for it:\n<summary>\n{summary}\n</summary>"
+    ))])
 }
 
 /// Groups transcript parts into provider messages: a user message per promotion, an assistant message per turn

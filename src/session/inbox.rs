@@ -2,7 +2,7 @@
 //! transaction so that two racing admissions of one id cannot both win.
 
 use keel_protocol::catalogue::EventBody;
-use keel_protocol::input::{ContentPart, Delivery, Disposition};
+use keel_protocol::input::{ContentPart, Delivery, Disposition, InputKind};
 use keel_protocol::turn::{InputAdmittedData, InputRemovedData};
 
 use super::Error;
@@ -14,6 +14,7 @@ pub struct NewInput {
     pub input: Vec<ContentPart>,
     pub agent: Option<String>,
     pub model: Option<String>,
+    pub kind: InputKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +26,7 @@ pub struct Receipt {
 }
 
 pub fn admit(store: &Store, session_id: &str, new: NewInput) -> Result<Receipt, Error> {
-    if new.input.is_empty() {
+    if new.input.is_empty() && new.kind.is_prompt() {
         return Err(Error::InvalidParam { path: "input", reason: "must hold at least one part".into() });
     }
     let input_id = new.input_id.clone().unwrap_or_else(|| format!("inp_{}", uuid::Uuid::now_v7().simple()));
@@ -39,6 +40,7 @@ pub fn admit(store: &Store, session_id: &str, new: NewInput) -> Result<Receipt, 
             input: new.input,
             agent: new.agent,
             model: new.model,
+            kind: new.kind,
         };
         if let Some(existing) = inputs::get(conn, session_id, &input_id)? {
             return Ok((Vec::new(), Some((existing, data.fingerprint()))));

@@ -2,6 +2,7 @@
 //! connections or JSON-RPC.
 
 pub mod approval;
+pub mod compaction;
 pub mod context;
 pub mod coordinator;
 pub mod follow;

@@ -7,12 +7,14 @@
 
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::recovery::{RecoveryDecision, RecoveryReason};
-use keel_protocol::turn::{ResumedAfter, TurnCompletedData};
+use keel_protocol::turn::{ActivityTrigger, ResumedAfter, TurnCompletedData};
 
 /// `turn.failed` kinds that recovery and shutdown record.
 pub const NOT_SENT: &str = "not_sent";
 pub const UNKNOWN_OUTCOME: &str = "unknown_outcome";
 pub const SUSPENDED: &str = "suspended";
+/// The kind of a provider's context overflow.
+pub const CONTEXT_OVERFLOW: &str = "context_overflow";
 /// `recovery.resolved.by` of a retry that config allowed.
 pub const BY_POLICY: &str = "policy";
 
@@ -66,9 +68,16 @@ pub fn examine<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> Situation
     let mut last = Last::NeedsTurn;
     let mut after = ResumedAfter::Crash;
     let mut asked: Option<(String, RecoveryReason)> = None;
+    // A `session/compact` activity makes no turn: its compaction's outcome is the activity's.
+    let mut compact = false;
     for body in events {
         match body {
-            EventBody::ActivityOpened(_) => last = Last::NeedsTurn,
+            EventBody::ActivityOpened(d) => {
+                last = Last::NeedsTurn;
+                compact = d.trigger == ActivityTrigger::Compact;
+            }
+            EventBody::CompactionCompleted(_) if compact => last = Last::Done,
+            EventBody::CompactionFailed(d) if compact => last = Last::Failed(d.error.clone()),
             EventBody::InputPromoted(_) if turn.is_none() => last = Last::NeedsTurn,
             EventBody::TurnStarted(d) => turn = Some((d.turn_id.clone(), Attempt::Prepared, false)),
             EventBody::RetryScheduled(_) => {
@@ -102,6 +111,9 @@ pub fn examine<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> Situation
                     NOT_SENT | SUSPENDED => Last::NeedsTurn,
                     // Waits for the decision that `recovery.required` asks for.
                     UNKNOWN_OUTCOME => Last::NeedsTurn,
+                    // A context overflow that a compaction answers: the step runs again (a compaction that the
+                    // engine did not finish runs again first).
+                    CONTEXT_OVERFLOW if d.retryable => Last::NeedsTurn,
                     "interrupted" => Last::Interrupted,
                     _ => Last::Failed(d.error.message.clone()),
                 };
@@ -150,21 +162,45 @@ pub fn examine<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> Situation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_protocol::compaction::{
+        CompactionCompletedData, CompactionFailedData, CompactionReason, CompactionStartedData,
+    };
     use keel_protocol::recovery::{RecoveryRequiredData, RecoveryResolvedData};
     use keel_protocol::turn::*;
 
     /// One word per event: `open`, `start`, `retry`, `send`, `text`, `call`, `streamed`, `done`, `fail:<kind>`,
-    /// `promote`, `suspend`, `resume`, `ask`, `retry!`, `abandon!`.
+    /// `promote`, `suspend`, `resume`, `ask`, `retry!`, `abandon!`, `overflow` (a retryable context overflow),
+    /// `compact` (a `session/compact` activity opens), `compacting`, `compacted`, `compact-failed`.
     fn check(log: &str, expected: Situation) {
         let failure = |kind: &str| ProviderFailure { kind: kind.into(), message: format!("{kind}!"), status: None };
         let events: Vec<EventBody> = log
             .split_whitespace()
             .map(|word| match word {
-                "open" => EventBody::ActivityOpened(ActivityOpenedData {
+                "open" | "compact" => EventBody::ActivityOpened(ActivityOpenedData {
                     activity_id: "a".into(),
-                    trigger: ActivityTrigger::Queue,
+                    trigger: if word == "compact" { ActivityTrigger::Compact } else { ActivityTrigger::Queue },
                     step_limit: 50,
                 }),
+                "overflow" => EventBody::TurnFailed(TurnFailedData {
+                    turn_id: "t".into(),
+                    error: failure(CONTEXT_OVERFLOW),
+                    retryable: true,
+                }),
+                "compacting" => EventBody::CompactionStarted(CompactionStartedData {
+                    compaction_id: "c".into(),
+                    reason: CompactionReason::Overflow,
+                }),
+                "compacted" => EventBody::CompactionCompleted(CompactionCompletedData {
+                    compaction_id: "c".into(),
+                    checkpoint_seq: 3,
+                    tokens_before: 10,
+                    tokens_after: 5,
+                    summary: Some("s".into()),
+                    pruned_calls: Vec::new(),
+                }),
+                "compact-failed" => {
+                    EventBody::CompactionFailed(CompactionFailedData { compaction_id: "c".into(), error: "no".into() })
+                }
                 "start" => EventBody::TurnStarted(TurnStartedData {
                     turn_id: "t".into(),
                     activity_id: "a".into(),
@@ -275,5 +311,15 @@ mod tests {
         check("open start send text fail:unknown_outcome ask retry!", go(Decision));
         check("open start send text fail:unknown_outcome ask abandon!", Situation::Abandoned);
         check("open start send fail:unknown_outcome ask retry! resume start send", unknown(AttemptDispatched, false));
+        // An overflow's compaction, finished or not, leaves the step to run again.
+        check("open start send overflow", go(Crash));
+        check("open start send overflow compacting", go(Crash));
+        check("open start send overflow compacting compacted", go(Crash));
+        check("open start send fail:context_overflow", Situation::Failed("context_overflow!".into()));
+        // A `session/compact` activity is its compaction.
+        check("compact promote compacting", go(Crash));
+        check("compact promote compacting compacted", Situation::Finished);
+        check("compact promote compacting compact-failed", Situation::Failed("no".into()));
+        check("open start send text done compacting compacted", Situation::Finished);
     }
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use keel_protocol::input::{Delivery, Disposition};
+use keel_protocol::input::{Delivery, Disposition, InputKind};
 use serde::Deserialize;
 
 use super::{Result, column};
@@ -28,9 +28,10 @@ pub struct InputRow {
     pub model: Option<String>,
     pub fingerprint: String,
     pub state: InputState,
+    pub kind: InputKind,
 }
 
-const COLUMNS: &str = "input_id, admitted_seq, delivery, disposition, content, agent, model, fingerprint, state";
+const COLUMNS: &str = "input_id, admitted_seq, delivery, disposition, content, agent, model, fingerprint, state, kind";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InputRow> {
     Ok(InputRow {
@@ -43,6 +44,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InputRow> {
         model: r.get(6)?,
         fingerprint: r.get(7)?,
         state: column::parse(r, 8)?,
+        kind: column::parse(r, 9)?,
     })
 }
 

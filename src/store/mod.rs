@@ -6,6 +6,7 @@
 
 pub mod approvals;
 mod column;
+pub mod context;
 mod feed;
 pub mod inputs;
 mod lease;
@@ -26,6 +27,7 @@ use serde_json::value::RawValue;
 
 pub use feed::Feed;
 pub use lease::{Fence, Unowned};
+pub use projection::PRUNED_OUTPUT;
 pub use sessions::{SessionCursor, SessionRow};
 
 use feed::Feeds;

@@ -3,6 +3,7 @@
 
 use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData, Resolved};
 use keel_protocol::catalogue::EventBody;
+use keel_protocol::compaction::CompactionCompletedData;
 use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use keel_protocol::input::ContentPart;
 use keel_protocol::turn::{InputAdmittedData, InputPromotedData, PartCompletedData, ToolCalledData, TurnCompletedData};
@@ -44,19 +45,22 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
         EventBody::ToolCompleted(d) => update_tool(tx, &at, &d.call_id, "completed", Some(&d.output), None),
         EventBody::ToolFailed(d) => update_tool(tx, &at, &d.call_id, "failed", None, Some(&d.error)),
         EventBody::TurnCompleted(d) => turn_completed(tx, &at, d),
+        EventBody::TurnStarted(_) => set_session(tx, &at, "turn_seq", at.seq),
+        EventBody::CompactionCompleted(d) => compaction_completed(tx, &at, d),
         EventBody::ApprovalRequested(d) => approval_requested(tx, &at, d),
         EventBody::ApprovalResolved(d) => approval_resolved(tx, &at, d),
         // Recorded for clients; no read model follows them.
         // Recovery reads the open activity's events from the log itself.
-        EventBody::TurnStarted(_)
-        | EventBody::TurnFailed(_)
+        EventBody::TurnFailed(_)
         | EventBody::RetryScheduled(_)
         | EventBody::TurnDispatched(_)
         | EventBody::TurnStreamed(_)
         | EventBody::ActivitySuspended(_)
         | EventBody::ActivityResumed(_)
         | EventBody::RecoveryRequired(_)
-        | EventBody::RecoveryResolved(_) => Ok(()),
+        | EventBody::RecoveryResolved(_)
+        | EventBody::CompactionStarted(_)
+        | EventBody::CompactionFailed(_) => Ok(()),
     }
 }
 
@@ -101,7 +105,7 @@ fn set_session(tx: &Transaction<'_>, at: &At<'_>, column: &str, value: impl rusq
 fn input_admitted(tx: &Transaction<'_>, at: &At<'_>, d: &InputAdmittedData) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO inputs (session_id, input_id, admitted_seq, delivery, disposition, content, agent, model, \
-         fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         fingerprint, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         at.sid,
@@ -113,6 +117,7 @@ fn input_admitted(tx: &Transaction<'_>, at: &At<'_>, d: &InputAdmittedData) -> R
         d.agent,
         d.model,
         d.fingerprint(),
+        column::text(&d.kind)?,
     ])?;
     // A prompt restarts a queue that an interrupt paused.
     set_session(tx, at, "queue_paused", false)
@@ -166,7 +171,9 @@ fn turn_completed(tx: &Transaction<'_>, at: &At<'_>, d: &TurnCompletedData) -> R
     tx.prepare_cached(
         "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, \
          reasoning_tokens = reasoning_tokens + ?4, cache_read_tokens = cache_read_tokens + ?5, \
-         cache_write_tokens = cache_write_tokens + ?6, cost_usd = cost_usd + ?7 WHERE id = ?1",
+         cache_write_tokens = cache_write_tokens + ?6, cost_usd = cost_usd + ?7, \
+         context_tokens = CASE WHEN ?2 + ?5 + ?6 > 0 THEN ?2 + ?5 + ?6 ELSE context_tokens END, \
+         context_seq = CASE WHEN ?2 + ?5 + ?6 > 0 THEN turn_seq ELSE context_seq END WHERE id = ?1",
     )?
     .execute(params![
         at.sid,
@@ -177,6 +184,33 @@ fn turn_completed(tx: &Transaction<'_>, at: &At<'_>, d: &TurnCompletedData) -> R
         u.cache_write_tokens,
         d.cost_usd
     ])?;
+    Ok(())
+}
+
+/// A short stand-in for a pruned tool output in the model's context; the log keeps the output itself.
+pub const PRUNED_OUTPUT: &str = "[old tool output removed to save context]";
+
+fn compaction_completed(tx: &Transaction<'_>, at: &At<'_>, d: &CompactionCompletedData) -> Result<()> {
+    // The new anchor: the compacted context's estimate stands for everything recorded up to here.
+    tx.prepare_cached("UPDATE sessions SET context_tokens = ?2, context_seq = ?3 WHERE id = ?1")?.execute(params![
+        at.sid,
+        d.tokens_after,
+        at.seq
+    ])?;
+    if let Some(summary) = &d.summary {
+        tx.prepare_cached("UPDATE sessions SET checkpoint_seq = ?2, summary = ?3 WHERE id = ?1")?.execute(params![
+            at.sid,
+            d.checkpoint_seq,
+            summary
+        ])?;
+    }
+    for call_id in &d.pruned_calls {
+        tx.prepare_cached(
+            "UPDATE parts SET data = json_set(data, '$.output', ?3, '$.pruned', json('true')) \
+             WHERE session_id = ?1 AND part_id = ?2 AND kind = 'tool'",
+        )?
+        .execute(params![at.sid, call_id, PRUNED_OUTPUT])?;
+    }
     Ok(())
 }
 

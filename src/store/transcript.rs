@@ -38,6 +38,16 @@ pub fn parts_after(conn: &Connection, session_id: &str, after_seq: u64, limit: u
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// The characters and the number of the parts created after `after_seq`: what a size estimate adds.
+pub fn size_after(conn: &Connection, session_id: &str, after_seq: u64) -> Result<(usize, u64)> {
+    let (chars, count): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(length(data)), 0), count(*) FROM parts WHERE session_id = ?1 AND seq > ?2",
+        )?
+        .query_row(params![session_id, after_seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((usize::try_from(chars).unwrap_or(usize::MAX), u64::try_from(count).unwrap_or(0)))
+}
+
 /// Parts after the position (`after_seq`, `after_idx`), in transcript order, at most `limit`: a keyset for reading
 /// the transcript in pages without splitting the parts of one event.
 pub fn parts_from(

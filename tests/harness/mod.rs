@@ -17,7 +17,7 @@ use keel::session::prompt::Step;
 use keel::session::service::NewSession;
 use keel_protocol::approval::Decision;
 use keel_protocol::catalogue::EventBody;
-use keel_protocol::input::{ContentPart, Delivery};
+use keel_protocol::input::{ContentPart, Delivery, InputKind};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -119,7 +119,14 @@ impl Harness {
 }
 
 fn input(delivery: Delivery, text: String) -> NewInput {
-    NewInput { input_id: None, delivery, input: vec![ContentPart::Text { text }], agent: None, model: None }
+    NewInput {
+        input_id: None,
+        delivery,
+        input: vec![ContentPart::Text { text }],
+        agent: None,
+        model: None,
+        kind: InputKind::Prompt,
+    }
 }
 
 /// Runs `case` (JSON, see `Case`) and compares the printed log with `expect`.
@@ -144,10 +151,11 @@ impl Printer {
             EventBody::SessionDeleted(_) | EventBody::QueuePaused(_) | EventBody::QueueResumed(_) => String::new(),
             EventBody::SessionStatus(d) => keel_protocol::wire_name(&d.status),
             EventBody::InputAdmitted(d) => format!(
-                "{} {} {}",
+                "{} {} {}{}",
                 self.id(&d.input_id),
                 keel_protocol::wire_name(&d.delivery),
-                keel_protocol::wire_name(&d.disposition)
+                keel_protocol::wire_name(&d.disposition),
+                if d.kind.is_prompt() { String::new() } else { format!(" {}", keel_protocol::wire_name(&d.kind)) }
             ),
             EventBody::InputRemoved(d) => self.id(&d.input_id),
             EventBody::InputPromoted(d) => {
@@ -191,6 +199,15 @@ impl Printer {
             EventBody::RecoveryResolved(d) => {
                 format!("{} {} by={}", self.id(&d.activity_id), keel_protocol::wire_name(&d.decision), d.by)
             }
+            EventBody::CompactionStarted(d) => {
+                format!("{} {}", self.id(&d.compaction_id), keel_protocol::wire_name(&d.reason))
+            }
+            EventBody::CompactionCompleted(d) => {
+                let pruned: Vec<String> = d.pruned_calls.iter().map(|c| self.id(c)).collect();
+                let summary = d.summary.as_deref().map(|s| format!(" summary={:?}", first_line(s))).unwrap_or_default();
+                format!("{} pruned=[{}]{summary}", self.id(&d.compaction_id), pruned.join(", "))
+            }
+            EventBody::CompactionFailed(d) => format!("{} {:?}", self.id(&d.compaction_id), d.error),
         };
         format!("{seq:>2} {kind} {detail}").trim_end().to_owned()
     }

@@ -8,7 +8,8 @@ mod turn;
 use std::sync::Arc;
 
 use keel_protocol::catalogue::EventBody;
-use keel_protocol::input::Delivery;
+use keel_protocol::compaction::CompactionReason;
+use keel_protocol::input::{Delivery, InputKind};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{
     ActivityClosedData, ActivityOpenedData, ActivitySuspendedData, ActivityTrigger, CloseReason, InputPromotedData,
@@ -16,11 +17,12 @@ use keel_protocol::turn::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::compaction::{self, Compacted, CompactionError, Target};
 use super::{Error, Services, event};
 use crate::store::{NewEvent, SessionRow, inputs};
 use crate::tool::{ToolError, ToolOutput, output};
 use recover::{Recovered, recover};
-use turn::{TurnOutcome, run_turn};
+use turn::{TurnOutcome, activity_model, request_shape, run_turn};
 
 fn id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
@@ -91,6 +93,7 @@ async fn drain_inner(
         let head = pending.iter().find(|i| i.delivery == Delivery::Queue).filter(|_| queue_open).cloned();
         let (trigger, promote) = match (steers.is_empty(), head) {
             (false, _) => (ActivityTrigger::Steer, steers),
+            (true, Some(head)) if head.kind == InputKind::Compact => (ActivityTrigger::Compact, vec![head]),
             (true, Some(head)) => (ActivityTrigger::Queue, vec![head]),
             (true, None) if mode == Mode::Run => (ActivityTrigger::Resume, Vec::new()),
             (true, None) => return Ok(()),
@@ -152,14 +155,16 @@ pub(super) struct Activity {
     step_limit: u32,
     /// The last tool calls (name and input), to notice a model repeating itself.
     recent: parking_lot::Mutex<Vec<String>>,
+    /// A `session/compact` item: the activity compacts and makes no turn.
+    compact: bool,
 }
 
 impl Activity {
     /// An activity taken over from a stopped engine: its agent from the session, a fresh step allowance.
-    fn resumed(services: &Services, session: SessionRow, id: String) -> Self {
+    fn resumed(services: &Services, session: SessionRow, id: String, compact: bool) -> Self {
         let config = services.config(Some(&session.cwd));
         let agent = session.agent.clone();
-        Self { id, step_limit: config.steps(&agent), agent, model: None, session, recent: Default::default() }
+        Self { id, step_limit: config.steps(&agent), agent, model: None, session, recent: Default::default(), compact }
     }
 }
 
@@ -181,6 +186,7 @@ async fn run_activity(
         agent,
         model,
         recent: Default::default(),
+        compact: trigger == ActivityTrigger::Compact,
     };
     opening.push(event(EventBody::ActivityOpened(ActivityOpenedData {
         activity_id: activity.id.clone(),
@@ -202,17 +208,55 @@ async fn activity_loop(
     cancel: &CancellationToken,
 ) -> Result<Ended, Error> {
     let session = &activity.session;
+    if activity.compact {
+        let (reason, error) = match compact_context(services, activity, CompactionReason::Manual, cancel).await? {
+            Some(Compacted::Failed(e)) => (CloseReason::Failed, Some(e.to_string())),
+            Some(Compacted::Interrupted) if services.shutdown.is_cancelled() => return suspend(services, activity),
+            Some(Compacted::Interrupted) => (CloseReason::Interrupted, None),
+            Some(Compacted::Done) | None => (CloseReason::Completed, None),
+        };
+        return close(services, activity, reason, error);
+    }
     let mut steps = 0;
+    // The step whose request overflowed runs again, once, after its compaction.
+    let mut overflowed = false;
     let (reason, error) = loop {
-        if steps == activity.step_limit {
+        if steps == activity.step_limit && !overflowed {
             break (CloseReason::TurnLimit, Some(format!("stopped after {} provider turns", activity.step_limit)));
         }
         // Between turns is a safe point: every step so far has a recorded outcome.
         if services.shutdown.is_cancelled() {
             return suspend(services, activity);
         }
-        steps += 1;
-        let outcome = run_turn(services, activity, cancel).await?;
+        let mut outcome = None;
+        if !overflowed {
+            steps += 1;
+            // A failed automatic compaction leaves the request to the provider, whose overflow says the rest.
+            if let Some(Compacted::Interrupted) =
+                compact_context(services, activity, CompactionReason::Auto, cancel).await?
+            {
+                outcome = Some(TurnOutcome::Interrupted);
+            }
+        }
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => run_turn(services, activity, cancel, !overflowed).await?,
+        };
+        overflowed = false;
+        let outcome = match outcome {
+            TurnOutcome::Overflow(message) => {
+                match compact_context(services, activity, CompactionReason::Overflow, cancel).await? {
+                    Some(Compacted::Done) => {
+                        overflowed = true;
+                        continue;
+                    }
+                    Some(Compacted::Interrupted) => TurnOutcome::Interrupted,
+                    Some(Compacted::Failed(e)) => TurnOutcome::Failed(format!("{message}; compaction failed: {e}")),
+                    None => TurnOutcome::Failed(message),
+                }
+            }
+            outcome => outcome,
+        };
         if let TurnOutcome::Interrupted = outcome {
             if services.shutdown.is_cancelled() {
                 return suspend(services, activity);
@@ -245,9 +289,54 @@ async fn activity_loop(
             break (CloseReason::Completed, None);
         }
     };
+    close(services, activity, reason, error)
+}
+
+/// Compacts the session's context: before a turn only when its estimate passes the usable window (`Auto`), at
+/// once otherwise. `None` when nothing ran: not needed, turned off, or (for `Auto`) no model to measure against,
+/// which the turn itself reports.
+async fn compact_context(
+    services: &Arc<Services>,
+    activity: &Activity,
+    reason: CompactionReason,
+    cancel: &CancellationToken,
+) -> Result<Option<Compacted>, Error> {
+    let config = services.config(Some(&activity.session.cwd));
+    let settings = compaction::settings(&config);
+    if reason != CompactionReason::Manual && settings.auto == Some(false) {
+        return Ok(None);
+    }
+    let resolved = match services.providers.resolve(&config, &activity_model(activity, &config)) {
+        Ok(resolved) => resolved,
+        Err(_) if reason == CompactionReason::Auto => return Ok(None),
+        Err(e) => return Ok(Some(Compacted::Failed(CompactionError::Provider(e)))),
+    };
+    let request = request_shape(services, activity, &config, &resolved);
+    if reason == CompactionReason::Auto {
+        let budget = compaction::Budget::of(&resolved.spec, &settings);
+        let overhead = compaction::overhead_chars(&request);
+        if !compaction::required(&services.store, &activity.session.id, overhead, budget)? {
+            return Ok(None);
+        }
+    }
+    // A cheaper model may write the summary; one that does not resolve leaves it to the session's.
+    let summariser = settings.model.as_deref().and_then(|m| services.providers.resolve(&config, m).ok());
+    let cwd = std::path::PathBuf::from(&activity.session.cwd);
+    let target = Target {
+        session_id: &activity.session.id,
+        cwd: &cwd,
+        resolved: &resolved,
+        summariser: summariser.as_ref().unwrap_or(&resolved),
+        request: &request,
+    };
+    Ok(Some(compaction::compact(services, &target, reason, &settings, cancel).await?))
+}
+
+/// Closes the activity and sets the session's status after it.
+fn close(services: &Services, activity: &Activity, reason: CloseReason, error: Option<String>) -> Result<Ended, Error> {
     let status = if reason == CloseReason::Failed { SessionStatus::Failed } else { SessionStatus::Idle };
     services.append_events(
-        &session.id,
+        &activity.session.id,
         vec![
             event(EventBody::ActivityClosed(ActivityClosedData { activity_id: activity.id.clone(), reason, error }))?,
             event(EventBody::SessionStatus(StatusData { status }))?,

@@ -10,8 +10,8 @@ use keel_protocol::catalogue::EventBody;
 use keel_protocol::recovery::{RecoveryDecision, RecoveryReason, RecoveryRequiredData, RecoveryResolvedData};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{
-    ActivityClosedData, ActivityResumedData, CloseReason, ProviderFailure, RetryScheduledData, StatusData,
-    ToolFailedData, ToolStartedData, TurnFailedData,
+    ActivityClosedData, ActivityResumedData, ActivityTrigger, CloseReason, ProviderFailure, RetryScheduledData,
+    StatusData, ToolFailedData, ToolStartedData, TurnFailedData,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +77,11 @@ pub(super) async fn recover(
                 after,
             }))?);
             events.push(status(SessionStatus::Running)?);
-            (events, Recovered::Continue(Box::new(Activity::resumed(services, session.clone(), activity_id.clone()))))
+            let compact = bodies
+                .iter()
+                .any(|b| matches!(b, EventBody::ActivityOpened(d) if d.trigger == ActivityTrigger::Compact));
+            let activity = Activity::resumed(services, session.clone(), activity_id.clone(), compact);
+            (events, Recovered::Continue(Box::new(activity)))
         }
         Situation::Finished => (close(CloseReason::Completed, None, SessionStatus::Idle)?, Recovered::Nothing),
         Situation::Failed(error) => {
@@ -168,7 +172,12 @@ async fn unknown_outcome(
                 status(SessionStatus::Running)?,
             ],
         )?;
-        return Ok(Recovered::Continue(Box::new(Activity::resumed(services, session.clone(), activity_id.to_owned()))));
+        return Ok(Recovered::Continue(Box::new(Activity::resumed(
+            services,
+            session.clone(),
+            activity_id.to_owned(),
+            false,
+        ))));
     }
     events.push(event(EventBody::RecoveryRequired(RecoveryRequiredData {
         activity_id: activity_id.to_owned(),

@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::stream::{StreamResult, TurnStream};
 use super::{Activity, id};
-use crate::provider::registry::Registry;
+use crate::config::Config;
+use crate::provider::registry::{Registry, Resolved};
 use crate::provider::{ProviderError, Request};
-use crate::session::{Error, Services, context, event, recovery};
-use crate::store::{self, transcript};
+use crate::session::context::Context;
+use crate::session::{Error, Services, compaction, context, event, recovery};
+use crate::store;
 
 pub(super) enum TurnOutcome {
     /// Tool calls ran; the model continues.
@@ -26,25 +28,50 @@ pub(super) enum TurnOutcome {
     Done,
     Failed(String),
     Interrupted,
+    /// The provider refused the request as too long before answering anything; the turn is recorded as failed
+    /// (retryable) and the step runs again once the context is compacted.
+    Overflow(String),
 }
 
 fn failure(e: &ProviderError) -> ProviderFailure {
     ProviderFailure { kind: e.kind().into(), message: e.to_string(), status: e.status() }
 }
 
-pub(super) async fn run_turn(
-    services: &Arc<Services>,
-    activity: &Activity,
-    cancel: &CancellationToken,
-) -> Result<TurnOutcome, Error> {
-    let session_id = &activity.session.id;
-    let config = services.config(Some(&activity.session.cwd));
-    let model = activity
+/// The `provider/model` of the activity's turns: the input's, the session's, the agent's, or the default.
+pub(super) fn activity_model(activity: &Activity, config: &Config) -> String {
+    activity
         .model
         .clone()
         .or_else(|| Some(activity.session.model.clone()).filter(|m| !m.is_empty()))
         .or_else(|| config.agents.get(&activity.agent).and_then(|a| a.model.clone()))
-        .unwrap_or_else(|| Registry::default_model(&config));
+        .unwrap_or_else(|| Registry::default_model(config))
+}
+
+/// The request of a turn without its messages: what every request of the activity carries besides the context.
+pub(super) fn request_shape(services: &Services, activity: &Activity, config: &Config, resolved: &Resolved) -> Request {
+    let cwd = std::path::PathBuf::from(&activity.session.cwd);
+    Request {
+        model: resolved.spec.model().to_owned(),
+        system: context::system_prompt(config, &activity.agent, &cwd),
+        messages: Vec::new(),
+        tools: services.tools.specs_for(&activity.session.id),
+        max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
+        session_id: activity.session.id.clone(),
+    }
+}
+
+/// Runs one provider turn. `may_compact`: a context overflow ends the turn as `Overflow` for the activity to compact
+/// and run the step again; false when this is that second run, whose overflow fails the activity. With
+/// `compaction.auto: false` an overflow fails like any other refusal.
+pub(super) async fn run_turn(
+    services: &Arc<Services>,
+    activity: &Activity,
+    cancel: &CancellationToken,
+    may_compact: bool,
+) -> Result<TurnOutcome, Error> {
+    let session_id = &activity.session.id;
+    let config = services.config(Some(&activity.session.cwd));
+    let model = activity_model(activity, &config);
     let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
     // Recorded with the first dispatch, in one transaction: an engine that stops before it leaves no turn at all,
     // which recovery reads the same as a prepared one (never sent).
@@ -63,16 +90,11 @@ pub(super) async fn run_turn(
         }
     };
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
-    let parts = services.store.query(|c| transcript::parts_after(c, session_id, 0, usize::MAX))?;
+    let auto_compaction = compaction::settings(&config).auto != Some(false);
+    // MCP servers still on their first start join the turn's tools before it is shaped.
     services.tools.settle(session_id, cancel).await;
-    let request = Request {
-        model: resolved.spec.model().to_owned(),
-        system: context::system_prompt(&config, &activity.agent, &cwd),
-        messages: context::history(&parts, &cwd),
-        tools: services.tools.specs_for(session_id),
-        max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
-        session_id: session_id.clone(),
-    };
+    let mut request = request_shape(services, activity, &config, &resolved);
+    request.messages = Context::load(&services.store, session_id)?.messages(&cwd);
 
     let mut attempt = 0;
     loop {
@@ -141,6 +163,23 @@ pub(super) async fn run_turn(
             StreamResult::Failed(e) => {
                 stream.answered.cancel();
                 settle(tools).await;
+                if matches!(e, ProviderError::ContextOverflow { .. }) && !produced {
+                    if may_compact && auto_compaction {
+                        services.append_events(
+                            session_id,
+                            vec![event(EventBody::TurnFailed(TurnFailedData {
+                                turn_id: turn.turn_id.clone(),
+                                error: failure(&e),
+                                retryable: true,
+                            }))?],
+                        )?;
+                        return Ok(TurnOutcome::Overflow(e.to_string()));
+                    }
+                    if !may_compact {
+                        turn.fail(services, &e, false)?;
+                        return Ok(TurnOutcome::Failed(format!("{e} (still, after compacting the context)")));
+                    }
+                }
                 // Once output was streamed the attempt's outcome is ambiguous: never retried automatically.
                 let retry = e.is_transient() && !produced && attempt < services.settings.max_retries;
                 if !retry {
