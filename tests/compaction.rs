@@ -82,21 +82,15 @@ async fn prompt(c: &Client, session: &str, text: &str) -> Value {
     c.ok("session/prompt", json!({ "sessionId": session, "input": [{ "type": "text", "text": text }] })).await
 }
 
-/// The subscription's events up to the first that `stop` accepts.
-async fn until(c: &Client, sub: &str, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let mut events = Vec::new();
-    loop {
-        let m = c.next_message().await;
-        if m["params"]["subscriptionId"] != sub || m["method"] != "session/event" {
-            continue;
-        }
-        let event = m["params"]["event"].clone();
-        let done = stop(&event);
-        events.push(event);
-        if done {
-            return events;
-        }
-    }
+/// One prompt answered, then a `session/compact`: the compaction activity's events, which must complete.
+async fn compact_after_one_prompt(s: &Setup) -> Vec<Value> {
+    let c = &s.engine.client;
+    prompt(c, &s.session, "the first question").await;
+    c.events_until(&s.sub, closed).await;
+    c.ok("session/compact", json!({ "sessionId": s.session })).await;
+    let events = c.events_until(&s.sub, closed).await;
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed", "{:?}", types(&events));
+    events
 }
 
 fn closed(e: &Value) -> bool {
@@ -135,9 +129,9 @@ async fn an_overflow_is_compacted_once_and_the_same_step_runs_again_on_every_wir
         s.mock.dialect(dialect);
         let c = &s.engine.client;
         prompt(c, &s.session, "the first question").await;
-        until(c, &s.sub, closed).await;
+        c.events_until(&s.sub, closed).await;
         prompt(c, &s.session, "the second question").await;
-        let events = until(c, &s.sub, closed).await;
+        let events = c.events_until(&s.sub, closed).await;
 
         let case = format!("{wire:?} {dialect:?}");
         let failed = of_type(&events, "turn.failed");
@@ -179,9 +173,9 @@ async fn a_second_overflow_fails_the_activity_with_a_clear_error() {
         let s = setup(wire, 100_000, turns, json!({})).await;
         let c = &s.engine.client;
         prompt(c, &s.session, "the first question").await;
-        until(c, &s.sub, closed).await;
+        c.events_until(&s.sub, closed).await;
         prompt(c, &s.session, "the second question").await;
-        let events = until(c, &s.sub, closed).await;
+        let events = c.events_until(&s.sub, closed).await;
         let close = &events.last().unwrap()["data"];
         assert_eq!(close["reason"], "failed", "{wire:?}");
         let error = close["error"].as_str().unwrap();
@@ -201,7 +195,7 @@ async fn with_automatic_compaction_off_an_overflow_fails_at_once() {
     let s = setup(Wire::Chat, 100_000, turns, json!({ "compaction": { "auto": false } })).await;
     let c = &s.engine.client;
     prompt(c, &s.session, "hello").await;
-    let events = until(c, &s.sub, closed).await;
+    let events = c.events_until(&s.sub, closed).await;
     assert_eq!(events.last().unwrap()["data"]["reason"], "failed");
     assert!(of_type(&events, "compaction.started").is_empty());
     assert_eq!(s.mock.requests().len(), 1);
@@ -215,10 +209,10 @@ async fn reported_usage_past_a_small_window_compacts_before_the_next_turn() {
         let s = setup(wire, 2_000, turns, json!({})).await;
         let c = &s.engine.client;
         prompt(c, &s.session, "the first question").await;
-        let first = until(c, &s.sub, closed).await;
+        let first = c.events_until(&s.sub, closed).await;
         assert!(of_type(&first, "compaction.started").is_empty(), "{wire:?}: nothing measured yet");
         prompt(c, &s.session, "the second question").await;
-        let events = until(c, &s.sub, closed).await;
+        let events = c.events_until(&s.sub, closed).await;
         assert_eq!(of_type(&events, "compaction.started")[0]["data"]["reason"], "auto", "{wire:?}");
         assert!(position(&events, "compaction.completed") < position(&events, "turn.started"), "{wire:?}");
         let completed = &of_type(&events, "compaction.completed")[0]["data"];
@@ -234,7 +228,7 @@ async fn reported_usage_past_a_small_window_compacts_before_the_next_turn() {
         // The new measurement (300) is under the window: the next turn does not compact again.
         s.mock.push(answer("fine", 400));
         prompt(c, &s.session, "the third question").await;
-        let events = until(c, &s.sub, closed).await;
+        let events = c.events_until(&s.sub, closed).await;
         assert!(of_type(&events, "compaction.started").is_empty(), "{wire:?}");
         let last = s.mock.requests()[3].body.to_string();
         assert!(last.contains("ship the parser") && !last.contains("the first question"), "{last}");
@@ -253,7 +247,7 @@ async fn session_compact_runs_in_order_between_queued_prompts() {
     prompt(c, &s.session, "prompt B").await;
     let mut events = Vec::new();
     for _ in 0..3 {
-        events.extend(until(c, &s.sub, closed).await);
+        events.extend(c.events_until(&s.sub, closed).await);
     }
     let order: Vec<&str> = types(&events)
         .into_iter()
@@ -310,9 +304,9 @@ async fn old_tool_outputs_are_pruned_from_the_context_and_kept_in_the_log() {
     let s = setup(Wire::Chat, 4_000, turns, extra).await;
     let c = &s.engine.client;
     prompt(c, &s.session, "print things").await;
-    until(c, &s.sub, closed).await;
+    c.events_until(&s.sub, closed).await;
     prompt(c, &s.session, "go on").await;
-    let events = until(c, &s.sub, closed).await;
+    let events = c.events_until(&s.sub, closed).await;
     let completed = &of_type(&events, "compaction.completed")[0]["data"];
     let pruned = completed["prunedCalls"].as_array().unwrap();
     assert_eq!(pruned.len(), 2, "the two older outputs: {completed}");
@@ -339,9 +333,9 @@ async fn a_sigkill_during_a_compaction_leaves_a_session_that_compacts_again_and_
     let session = ca.create_session(&ws).await;
     let sa = ca.subscribe(&session, 0).await;
     prompt(&ca, &session, "the first question").await;
-    until(&ca, &sa, closed).await;
+    ca.events_until(&sa, closed).await;
     prompt(&ca, &session, "the second question").await;
-    until(&ca, &sa, |e| e["type"] == "compaction.started").await;
+    ca.events_until(&sa, |e| e["type"] == "compaction.started").await;
     for _ in 0..500 {
         if mock.requests().len() >= 2 {
             break;
@@ -357,8 +351,8 @@ async fn a_sigkill_during_a_compaction_leaves_a_session_that_compacts_again_and_
     let cb = b.connect().await;
     let sb = cb.subscribe(&session, 0).await;
     // The replay from the start: the first activity's close, then the resumed one's.
-    let mut events = until(&cb, &sb, closed).await;
-    events.extend(until(&cb, &sb, closed).await);
+    let mut events = cb.events_until(&sb, closed).await;
+    events.extend(cb.events_until(&sb, closed).await);
     assert_eq!(events.last().unwrap()["data"]["reason"], "completed", "{:?}", types(&events));
     assert_eq!(of_type(&events, "compaction.started").len(), 2, "{:?}", types(&events));
     assert_eq!(of_type(&events, "compaction.completed").len(), 1);
@@ -374,9 +368,9 @@ async fn a_fork_before_a_compaction_has_the_whole_history_and_one_after_it_the_s
     let c = &s.engine.client;
     prompt(c, &s.session, "the first question").await;
     // After the first activity's close and the status that follows it: no activity open, no compaction yet.
-    let before = until(c, &s.sub, closed).await.last().unwrap()["seq"].as_u64().unwrap() + 1;
+    let before = c.events_until(&s.sub, closed).await.last().unwrap()["seq"].as_u64().unwrap() + 1;
     prompt(c, &s.session, "the second question").await;
-    until(c, &s.sub, closed).await;
+    c.events_until(&s.sub, closed).await;
 
     for (at_seq, whole) in [(Some(before), true), (None, false)] {
         let fork = c.ok("session/fork", json!({ "sessionId": s.session, "atSeq": at_seq })).await;
@@ -388,7 +382,7 @@ async fn a_fork_before_a_compaction_has_the_whole_history_and_one_after_it_the_s
         let log = c.ok("session/events", json!({ "sessionId": fork, "afterSeq": 0, "limit": 1000 })).await;
         let copied = log["events"].as_array().unwrap().iter().filter(|e| e["type"] == "activity.closed").count();
         for _ in 0..=copied {
-            until(c, &sub, closed).await;
+            c.events_until(&sub, closed).await;
         }
         let request = s.mock.requests().last().unwrap().body.to_string();
         assert!(request.contains("a forked question"), "{request}");
@@ -401,12 +395,7 @@ async fn a_fork_before_a_compaction_has_the_whole_history_and_one_after_it_the_s
 async fn compaction_model_writes_the_summary() {
     let turns = vec![answer("the old answer", 100), answer(SUMMARY, 50)];
     let s = setup(Wire::Chat, 100_000, turns, json!({ "compaction": { "model": "mock/summariser" } })).await;
-    let c = &s.engine.client;
-    prompt(c, &s.session, "the first question").await;
-    until(c, &s.sub, closed).await;
-    c.ok("session/compact", json!({ "sessionId": s.session })).await;
-    let events = until(c, &s.sub, closed).await;
-    assert_eq!(events.last().unwrap()["data"]["reason"], "completed", "{:?}", types(&events));
+    compact_after_one_prompt(&s).await;
     let requests = s.mock.requests();
     assert_eq!(requests[0].body["model"], "test-model");
     assert_eq!(requests[1].body["model"], "summariser");
@@ -417,12 +406,7 @@ async fn compaction_model_writes_the_summary() {
 async fn a_transient_failure_of_the_summary_request_is_retried() {
     let turns = vec![answer("the old answer", 100), failing(503, "overloaded"), answer(SUMMARY, 50)];
     let s = setup(Wire::Anthropic, 100_000, turns, json!({})).await;
-    let c = &s.engine.client;
-    prompt(c, &s.session, "the first question").await;
-    until(c, &s.sub, closed).await;
-    c.ok("session/compact", json!({ "sessionId": s.session })).await;
-    let events = until(c, &s.sub, closed).await;
-    assert_eq!(events.last().unwrap()["data"]["reason"], "completed", "{:?}", types(&events));
+    let events = compact_after_one_prompt(&s).await;
     assert_eq!(of_type(&events, "compaction.completed")[0]["data"]["summary"], SUMMARY);
     assert_eq!(s.mock.requests().len(), 3);
 }

@@ -335,7 +335,7 @@ fn transcript_text(previous: Option<&str>, prefix: &[PartRow], cwd: &Path, budge
                 }
             }
             ChatMessage::ToolResult { tool, output, is_error, .. } => {
-                let output = cut(&output, SUMMARY_TOOL_OUTPUT);
+                let output = super::context::truncate(&output, SUMMARY_TOOL_OUTPUT);
                 let label = if is_error { "failed" } else { "result" };
                 text.push_str(&format!("[{tool} {label}]\n{output}\n"));
             }
@@ -347,24 +347,13 @@ fn transcript_text(previous: Option<&str>, prefix: &[PartRow], cwd: &Path, budge
     if text.len() <= max {
         return text;
     }
-    let head = cut(&text, max / 3).to_owned();
+    let head = super::context::truncate(&text, max / 3).to_owned();
     let tail_len = max - head.len();
     let mut start = text.len() - tail_len;
     while !text.is_char_boundary(start) {
         start += 1;
     }
     format!("{head}\n[… older messages left out …]\n{}", &text[start..])
-}
-
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The summary, with the turns' retry policy for transient failures: a summary request has no effect of its own,

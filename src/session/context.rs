@@ -150,7 +150,8 @@ fn assistant(parts: &[Part], messages: &mut Vec<ChatMessage>) {
     messages.extend(results);
 }
 
-fn truncate(text: &str, max: usize) -> &str {
+/// The longest prefix of `text` within `max` bytes that ends on a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

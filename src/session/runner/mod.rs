@@ -22,7 +22,7 @@ use super::{Error, Services, event};
 use crate::store::{NewEvent, SessionRow, inputs};
 use crate::tool::{ToolError, ToolOutput, output};
 use recover::{Recovered, recover};
-use turn::{TurnOutcome, activity_model, request_shape, run_turn};
+use turn::{Step, TurnOutcome, request_shape, run_turn};
 
 fn id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
@@ -209,7 +209,9 @@ async fn activity_loop(
 ) -> Result<Ended, Error> {
     let session = &activity.session;
     if activity.compact {
-        let (reason, error) = match compact_context(services, activity, CompactionReason::Manual, cancel).await? {
+        let step = Step::read(services, activity);
+        let (reason, error) = match compact_context(services, activity, &step, CompactionReason::Manual, cancel).await?
+        {
             Some(Compacted::Failed(e)) => (CloseReason::Failed, Some(e.to_string())),
             Some(Compacted::Interrupted) if services.shutdown.is_cancelled() => return suspend(services, activity),
             Some(Compacted::Interrupted) => (CloseReason::Interrupted, None),
@@ -228,24 +230,25 @@ async fn activity_loop(
         if services.shutdown.is_cancelled() {
             return suspend(services, activity);
         }
+        let step = Step::read(services, activity);
         let mut outcome = None;
         if !overflowed {
             steps += 1;
             // A failed automatic compaction leaves the request to the provider, whose overflow says the rest.
             if let Some(Compacted::Interrupted) =
-                compact_context(services, activity, CompactionReason::Auto, cancel).await?
+                compact_context(services, activity, &step, CompactionReason::Auto, cancel).await?
             {
                 outcome = Some(TurnOutcome::Interrupted);
             }
         }
         let outcome = match outcome {
             Some(outcome) => outcome,
-            None => run_turn(services, activity, cancel, !overflowed).await?,
+            None => run_turn(services, activity, &step, cancel, !overflowed).await?,
         };
         overflowed = false;
         let outcome = match outcome {
             TurnOutcome::Overflow(message) => {
-                match compact_context(services, activity, CompactionReason::Overflow, cancel).await? {
+                match compact_context(services, activity, &step, CompactionReason::Overflow, cancel).await? {
                     Some(Compacted::Done) => {
                         overflowed = true;
                         continue;
@@ -298,20 +301,21 @@ async fn activity_loop(
 async fn compact_context(
     services: &Arc<Services>,
     activity: &Activity,
+    step: &Step,
     reason: CompactionReason,
     cancel: &CancellationToken,
 ) -> Result<Option<Compacted>, Error> {
-    let config = services.config(Some(&activity.session.cwd));
-    let settings = compaction::settings(&config);
+    let config = &step.config;
+    let settings = compaction::settings(config);
     if reason != CompactionReason::Manual && settings.auto == Some(false) {
         return Ok(None);
     }
-    let resolved = match services.providers.resolve(&config, &activity_model(activity, &config)) {
+    let resolved = match &step.resolved {
         Ok(resolved) => resolved,
         Err(_) if reason == CompactionReason::Auto => return Ok(None),
-        Err(e) => return Ok(Some(Compacted::Failed(CompactionError::Provider(e)))),
+        Err(e) => return Ok(Some(Compacted::Failed(CompactionError::Provider(e.clone())))),
     };
-    let request = request_shape(services, activity, &config, &resolved);
+    let request = request_shape(services, activity, config, resolved);
     if reason == CompactionReason::Auto {
         let budget = compaction::Budget::of(&resolved.spec, &settings);
         let overhead = compaction::overhead_chars(&request);
@@ -320,13 +324,13 @@ async fn compact_context(
         }
     }
     // A cheaper model may write the summary; one that does not resolve leaves it to the session's.
-    let summariser = settings.model.as_deref().and_then(|m| services.providers.resolve(&config, m).ok());
+    let summariser = settings.model.as_deref().and_then(|m| services.providers.resolve(config, m).ok());
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
     let target = Target {
         session_id: &activity.session.id,
         cwd: &cwd,
-        resolved: &resolved,
-        summariser: summariser.as_ref().unwrap_or(&resolved),
+        resolved,
+        summariser: summariser.as_ref().unwrap_or(resolved),
         request: &request,
     };
     Ok(Some(compaction::compact(services, &target, reason, &settings, cancel).await?))

@@ -37,6 +37,24 @@ fn failure(e: &ProviderError) -> ProviderFailure {
     ProviderFailure { kind: e.kind().into(), message: e.to_string(), status: e.status() }
 }
 
+/// What one step of the activity runs with: the config read once for it and its model resolved against it, shared
+/// by the compaction check before the turn and the turn itself.
+pub(super) struct Step {
+    pub(super) config: Config,
+    pub(super) model: String,
+    pub(super) resolved: Result<Resolved, ProviderError>,
+}
+
+impl Step {
+    /// Config is read per step, so that edits reach running sessions at their next turn.
+    pub(super) fn read(services: &Services, activity: &Activity) -> Self {
+        let config = services.config(Some(&activity.session.cwd));
+        let model = activity_model(activity, &config);
+        let resolved = services.providers.resolve(&config, &model);
+        Self { config, model, resolved }
+    }
+}
+
 /// The `provider/model` of the activity's turns: the input's, the session's, the agent's, or the default.
 pub(super) fn activity_model(activity: &Activity, config: &Config) -> String {
     activity
@@ -66,12 +84,12 @@ pub(super) fn request_shape(services: &Services, activity: &Activity, config: &C
 pub(super) async fn run_turn(
     services: &Arc<Services>,
     activity: &Activity,
+    step: &Step,
     cancel: &CancellationToken,
     may_compact: bool,
 ) -> Result<TurnOutcome, Error> {
     let session_id = &activity.session.id;
-    let config = services.config(Some(&activity.session.cwd));
-    let model = activity_model(activity, &config);
+    let (config, model) = (&step.config, &step.model);
     let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
     // Recorded with the first dispatch, in one transaction: an engine that stops before it leaves no turn at all,
     // which recovery reads the same as a prepared one (never sent).
@@ -82,18 +100,18 @@ pub(super) async fn run_turn(
         model: model.clone(),
         agent: activity.agent.clone(),
     }))?);
-    let resolved = match services.providers.resolve(&config, &model) {
+    let resolved = match &step.resolved {
         Ok(resolved) => resolved,
         Err(e) => {
             services.append_events(session_id, started.take().into_iter().collect())?;
-            return turn.fail(services, &e, false);
+            return turn.fail(services, e, false);
         }
     };
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
-    let auto_compaction = compaction::settings(&config).auto != Some(false);
+    let auto_compaction = compaction::settings(config).auto != Some(false);
     // MCP servers still on their first start join the turn's tools before it is shaped.
     services.tools.settle(session_id, cancel).await;
-    let mut request = request_shape(services, activity, &config, &resolved);
+    let mut request = request_shape(services, activity, config, resolved);
     request.messages = Context::load(&services.store, session_id)?.messages(&cwd);
 
     let mut attempt = 0;
@@ -104,7 +122,7 @@ pub(super) async fn run_turn(
             attempt: attempt + 1,
         }))?;
         services.append_events(session_id, started.take().into_iter().chain([dispatched]).collect())?;
-        let mut stream = TurnStream::new(services, &turn, activity, cancel.child_token(), cwd.clone(), &config);
+        let mut stream = TurnStream::new(services, &turn, activity, cancel.child_token(), cwd.clone(), config);
         let result = stream.run(&*resolved.provider, &request, cancel).await;
         let flushed = stream.flush_parts();
         let called_tools = stream.called;
