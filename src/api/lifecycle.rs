@@ -7,7 +7,7 @@ use keel_protocol::initialize::{InitializeParams, InitializeResult, ServerCapabi
 
 use keel_protocol::Notification;
 use keel_protocol::mcp::McpStatusChanged;
-use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams};
+use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams, SessionUsage, SessionUsageParams};
 use tokio::sync::broadcast;
 
 use super::ApiError;
@@ -102,6 +102,18 @@ async fn forward_notices(
             Ok(Notice::StatusChanged { session_id, status }) => {
                 let params = SessionStatusChangedParams { session_id, status };
                 if peer.notify(SessionStatusChanged::NAME, &params).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::UsageChanged { session_id, context }) => {
+                // A session deleted since has no totals to tell.
+                let Ok(row) = engine.sessions.get(&session_id) else { continue };
+                let params = SessionUsageParams {
+                    usage: super::session::usage(&row),
+                    context: super::session::context_usage(context),
+                    session_id,
+                };
+                if peer.notify(SessionUsage::NAME, &params).await.is_err() {
                     return;
                 }
             }

@@ -12,6 +12,8 @@ pub mod recovery;
 pub mod runner;
 pub mod service;
 mod services;
+pub mod title;
+pub mod usage;
 
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::DeltaKind;
@@ -74,5 +76,10 @@ pub enum Notice {
     ApprovalResolved {
         session_id: String,
         approval_id: String,
+    },
+    /// A turn or a compaction changed the session's usage or the size of its context.
+    UsageChanged {
+        session_id: String,
+        context: usage::ContextFigures,
     },
 }
