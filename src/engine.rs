@@ -22,12 +22,14 @@ pub use crate::session::Settings;
 pub use facade::MessagePage;
 
 mod facade;
+mod subagents;
 
 pub struct Engine {
     pub sessions: Sessions,
     services: Arc<Services>,
     coordinator: Arc<Coordinator>,
     mcp: Arc<mcp::Manager>,
+    subagents: Arc<dyn tool::task::Delegate>,
 }
 
 impl Engine {
@@ -38,12 +40,21 @@ impl Engine {
         let mcp = Arc::new(mcp::Manager::default());
         services.tools.add_source(Arc::clone(&mcp) as Arc<dyn tool::ToolSource>);
         let services = Arc::new(services);
-        Ok(Arc::new(Self {
+        let engine = Arc::new_cyclic(|engine| Self {
             sessions: Sessions::new(store),
             coordinator: Arc::new(Coordinator::new(Arc::clone(&services))),
             services,
             mcp,
-        }))
+            subagents: Arc::new(subagents::Subagents::new(engine.clone())),
+        });
+        // The engine owns its delegate; the `task` tool holds only a weak reference, so nothing cycles.
+        let _ = engine.services.delegate.set(Arc::downgrade(&engine.subagents));
+        Ok(engine)
+    }
+
+    /// The session and its ancestors, nearest first.
+    pub fn lineage(&self, session_id: &str) -> Vec<String> {
+        crate::session::service::lineage(&self.services.store, session_id)
     }
 
     /// Starts the background work of a serving engine: config's MCP servers (read for the process's directory;
@@ -112,6 +123,15 @@ impl Engine {
     /// The effective config for a session in `cwd` (see `Services::config`).
     pub fn config(&self, cwd: Option<&str>) -> Config {
         self.services.config(cwd)
+    }
+
+    /// The agents visible from `cwd`, with where each comes from (see `agent::complete`).
+    pub fn agents(&self, cwd: Option<&str>) -> (Config, crate::agent::Sources) {
+        let mut config = crate::config::load(&self.services.paths, cwd.map(std::path::Path::new))
+            .map(|l| l.config)
+            .unwrap_or_default();
+        let sources = crate::agent::complete(&mut config, &self.services.paths, cwd.map(std::path::Path::new));
+        (config, sources)
     }
 
     /// How full a session's context is against its model's window.

@@ -1,6 +1,7 @@
 //! keel: a headless AI coding-agent engine driven over JSON-RPC. `ARCHITECTURE.md` is the map.
 
 pub mod acp;
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;

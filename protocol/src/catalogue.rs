@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde_json::value::RawValue;
 
+use crate::agent::{SubagentCompletedData, SubagentStartedData};
 use crate::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use crate::compaction::{CompactionCompletedData, CompactionFailedData, CompactionStartedData};
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
@@ -141,6 +142,9 @@ catalogue! {
     /// The model's context starts at a new checkpoint.
     CompactionCompleted = "compaction.completed", 1 => CompactionCompletedData;
     CompactionFailed = "compaction.failed", 1 => CompactionFailedData;
+    /// A `task` call started a child session.
+    SubagentStarted = "subagent.started", 1 => SubagentStartedData;
+    SubagentCompleted = "subagent.completed", 1 => SubagentCompletedData;
 }
 
 impl fmt::Display for EventKind {

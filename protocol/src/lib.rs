@@ -3,6 +3,7 @@
 //! This crate depends on nothing of keel's. The engine converts its own types into these at its `api` edge.
 //! Everything is camelCase on the wire; discriminators are snake_case or dotted strings.
 
+pub mod agent;
 pub mod approval;
 pub mod auth;
 pub mod catalogue;
@@ -89,6 +90,8 @@ macro_rules! client_methods {
             $crate::mcp::McpList,
             $crate::mcp::McpRestart,
             $crate::compaction::SessionCompact,
+            $crate::agent::AgentList,
+            $crate::agent::SkillList,
         }
     };
 }

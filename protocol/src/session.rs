@@ -85,6 +85,12 @@ pub struct SessionListParams {
     /// Page size, 1..=500, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only the children of this session (the sessions its `task` calls started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Only sessions without a parent: no subagents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roots: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

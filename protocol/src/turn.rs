@@ -137,6 +137,9 @@ pub struct TurnStartedData {
     /// `provider/model`.
     pub model: String,
     pub agent: String,
+    /// The instruction files in the system prompt (`AGENTS.md`, `CLAUDE.md`, config `instructions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instructions: Vec<String>,
 }
 
 /// `turn.dispatched` (version 1): the turn's request is about to leave for the provider. Recorded before it is

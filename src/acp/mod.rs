@@ -264,7 +264,9 @@ async fn send_update(peer: &PeerRef, session_id: &str, update: SessionUpdate) {
 }
 
 async fn list_sessions(engine: Arc<Engine>, params: ListSessionsRequest, _: Call) -> Reply<ListSessionsResponse> {
-    let page = engine.sessions.list(params.cwd.as_deref(), params.cursor.as_deref(), 50)?;
+    // A subagent's session is shown inside its parent's `task` call, not as a session of its own.
+    let filter = crate::store::SessionFilter { cwd: params.cwd.as_deref(), parent_id: None, roots: true };
+    let page = engine.sessions.list(&filter, params.cursor.as_deref(), 50)?;
     let sessions = page
         .sessions
         .into_iter()
@@ -383,7 +385,7 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
                 }
             }
             Step::Delta(delta) => stream_delta(&call.peer, &mut mapper, &delta, &session_id, run.cursor()).await,
-            Step::Approval(row) => ask_permission(&engine, &call.peer, row),
+            Step::Approval(row) => ask_permission(&engine, &call.peer, row, &session_id),
             Step::ApprovalResolved(approval_id) => call.peer.withdraw(&approval_id),
             // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
             // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
@@ -437,7 +439,9 @@ async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, sessio
 }
 
 /// Asks the client with `session/request_permission` and records its choice as the approval's answer.
-fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
+/// Asks the client about a call of the prompt's session (`shown_in`) or of one of its subagents.
+fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow, shown_in: &str) {
+    let shown_in = shown_in.to_owned();
     let engine = Arc::clone(engine);
     let peer = Arc::clone(peer);
     tokio::spawn(async move {
@@ -478,7 +482,7 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
                 },
             }),
         };
-        let params = RequestPermissionRequest { session_id: row.session_id, tool_call, options };
+        let params = RequestPermissionRequest { session_id: shown_in, tool_call, options };
         let Some(Ok(answer)) = peer
             .request_withdrawable(
                 &key,

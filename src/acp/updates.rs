@@ -167,6 +167,20 @@ impl Mapper {
                 self.cost_usd += d.usage.as_ref().map_or(0.0, |u| u.cost_usd);
                 out.push(self.usage(d.tokens_after));
             }
+            // ACP shows a subagent as its `task` call: the child session's id and how it ended join the call.
+            EventBody::SubagentStarted(d) => {
+                out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
+                    tool_call_id: d.call_id,
+                    status: ToolCallStatus::InProgress,
+                    content: Some(vec![ToolCallContent::Content {
+                        content: text(format!(
+                            "{} subagent: {} (session {})",
+                            d.agent, d.description, d.child_session_id
+                        )),
+                    }]),
+                    raw_output: None,
+                }));
+            }
             EventBody::SessionUpdated(SessionUpdatedData { title: Some(title), .. }) => {
                 out.push(UpdateKind::SessionInfoUpdate(SessionInfoUpdate { title }));
             }
@@ -192,7 +206,8 @@ impl Mapper {
             | EventBody::RecoveryRequired(_)
             | EventBody::RecoveryResolved(_)
             | EventBody::CompactionStarted(_)
-            | EventBody::CompactionFailed(_) => {}
+            | EventBody::CompactionFailed(_)
+            | EventBody::SubagentCompleted(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

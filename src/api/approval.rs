@@ -55,7 +55,9 @@ pub fn to_wire(row: ApprovalRow) -> Approval {
 pub fn deliver(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow) {
     let lifecycle = peer.lifecycle();
     let client = Client::of(peer);
-    if !client.capabilities().approvals || !client.is_attached(&row.session_id) {
+    // A subagent's calls are asked of whoever follows the session that started it.
+    let attached = || engine.lineage(&row.session_id).iter().any(|s| client.is_attached(s));
+    if !client.capabilities().approvals || !attached() {
         return;
     }
     let engine = Arc::clone(engine);

@@ -1,5 +1,6 @@
 //! Thin adapters: protocol params → engine calls → protocol results. Protocol types stop here.
 
+mod agent;
 mod approval;
 mod catalog;
 mod client;
@@ -88,6 +89,8 @@ mod bound {
         mcp::McpList => catalog::mcp_list,
         mcp::McpRestart => catalog::mcp_restart,
         keel_protocol::compaction::SessionCompact => input::compact,
+        keel_protocol::agent::AgentList => agent::list,
+        keel_protocol::agent::SkillList => agent::skills,
     }
 }
 

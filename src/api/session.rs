@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::rpc::Call;
 use crate::session::service::{NewSession, SessionChanges, encode_cursor};
 use crate::session::usage::ContextFigures;
-use crate::store::SessionRow;
+use crate::store::{SessionFilter, SessionRow};
 
 const DEFAULT_PAGE: usize = 50;
 const DEFAULT_MESSAGES: usize = 100;
@@ -32,7 +32,9 @@ pub async fn create(engine: Arc<Engine>, p: SessionCreateParams, _: Call) -> Res
 pub async fn list(engine: Arc<Engine>, p: Option<SessionListParams>, _: Call) -> Result<SessionListResult, ApiError> {
     let p = p.unwrap_or_default();
     let limit = p.limit.map_or(DEFAULT_PAGE, |l| l as usize);
-    let page = engine.sessions.list(p.cwd.as_deref(), p.cursor.as_deref(), limit)?;
+    let filter =
+        SessionFilter { cwd: p.cwd.as_deref(), parent_id: p.parent_id.as_deref(), roots: p.roots.unwrap_or(false) };
+    let page = engine.sessions.list(&filter, p.cursor.as_deref(), limit)?;
     Ok(SessionListResult {
         sessions: page.sessions.into_iter().map(to_wire).collect(),
         next_cursor: page.next.as_ref().map(encode_cursor),

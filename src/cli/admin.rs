@@ -74,7 +74,7 @@ pub fn models(engine: &Engine, provider: Option<&str>) -> Result<(), String> {
 }
 
 pub fn sessions_list(engine: &Engine) -> Result<(), String> {
-    let page = engine.sessions.list(None, None, 500).map_err(|e| e.to_string())?;
+    let page = engine.sessions.list(&crate::store::SessionFilter::default(), None, 500).map_err(|e| e.to_string())?;
     for s in page.sessions {
         println!("{}\t{}\t{}\t{}", s.id, keel_protocol::wire_name(&s.status), s.cwd, s.title);
     }

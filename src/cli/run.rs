@@ -17,8 +17,8 @@ use crate::session::prompt::Step;
 use crate::session::service::NewSession;
 use crate::session::usage::ContextFigures;
 use crate::session::{Delta, Error as SessionError};
-use crate::store::Event;
 use crate::store::approvals::ApprovalRow;
+use crate::store::{Event, SessionFilter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -103,7 +103,12 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
     let session = match (&options.session, options.continue_last) {
         (Some(id), _) => Some(id.clone()),
         (None, true) => {
-            let latest = engine.sessions.list(Some(&cwd), None, 1)?.sessions.into_iter().next();
+            let latest = engine
+                .sessions
+                .list(&SessionFilter { cwd: Some(&cwd), parent_id: None, roots: true }, None, 1)?
+                .sessions
+                .into_iter()
+                .next();
             Some(latest.ok_or_else(|| RunError::Usage(format!("no session to continue in {cwd}")))?.id)
         }
         (None, false) => None,
@@ -405,6 +410,12 @@ impl Printer {
                 eprintln!("  ✓ {first}");
             }
             EventBody::ToolFailed(d) => eprintln!("  ✗ {}", d.error),
+            EventBody::SubagentStarted(d) => {
+                eprintln!("  ↳ {} subagent: {} (session {})", d.agent, d.description, d.child_session_id)
+            }
+            EventBody::SubagentCompleted(d) => {
+                eprintln!("  ↳ subagent {}: {}", d.child_session_id, keel_protocol::wire_name(&d.reason))
+            }
             EventBody::TurnFailed(d) => eprintln!("turn failed: {}", d.error.message),
             EventBody::RetryScheduled(d) => eprintln!(
                 "retrying in {:.1} s (attempt {}): {}",

@@ -155,6 +155,12 @@ pub struct AgentSettings {
     /// Overrides the top-level `sandbox` for this agent's commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::SandboxSettings>,
+    /// Tools by name or glob (`mcp_*`): `false` hides a tool from this agent. Unlisted tools are offered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, bool>,
+    /// Rules that apply after every other rule while this agent runs (`plan` denies edits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<PermissionRule>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -51,6 +51,16 @@ pub fn check(rules: &[PermissionRule], accesses: &[Access]) -> Verdict {
 
 /// The rules in force for a session: defaults, config, the project's stored allow rules, then the secret guards.
 pub fn rules_for(config_rules: &[PermissionRule], project_rules: Vec<(String, String)>) -> Vec<PermissionRule> {
+    rules_with_agent(config_rules, project_rules, &[])
+}
+
+/// `rules_for` with the running agent's rules after all others, so that an "always" answered under `build` does not
+/// open edits to `plan`.
+pub fn rules_with_agent(
+    config_rules: &[PermissionRule],
+    project_rules: Vec<(String, String)>,
+    agent_rules: &[PermissionRule],
+) -> Vec<PermissionRule> {
     let mut rules = rules::defaults();
     rules.extend(config_rules.iter().cloned());
     rules.extend(project_rules.into_iter().map(|(action, pattern)| PermissionRule {
@@ -58,6 +68,7 @@ pub fn rules_for(config_rules: &[PermissionRule], project_rules: Vec<(String, St
         pattern,
         effect: Effect::Allow,
     }));
+    rules.extend(agent_rules.iter().cloned());
     let guards = rules::guards(&rules);
     rules.extend(guards);
     rules

@@ -87,17 +87,24 @@ pub fn defaults() -> Vec<PermissionRule> {
         rule("grep", "*", Effect::Allow),
         rule("glob", "*", Effect::Allow),
         rule("todowrite", "*", Effect::Allow),
+        rule("skill", "*", Effect::Allow),
+        rule("task", "*", Effect::Allow),
         rule("edit", "*", Effect::Ask),
         rule("bash", "*", Effect::Ask),
         rule("webfetch", "*", Effect::Ask),
         rule("external_directory", "*", Effect::Ask),
         rule("doom_loop", "*", Effect::Ask),
     ];
-    // Commands that only look.
-    for command in ["ls *", "pwd", "git status *", "git diff *", "git log *", "git show *", "echo *", "which *"] {
-        rules.push(rule("bash", command, Effect::Allow));
-    }
+    rules.extend(looking_commands());
     rules
+}
+
+/// Commands that only look: allowed without asking.
+pub fn looking_commands() -> Vec<PermissionRule> {
+    ["ls *", "pwd", "git status *", "git diff *", "git log *", "git show *", "echo *", "which *"]
+        .into_iter()
+        .map(|command| PermissionRule { action: "bash".into(), pattern: command.into(), effect: Effect::Allow })
+        .collect()
 }
 
 /// Dotenv files hold secrets: touching them asks even when a broad rule (`read *`) allows everything else. These

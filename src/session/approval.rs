@@ -60,7 +60,7 @@ pub async fn authorize(
     input: &Decoded,
     ctx: &ToolContext,
     repeated: bool,
-    configured: &[PermissionRule],
+    configured: &TurnRules,
     answered: &CancellationToken,
 ) -> Result<Gate, Error> {
     let (session_id, cancel) = (ctx.session_id.as_str(), &ctx.cancel);
@@ -73,7 +73,7 @@ pub async fn authorize(
         accesses.push(Access { action: "doom_loop", resources: vec![call.name.clone()] });
     }
     let stored = services.store.query(|c| approvals::project_rules(c, &cwd))?;
-    let rules = permission::rules_for(configured, stored);
+    let rules = permission::rules_with_agent(&configured.config, stored, &configured.agent);
     let (action, resources) = match permission::check(&rules, &accesses) {
         Verdict::Allow => return Ok(Gate::Run),
         Verdict::Deny { action, resource } => {
@@ -136,6 +136,14 @@ pub async fn authorize(
         vec![event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?],
     )?;
     Ok(gate_for(&resolution))
+}
+
+/// The rules a turn's calls are checked against besides the project's stored ones.
+#[derive(Debug, Clone, Default)]
+pub struct TurnRules {
+    pub config: Vec<PermissionRule>,
+    /// The running agent's, which win over every other.
+    pub agent: Vec<PermissionRule>,
 }
 
 struct WaiterGuard<'a> {

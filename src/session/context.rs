@@ -6,8 +6,8 @@ use std::path::Path;
 
 use keel_protocol::turn::{Part, ToolStatus};
 
-use crate::config::Config;
-use crate::provider::{ChatMessage, ToolCall, UserPart};
+use crate::config::{Config, Paths};
+use crate::provider::{ChatMessage, ToolCall, ToolSpec, UserPart};
 use crate::store::context::ContextRow;
 use crate::store::transcript::{self, PartRow};
 use crate::store::{Result, Store};
@@ -18,7 +18,15 @@ change the workspace; keep answers short and concrete; say what you changed.";
 /// Files larger than this are cut when a prompt attaches them.
 const MAX_ATTACHED_FILE: usize = 50 * 1024;
 
-pub fn system_prompt(config: &Config, agent: &str, cwd: &Path) -> String {
+/// A system prompt and the instruction files it holds.
+pub struct SystemPrompt {
+    pub text: String,
+    pub instructions: Vec<String>,
+}
+
+/// The base prompt, the environment, the agent's own prompt, the instruction files, and what the offered `task` and
+/// `skill` tools can reach.
+pub fn system_prompt(config: &Config, paths: &Paths, agent: &str, cwd: &Path, tools: &[ToolSpec]) -> SystemPrompt {
     let mut prompt = String::from(BASE_PROMPT);
     prompt.push_str(&format!(
         "\n\n<env>\nworking directory: {}\nplatform: {}\n</env>",
@@ -29,17 +37,23 @@ pub fn system_prompt(config: &Config, agent: &str, cwd: &Path) -> String {
         prompt.push_str("\n\n");
         prompt.push_str(system);
     }
-    let mut files: Vec<String> = config.instructions.clone();
-    if !files.iter().any(|f| f == "AGENTS.md") {
-        files.insert(0, "AGENTS.md".into());
+    let found = crate::agent::instructions::discover(config, paths, cwd);
+    for file in &found {
+        prompt.push_str(&format!("\n\nInstructions from {}:\n{}", file.path.display(), file.text));
     }
-    for file in files {
-        let path = cwd.join(&file);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            prompt.push_str(&format!("\n\nInstructions from {file}:\n{}", truncate(&text, MAX_ATTACHED_FILE)));
+    if tools.iter().any(|t| t.name == "task") {
+        prompt.push_str("\n\nSubagents the task tool can start:");
+        for (name, settings) in config.agents.iter().filter(|(_, a)| crate::agent::is_subagent(a)) {
+            prompt.push_str(&format!("\n- {name}: {}", settings.description.as_deref().unwrap_or_default()));
         }
     }
-    prompt
+    if tools.iter().any(|t| t.name == "skill") {
+        prompt.push_str("\n\nSkills the skill tool loads:");
+        for skill in crate::agent::skills::discover(paths, Some(cwd)) {
+            prompt.push_str(&format!("\n- {}: {}", skill.name, skill.description));
+        }
+    }
+    SystemPrompt { text: prompt, instructions: found.into_iter().map(|f| f.path.display().to_string()).collect() }
 }
 
 /// The model's context as recorded: the checkpoint (with its summary and size anchor) and the parts after it.

@@ -117,7 +117,9 @@ impl PromptRun {
                     }
                 },
                 notice = self.notices.recv() => match notice {
-                    Ok(Notice::ApprovalRequested(row)) if row.session_id == self.session_id => {
+                    Ok(Notice::ApprovalRequested(row))
+                        if super::service::lineage(&self.services.store, &row.session_id).contains(&self.session_id) =>
+                    {
                         self.pending.push_back(Step::Approval(row));
                     }
                     Ok(Notice::ApprovalResolved { approval_id, .. }) => {

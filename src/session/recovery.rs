@@ -208,6 +208,7 @@ mod tests {
                     message_id: "m".into(),
                     model: "p/m".into(),
                     agent: "build".into(),
+                    instructions: Vec::new(),
                 }),
                 "retry" => EventBody::RetryScheduled(RetryScheduledData {
                     turn_id: "t".into(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use keel_protocol::event::{ForkOrigin, SessionCreatedData, SessionDeletedData, SessionUpdatedData};
 
 use super::Error;
-use crate::store::{NewEvent, SessionCursor, SessionRow, Store};
+use crate::store::{NewEvent, SessionCursor, SessionFilter, SessionRow, Store};
 
 pub const DEFAULT_AGENT: &str = "build";
 pub const DEFAULT_TITLE: &str = "New session";
@@ -21,6 +21,20 @@ pub fn model_of(session: &SessionRow, agent: &str, config: &crate::config::Confi
         .filter(|m| !m.is_empty())
         .or_else(|| config.agents.get(agent).and_then(|a| a.model.clone()))
         .unwrap_or_else(|| crate::provider::registry::Registry::default_model(config))
+}
+
+/// The session and its ancestors, nearest first; a missing session ends the chain.
+pub fn lineage(store: &Store, session_id: &str) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut next = Some(session_id.to_owned());
+    while let Some(id) = next.take() {
+        if chain.contains(&id) {
+            break;
+        }
+        next = store.session(&id).ok().flatten().and_then(|s| s.parent_id);
+        chain.push(id);
+    }
+    chain
 }
 
 pub struct Sessions {
@@ -80,10 +94,10 @@ impl Sessions {
         self.store.session(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    pub fn list(&self, cwd: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<SessionPage, Error> {
+    pub fn list(&self, filter: &SessionFilter<'_>, cursor: Option<&str>, limit: usize) -> Result<SessionPage, Error> {
         let cursor = cursor.map(decode_cursor).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut sessions = self.store.sessions(cwd, cursor.as_ref(), limit + 1)?;
+        let mut sessions = self.store.sessions(filter, cursor.as_ref(), limit + 1)?;
         let next = if sessions.len() > limit {
             sessions.truncate(limit);
             sessions.last().map(|s| SessionCursor { updated_at: s.updated_at, id: s.id.clone() })

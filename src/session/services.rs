@@ -80,6 +80,8 @@ pub struct Services {
     held: Mutex<HashMap<String, Held>>,
     /// Cancelled when the engine begins to shut down: drains suspend at their next safe point, none start.
     pub shutdown: CancellationToken,
+    /// Where the engine installs what runs `task` calls.
+    pub delegate: tool::task::DelegateSlot,
 }
 
 /// A lease held by a drain of this process.
@@ -95,10 +97,12 @@ impl Services {
     pub fn new(store: Arc<Store>, providers: Registry, paths: Paths, settings: Settings) -> Self {
         let (deltas, _) = broadcast::channel(1024);
         let (notices, _) = broadcast::channel(256);
+        let delegate = tool::task::DelegateSlot::default();
         Self {
             store,
             providers,
-            tools: tool::Registry::builtin(),
+            tools: tool::Registry::with_agents(&paths, Arc::clone(&delegate)),
+            delegate,
             paths,
             settings,
             deltas,
@@ -113,13 +117,16 @@ impl Services {
     /// The effective config for a session in `cwd`. A broken config file is logged and the last layers that
     /// parsed are not used: the engine falls back to defaults rather than refusing to run.
     pub fn config(&self, cwd: Option<&str>) -> Config {
-        match config::load(&self.paths, cwd.map(std::path::Path::new)) {
+        let cwd = cwd.map(std::path::Path::new);
+        let mut config = match config::load(&self.paths, cwd) {
             Ok(loaded) => loaded.config,
             Err(e) => {
                 tracing::error!("{e}");
                 Config::default()
             }
-        }
+        };
+        crate::agent::complete(&mut config, &self.paths, cwd);
+        config
     }
 
     pub(crate) fn waiters(&self) -> &Mutex<HashMap<String, oneshot::Sender<Resolution>>> {

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 pub use feed::Feed;
 pub use lease::{Fence, Unowned};
 pub use projection::PRUNED_OUTPUT;
-pub use sessions::{SessionCursor, SessionRow};
+pub use sessions::{SessionCursor, SessionFilter, SessionRow};
 
 use feed::Feeds;
 
@@ -327,8 +327,13 @@ impl Store {
     }
 
     /// Sessions, most recently updated first, continuing after `cursor`.
-    pub fn sessions(&self, cwd: Option<&str>, cursor: Option<&SessionCursor>, limit: usize) -> Result<Vec<SessionRow>> {
-        self.read(|conn| sessions::list(conn, cwd, cursor, limit))
+    pub fn sessions(
+        &self,
+        filter: &SessionFilter<'_>,
+        cursor: Option<&SessionCursor>,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>> {
+        self.read(|conn| sessions::list(conn, filter, cursor, limit))
     }
 
     /// The session's feed, whose head is at least every seq committed before this call.

@@ -53,6 +53,8 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
         // Recorded for clients; no read model follows them.
         // Recovery reads the open activity's events from the log itself.
         EventBody::TurnFailed(_)
+        | EventBody::SubagentStarted(_)
+        | EventBody::SubagentCompleted(_)
         | EventBody::RetryScheduled(_)
         | EventBody::TurnDispatched(_)
         | EventBody::TurnStreamed(_)

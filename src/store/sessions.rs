@@ -71,9 +71,20 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<SessionRow>> {
         .optional()?)
 }
 
+/// Which sessions a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter<'a> {
+    /// Only those whose workspace is exactly this directory.
+    pub cwd: Option<&'a str>,
+    /// Only the children of this session.
+    pub parent_id: Option<&'a str>,
+    /// Only sessions without a parent.
+    pub roots: bool,
+}
+
 pub(super) fn list(
     conn: &Connection,
-    cwd: Option<&str>,
+    filter: &SessionFilter<'_>,
     cursor: Option<&SessionCursor>,
     limit: usize,
 ) -> Result<Vec<SessionRow>> {
@@ -84,9 +95,10 @@ pub(super) fn list(
     let sql = format!(
         "SELECT {COLUMNS} FROM sessions \
          WHERE (?1 IS NULL OR cwd = ?1) AND (updated_at < ?2 OR (updated_at = ?2 AND (?3 = '' OR id < ?3))) \
+         AND (?5 IS NULL OR parent_id = ?5) AND (?6 = 0 OR parent_id IS NULL) \
          ORDER BY updated_at DESC, id DESC LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![cwd, after_time, after_id, limit], row)?;
+    let rows = stmt.query_map(params![filter.cwd, after_time, after_id, limit, filter.parent_id, filter.roots], row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

@@ -8,6 +8,8 @@ pub mod output;
 pub mod patch;
 pub mod search;
 mod shell;
+mod skill;
+pub mod task;
 mod todo;
 mod web;
 
@@ -216,6 +218,15 @@ impl Registry {
         registry.add(Arc::new(search::Grep));
         registry.add(Arc::new(search::Glob));
         registry.add(Arc::new(search::List));
+        registry
+    }
+
+    /// The built-in tools and those that reach beyond a call's workspace: `skill` (the global skills folder) and
+    /// `task` (the engine, through `delegate`).
+    pub fn with_agents(paths: &crate::config::Paths, delegate: task::DelegateSlot) -> Self {
+        let mut registry = Self::builtin();
+        registry.add(Arc::new(skill::Skill::new(paths.clone())));
+        registry.add(Arc::new(task::Task::new(delegate)));
         registry
     }
 

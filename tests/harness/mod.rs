@@ -189,6 +189,16 @@ impl Printer {
                 format!("{} {} by={}", self.id(&d.approval_id), keel_protocol::wire_name(&d.decision), d.by)
             }
             EventBody::TurnDispatched(d) => format!("{} attempt={}", self.id(&d.turn_id), d.attempt),
+            EventBody::SubagentStarted(d) => {
+                format!("{} {} {} {:?}", self.id(&d.call_id), self.id(&d.child_session_id), d.agent, d.description)
+            }
+            EventBody::SubagentCompleted(d) => format!(
+                "{} {} {} {:?}",
+                self.id(&d.call_id),
+                self.id(&d.child_session_id),
+                keel_protocol::wire_name(&d.reason),
+                d.answer
+            ),
             EventBody::ActivitySuspended(d) => self.id(&d.activity_id),
             EventBody::ActivityResumed(d) => {
                 format!("{} after={}", self.id(&d.activity_id), keel_protocol::wire_name(&d.after))

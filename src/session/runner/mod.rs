@@ -343,7 +343,7 @@ async fn compact_context(
         Err(_) if reason == CompactionReason::Auto => return Ok(None),
         Err(e) => return Ok(Some(Compacted::Failed(CompactionError::Provider(e.clone())))),
     };
-    let request = request_shape(services, activity, config, resolved);
+    let (request, _) = request_shape(services, activity, config, resolved);
     if reason == CompactionReason::Auto {
         let budget = compaction::Budget::of(&resolved.spec, &settings);
         let overhead = compaction::overhead_chars(&request);

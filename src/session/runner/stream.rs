@@ -34,8 +34,10 @@ pub(super) struct TurnStream<'a> {
     turn: &'a Turn,
     activity: &'a Activity,
     limits: output::Limits,
-    /// The turn's permission rules from config; shared by the turn's tool calls.
-    permissions: Arc<[crate::config::PermissionRule]>,
+    /// The turn's permission rules from config and its agent; shared by the turn's tool calls.
+    permissions: Arc<approval::TurnRules>,
+    /// The running agent's settings: the tools it is not offered are refused like unknown ones.
+    agent: Option<Arc<crate::config::AgentSettings>>,
     sandbox: Arc<crate::sandbox::Policy>,
     calls: usize,
     tool_cancel: CancellationToken,
@@ -72,7 +74,11 @@ impl<'a> TurnStream<'a> {
             turn,
             activity,
             limits: output_limits(config),
-            permissions: config.permissions.clone().into(),
+            permissions: Arc::new(approval::TurnRules {
+                config: config.permissions.clone(),
+                agent: config.agents.get(&activity.agent).map(|a| a.permissions.clone()).unwrap_or_default(),
+            }),
+            agent: config.agents.get(&activity.agent).cloned().map(Arc::new),
             sandbox: Arc::new(crate::sandbox::Policy::for_agent(config, &activity.agent, &cwd, &services.paths)),
             calls: 0,
             tool_cancel,
@@ -263,6 +269,7 @@ impl<'a> TurnStream<'a> {
         let session_id = self.turn.session_id.clone();
         let limits = self.limits;
         let permissions = Arc::clone(&self.permissions);
+        let agent = self.agent.clone();
         let answered = self.answered.clone();
         let ctx = ToolContext {
             session_id: session_id.clone(),
@@ -275,7 +282,8 @@ impl<'a> TurnStream<'a> {
         self.tools.spawn(async move {
             let mut call = call;
             let call_id = call.id.clone();
-            let Some(tool) = services.tools.get_for(&session_id, &call.name) else {
+            let offered = crate::agent::offers(agent.as_deref(), &call.name);
+            let Some(tool) = services.tools.get_for(&session_id, &call.name).filter(|_| offered) else {
                 let error = format!("unknown tool {:?}", call.name);
                 let failed = event(EventBody::ToolFailed(ToolFailedData { call_id, error }));
                 if let Err(e) = failed.and_then(|e| services.append_events(&session_id, vec![e])) {

@@ -63,17 +63,46 @@ pub(super) fn activity_model(activity: &Activity, config: &Config) -> String {
         .unwrap_or_else(|| crate::session::service::model_of(&activity.session, &activity.agent, config))
 }
 
-/// The request of a turn without its messages: what every request of the activity carries besides the context.
-pub(super) fn request_shape(services: &Services, activity: &Activity, config: &Config, resolved: &Resolved) -> Request {
+/// The request of a turn without its messages: what every request of the activity carries besides the context,
+/// and the instruction files its system prompt holds.
+pub(super) fn request_shape(
+    services: &Services,
+    activity: &Activity,
+    config: &Config,
+    resolved: &Resolved,
+) -> (Request, Vec<String>) {
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
-    Request {
+    let tools = offered_tools(services, activity, config);
+    let system = context::system_prompt(config, &services.paths, &activity.agent, &cwd, &tools);
+    let request = Request {
         model: resolved.spec.model().to_owned(),
-        system: context::system_prompt(config, &activity.agent, &cwd),
+        system: system.text,
         messages: Vec::new(),
-        tools: services.tools.specs_for(&activity.session.id),
+        tools,
         max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
         session_id: activity.session.id.clone(),
-    }
+    };
+    (request, system.instructions)
+}
+
+/// The tools the activity's agent is offered: `task` only where there is a subagent to start, `skill` only where
+/// there is a skill to load.
+fn offered_tools(services: &Services, activity: &Activity, config: &Config) -> Vec<crate::provider::ToolSpec> {
+    let agent = config.agents.get(&activity.agent);
+    let cwd = std::path::Path::new(&activity.session.cwd);
+    let has_subagents = config.agents.values().any(crate::agent::is_subagent);
+    let mut tools: Vec<_> = services
+        .tools
+        .specs_for(&activity.session.id)
+        .into_iter()
+        .filter(|t| crate::agent::offers(agent, &t.name))
+        .collect();
+    tools.retain(|t| match t.name.as_str() {
+        "task" => has_subagents,
+        "skill" => !crate::agent::skills::discover(&services.paths, Some(cwd)).is_empty(),
+        _ => true,
+    });
+    tools
 }
 
 /// Runs one provider turn. `may_compact`: a context overflow ends the turn as `Overflow` for the activity to compact
@@ -89,19 +118,20 @@ pub(super) async fn run_turn(
     let session_id = &activity.session.id;
     let (config, model) = (&step.config, &step.model);
     let turn = Turn { turn_id: id("turn"), message_id: id("msg"), session_id: session_id.clone() };
-    // Recorded with the first dispatch, in one transaction: an engine that stops before it leaves no turn at all,
-    // which recovery reads the same as a prepared one (never sent).
-    let mut started = Some(event(EventBody::TurnStarted(TurnStartedData {
-        turn_id: turn.turn_id.clone(),
-        activity_id: activity.id.clone(),
-        message_id: turn.message_id.clone(),
-        model: model.clone(),
-        agent: activity.agent.clone(),
-    }))?);
+    let started = |instructions: Vec<String>| {
+        event(EventBody::TurnStarted(TurnStartedData {
+            turn_id: turn.turn_id.clone(),
+            activity_id: activity.id.clone(),
+            message_id: turn.message_id.clone(),
+            model: model.clone(),
+            agent: activity.agent.clone(),
+            instructions,
+        }))
+    };
     let resolved = match &step.resolved {
         Ok(resolved) => resolved,
         Err(e) => {
-            services.append_events(session_id, started.take().into_iter().collect())?;
+            services.append_events(session_id, vec![started(Vec::new())?])?;
             return turn.fail(services, e, false);
         }
     };
@@ -109,7 +139,10 @@ pub(super) async fn run_turn(
     let auto_compaction = compaction::settings(config).auto != Some(false);
     // MCP servers still on their first start join the turn's tools before it is shaped.
     services.tools.settle(session_id, cancel).await;
-    let mut request = request_shape(services, activity, config, resolved);
+    let (mut request, instructions) = request_shape(services, activity, config, resolved);
+    // Recorded with the first dispatch, in one transaction: an engine that stops before it leaves no turn at all,
+    // which recovery reads the same as a prepared one (never sent).
+    let mut started = Some(started(instructions)?);
     request.messages = Context::load(&services.store, session_id)?.messages(&cwd);
 
     let mut attempt = 0;

@@ -1,0 +1,271 @@
+//! Agents, instructions, subagents and skills against the mock model: `plan` refusing an edit that `build` makes, a
+//! markdown agent's model, prompt, tools and rules reaching the request, `AGENTS.md` in the system prompt, a `task`
+//! call running a child session whose approval the parent's client answers and whose answer is the tool's result,
+//! an interrupt of the parent closing the child, and a skill loaded by the `skill` tool.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::mock::MockModel;
+use common::{Client, Home, SocketEngine};
+use keel::provider::scripted::{ScriptToolCall, ScriptTurn};
+use serde_json::{Value, json};
+
+fn call(name: &str, input: Value) -> ScriptTurn {
+    ScriptTurn {
+        tool_calls: vec![ScriptToolCall { id: Some(format!("call_{name}")), name: name.into(), input }],
+        ..Default::default()
+    }
+}
+
+fn say(text: &str) -> ScriptTurn {
+    ScriptTurn { text: Some(text.into()), ..Default::default() }
+}
+
+async fn start(home: &Home, mock: &MockModel, extra: Value) -> SocketEngine {
+    let mut config =
+        json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    SocketEngine::start(home.path(), &[]).await
+}
+
+async fn prompt(c: &Client, session: &str, text: &str, agent: Option<&str>) {
+    let mut params = json!({ "sessionId": session, "input": [{ "type": "text", "text": text }] });
+    if let Some(agent) = agent {
+        params["agent"] = json!(agent);
+    }
+    c.ok("session/prompt", params).await;
+}
+
+fn closed(e: &Value) -> bool {
+    e["type"] == "activity.closed"
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn plan_refuses_an_edit_that_build_makes() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    // Edits are allowed by config, and still refused to `plan`.
+    let engine = start(&home, &mock, json!({ "permissions": [{ "action": "edit", "effect": "allow" }] })).await;
+    let c = engine.connect().await;
+    let ws = home.workspace();
+    let session = c.create_session(&ws).await;
+    let sub = c.subscribe(&session, 0).await;
+    let write_call = || call("write", json!({ "filePath": "plan.md", "content": "the plan" }));
+
+    mock.push(write_call());
+    mock.push(say("could not write"));
+    prompt(&c, &session, "write the plan", Some("plan")).await;
+    let events = c.events_until(&sub, closed).await;
+    let failed = of_type(&events, "tool.failed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert!(failed[0]["data"]["error"].as_str().unwrap().contains("edit"), "{}", failed[0]);
+    assert!(!Path::new(&ws).join("plan.md").exists());
+    let request = &mock.requests()[0].body;
+    assert!(request["messages"][0]["content"].as_str().unwrap().contains("plan mode"), "{request}");
+
+    mock.push(write_call());
+    mock.push(say("written"));
+    prompt(&c, &session, "now write it", Some("build")).await;
+    let events = c.events_until(&sub, closed).await;
+    assert_eq!(of_type(&events, "tool.completed").len(), 1, "{events:?}");
+    assert_eq!(std::fs::read_to_string(Path::new(&ws).join("plan.md")).unwrap(), "the plan");
+}
+
+#[tokio::test]
+async fn a_markdown_agent_brings_its_model_prompt_tools_and_rules() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let other = MockModel::start().await;
+    let extra = json!({ "providers": {
+        "mock": { "wire": "openai-chat", "baseUrl": mock.url() },
+        "other": { "wire": "openai-chat", "baseUrl": other.url() } } });
+    let engine = start(&home, &mock, extra).await;
+    let ws = home.workspace();
+    write(
+        &Path::new(&ws).join(".keel/agents/reviewer.md"),
+        "---\ndescription: Reviews changes\nmodel: other/big\nsteps: 3\ntools:\n  - read\n  - grep\n\
+         permission:\n  read:\n    \"secret*\": deny\n---\nYou are the reviewer. Be terse.\n",
+    );
+    write(&Path::new(&ws).join("secret.txt"), "hidden");
+    let c = engine.connect().await;
+    let agents = c.ok("agent/list", json!({ "cwd": ws })).await;
+    let reviewer = agents["agents"].as_array().unwrap().iter().find(|a| a["name"] == "reviewer").unwrap().clone();
+    assert_eq!(reviewer["description"], "Reviews changes");
+    assert!(reviewer["source"].as_str().unwrap().ends_with(".keel/agents/reviewer.md"), "{reviewer}");
+    let names: Vec<&str> = agents["agents"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(["build", "plan", "general", "explore"].iter().all(|n| names.contains(n)), "{names:?}");
+
+    other.push(call("read", json!({ "filePath": "secret.txt" })));
+    other.push(say("reviewed"));
+    let session = c.create_session(&ws).await;
+    let sub = c.subscribe(&session, 0).await;
+    prompt(&c, &session, "review", Some("reviewer")).await;
+    let events = c.events_until(&sub, closed).await;
+    assert!(mock.requests().is_empty(), "the agent's model answers");
+    let request = &other.requests()[0].body;
+    assert_eq!(request["model"], "big");
+    assert!(request["messages"][0]["content"].as_str().unwrap().contains("You are the reviewer."), "{request}");
+    let tools: Vec<&str> =
+        request["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(tools, ["grep", "read"]);
+    let failed = of_type(&events, "tool.failed");
+    assert!(failed[0]["data"]["error"].as_str().unwrap().contains("secret.txt"), "{events:?}");
+    assert_eq!(of_type(&events, "activity.opened")[0]["data"]["stepLimit"], 3);
+}
+
+#[tokio::test]
+async fn agents_md_and_claude_md_reach_the_system_prompt() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let engine = start(&home, &mock, json!({})).await;
+    let root = Path::new(&home.workspace()).to_path_buf();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    write(&root.join("AGENTS.md"), "Run cargo test before you finish.");
+    write(&root.join("crates/core/CLAUDE.md"), "This crate has no unsafe code.");
+    write(&home.path().join("AGENTS.md"), "Answer in English.");
+    let c = engine.connect().await;
+    let session = c.create_session(&root.join("crates/core").display().to_string()).await;
+    let sub = c.subscribe(&session, 0).await;
+    mock.push(say("ok"));
+    prompt(&c, &session, "hello", None).await;
+    let events = c.events_until(&sub, closed).await;
+    let system = mock.requests()[0].body["messages"][0]["content"].as_str().unwrap().to_owned();
+    let order: Vec<usize> = ["Answer in English.", "Run cargo test", "no unsafe code"]
+        .iter()
+        .map(|t| system.find(t).unwrap_or_else(|| panic!("{t} missing from {system}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{system}");
+    let started = of_type(&events, "turn.started")[0];
+    let files: Vec<&str> =
+        started["data"]["instructions"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files[1].ends_with("AGENTS.md") && files[2].ends_with("crates/core/CLAUDE.md"), "{files:?}");
+}
+
+#[tokio::test]
+async fn a_task_runs_a_child_session_whose_approval_the_parents_client_answers() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let engine = start(&home, &mock, json!({})).await;
+    let ws = home.workspace();
+    let c = engine.connect_with(json!({ "approvals": true })).await;
+    let parent = c.create_session(&ws).await;
+    let sub = c.subscribe(&parent, 0).await;
+    // Parent turn, then the child's two turns, then the parent's last: the parent waits for its child.
+    mock.push(call(
+        "task",
+        json!({ "description": "write notes", "prompt": "Write notes.md saying hi", "agent": "general" }),
+    ));
+    mock.push(call("write", json!({ "filePath": "notes.md", "content": "hi" })));
+    mock.push(say("notes.md written"));
+    mock.push(say("the subagent wrote the notes"));
+    prompt(&c, &parent, "delegate the notes", None).await;
+
+    // The child's write asks the parent's client, which never subscribed to the child.
+    let mut events = Vec::new();
+    let asked = loop {
+        let m = c.next_message().await;
+        if m["method"] == "approval/request" {
+            break m;
+        }
+        if m["method"] == "session/event" && m["params"]["subscriptionId"] == sub {
+            events.push(m["params"]["event"].clone());
+        }
+    };
+    let child = asked["params"]["sessionId"].as_str().unwrap().to_owned();
+    assert_ne!(child, parent);
+    c.respond(&asked["id"], json!({ "decision": "once" }));
+    events.extend(c.events_until(&sub, closed).await);
+    let started = of_type(&events, "subagent.started");
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0]["data"]["childSessionId"], child.as_str());
+    assert_eq!(started[0]["data"]["agent"], "general");
+    let completed = of_type(&events, "subagent.completed");
+    assert_eq!(completed[0]["data"]["reason"], "completed");
+    assert_eq!(completed[0]["data"]["answer"], "notes.md written");
+    let result = of_type(&events, "tool.completed")[0]["data"]["output"].as_str().unwrap().to_owned();
+    assert!(result.contains("notes.md written") && result.contains(&child), "{result}");
+    assert_eq!(std::fs::read_to_string(Path::new(&ws).join("notes.md")).unwrap(), "hi");
+    // The child's request held only its job, and was not offered `task` again.
+    let child_request = &mock.requests()[1].body;
+    assert!(child_request.to_string().contains("Write notes.md saying hi"));
+    assert!(!child_request.to_string().contains("delegate the notes"), "{child_request}");
+    let tools = child_request["tools"].to_string();
+    assert!(!tools.contains("\"task\""), "{tools}");
+
+    let children = c.ok("session/list", json!({ "parentId": parent })).await;
+    assert_eq!(children["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(children["sessions"][0]["id"], child.as_str());
+    assert_eq!(children["sessions"][0]["parentId"], parent.as_str());
+    assert_eq!(children["sessions"][0]["agent"], "general");
+    let roots = c.ok("session/list", json!({ "roots": true })).await;
+    let ids: Vec<&str> = roots["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [parent.as_str()]);
+}
+
+#[tokio::test]
+async fn interrupting_the_parent_interrupts_its_child() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let engine = start(&home, &mock, json!({})).await;
+    let c = engine.connect().await;
+    let parent = c.create_session(&home.workspace()).await;
+    let sub = c.subscribe(&parent, 0).await;
+    mock.push(call("task", json!({ "description": "look", "prompt": "look around", "agent": "explore" })));
+    mock.push(ScriptTurn { text: Some("slow ".repeat(400)), chunk_delay_ms: 10, ..Default::default() });
+    prompt(&c, &parent, "delegate", None).await;
+    let started = c.events_until(&sub, |e| e["type"] == "subagent.started").await;
+    let child = started.last().unwrap()["data"]["childSessionId"].as_str().unwrap().to_owned();
+    let child_sub = c.subscribe(&child, 0).await;
+    c.events_until(&child_sub, |e| e["type"] == "turn.started").await;
+    c.ok("session/interrupt", json!({ "sessionId": parent })).await;
+    let child_events = c.events_until(&child_sub, closed).await;
+    assert_eq!(child_events.last().unwrap()["data"]["reason"], "interrupted");
+    let events = c.events_until(&sub, closed).await;
+    assert_eq!(events.last().unwrap()["data"]["reason"], "interrupted");
+    assert_eq!(of_type(&events, "subagent.completed")[0]["data"]["reason"], "interrupted");
+}
+
+#[tokio::test]
+async fn the_skill_tool_loads_a_skill_with_its_files() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let engine = start(&home, &mock, json!({})).await;
+    let ws = home.workspace();
+    let skill = Path::new(&ws).join(".claude/skills/release");
+    write(
+        &skill.join("SKILL.md"),
+        "---\nname: release\ndescription: Cut a release\n---\nBump the version, then tag.\n",
+    );
+    write(&skill.join("checklist.md"), "- changelog");
+    let c = engine.connect().await;
+    let listed = c.ok("skill/list", json!({ "cwd": ws })).await;
+    assert_eq!(listed["skills"][0]["name"], "release");
+    assert_eq!(listed["skills"][0]["description"], "Cut a release");
+
+    mock.push(call("skill", json!({ "name": "release" })));
+    mock.push(say("released"));
+    let session = c.create_session(&ws).await;
+    let sub = c.subscribe(&session, 0).await;
+    prompt(&c, &session, "cut a release", None).await;
+    let events = c.events_until(&sub, closed).await;
+    let output = of_type(&events, "tool.completed")[0]["data"]["output"].as_str().unwrap().to_owned();
+    assert!(output.contains("Bump the version, then tag.") && output.contains("checklist.md"), "{output}");
+    let system = mock.requests()[0].body["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert!(system.contains("- release: Cut a release"), "{system}");
+}
