@@ -106,12 +106,42 @@ fn judge_upgrade(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let query = request.uri().query().and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")));
-        if !bearer.or(query).is_some_and(|given| tokens_match(given, required)) {
+        let query = request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")))
+            .map(percent_decoded);
+        let given = bearer.map(str::to_owned).or(query);
+        if !given.is_some_and(|given| tokens_match(&given, required)) {
             return Err((StatusCode::UNAUTHORIZED, "bad or missing token"));
         }
     }
     Ok(())
+}
+
+/// A query value as the page meant it (`encodeURIComponent`); malformed escapes are kept as they are.
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn refusal(status: StatusCode, reason: &str) -> ErrorResponse {
@@ -218,6 +248,8 @@ mod tests {
         assert_eq!(status(judge_upgrade(&request(&[], "/"), Some("t"), &origins)), Some(401));
         assert_eq!(status(judge_upgrade(&request(&[], "/?token=x"), Some("t"), &origins)), Some(401));
         assert_eq!(status(judge_upgrade(&request(&[], "/?a=1&token=t"), Some("t"), &origins)), None);
+        let escaped = request(&[], "/?token=a%2Bb%20c");
+        assert_eq!(status(judge_upgrade(&escaped, Some("a+b c"), &origins)), None);
         let bearer = request(&[("authorization", "Bearer t")], "/");
         assert_eq!(status(judge_upgrade(&bearer, Some("t"), &origins)), None);
     }
