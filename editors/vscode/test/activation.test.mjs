@@ -1,0 +1,135 @@
+// The extension's bundle (dist/extension.js) activated in Node with a stand-in for the `vscode` module, against the
+// real engine it starts on stdio: activation to ready, the status bar, and the panel's host bridge (requests,
+// following a session, deltas, an approval, the diff editor). Prints the activation-to-ready time.
+import assert from "node:assert/strict";
+import Module, { createRequire } from "node:module";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { after, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const WAIT_MS = 15_000;
+
+const home = mkdtempSync(join(tmpdir(), "keel-ext-"));
+const workspace = join(home, "workspace");
+mkdirSync(workspace);
+writeFileSync(
+  join(home, "script.json"),
+  JSON.stringify({
+    turns: [
+      { text: "Writing it.", chunkDelayMs: 5, toolCalls: [{ id: "call_w", name: "write", input: { filePath: "a.txt", content: "a\n" } }] },
+      { text: "done", chunkDelayMs: 5 },
+    ],
+  }),
+);
+process.env.KEEL_SCRIPT = join(home, "script.json");
+process.env.KEEL_LOG = "warn";
+delete process.env.OPENAI_API_KEY;
+delete process.env.ANTHROPIC_API_KEY;
+
+const output = [];
+const executed = [];
+const registered = { views: {}, commands: {}, providers: {} };
+const statusItem = { text: "", tooltip: "", command: "", show() {}, dispose() {} };
+const settings = { binaryPath: process.env.KEEL_BIN, home, defaultModel: "", connect: "" };
+const disposable = { dispose() {} };
+const uri = (fsPath) => ({ fsPath, toString: () => fsPath });
+const vscode = {
+  StatusBarAlignment: { Left: 1, Right: 2 },
+  Uri: { joinPath: (base, ...parts) => uri([base.fsPath, ...parts].join("/")), from: (parts) => parts },
+  window: {
+    createOutputChannel: () => ({ appendLine: (line) => output.push(line), dispose() {} }),
+    createStatusBarItem: () => statusItem,
+    registerWebviewViewProvider: (id, provider) => ((registered.views[id] = provider), disposable),
+    showErrorMessage: async (message) => output.push(`error: ${message}`),
+    showInformationMessage: async () => undefined,
+  },
+  workspace: {
+    getConfiguration: () => ({ get: (key) => settings[key] }),
+    workspaceFolders: [{ uri: uri(workspace) }],
+    registerTextDocumentContentProvider: (scheme, provider) => ((registered.providers[scheme] = provider), disposable),
+  },
+  commands: {
+    registerCommand: (id, run) => ((registered.commands[id] = run), disposable),
+    executeCommand: async (...args) => executed.push(args),
+  },
+};
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  return request === "vscode" ? vscode : load.call(this, request, ...rest);
+};
+const extension = createRequire(import.meta.url)(join(root, "dist/extension.js"));
+
+async function waitFor(what, check) {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+after(async () => {
+  await extension.deactivate();
+  rmSync(home, { recursive: true, force: true });
+});
+
+test("activation starts the engine and the panel's bridge drives a session with an approval", { timeout: WAIT_MS * 2 }, async () => {
+  assert.ok(process.env.KEEL_BIN, "KEEL_BIN must name the keel binary");
+  const context = { subscriptions: [], extensionUri: uri(root) };
+  extension.activate(context);
+  const ready = await waitFor("the engine to be ready", () => output.find((l) => /^keel ready in \d+ ms/.test(l)));
+  console.log(`# activation-to-ready: ${ready.match(/\d+ ms/)[0]}`);
+  assert.match(statusItem.text, /keel$/);
+  assert.ok(registered.commands["keel.focus"] && registered.commands["keel.restartEngine"]);
+
+  const posted = [];
+  let send;
+  const view = {
+    webview: {
+      options: {},
+      html: "",
+      cspSource: "vscode-webview:",
+      asWebviewUri: (u) => u.fsPath,
+      postMessage: async (m) => (posted.push(m), true),
+      onDidReceiveMessage: (handler) => ((send = handler), disposable),
+    },
+    onDidDispose: () => disposable,
+  };
+  registered.views["keel.chat"].resolveWebviewView(view);
+  assert.match(view.webview.html, /Content-Security-Policy/);
+  assert.match(view.webview.html, /dist\/webview\.js/);
+
+  send({ type: "ready" });
+  const config = await waitFor("config", () => posted.find((m) => m.type === "config"));
+  assert.equal(config.workspace, workspace);
+  const answer = (id) => waitFor(`response ${id}`, () => posted.find((m) => m.type === "response" && m.id === id));
+
+  send({ type: "request", id: 1, method: "session/create", params: { cwd: workspace } });
+  const sessionId = (await answer(1)).result.session.id;
+  send({ type: "follow", id: 2, sessionId, afterSeq: 0 });
+  assert.equal((await answer(2)).error, undefined);
+  const events = () => posted.filter((m) => m.type === "event" && m.followId === 2).map((m) => m.event);
+  send({ type: "request", id: 3, method: "session/prompt", params: { sessionId, input: [{ type: "text", text: "go" }] } });
+  const requested = await waitFor("an approval", () => events().find((e) => e.type === "approval.requested"));
+  assert.match(statusItem.text, /waiting approval/);
+  send({ type: "request", id: 4, method: "approval/respond", params: { approvalId: requested.data.approvalId, decision: "once" } });
+  await waitFor("the activity to close", () => events().find((e) => e.type === "activity.closed"));
+  const seqs = events().map((e) => e.seq);
+  assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every event once, in order");
+  assert.ok(posted.some((m) => m.type === "delta"), "deltas reach the panel");
+  assert.ok(posted.some((m) => m.type === "status" && m.status.status === "running"));
+
+  send({ type: "request", id: 5, method: "no/such", params: {} });
+  assert.equal((await answer(5)).error.code, -32601);
+
+  send({ type: "openDiff", path: "src/a.txt", before: "old\n", after: "new\n" });
+  const [command, left, right] = await waitFor("the diff editor", () => executed.find((c) => c[0] === "vscode.diff"));
+  assert.equal(command, "vscode.diff");
+  const provider = registered.providers["keel-diff"];
+  assert.equal(provider.provideTextDocumentContent(left), "old\n");
+  assert.equal(provider.provideTextDocumentContent(right), "new\n");
+});
