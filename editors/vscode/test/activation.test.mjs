@@ -2,12 +2,12 @@
 // real engine it starts on stdio: activation to ready, the status bar, and the panel's host bridge (requests,
 // following a session, deltas, an approval, the diff editor). Prints the activation-to-ready time.
 import assert from "node:assert/strict";
-import Module, { createRequire } from "node:module";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { loadExtension } from "./fakeVscode.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const WAIT_MS = 15_000;
@@ -29,38 +29,11 @@ process.env.KEEL_LOG = "warn";
 delete process.env.OPENAI_API_KEY;
 delete process.env.ANTHROPIC_API_KEY;
 
-const output = [];
-const executed = [];
-const registered = { views: {}, commands: {}, providers: {} };
-const statusItem = { text: "", tooltip: "", command: "", show() {}, dispose() {} };
 const settings = { binaryPath: process.env.KEEL_BIN, home, defaultModel: "", connect: "" };
+const { extension, recorded, statusItem, context } = loadExtension(root, { workspace, settings });
+const { output, executed } = recorded;
+const registered = recorded;
 const disposable = { dispose() {} };
-const uri = (fsPath) => ({ fsPath, toString: () => fsPath });
-const vscode = {
-  StatusBarAlignment: { Left: 1, Right: 2 },
-  Uri: { joinPath: (base, ...parts) => uri([base.fsPath, ...parts].join("/")), from: (parts) => parts },
-  window: {
-    createOutputChannel: () => ({ appendLine: (line) => output.push(line), dispose() {} }),
-    createStatusBarItem: () => statusItem,
-    registerWebviewViewProvider: (id, provider) => ((registered.views[id] = provider), disposable),
-    showErrorMessage: async (message) => output.push(`error: ${message}`),
-    showInformationMessage: async () => undefined,
-  },
-  workspace: {
-    getConfiguration: () => ({ get: (key) => settings[key] }),
-    workspaceFolders: [{ uri: uri(workspace) }],
-    registerTextDocumentContentProvider: (scheme, provider) => ((registered.providers[scheme] = provider), disposable),
-  },
-  commands: {
-    registerCommand: (id, run) => ((registered.commands[id] = run), disposable),
-    executeCommand: async (...args) => executed.push(args),
-  },
-};
-const load = Module._load;
-Module._load = function (request, ...rest) {
-  return request === "vscode" ? vscode : load.call(this, request, ...rest);
-};
-const extension = createRequire(import.meta.url)(join(root, "dist/extension.js"));
 
 async function waitFor(what, check) {
   const deadline = Date.now() + WAIT_MS;
@@ -79,7 +52,6 @@ after(async () => {
 
 test("activation starts the engine and the panel's bridge drives a session with an approval", { timeout: WAIT_MS * 2 }, async () => {
   assert.ok(process.env.KEEL_BIN, "KEEL_BIN must name the keel binary");
-  const context = { subscriptions: [], extensionUri: uri(root) };
   extension.activate(context);
   const ready = await waitFor("the engine to be ready", () => output.find((l) => /^keel ready in \d+ ms/.test(l)));
   console.log(`# activation-to-ready: ${ready.match(/\d+ ms/)[0]}`);
