@@ -87,13 +87,14 @@ test("activation starts the engine and the panel's bridge drives a session with 
   const events = () => posted.filter((m) => m.type === "event" && m.followId === 2).map((m) => m.event);
   send({ type: "request", id: 3, method: "session/prompt", params: { sessionId, input: [{ type: "text", text: "go" }] } });
   const requested = await waitFor("an approval", () => events().find((e) => e.type === "approval.requested"));
-  assert.match(statusItem.text, /waiting approval/);
+  // The status bar follows `session/statusChanged`, which travels apart from the subscription's events.
+  await waitFor("the status bar to show the approval", () => /waiting approval/.test(statusItem.text));
   send({ type: "request", id: 4, method: "approval/respond", params: { approvalId: requested.data.approvalId, decision: "once" } });
   await waitFor("the activity to close", () => events().find((e) => e.type === "activity.closed"));
   const seqs = events().map((e) => e.seq);
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every event once, in order");
   assert.ok(posted.some((m) => m.type === "delta"), "deltas reach the panel");
-  assert.ok(posted.some((m) => m.type === "status" && m.status.status === "running"));
+  await waitFor("a status change for the panel", () => posted.some((m) => m.type === "status" && m.status.status === "running"));
 
   send({ type: "request", id: 5, method: "no/such", params: {} });
   assert.equal((await answer(5)).error.code, -32601);

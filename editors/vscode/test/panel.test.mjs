@@ -15,15 +15,16 @@ import puppeteer from "puppeteer-core";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const WAIT_MS = 15_000;
-const ANSWER = "Done: **hello.txt** is written.";
+const ANSWER = "Done: **hello.txt** is written. <img src=x onerror=alert(1)>\n\n```rust\nfn main() {}\n```\n";
 
 const turns = [
   {
     text: "I will write hello.txt with a greeting for you now.",
     chunkDelayMs: 40,
+    usage: { input: 1200, output: 60 },
     toolCalls: [{ id: "call_hello", name: "write", input: { filePath: "hello.txt", content: "hello from the panel\n" } }],
   },
-  { text: ANSWER, chunkDelayMs: 5 },
+  { text: ANSWER, chunkDelayMs: 5, usage: { input: 1300, output: 40 } },
   { text: "Still here after the reload.", chunkDelayMs: 5 },
 ];
 
@@ -117,12 +118,15 @@ test("a prompt streams into the page, shows its diff, and waits for the approval
   await page.waitForSelector(".message.assistant.streaming");
   await page.waitForSelector(".approval .approve-once");
   assert.deepEqual(await texts(".tool .diff-line.added"), ["+ hello from the panel"]);
-  assert.equal(await page.$eval(".status", (n) => n.textContent), "waiting_approval");
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "waiting_approval");
   await page.click(".approval .approve-once");
   await page.waitForFunction((answer) => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes(answer)), {}, "Done: hello.txt is written.");
   await page.waitForSelector('.tool[data-status="done"]');
   await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
   assert.equal(await page.$eval(".message.assistant strong", (n) => n.textContent), "hello.txt", "markdown rendered");
+  assert.equal(await page.$eval(".message.assistant code.language-rust .hljs-keyword", (n) => n.textContent), "fn");
+  assert.equal(await count(".message.assistant img"), 0, "raw HTML from the model is shown as text");
+  await page.waitForFunction(() => /2\.5k in · 100 out/.test(document.querySelector(".usage")?.textContent ?? ""));
   assert.match(await page.$eval(".approval-decision", (n) => n.textContent), /^once/);
   if (process.env.KEEL_SCREENSHOT) await page.screenshot({ path: process.env.KEEL_SCREENSHOT });
 });

@@ -1,7 +1,7 @@
 // The chat panel: a session picker, the transcript, a composer with prompt / steer / interrupt and a model picker.
 // It renders each durable event once and remembers the rendered ones with their cursor, so that a reload (or a
 // restarted engine) resumes from the cursor instead of starting over.
-import type { Event, SessionStatus } from "../../sdk-ts/src/generated/protocol";
+import type { Event, Session, SessionStatus } from "../../sdk-ts/src/generated/protocol";
 import type { Backend, PanelState, StateStore } from "./backend";
 import { element } from "./render";
 import { Transcript } from "./transcript";
@@ -18,6 +18,7 @@ export class Panel {
   private readonly sessions = element("select", "sessions");
   private readonly models = element("select", "models");
   private readonly status = element("span", "status", "no session");
+  private readonly usage = element("div", "usage");
   private readonly prompt = element("textarea", "prompt");
   private readonly send = element("button", "send", "Send");
   private readonly steer = element("button", "steer", "Steer");
@@ -38,7 +39,7 @@ export class Panel {
     const row = element("div", "composer-row");
     row.append(this.models, this.send, this.steer, this.interrupt);
     footer.append(this.prompt, row);
-    root.replaceChildren(header, log, footer);
+    root.replaceChildren(header, this.usage, log, footer);
     this.transcript = new Transcript(log, {
       answerApproval: (approvalId, decision) => void this.backend.request("approval/respond", { approvalId, decision }),
       openDiff: backend.openDiff?.bind(backend),
@@ -118,6 +119,7 @@ export class Panel {
     for (const e of this.state.events) this.transcript.event(e);
     const { session } = await this.backend.request("session/get", { sessionId });
     this.showStatus(session.status);
+    this.showUsage(session);
     this.save();
     this.stopFollowing = await this.backend.follow(sessionId, this.state.lastSeq, (e) => this.received(e));
   }
@@ -126,6 +128,7 @@ export class Panel {
     if (e.sessionId !== this.state.sessionId || e.seq <= this.state.lastSeq) return;
     this.transcript.event(e);
     if (e.type === "session.status") this.showStatus((e.data as { status: SessionStatus }).status);
+    if (e.type === "turn.completed" || e.type === "compaction.completed") void this.refreshUsage(e.sessionId);
     this.state.lastSeq = e.seq;
     if (!this.overflowed) this.state.events.push(e);
     if (this.state.events.length > CACHED_EVENTS) {
@@ -151,6 +154,20 @@ export class Panel {
     this.interrupt.disabled = !busy;
     this.steer.disabled = !busy;
     this.send.textContent = busy ? "Queue" : "Send";
+  }
+
+  private async refreshUsage(sessionId: string) {
+    const { session } = await this.backend.request("session/get", { sessionId });
+    if (session.id === this.state.sessionId) this.showUsage(session);
+  }
+
+  /** What the session has used so far, by the provider's count. */
+  private showUsage(session: Session) {
+    const u = session.usage;
+    const k = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : String(n));
+    const cost = u.costUsd ? ` · $${u.costUsd.toFixed(4)}` : "";
+    const model = session.model || "default model";
+    this.usage.textContent = `${model} · ${k(u.inputTokens)} in · ${k(u.outputTokens)} out tokens${cost}`;
   }
 
   private save() {

@@ -1,11 +1,43 @@
 // Markdown and diffs as DOM. Model output is untrusted: raw HTML in markdown is shown as text, never parsed.
+import hljs from "highlight.js/lib/core";
+import bash from "highlight.js/lib/languages/bash";
+import css from "highlight.js/lib/languages/css";
+import diff from "highlight.js/lib/languages/diff";
+import go from "highlight.js/lib/languages/go";
+import javascript from "highlight.js/lib/languages/javascript";
+import json from "highlight.js/lib/languages/json";
+import python from "highlight.js/lib/languages/python";
+import rust from "highlight.js/lib/languages/rust";
+import sql from "highlight.js/lib/languages/sql";
+import typescript from "highlight.js/lib/languages/typescript";
+import xml from "highlight.js/lib/languages/xml";
+import yaml from "highlight.js/lib/languages/yaml";
 import { Marked } from "marked";
+
+// The languages coding answers show most; the rest stay plain text rather than grow the bundle.
+const languages = { bash, css, diff, go, javascript, json, python, rust, sql, typescript, xml, yaml };
+for (const [name, language] of Object.entries(languages)) hljs.registerLanguage(name, language);
+hljs.registerAliases(["sh", "shell", "zsh"], { languageName: "bash" });
+hljs.registerAliases(["ts", "tsx"], { languageName: "typescript" });
+hljs.registerAliases(["js", "jsx", "mjs"], { languageName: "javascript" });
+hljs.registerAliases(["rs"], { languageName: "rust" });
+hljs.registerAliases(["py"], { languageName: "python" });
+hljs.registerAliases(["html", "svg"], { languageName: "xml" });
+hljs.registerAliases(["yml"], { languageName: "yaml" });
 
 const markdown = new Marked({
   gfm: true,
   breaks: false,
   renderer: {
     html: (token) => escapeHtml(token.text),
+    code: (token) => {
+      const language = token.lang?.split(/\s/)[0] ?? "";
+      // highlight.js escapes what it returns; unknown languages are escaped here.
+      const body = hljs.getLanguage(language)
+        ? hljs.highlight(token.text, { language, ignoreIllegals: true }).value
+        : escapeHtml(token.text);
+      return `<pre><code class="hljs language-${escapeHtml(language)}">${body}</code></pre>`;
+    },
   },
 });
 
