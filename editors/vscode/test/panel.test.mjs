@@ -30,7 +30,7 @@ const turns = [
 
 // tests/vscode.rs sets this when the machine has no Chromium (CI installs it and requires the test).
 const skip = process.env.KEEL_SKIP_BROWSER ? "no Chromium on this machine" : false;
-let home, engine, http, browser, page, pageUrl;
+let home, engine, wsPort, http, browser, page, pageUrl;
 
 function freePort() {
   return new Promise((resolve) => {
@@ -56,6 +56,14 @@ async function waitForPort(port) {
   }
 }
 
+async function startEngine() {
+  engine = spawn(process.env.KEEL_BIN, ["serve", "--listen", `ws://127.0.0.1:${wsPort}`], {
+    env: { ...process.env, KEEL_HOME: home, KEEL_SCRIPT: join(home, "script.json"), KEEL_LOG: "warn", OPENAI_API_KEY: "", ANTHROPIC_API_KEY: "" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  await waitForPort(wsPort);
+}
+
 before(async () => {
   if (skip) return;
   assert.ok(process.env.KEEL_BIN, "KEEL_BIN must name the keel binary");
@@ -63,12 +71,8 @@ before(async () => {
   const workspace = join(home, "workspace");
   mkdirSync(workspace);
   writeFileSync(join(home, "script.json"), JSON.stringify({ turns }));
-  const wsPort = await freePort();
-  engine = spawn(process.env.KEEL_BIN, ["serve", "--listen", `ws://127.0.0.1:${wsPort}`], {
-    env: { ...process.env, KEEL_HOME: home, KEEL_SCRIPT: join(home, "script.json"), KEEL_LOG: "warn", OPENAI_API_KEY: "", ANTHROPIC_API_KEY: "" },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  await waitForPort(wsPort);
+  wsPort = await freePort();
+  await startEngine();
 
   const files = {
     "/": () => ["text/html", '<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="stylesheet" href="/media/panel.css"><title>keel panel</title></head><body><div id="keel"></div><script src="/dist/testPage.js"></script></body></html>'],
@@ -155,4 +159,22 @@ test("a reload resumes from the cursor: everything once, and new events still ar
   const seqs = await page.$$eval("[data-seq]", (nodes) => nodes.map((n) => n.dataset.seq));
   assert.equal(new Set(seqs).size, seqs.length, `every rendered event once: ${seqs}`);
   assert.deepEqual(await texts(".message.user"), [...before.user, "Are you there?"]);
+});
+
+test("an engine killed and started again: the page reconnects, resumes from its cursor, and goes on", { skip }, async () => {
+  const before = await page.$$eval("[data-seq]", (nodes) => nodes.length);
+  const exited = new Promise((resolve) => engine.once("exit", resolve));
+  engine.kill("SIGKILL");
+  await exited;
+  // The scripted model's place in its script is per process: the new engine plays a script of its own.
+  writeFileSync(join(home, "script.json"), JSON.stringify({ turns: [{ text: "Back after the engine restarted." }] }));
+  await startEngine();
+  // The page's client reconnects by itself; a prompt sent now waits for the connection and then goes through.
+  await page.type(".prompt", "And now?");
+  await page.click(".send");
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("Back after")));
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
+  const seqs = await page.$$eval("[data-seq]", (nodes) => nodes.map((n) => Number(n.dataset.seq)));
+  assert.equal(new Set(seqs).size, seqs.length, `every rendered event once: ${seqs}`);
+  assert.ok(seqs.length > before);
 });
