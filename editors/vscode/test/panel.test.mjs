@@ -1,5 +1,6 @@
 // The panel's UI in headless Chromium against the real engine through its WebSocket listener: a prompt streamed
-// to the page, a diff shown, an approval clicked, and a reload that resumes from the cursor without duplicates.
+// to the page, a diff shown, an approval clicked, a reload that resumes from the cursor without duplicates, and an
+// engine killed and started again.
 // KEEL_BIN names the engine (tests/vscode.rs sets it); CHROMIUM the browser (default /usr/bin/chromium);
 // KEEL_SCREENSHOT, when set, is where a screenshot of the panel is written.
 import assert from "node:assert/strict";
