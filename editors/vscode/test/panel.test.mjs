@@ -2,7 +2,7 @@
 // to the page, a diff shown, an approval clicked, a reload that resumes from the cursor without duplicates, and an
 // engine killed and started again.
 // KEEL_BIN names the engine (tests/vscode.rs sets it); CHROMIUM the browser (default /usr/bin/chromium);
-// KEEL_SCREENSHOT, when set, is where a screenshot of the panel is written.
+// KEEL_SCREENSHOTS, when set, is a directory where screenshots of the panel are written.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -72,6 +72,7 @@ before(async () => {
   const workspace = join(home, "workspace");
   mkdirSync(workspace);
   writeFileSync(join(home, "script.json"), JSON.stringify({ turns }));
+  writeFileSync(join(home, "config.jsonc"), JSON.stringify({ agents: { review: { steps: 5 } } }));
   wsPort = await freePort();
   await startEngine();
 
@@ -117,6 +118,7 @@ const count = (selector) => page.$$eval(selector, (nodes) => nodes.length);
 const texts = (selector) => page.$$eval(selector, (nodes) => nodes.map((n) => n.textContent.trim()));
 
 test("a prompt streams into the page, shows its diff, and waits for the approval clicked there", { skip }, async () => {
+  assert.deepEqual(await texts(".agents option"), ["build", "review"], "the config's agents beside build");
   await page.type(".prompt", "Write hello.txt");
   await page.click(".send");
   // Streamed: the answer is shown while it is still arriving, before its durable event.
@@ -124,6 +126,7 @@ test("a prompt streams into the page, shows its diff, and waits for the approval
   await page.waitForSelector(".approval .approve-once");
   assert.deepEqual(await texts(".tool .diff-line.added"), ["+ hello from the panel"]);
   await page.waitForFunction(() => document.querySelector(".status")?.textContent === "waiting_approval");
+  if (process.env.KEEL_SCREENSHOTS) await page.screenshot({ path: join(process.env.KEEL_SCREENSHOTS, "vscode-panel-approval.png") });
   await page.click(".approval .approve-once");
   await page.waitForFunction((answer) => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes(answer)), {}, "Done: hello.txt is written.");
   await page.waitForSelector('.tool[data-status="done"]');
@@ -133,7 +136,7 @@ test("a prompt streams into the page, shows its diff, and waits for the approval
   assert.equal(await count(".message.assistant img"), 0, "raw HTML from the model is shown as text");
   await page.waitForFunction(() => /2\.5k in · 100 out/.test(document.querySelector(".usage")?.textContent ?? ""));
   assert.match(await page.$eval(".approval-decision", (n) => n.textContent), /^once/);
-  if (process.env.KEEL_SCREENSHOT) await page.screenshot({ path: process.env.KEEL_SCREENSHOT });
+  if (process.env.KEEL_SCREENSHOTS) await page.screenshot({ path: join(process.env.KEEL_SCREENSHOTS, "vscode-panel.png") });
 });
 
 test("a reload resumes from the cursor: everything once, and new events still arrive", { skip }, async () => {

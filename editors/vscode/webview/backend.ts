@@ -34,6 +34,7 @@ export interface StateStore {
 export interface PanelState {
   sessionId?: string;
   model?: string;
+  agent?: string;
   /** The followed session's events up to `lastSeq`, re-rendered after a reload instead of replayed. */
   events: Event[];
   lastSeq: number;

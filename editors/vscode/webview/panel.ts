@@ -17,6 +17,7 @@ export class Panel {
   private readonly transcript: Transcript;
   private readonly sessions = element("select", "sessions");
   private readonly models = element("select", "models");
+  private readonly agents = element("select", "agents");
   private readonly status = element("span", "status", "no session");
   private readonly usage = element("div", "usage");
   private readonly prompt = element("textarea", "prompt");
@@ -37,7 +38,7 @@ export class Panel {
     const footer = element("footer");
     this.prompt.placeholder = "Ask keel… (Ctrl+Enter sends; Steer joins the running turn)";
     const row = element("div", "composer-row");
-    row.append(this.models, this.send, this.steer, this.interrupt);
+    row.append(this.agents, this.models, this.send, this.steer, this.interrupt);
     footer.append(this.prompt, row);
     root.replaceChildren(header, this.usage, log, footer);
     this.transcript = new Transcript(log, {
@@ -68,7 +69,7 @@ export class Panel {
   }
 
   async start() {
-    await Promise.all([this.listSessions(), this.listModels()]);
+    await Promise.all([this.listSessions(), this.listModels(), this.listAgents()]);
     if (this.state.sessionId) await this.open(this.state.sessionId, true);
     else this.showStatus(undefined);
   }
@@ -95,6 +96,23 @@ export class Panel {
       this.models.appendChild(option);
     }
     this.models.value = preferred;
+  }
+
+  /** The agents the config defines, beside the built-in `build` (there is no agent list method yet). */
+  private async listAgents() {
+    const { config } = await this.backend.request("config/get", { cwd: this.backend.workspace });
+    const configured = Object.keys((config.agents as Record<string, unknown> | undefined) ?? {});
+    this.agents.replaceChildren();
+    for (const name of new Set(["build", ...configured])) {
+      const option = element("option", undefined, name);
+      option.value = name;
+      this.agents.appendChild(option);
+    }
+    this.agents.value = this.state.agent ?? "build";
+    this.agents.onchange = () => {
+      this.state.agent = this.agents.value;
+      this.save();
+    };
   }
 
   private async createSession(): Promise<string> {
@@ -144,7 +162,8 @@ export class Panel {
     this.prompt.value = "";
     const sessionId = this.state.sessionId ?? (await this.createSession());
     const model = this.models.value || undefined;
-    await this.backend.request("session/prompt", { sessionId, input: [{ type: "text", text }], delivery, model });
+    const agent = this.agents.value || undefined;
+    await this.backend.request("session/prompt", { sessionId, input: [{ type: "text", text }], delivery, model, agent });
   }
 
   private showStatus(status: SessionStatus | undefined) {
