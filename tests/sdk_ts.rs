@@ -1,5 +1,5 @@
 //! editors/sdk-ts, the TypeScript client: its generated types match the committed protocol schema, and its Node
-//! test suite (tsc, then `node --test`) passes against this build of the engine on stdio, a Unix socket and
+//! test suite (ESLint, tsc, then `node --test`) passes against this build of the engine on stdio, a Unix socket and
 //! WebSocket, including a reconnect after a SIGKILL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! editors/vscode: its npm test (tsc against VS Code's API types, the bundles built, then `node --test`) passes
+//! editors/vscode: its npm test (tsc against VS Code's API types, ESLint, the bundles built, then `node --test`) passes
 //! against this build of the engine: the extension's bundle activated with a stand-in `vscode` module, and the
 //! panel's UI in headless Chromium through the WebSocket listener. Without Chromium the browser part says it
 //! skipped, unless KEEL_REQUIRE_CHROMIUM is set (CI sets it).
