@@ -1,10 +1,13 @@
 // An engine SIGKILLed in the middle of an activity and started again on the same home and socket: the client
 // reconnects by itself, resubscribes from its last seq, and has delivered every event of the log exactly once.
+// On stdio the client starts the new engine itself, as the VS Code extension does.
 import assert from "node:assert/strict";
+import { ChildProcess } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ConnectionState, Event, KeelClient, isEvent, unixSocket } from "../src/index";
-import { Home, ListeningEngine, WAIT_MS, assertGapless, unixProbe, waitFor } from "./engine";
+import { ConnectionState, Event, KeelClient, isEvent, stdio, unixSocket } from "../src/index";
+import { Home, ListeningEngine, WAIT_MS, assertGapless, keelBin, unixProbe, waitFor } from "./engine";
 
 const turn = (n: number) => ({
   text: `step ${n}`,
@@ -65,6 +68,39 @@ test("a reconnect after an engine SIGKILL delivers every event exactly once", { 
   } finally {
     await client.close();
     await engine.kill();
+    home.dispose();
+  }
+});
+
+test("stdio: a killed engine is started again and the follower goes on from its cursor", { timeout: WAIT_MS * 3 }, async () => {
+  const home = new Home([{ text: "first answer" }]);
+  const children: ChildProcess[] = [];
+  const client = await KeelClient.open({
+    connect: stdio({ bin: keelBin(), env: home.env(), onSpawn: (child) => children.push(child) }),
+    reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+  });
+  try {
+    const { session } = await client.request("session/create", { cwd: home.workspace });
+    const events: Event[] = [];
+    await client.follow(session.id, { afterSeq: 0, onEvent: (e) => events.push(e) });
+    await client.request("session/prompt", { sessionId: session.id, input: [{ type: "text", text: "one" }] });
+    await waitFor("the first activity to close", () => events.find((e) => isEvent(e, "activity.closed")));
+
+    const first = children[0];
+    const exited = new Promise((resolve) => first.once("exit", resolve));
+    first.kill("SIGKILL");
+    await exited;
+    // The scripted model's place in its script is per process: the new engine plays a script of its own.
+    writeFileSync(home.script, JSON.stringify({ turns: [{ text: "second answer" }] }));
+    await waitFor("a new engine", () => (children.length === 2 && client.state === "connected") || undefined);
+    await client.request("session/prompt", { sessionId: session.id, input: [{ type: "text", text: "two" }] });
+    await waitFor("the second activity to close", () => events.filter((e) => isEvent(e, "activity.closed")).length === 2 || undefined);
+    assertGapless(events);
+    const texts = events.flatMap((e) => (isEvent(e, "text.completed") ? [e.data.text] : []));
+    assert.deepEqual(texts, ["first answer", "second answer"]);
+  } finally {
+    await client.close();
+    for (const child of children) child.kill("SIGKILL");
     home.dispose();
   }
 });
