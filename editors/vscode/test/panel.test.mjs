@@ -171,7 +171,12 @@ test("an engine killed and started again: the page reconnects, resumes from its 
   engine.kill("SIGKILL");
   await exited;
   // The scripted model's place in its script is per process: the new engine plays a script of its own.
-  writeFileSync(join(home, "script.json"), JSON.stringify({ turns: [{ text: "Back after the engine restarted." }] }));
+  const next = [
+    { text: "Back after the engine restarted." },
+    { text: "A slow answer.", delayMs: 1500 },
+    { text: "This queued prompt should never be answered." },
+  ];
+  writeFileSync(join(home, "script.json"), JSON.stringify({ turns: next }));
   await startEngine();
   // The page's client reconnects by itself; a prompt sent now waits for the connection and then goes through.
   await page.type(".prompt", "And now?");
@@ -181,4 +186,20 @@ test("an engine killed and started again: the page reconnects, resumes from its 
   const seqs = await page.$$eval("[data-seq]", (nodes) => nodes.map((n) => Number(n.dataset.seq)));
   assert.equal(new Set(seqs).size, seqs.length, `every rendered event once: ${seqs}`);
   assert.ok(seqs.length > before);
+});
+
+test("a prompt queued behind a running one is shown as queued and can be removed", { skip }, async () => {
+  await page.type(".prompt", "Take your time");
+  await page.click(".send");
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "running");
+  await page.type(".prompt", "Then this");
+  await page.click(".send");
+  await page.waitForSelector('.message.user[data-delivery="queued"] .queue-remove');
+  await page.click(".queue-remove");
+  await page.waitForSelector(".message.user.removed");
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("A slow answer")));
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
+  assert.equal(await count(".queue-remove"), 0);
+  const answers = await texts(".message.assistant");
+  assert.ok(!answers.some((t) => t.includes("never be answered")), `${answers}`);
 });

@@ -43,6 +43,10 @@ export class Panel {
     root.replaceChildren(header, this.usage, log, footer);
     this.transcript = new Transcript(log, {
       answerApproval: (approvalId, decision) => void this.backend.request("approval/respond", { approvalId, decision }),
+      removeQueued: (inputId) => {
+        const sessionId = this.state.sessionId;
+        if (sessionId) void this.backend.request("session/queue/remove", { sessionId, inputId });
+      },
       openDiff: backend.openDiff?.bind(backend),
     });
 

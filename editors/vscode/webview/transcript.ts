@@ -6,6 +6,7 @@ import { element, fileChange, renderDiff, renderMarkdown } from "./render";
 
 export interface TranscriptActions {
   answerApproval(approvalId: string, decision: "once" | "always" | "reject"): void;
+  removeQueued(inputId: string): void;
   openDiff?(path: string, before: string, after: string): void;
 }
 
@@ -16,6 +17,8 @@ export class Transcript {
   private readonly parts = new Map<string, { node: HTMLElement; text: string }>();
   private readonly tools = new Map<string, HTMLElement>();
   private readonly approvals = new Map<string, HTMLElement>();
+  /** Prompts still waiting in the queue, by input id, until promoted or removed. */
+  private readonly queued = new Map<string, HTMLElement>();
 
   constructor(
     readonly root: HTMLElement,
@@ -27,6 +30,7 @@ export class Transcript {
     this.parts.clear();
     this.tools.clear();
     this.approvals.clear();
+    this.queued.clear();
   }
 
   delta(d: DeltaParams) {
@@ -44,8 +48,33 @@ export class Transcript {
         const node = this.append(e, "message user");
         node.textContent = text.join("\n");
         if (data.disposition === "queued" || data.disposition === "steered") node.dataset.delivery = str(data.disposition);
+        if (data.disposition === "queued") {
+          const inputId = str(data.inputId);
+          const remove = element("button", "queue-remove", "Remove from queue");
+          remove.onclick = () => {
+            remove.disabled = true;
+            this.actions.removeQueued(inputId);
+          };
+          node.appendChild(remove);
+          this.queued.set(inputId, node);
+        }
         break;
       }
+      case "input.promoted":
+      case "input.removed": {
+        const ids = e.type === "input.promoted" ? ((data.inputIds as string[] | undefined) ?? []) : [str(data.inputId)];
+        for (const id of ids) {
+          const node = this.queued.get(id);
+          this.queued.delete(id);
+          node?.querySelector(".queue-remove")?.remove();
+          if (node && e.type === "input.removed") node.classList.add("removed");
+          else if (node) delete node.dataset.delivery;
+        }
+        break;
+      }
+      case "queue.paused":
+        this.append(e, "notice").textContent = "The queue is paused until the next prompt.";
+        break;
       case "text.completed":
       case "reasoning.completed": {
         const kind = e.type === "text.completed" ? "text" : "reasoning";
