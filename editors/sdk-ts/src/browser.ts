@@ -8,6 +8,7 @@ export { KeelClient, KeelClientOptions, ConnectionState, ReconnectOptions } from
 export { Follower, FollowOptions } from "./follow";
 export { isEvent, TypedEvent } from "./events";
 export { KeelError, ErrorCode } from "./errors";
+export type { CancellationToken, Disposable } from "vscode-jsonrpc";
 export { Connector, Transport, webSocketTransport } from "./transport";
 
 /** Connects to `keel serve --listen ws://HOST:PORT`; a browser cannot set headers, so a token goes in the URL. */

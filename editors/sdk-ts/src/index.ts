@@ -6,6 +6,7 @@ export { KeelClient, KeelClientOptions, ConnectionState, ReconnectOptions } from
 export { Follower, FollowOptions } from "./follow";
 export { isEvent, TypedEvent } from "./events";
 export { KeelError, ErrorCode } from "./errors";
+export type { CancellationToken, Disposable } from "vscode-jsonrpc";
 export { Connector, Transport, webSocketTransport } from "./transport";
 export { WebSocketLike, WebSocketMessageReader, WebSocketMessageWriter } from "./websocket";
 export { stdio, unixSocket, webSocket, SpawnOptions, WebSocketOptions } from "./node";

@@ -17,6 +17,10 @@ export class ChatView implements vscode.WebviewViewProvider {
     private readonly diffs: DiffDocuments,
   ) {}
 
+  get visible(): boolean {
+    return this.view?.visible ?? false;
+  }
+
   /** Engine notifications for the panel (deltas, status changes). */
   post(message: HostToPanel) {
     void this.view?.webview.postMessage(message);

@@ -2,7 +2,7 @@
 // listening on a socket. The client reconnects by itself; a started engine that dies is started again and resumes
 // where the last one stopped.
 import { KeelClient, stdio, unixSocket, webSocket } from "../../sdk-ts/src/index";
-import type { Connector } from "../../sdk-ts/src/index";
+import type { KeelClientOptions, Connector } from "../../sdk-ts/src/index";
 import type { Settings } from "./settings";
 
 export function connector(settings: Settings, workspace: string): Connector {
@@ -13,11 +13,16 @@ export function connector(settings: Settings, workspace: string): Connector {
   return stdio({ bin: settings.binaryPath, cwd: workspace, env });
 }
 
-export function openEngine(settings: Settings, workspace: string): Promise<KeelClient> {
+export function openEngine(
+  settings: Settings,
+  workspace: string,
+  onApproval: KeelClientOptions["onApproval"],
+): Promise<KeelClient> {
   return KeelClient.open({
     connect: connector(settings, workspace),
     clientInfo: { name: "keel-vscode", version: "0.1.0" },
     deltas: true,
+    onApproval,
     reconnect: { initialDelayMs: 200, maxDelayMs: 5000 },
   });
 }

@@ -1,7 +1,8 @@
 // Activation: start (or connect to) the engine for the workspace, register the chat panel, keep the status bar
 // item current. The connection opens in the background so that activation never waits for the engine.
 import * as vscode from "vscode";
-import type { KeelClient } from "../../sdk-ts/src/index";
+import type { Approval, CancellationToken, KeelClient } from "../../sdk-ts/src/index";
+import { askApproval } from "./approvals";
 import { ChatView } from "./chatView";
 import { DiffDocuments } from "./diff";
 import { openEngine } from "./engine";
@@ -18,17 +19,18 @@ export function activate(context: vscode.ExtensionContext) {
   const status = new StatusBar();
   const diffs = new DiffDocuments();
 
-  engine = openEngine(settings, workspace);
-  const view = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs);
+  const chat = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs);
+  const onApproval = (approval: Approval, token: CancellationToken) => askApproval(approval, token, () => chat.visible);
+  engine = openEngine(settings, workspace, onApproval);
   engine.then(
     (client) => {
       output.appendLine(`keel ready in ${Date.now() - activatedAt} ms (${client.serverInfo?.serverInfo.version})`);
       status.connection("connected");
       client.onStateChange((state) => status.connection(state));
-      client.on("session/delta", (delta) => view.post({ type: "delta", delta }));
+      client.on("session/delta", (delta) => chat.post({ type: "delta", delta }));
       client.on("session/statusChanged", (s) => {
         status.session(s.status);
-        view.post({ type: "status", status: s });
+        chat.post({ type: "status", status: s });
       });
     },
     (error) => {
@@ -42,11 +44,11 @@ export function activate(context: vscode.ExtensionContext) {
     output,
     status,
     vscode.workspace.registerTextDocumentContentProvider(DiffDocuments.scheme, diffs),
-    vscode.window.registerWebviewViewProvider(ChatView.id, view),
+    vscode.window.registerWebviewViewProvider(ChatView.id, chat),
     vscode.commands.registerCommand("keel.focus", () => vscode.commands.executeCommand(`${ChatView.id}.focus`)),
     vscode.commands.registerCommand("keel.restartEngine", async () => {
       await (await engine?.catch(() => undefined))?.close();
-      engine = openEngine(readSettings(), workspace);
+      engine = openEngine(readSettings(), workspace, onApproval);
       await engine;
       void vscode.window.showInformationMessage("keel restarted; reopen the panel to follow the new engine.");
     }),

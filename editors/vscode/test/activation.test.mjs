@@ -91,6 +91,8 @@ test("activation starts the engine and the panel's bridge drives a session with 
   await waitFor("the status bar to show the approval", () => /waiting approval/.test(statusItem.text));
   send({ type: "request", id: 4, method: "approval/respond", params: { approvalId: requested.data.approvalId, decision: "once" } });
   await waitFor("the activity to close", () => events().find((e) => e.type === "activity.closed"));
+  // The panel was not visible: the engine's approval/request was also shown as a notification.
+  assert.ok(recorded.notifications.some((n) => n.message.startsWith("keel: ") && n.items.includes("Allow once")));
   const seqs = events().map((e) => e.seq);
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every event once, in order");
   assert.ok(posted.some((m) => m.type === "delta"), "deltas reach the panel");

@@ -5,7 +5,7 @@ import { join } from "node:path";
 
 /** Loads dist/extension.js with `require("vscode")` answered by a fresh stand-in; returns both. */
 export function loadExtension(root, { workspace, settings }) {
-  const recorded = { output: [], executed: [], views: {}, commands: {}, providers: {} };
+  const recorded = { output: [], executed: [], notifications: [], views: {}, commands: {}, providers: {} };
   const statusItem = { text: "", tooltip: "", command: "", show() {}, dispose() {} };
   const disposable = { dispose() {} };
   const uri = (fsPath) => ({ fsPath, toString: () => fsPath });
@@ -17,7 +17,8 @@ export function loadExtension(root, { workspace, settings }) {
       createStatusBarItem: () => statusItem,
       registerWebviewViewProvider: (id, provider) => ((recorded.views[id] = provider), disposable),
       showErrorMessage: async (message) => recorded.output.push(`error: ${message}`),
-      showInformationMessage: async () => undefined,
+      // Dismissed: the approval stays pending for the panel to answer.
+      showInformationMessage: async (message, ...items) => (recorded.notifications.push({ message, items }), undefined),
     },
     workspace: {
       getConfiguration: () => ({ get: (key) => settings[key] }),
