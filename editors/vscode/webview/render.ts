@@ -113,3 +113,19 @@ export function renderDiff(change: FileChange): HTMLElement {
   }
   return pre;
 }
+
+/** An `apply_patch` input (`*** Begin Patch` format) with its added, removed and header lines marked. */
+export function renderPatch(patch: string): HTMLElement {
+  const pre = element("pre", "diff");
+  for (const line of patch.replace(/\n$/, "").split("\n")) {
+    const kind = line.startsWith("*** ") || line.startsWith("@@")
+      ? "header"
+      : line.startsWith("+")
+        ? "added"
+        : line.startsWith("-")
+          ? "removed"
+          : "context";
+    pre.appendChild(element("div", `diff-line ${kind}`, line));
+  }
+  return pre;
+}

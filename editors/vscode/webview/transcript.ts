@@ -2,7 +2,7 @@
 // streamed deltas that precede them. A delta only ever fills a provisional block that the `*.completed` event
 // then replaces, so missing deltas loses nothing.
 import type { DeltaParams, Event } from "../../sdk-ts/src/generated/protocol";
-import { element, fileChange, renderDiff, renderMarkdown } from "./render";
+import { element, fileChange, renderDiff, renderMarkdown, renderPatch } from "./render";
 
 export interface TranscriptActions {
   answerApproval(approvalId: string, decision: "once" | "always" | "reject"): void;
@@ -172,6 +172,8 @@ export class Transcript {
         button.onclick = () => open(change.path, change.before, change.after);
         card.appendChild(button);
       }
+    } else if (tool === "apply_patch" && typeof (data.input as Data)?.patch === "string") {
+      card.appendChild(renderPatch((data.input as Data).patch as string));
     } else {
       card.appendChild(element("pre", "tool-input", JSON.stringify(data.input, null, 2)));
     }
