@@ -1,6 +1,6 @@
 // The panel's UI in headless Chromium against the real engine through its WebSocket listener: a prompt streamed
 // to the page, a diff shown, an approval clicked, a reload that resumes from the cursor without duplicates, and an
-// engine killed and started again.
+// engine killed and started again, a queued prompt removed, a steer.
 // KEEL_BIN names the engine (tests/vscode.rs sets it); CHROMIUM the browser (default /usr/bin/chromium);
 // KEEL_SCREENSHOTS, when set, is a directory where screenshots of the panel are written.
 import assert from "node:assert/strict";
@@ -174,7 +174,8 @@ test("an engine killed and started again: the page reconnects, resumes from its 
   const next = [
     { text: "Back after the engine restarted." },
     { text: "A slow answer.", delayMs: 1500 },
-    { text: "This queued prompt should never be answered." },
+    { text: "Another slow answer.", delayMs: 1500 },
+    { text: "Steered in." },
   ];
   writeFileSync(join(home, "script.json"), JSON.stringify({ turns: next }));
   await startEngine();
@@ -189,6 +190,7 @@ test("an engine killed and started again: the page reconnects, resumes from its 
 });
 
 test("a prompt queued behind a running one is shown as queued and can be removed", { skip }, async () => {
+  const answersBefore = await count(".message.assistant");
   await page.type(".prompt", "Take your time");
   await page.click(".send");
   await page.waitForFunction(() => document.querySelector(".status")?.textContent === "running");
@@ -200,6 +202,18 @@ test("a prompt queued behind a running one is shown as queued and can be removed
   await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("A slow answer")));
   await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
   assert.equal(await count(".queue-remove"), 0);
+  assert.equal(await count(".message.assistant"), answersBefore + 1, "the removed prompt was never answered");
+});
+
+test("a steer joins the running activity", { skip }, async () => {
+  await page.type(".prompt", "Take your time again");
+  await page.click(".send");
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "running");
+  await page.type(".prompt", "Also this");
+  await page.click(".steer");
+  await page.waitForSelector('.message.user[data-delivery="steered"]');
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("Steered in.")));
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
   const answers = await texts(".message.assistant");
-  assert.ok(!answers.some((t) => t.includes("never be answered")), `${answers}`);
+  assert.deepEqual(answers.slice(-2), ["Another slow answer.", "Steered in."]);
 });
