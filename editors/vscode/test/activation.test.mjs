@@ -2,7 +2,7 @@
 // real engine it starts on stdio: activation to ready, the status bar, and the panel's host bridge (requests,
 // following a session, deltas, an approval, the diff editor). Prints the activation-to-ready time.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, test } from "node:test";
@@ -21,6 +21,8 @@ writeFileSync(
     turns: [
       { text: "Writing it.", chunkDelayMs: 5, toolCalls: [{ id: "call_w", name: "write", input: { filePath: "a.txt", content: "a\n" } }] },
       { text: "done", chunkDelayMs: 5 },
+      { text: "And another.", toolCalls: [{ id: "call_b", name: "write", input: { filePath: "b.txt", content: "b\n" } }] },
+      { text: "done again" },
     ],
   }),
 );
@@ -97,6 +99,15 @@ test("activation starts the engine and the panel's bridge drives a session with 
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every event once, in order");
   assert.ok(posted.some((m) => m.type === "delta"), "deltas reach the panel");
   await waitFor("a status change for the panel", () => posted.some((m) => m.type === "status" && m.status.status === "running"));
+
+  // Answered from the notification this time: the tool runs without the panel.
+  recorded.notificationAnswer = "Allow once";
+  send({ type: "request", id: 6, method: "session/prompt", params: { sessionId, input: [{ type: "text", text: "again" }] } });
+  await waitFor("the second activity to close", () => events().filter((e) => e.type === "activity.closed").length === 2);
+  const resolved = events().filter((e) => e.type === "approval.resolved");
+  assert.equal(resolved.length, 2);
+  assert.equal(resolved[1].data.decision, "once");
+  assert.equal(readFileSync(join(workspace, "b.txt"), "utf8"), "b\n");
 
   send({ type: "request", id: 5, method: "no/such", params: {} });
   assert.equal((await answer(5)).error.code, -32601);

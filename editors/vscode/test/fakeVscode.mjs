@@ -5,7 +5,8 @@ import { join } from "node:path";
 
 /** Loads dist/extension.js with `require("vscode")` answered by a fresh stand-in; returns both. */
 export function loadExtension(root, { workspace, settings }) {
-  const recorded = { output: [], executed: [], notifications: [], views: {}, commands: {}, providers: {} };
+  // `notificationAnswer`: what the user picks in the next notifications (undefined: dismissed).
+  const recorded = { output: [], executed: [], notifications: [], notificationAnswer: undefined, views: {}, commands: {}, providers: {} };
   const statusItem = { text: "", tooltip: "", command: "", show() {}, dispose() {} };
   const disposable = { dispose() {} };
   const uri = (fsPath) => ({ fsPath, toString: () => fsPath });
@@ -17,8 +18,7 @@ export function loadExtension(root, { workspace, settings }) {
       createStatusBarItem: () => statusItem,
       registerWebviewViewProvider: (id, provider) => ((recorded.views[id] = provider), disposable),
       showErrorMessage: async (message) => recorded.output.push(`error: ${message}`),
-      // Dismissed: the approval stays pending for the panel to answer.
-      showInformationMessage: async (message, ...items) => (recorded.notifications.push({ message, items }), undefined),
+      showInformationMessage: async (message, ...items) => (recorded.notifications.push({ message, items }), recorded.notificationAnswer),
     },
     workspace: {
       getConfiguration: () => ({ get: (key) => settings[key] }),
