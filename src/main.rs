@@ -56,12 +56,17 @@ struct ServeArgs {
     /// Serve stdin/stdout (the default).
     #[arg(long, conflicts_with = "listen")]
     stdio: bool,
-    /// `unix:PATH` or `tcp:HOST:PORT`.
+    /// `unix:PATH`, `tcp:HOST:PORT` or `ws://HOST:PORT`.
     #[arg(long)]
     listen: Option<String>,
-    /// A file holding the token that clients must send in `initialize.authToken`; required off loopback.
+    /// A file holding the token that clients must send in `initialize.authToken` (on WebSocket: `Authorization:
+    /// Bearer` or `?token=` in the upgrade); required off loopback.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// A browser origin (`https://host:port`) allowed to open WebSocket connections besides loopback pages;
+    /// repeatable.
+    #[arg(long = "allow-origin", requires = "listen")]
+    allow_origins: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -339,7 +344,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         ),
         None => None,
     };
-    if let Some(Listen::Tcp(addr)) = &listen
+    if let Some(Listen::Tcp(addr) | Listen::Ws(addr)) = &listen
         && !addr.ip().is_loopback()
         && token.is_none()
     {
@@ -367,6 +372,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                     match listen {
                         Listen::Unix(path) => rpc::unix(server, &path).await,
                         Listen::Tcp(addr) => rpc::tcp(server, addr).await,
+                        Listen::Ws(addr) => {
+                            rpc::websocket(server, addr, rpc::OriginPolicy { allowed: args.allow_origins }).await
+                        }
                     }
                 };
                 until_signal(&engine, serving, Ok(())).await.map_err(|e| e.to_string())?;
@@ -379,6 +387,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
 enum Listen {
     Unix(PathBuf),
     Tcp(SocketAddr),
+    Ws(SocketAddr),
 }
 
 fn parse_listen(spec: &str) -> Result<Listen, String> {
@@ -388,7 +397,11 @@ fn parse_listen(spec: &str) -> Result<Listen, String> {
     if let Some(addr) = spec.strip_prefix("tcp:") {
         return addr.parse().map(Listen::Tcp).map_err(|e| format!("bad address {addr:?}: {e}"));
     }
-    Err(format!("--listen takes unix:PATH or tcp:HOST:PORT, not {spec:?}"))
+    if let Some(addr) = spec.strip_prefix("ws://") {
+        let addr = addr.strip_suffix('/').unwrap_or(addr);
+        return addr.parse().map(Listen::Ws).map_err(|e| format!("bad address {addr:?}: {e}"));
+    }
+    Err(format!("--listen takes unix:PATH, tcp:HOST:PORT or ws://HOST:PORT, not {spec:?}"))
 }
 
 fn schema(out: Option<PathBuf>) -> Result<ExitCode, String> {

@@ -21,15 +21,11 @@ pub async fn initialize(engine: Arc<Engine>, p: InitializeParams, call: Call) ->
         let reason = format!("this engine speaks protocol version {PROTOCOL_VERSION}");
         return Err(ApiError::invalid("protocolVersion", reason));
     }
-    if let Some(required) = &call.required_token {
-        // Compared in full, without an early exit, so the time taken says nothing about the token.
-        let given = p.auth_token.as_deref().unwrap_or_default().as_bytes();
-        let matches = given.len() == required.len()
-            && given.iter().zip(required.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if !matches {
-            tracing::info!(connection = call.peer.id(), "initialize refused: bad or missing authToken");
-            return Err(ApiError::Unauthorized("bad or missing authToken"));
-        }
+    if let Some(required) = &call.required_token
+        && !crate::rpc::tokens_match(p.auth_token.as_deref().unwrap_or_default(), required)
+    {
+        tracing::info!(connection = call.peer.id(), "initialize refused: bad or missing authToken");
+        return Err(ApiError::Unauthorized("bad or missing authToken"));
     }
     let already = call.peer.update_lifecycle(|l| {
         let already = l.initialized;

@@ -113,7 +113,31 @@ impl Server {
         self.max_connections
     }
 
+    /// The token clients must present, when the listener is reachable beyond loopback.
+    pub fn required_token(&self) -> Option<&str> {
+        self.required_token.as_deref()
+    }
+
     pub async fn serve<R, W>(self: &Arc<Self>, reader: R, writer: W) -> Ended
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let token = self.required_token.as_deref().map(Arc::from);
+        self.serve_connection(reader, writer, token).await
+    }
+
+    /// Serves a connection whose client already proved the token (a WebSocket upgrade carries it), so `initialize`
+    /// does not ask again.
+    pub async fn serve_authenticated<R, W>(self: &Arc<Self>, reader: R, writer: W) -> Ended
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_connection(reader, writer, None).await
+    }
+
+    async fn serve_connection<R, W>(self: &Arc<Self>, reader: R, writer: W, required_token: Option<Arc<str>>) -> Ended
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -129,7 +153,7 @@ impl Server {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             generation: 0,
             order: HashMap::new(),
-            required_token: self.required_token.as_deref().map(Arc::from),
+            required_token,
             large_frame: false,
         };
         let mut writer_task = None;

@@ -1,4 +1,5 @@
-//! Listeners: stdio (one connection), a Unix socket (mode 0600) and TCP, each accepting many connections.
+//! Listeners: stdio (one connection), a Unix socket (mode 0600) and TCP, each accepting many connections
+//! (WebSocket is in `websocket.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

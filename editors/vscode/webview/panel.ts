@@ -1,0 +1,200 @@
+// The chat panel: a session picker, the transcript, a composer with prompt / steer / interrupt and a model picker.
+// It renders each durable event once and remembers the rendered ones with their cursor, so that a reload (or a
+// restarted engine) resumes from the cursor instead of starting over.
+import type { Event, Session, SessionStatus } from "../../sdk-ts/src/generated/protocol";
+import type { Backend, PanelState, StateStore } from "./backend";
+import { element } from "./render";
+import { Transcript } from "./transcript";
+
+/** Past this many events a reload replays the log instead of keeping them all in the panel's state. */
+const CACHED_EVENTS = 5000;
+
+export class Panel {
+  private state: PanelState;
+  private stopFollowing: (() => void) | undefined;
+  /** The session outgrew the cache: a reload replays it from the start. */
+  private overflowed = false;
+  private readonly transcript: Transcript;
+  private readonly sessions = element("select", "sessions");
+  private readonly models = element("select", "models");
+  private readonly agents = element("select", "agents");
+  private readonly status = element("span", "status", "no session");
+  private readonly usage = element("div", "usage");
+  private readonly prompt = element("textarea", "prompt");
+  private readonly send = element("button", "send", "Send");
+  private readonly steer = element("button", "steer", "Steer");
+  private readonly interrupt = element("button", "interrupt", "Interrupt");
+
+  constructor(
+    root: HTMLElement,
+    private readonly backend: Backend,
+    private readonly store: StateStore,
+  ) {
+    this.state = store.load() ?? { events: [], lastSeq: 0 };
+    const header = element("header");
+    const newSession = element("button", "new-session", "New");
+    header.append(this.sessions, newSession, this.status);
+    const log = element("main", "transcript");
+    const footer = element("footer");
+    this.prompt.placeholder = "Ask keel… (Ctrl+Enter sends; Steer joins the running turn)";
+    const row = element("div", "composer-row");
+    row.append(this.agents, this.models, this.send, this.steer, this.interrupt);
+    footer.append(this.prompt, row);
+    root.replaceChildren(header, this.usage, log, footer);
+    this.transcript = new Transcript(log, {
+      answerApproval: (approvalId, decision) => void this.backend.request("approval/respond", { approvalId, decision }),
+      removeQueued: (inputId) => {
+        const sessionId = this.state.sessionId;
+        if (sessionId) void this.backend.request("session/queue/remove", { sessionId, inputId });
+      },
+      openDiff: backend.openDiff?.bind(backend),
+    });
+
+    newSession.onclick = () => void this.createSession();
+    this.sessions.onchange = () => void this.open(this.sessions.value, false);
+    this.models.onchange = () => {
+      this.state.model = this.models.value;
+      this.save();
+    };
+    this.send.onclick = () => void this.submit("queue");
+    this.steer.onclick = () => void this.submit("steer");
+    this.interrupt.onclick = () => {
+      if (this.state.sessionId) void this.backend.request("session/interrupt", { sessionId: this.state.sessionId });
+    };
+    this.prompt.onkeydown = (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) void this.submit("queue");
+    };
+    backend.onDelta((d) => {
+      if (d.sessionId === this.state.sessionId) this.transcript.delta(d);
+    });
+    backend.onStatus((s) => {
+      if (s.sessionId === this.state.sessionId) this.showStatus(s.status);
+    });
+  }
+
+  async start() {
+    await Promise.all([this.listSessions(), this.listModels(), this.listAgents()]);
+    if (this.state.sessionId) await this.open(this.state.sessionId, true);
+    else this.showStatus(undefined);
+  }
+
+  private async listSessions() {
+    const { sessions } = await this.backend.request("session/list", { cwd: this.backend.workspace });
+    this.sessions.replaceChildren(element("option", undefined, "— sessions —"));
+    for (const s of sessions) {
+      const option = element("option", undefined, s.title || s.id);
+      option.value = s.id;
+      this.sessions.appendChild(option);
+    }
+    if (this.state.sessionId) this.sessions.value = this.state.sessionId;
+  }
+
+  private async listModels() {
+    const { models } = await this.backend.request("model/list", {});
+    const preferred = this.state.model ?? this.backend.defaultModel;
+    this.models.replaceChildren(element("option", undefined, "default model"));
+    (this.models.firstChild as HTMLOptionElement).value = "";
+    for (const m of models.filter((m) => m.available)) {
+      const option = element("option", undefined, m.id);
+      option.value = m.id;
+      this.models.appendChild(option);
+    }
+    this.models.value = preferred;
+  }
+
+  /** The agents the config defines, beside the built-in `build` (there is no agent list method yet). */
+  private async listAgents() {
+    const { config } = await this.backend.request("config/get", { cwd: this.backend.workspace });
+    const configured = Object.keys((config.agents as Record<string, unknown> | undefined) ?? {});
+    this.agents.replaceChildren();
+    for (const name of new Set(["build", ...configured])) {
+      const option = element("option", undefined, name);
+      option.value = name;
+      this.agents.appendChild(option);
+    }
+    this.agents.value = this.state.agent ?? "build";
+    this.agents.onchange = () => {
+      this.state.agent = this.agents.value;
+      this.save();
+    };
+  }
+
+  private async createSession(): Promise<string> {
+    const model = this.models.value || undefined;
+    const { session } = await this.backend.request("session/create", { cwd: this.backend.workspace, model });
+    await this.listSessions();
+    await this.open(session.id, false);
+    return session.id;
+  }
+
+  /** Shows a session: from the cached events and cursor after a reload, else from its beginning. */
+  private async open(sessionId: string, fromCache: boolean) {
+    this.stopFollowing?.();
+    this.stopFollowing = undefined;
+    this.overflowed = false;
+    this.transcript.clear();
+    if (!sessionId) return;
+    if (!fromCache || this.state.sessionId !== sessionId) {
+      this.state = { ...this.state, sessionId, events: [], lastSeq: 0 };
+    }
+    this.sessions.value = sessionId;
+    for (const e of this.state.events) this.transcript.event(e);
+    const { session } = await this.backend.request("session/get", { sessionId });
+    this.showStatus(session.status);
+    this.showUsage(session);
+    this.save();
+    this.stopFollowing = await this.backend.follow(sessionId, this.state.lastSeq, (e) => this.received(e));
+  }
+
+  private received(e: Event) {
+    if (e.sessionId !== this.state.sessionId || e.seq <= this.state.lastSeq) return;
+    this.transcript.event(e);
+    if (e.type === "session.status") this.showStatus((e.data as { status: SessionStatus }).status);
+    if (e.type === "turn.completed" || e.type === "compaction.completed") void this.refreshUsage(e.sessionId);
+    this.state.lastSeq = e.seq;
+    if (!this.overflowed) this.state.events.push(e);
+    if (this.state.events.length > CACHED_EVENTS) {
+      this.overflowed = true;
+      this.state.events = [];
+    }
+    this.save();
+  }
+
+  private async submit(delivery: "queue" | "steer") {
+    const text = this.prompt.value.trim();
+    if (!text) return;
+    this.prompt.value = "";
+    const sessionId = this.state.sessionId ?? (await this.createSession());
+    const model = this.models.value || undefined;
+    const agent = this.agents.value || undefined;
+    await this.backend.request("session/prompt", { sessionId, input: [{ type: "text", text }], delivery, model, agent });
+  }
+
+  private showStatus(status: SessionStatus | undefined) {
+    this.status.textContent = status ?? "no session";
+    this.status.dataset.status = status ?? "";
+    const busy = status === "running" || status === "waiting_approval" || status === "retrying";
+    this.interrupt.disabled = !busy;
+    this.steer.disabled = !busy;
+    this.send.textContent = busy ? "Queue" : "Send";
+  }
+
+  private async refreshUsage(sessionId: string) {
+    const { session } = await this.backend.request("session/get", { sessionId });
+    if (session.id === this.state.sessionId) this.showUsage(session);
+  }
+
+  /** What the session has used so far, by the provider's count. */
+  private showUsage(session: Session) {
+    const u = session.usage;
+    const k = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : String(n));
+    const cost = u.costUsd ? ` · $${u.costUsd.toFixed(4)}` : "";
+    const model = session.model || "default model";
+    this.usage.textContent = `${model} · ${k(u.inputTokens)} in · ${k(u.outputTokens)} out tokens${cost}`;
+  }
+
+  private save() {
+    // Events that do not fit are replayed on reload instead: the cursor goes with them.
+    this.store.save(this.overflowed ? { ...this.state, events: [], lastSeq: 0 } : this.state);
+  }
+}
