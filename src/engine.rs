@@ -134,6 +134,12 @@ impl Engine {
         (config, sources)
     }
 
+    /// The slash commands for sessions in `cwd` (see `agent::commands`).
+    pub fn commands(&self, cwd: Option<&str>) -> Vec<crate::agent::commands::Command> {
+        let config = self.config(cwd);
+        crate::agent::commands::discover(&config, &self.services.paths, cwd.map(std::path::Path::new))
+    }
+
     /// How full a session's context is against its model's window.
     pub fn context_figures(&self, session: &SessionRow) -> Result<ContextFigures, store::Error> {
         let config = self.config(Some(&session.cwd));

@@ -228,3 +228,43 @@ async fn usage_updates_a_title_and_the_prompt_answers_usage() {
     let list = c.ok("session/list", json!({})).await;
     assert_eq!(list["sessions"][0]["title"], "Look around the repository");
 }
+
+#[tokio::test]
+async fn commands_and_skills_are_announced_and_a_slash_prompt_runs_its_command() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let write = |path: &str, text: &str| {
+        let path = std::path::Path::new(&ws).join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(".keel/commands/explain.md", "---\ndescription: Explain a file\n---\nExplain $ARGUMENTS in two lines.");
+    write(".claude/skills/release/SKILL.md", "---\ndescription: Cut a release\n---\nTag it.");
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    let announced = loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "available_commands_update" {
+            break m;
+        }
+    };
+    assert_eq!(announced["params"]["sessionId"], session.as_str());
+    let commands = announced["params"]["update"]["availableCommands"].as_array().unwrap();
+    let names: Vec<&str> = commands.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["compact", "explain", "init", "release", "review"]);
+    let explain = commands.iter().find(|c| c["name"] == "explain").unwrap();
+    assert_eq!(explain["description"], "Explain a file");
+    assert!(explain["input"]["hint"].is_string());
+
+    mock.push(ScriptTurn { text: Some("it parses".into()), ..Default::default() });
+    let (_, answer) = c.start_request(
+        "session/prompt",
+        json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "/explain src/lib.rs" }] }),
+    );
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let request = mock.requests()[0].body.to_string();
+    assert!(request.contains("Explain src/lib.rs in two lines."), "{request}");
+}

@@ -269,3 +269,47 @@ async fn the_skill_tool_loads_a_skill_with_its_files() {
     let system = mock.requests()[0].body["messages"][0]["content"].as_str().unwrap().to_owned();
     assert!(system.contains("- release: Cut a release"), "{system}");
 }
+
+#[tokio::test]
+async fn a_slash_command_sends_its_template_with_the_arguments() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let extra = json!({ "commands": { "hello": { "template": "Say hello to $1.", "description": "Greets" } } });
+    let engine = start(&home, &mock, extra).await;
+    let ws = home.workspace();
+    write(
+        &Path::new(&ws).join(".keel/commands/fix.md"),
+        "---\ndescription: Fix a failing test\nagent: plan\n---\nFind why $ARGUMENTS fails and propose a fix.\n",
+    );
+    write(&Path::new(&ws).join(".keel/skills/release/SKILL.md"), "---\ndescription: Cut a release\n---\nTag it.");
+    let c = engine.connect().await;
+    let listed = c.ok("command/list", json!({ "cwd": ws })).await;
+    let names: Vec<&str> = listed["commands"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["compact", "fix", "hello", "init", "release", "review"]);
+    let fix = listed["commands"].as_array().unwrap().iter().find(|c| c["name"] == "fix").unwrap();
+    assert_eq!(fix["description"], "Fix a failing test");
+    assert!(fix["source"].as_str().unwrap().ends_with(".keel/commands/fix.md"));
+
+    let session = c.create_session(&ws).await;
+    let sub = c.subscribe(&session, 0).await;
+    mock.push(say("a plan"));
+    c.ok("session/command", json!({ "sessionId": session, "command": "fix", "arguments": "the login test" })).await;
+    let events = c.events_until(&sub, closed).await;
+    assert_eq!(of_type(&events, "turn.started")[0]["data"]["agent"], "plan");
+    let request = mock.requests()[0].body.to_string();
+    assert!(request.contains("Find why the login test fails and propose a fix."), "{request}");
+
+    mock.push(say("hello"));
+    c.ok("session/command", json!({ "sessionId": session, "command": "hello", "arguments": "keel and more" })).await;
+    c.events_until(&sub, closed).await;
+    assert!(mock.requests()[1].body.to_string().contains("Say hello to keel."));
+
+    let unknown = c.err("session/command", json!({ "sessionId": session, "command": "nope" })).await;
+    assert_eq!(unknown.code, -32602);
+    assert!(unknown.message.contains("fix") && unknown.message.contains("compact"), "{}", unknown.message);
+
+    // `compact` queues a compaction, like `session/compact`.
+    c.ok("session/command", json!({ "sessionId": session, "command": "compact" })).await;
+    let events = c.events_until(&sub, closed).await;
+    assert_eq!(of_type(&events, "input.admitted")[0]["data"]["kind"], "compact");
+}

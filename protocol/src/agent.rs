@@ -87,3 +87,50 @@ method!(
     Option<CwdParams>,
     SkillListResult
 );
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandListResult {
+    pub commands: Vec<CommandInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandInfo {
+    pub name: String,
+    pub description: String,
+    /// What the arguments are for, when the command takes any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// `builtin`, `config`, `skill`, or the markdown file that declares it.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCommandParams {
+    pub session_id: String,
+    /// The command's name, without the slash.
+    pub command: String,
+    /// The text after the command: `$ARGUMENTS` (and `$1`, `$2`… word by word) in its template.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+method!(
+    /// Built-in commands (`compact`, `init`, `review`), config's `commands`, markdown commands of `.keel/commands/`
+    /// (or `.opencode/command(s)/`) and of the global config folder's `commands/`, and a command per skill.
+    CommandList,
+    "command/list",
+    Option<CwdParams>,
+    CommandListResult
+);
+method!(
+    /// Runs a command: its template, with the arguments put in, is admitted as a queued prompt (with the command's
+    /// agent and model); `compact` queues a compaction.
+    SessionCommand,
+    "session/command",
+    SessionCommandParams,
+    crate::input::PromptResult,
+    ordered_by = "sessionId"
+);

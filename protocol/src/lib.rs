@@ -92,6 +92,8 @@ macro_rules! client_methods {
             $crate::compaction::SessionCompact,
             $crate::agent::AgentList,
             $crate::agent::SkillList,
+            $crate::agent::CommandList,
+            $crate::agent::SessionCommand,
         }
     };
 }

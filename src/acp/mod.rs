@@ -131,6 +131,7 @@ async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call)
     let new = NewSession { cwd: params.cwd, title: None, agent: None, model: None, parent_id: None };
     let session = engine.sessions.create(new)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
+    announce_commands(&engine, &call, &session.id, &session.cwd);
     Ok(NewSessionResponse { config_options: config_options(&engine, &session.id)?, session_id: session.id })
 }
 
@@ -139,6 +140,36 @@ async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call:
     let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
     Ok(ConfigOptionsResponse { config_options: config_options(&engine, &params.session_id)? })
+}
+
+/// Tells the client the session's slash commands (commands and skills) once it knows the session.
+fn announce_commands(engine: &Arc<Engine>, call: &Call, session_id: &str, cwd: &str) {
+    let available_commands = engine
+        .commands(Some(cwd))
+        .into_iter()
+        .map(|c| AvailableCommand {
+            description: c.description().to_owned(),
+            input: c.takes_arguments().then(|| CommandInput { hint: "arguments".into() }),
+            name: c.name,
+        })
+        .collect();
+    let update = SessionUpdate {
+        kind: UpdateKind::AvailableCommandsUpdate(AvailableCommands { available_commands }),
+        meta: Meta { keel: Position { seq: None, after_seq: None } },
+    };
+    let (peer, session_id) = (Arc::clone(&call.peer), session_id.to_owned());
+    call.after_response(move || {
+        let task = format!("commands {session_id}");
+        let sender = Arc::clone(&peer);
+        peer.spawn_task(task, async move { send_update(&sender, &session_id, update).await });
+    });
+}
+
+/// A prompt that is one text starting with a known `/command`: that command's input.
+fn slash_command(engine: &Engine, cwd: &str, input: &[ContentPart]) -> Option<NewInput> {
+    let [ContentPart::Text { text }] = input else { return None };
+    let (name, arguments) = crate::agent::commands::parse_invocation(text)?;
+    crate::api::agent::command_input(engine, cwd, name, arguments).ok()
 }
 
 /// ACP's `mcpServers` as keel's specs. A server that cannot be used (SSE, a program that does not exist) is the
@@ -238,6 +269,7 @@ async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Cal
     let session = engine.sessions.get(&session_id)?;
     let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
     start_mcp(&engine, &call.peer, &session_id, &session.cwd, specs);
+    announce_commands(&engine, &call, &session_id, &session.cwd);
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
     let mut history = engine.follow(&session_id, Some(0))?;
     while let Some(events) = history.next_page(512, false).await? {
@@ -351,14 +383,14 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
     let session_id = params.session_id;
     let session = engine.sessions.get(&session_id)?;
     let input = input_of(params.prompt)?;
-    let new = NewInput {
+    let new = slash_command(&engine, &session.cwd, &input).unwrap_or(NewInput {
         input_id: None,
         delivery: Delivery::Queue,
         input,
         agent: None,
         model: None,
         kind: InputKind::Prompt,
-    };
+    });
     let mut run = engine.prompt(&session_id, new)?;
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();

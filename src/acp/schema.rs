@@ -411,6 +411,26 @@ pub enum UpdateKind {
     Plan(Plan),
     UsageUpdate(Usage),
     SessionInfoUpdate(SessionInfoUpdate),
+    AvailableCommandsUpdate(AvailableCommands),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailableCommands {
+    pub available_commands: Vec<AvailableCommand>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AvailableCommand {
+    pub name: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<CommandInput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandInput {
+    pub hint: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,6 +4,7 @@
 //! config's `agents`, in that order, field by field. The result lives in `Config::agents`, so every reader of the
 //! config sees the same agents.
 
+pub mod commands;
 pub mod instructions;
 pub mod markdown;
 pub mod skills;

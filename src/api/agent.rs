@@ -1,12 +1,18 @@
-//! `agent/list` and `skill/list`.
+//! `agent/list`, `skill/list`, `command/list` and `session/command`.
 
 use std::sync::Arc;
 
-use keel_protocol::agent::{AgentInfo, AgentListResult, CwdParams, SkillInfo, SkillListResult};
+use keel_protocol::agent::{
+    AgentInfo, AgentListResult, CommandInfo, CommandListResult, CwdParams, SessionCommandParams, SkillInfo,
+    SkillListResult,
+};
+use keel_protocol::input::{ContentPart, Delivery, InputKind, PromptResult};
 
 use super::ApiError;
+use crate::agent::commands::COMPACT;
 use crate::engine::Engine;
 use crate::rpc::Call;
+use crate::session::inbox::NewInput;
 
 fn cwd(p: Option<CwdParams>) -> Option<String> {
     p.and_then(|p| p.cwd).or_else(|| std::env::current_dir().ok().map(|d| d.display().to_string()))
@@ -35,4 +41,68 @@ pub async fn skills(engine: Arc<Engine>, p: Option<CwdParams>, _: Call) -> Resul
         .map(|s| SkillInfo { name: s.name, description: s.description, path: s.path.display().to_string() })
         .collect();
     Ok(SkillListResult { skills })
+}
+
+pub async fn commands(engine: Arc<Engine>, p: Option<CwdParams>, _: Call) -> Result<CommandListResult, ApiError> {
+    let cwd = cwd(p);
+    let commands = engine
+        .commands(cwd.as_deref())
+        .into_iter()
+        .map(|c| CommandInfo {
+            description: c.description().to_owned(),
+            hint: c.takes_arguments().then(|| "arguments".to_owned()),
+            source: c.source,
+            name: c.name,
+        })
+        .collect();
+    Ok(CommandListResult { commands })
+}
+
+pub async fn run(engine: Arc<Engine>, p: SessionCommandParams, _: Call) -> Result<PromptResult, ApiError> {
+    let session = engine.sessions.get(&p.session_id)?;
+    let new = command_input(&engine, &session.cwd, &p.command, &p.arguments)?;
+    if let Some(model) = &new.model {
+        super::session::check_model(&engine, Some(&session.cwd), model)?;
+    }
+    let receipt = engine.admit(&p.session_id, new)?;
+    Ok(PromptResult {
+        input_id: receipt.input_id,
+        delivery: receipt.delivery,
+        disposition: receipt.disposition,
+        admitted_seq: receipt.admitted_seq,
+    })
+}
+
+/// The input a command sends: its expanded template as a queued prompt with its agent and model, or a compaction.
+pub fn command_input(engine: &Engine, cwd: &str, name: &str, arguments: &str) -> Result<NewInput, ApiError> {
+    let commands = engine.commands(Some(cwd));
+    let Some(command) = commands.iter().find(|c| c.name == name) else {
+        let names: Vec<&str> = commands.iter().map(|c| c.name.as_str()).collect();
+        return Err(ApiError::invalid(
+            "command",
+            format!("no command {name:?}; the commands are: {}", names.join(", ")),
+        ));
+    };
+    if command.name == COMPACT && command.source == "builtin" {
+        return Ok(NewInput {
+            input_id: None,
+            delivery: Delivery::Queue,
+            input: Vec::new(),
+            agent: None,
+            model: None,
+            kind: InputKind::Compact,
+        });
+    }
+    let text = command.expand(arguments);
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("command", format!("the command {name:?} has an empty template")));
+    }
+    Ok(NewInput {
+        input_id: None,
+        delivery: Delivery::Queue,
+        input: vec![ContentPart::Text { text }],
+        agent: command.settings.agent.clone(),
+        model: command.settings.model.clone(),
+        kind: InputKind::Prompt,
+    })
 }

@@ -1,6 +1,6 @@
 //! Thin adapters: protocol params → engine calls → protocol results. Protocol types stop here.
 
-mod agent;
+pub(crate) mod agent;
 mod approval;
 mod catalog;
 mod client;
@@ -91,6 +91,8 @@ mod bound {
         keel_protocol::compaction::SessionCompact => input::compact,
         keel_protocol::agent::AgentList => agent::list,
         keel_protocol::agent::SkillList => agent::skills,
+        keel_protocol::agent::CommandList => agent::commands,
+        keel_protocol::agent::SessionCommand => agent::run,
     }
 }
 

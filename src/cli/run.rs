@@ -153,13 +153,23 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
             answer(&engine, row, options.approve);
         }
     }
-    let input = NewInput {
-        input_id: None,
-        delivery: Delivery::Queue,
-        input: vec![ContentPart::Text { text: options.prompt.clone() }],
-        agent: options.agent.clone(),
-        model: options.model.clone(),
-        kind: InputKind::Prompt,
+    // `keel run "/review focus on the parser"` runs a slash command; unknown names are sent as written.
+    let command = crate::agent::commands::parse_invocation(&options.prompt)
+        .and_then(|(name, arguments)| crate::api::agent::command_input(&engine, &session.cwd, name, arguments).ok());
+    let input = match command {
+        Some(mut input) => {
+            input.agent = options.agent.clone().or(input.agent);
+            input.model = options.model.clone().or(input.model);
+            input
+        }
+        None => NewInput {
+            input_id: None,
+            delivery: Delivery::Queue,
+            input: vec![ContentPart::Text { text: options.prompt.clone() }],
+            agent: options.agent.clone(),
+            model: options.model.clone(),
+            kind: InputKind::Prompt,
+        },
     };
     let created = options.session.is_none() && !options.continue_last;
     let mut run = engine.prompt(&session_id, input)?;

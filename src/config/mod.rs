@@ -37,6 +37,10 @@ pub struct Config {
     pub permissions: Vec<PermissionRule>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSettings>,
+    /// Slash commands by name: `{"test": {"template": "Run the tests of $ARGUMENTS and fix what fails",
+    /// "description": "…", "agent": "build", "model": "provider/model"}}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, CommandSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction: Option<CompactionSettings>,
     /// Execution ownership and crash recovery; the environment's `KEEL_LEASE_MS`, `KEEL_LEASE_RENEW_MS` and
@@ -161,6 +165,19 @@ pub struct AgentSettings {
     /// Rules that apply after every other rule while this agent runs (`plan` denies edits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<PermissionRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandSettings {
+    /// The prompt; `$ARGUMENTS` is replaced by the text after the command, `$1`, `$2`… by its words.
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -17,15 +17,20 @@ export type McpStatus = "starting" | "ready" | "failed" | "stopped";
 export type RecoveryDecision = "retry" | "abandon";
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "Delivery".
+ */
+export type Delivery = "queue" | "steer";
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "Disposition".
+ */
+export type Disposition = ("queued" | "steered") | "started";
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "SessionStatus".
  */
 export type SessionStatus =
   ("idle" | "running" | "waiting_approval" | "retrying" | "failed") | "recovering" | "suspended";
-/**
- * This interface was referenced by `KeelProtocol`'s JSON-Schema
- * via the `definition` "Delivery".
- */
-export type Delivery = "queue" | "steer";
 /**
  * One piece of user input.
  *
@@ -91,11 +96,6 @@ export type ToolStatus = "pending" | "running" | "completed" | "failed";
  * via the `definition` "Role".
  */
 export type Role = "user" | "assistant";
-/**
- * This interface was referenced by `KeelProtocol`'s JSON-Schema
- * via the `definition` "Disposition".
- */
-export type Disposition = ("queued" | "steered") | "started";
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "DeltaKind".
@@ -186,6 +186,10 @@ export interface KeelRequests {
     params: AuthSetParams;
     result: Empty;
   };
+  "command/list": {
+    params: CwdParams | null;
+    result: CommandListResult;
+  };
   "config/get": {
     params: ConfigGetParams | null;
     result: ConfigGetResult;
@@ -213,6 +217,10 @@ export interface KeelRequests {
   "recovery/decide": {
     params: RecoveryDecideParams;
     result: Empty;
+  };
+  "session/command": {
+    params: SessionCommandParams;
+    result: PromptResult;
   };
   "session/compact": {
     params: CompactParams;
@@ -381,6 +389,29 @@ export interface AuthRemoveResult {
 export interface AuthSetParams {
   apiKey: string;
   provider: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "CommandListResult".
+ */
+export interface CommandListResult {
+  commands: CommandInfo[];
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "CommandInfo".
+ */
+export interface CommandInfo {
+  description: string;
+  /**
+   * What the arguments are for, when the command takes any.
+   */
+  hint?: string | null;
+  name: string;
+  /**
+   * `builtin`, `config`, `skill`, or the markdown file that declares it.
+   */
+  source: string;
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
@@ -687,6 +718,33 @@ export interface ProviderInfo {
 export interface RecoveryDecideParams {
   decision: RecoveryDecision;
   sessionId: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "SessionCommandParams".
+ */
+export interface SessionCommandParams {
+  /**
+   * The text after the command: `$ARGUMENTS` (and `$1`, `$2`… word by word) in its template.
+   */
+  arguments?: string;
+  /**
+   * The command's name, without the slash.
+   */
+  command: string;
+  sessionId: string;
+}
+/**
+ * The receipt of an admitted input: it is on disk when this is returned.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PromptResult".
+ */
+export interface PromptResult {
+  admittedSeq: number;
+  delivery: Delivery;
+  disposition: Disposition;
+  inputId: string;
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
@@ -1022,18 +1080,6 @@ export interface PromptParams {
    */
   model?: string | null;
   sessionId: string;
-}
-/**
- * The receipt of an admitted input: it is on disk when this is returned.
- *
- * This interface was referenced by `KeelProtocol`'s JSON-Schema
- * via the `definition` "PromptResult".
- */
-export interface PromptResult {
-  admittedSeq: number;
-  delivery: Delivery;
-  disposition: Disposition;
-  inputId: string;
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
