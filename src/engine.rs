@@ -22,6 +22,7 @@ pub use crate::session::Settings;
 pub use facade::MessagePage;
 
 mod facade;
+pub mod jobs;
 mod subagents;
 
 pub struct Engine {
@@ -30,6 +31,7 @@ pub struct Engine {
     coordinator: Arc<Coordinator>,
     mcp: Arc<mcp::Manager>,
     subagents: Arc<dyn tool::task::Delegate>,
+    jobs: Arc<jobs::Jobs>,
 }
 
 impl Engine {
@@ -46,9 +48,12 @@ impl Engine {
             services,
             mcp,
             subagents: Arc::new(subagents::Subagents::new(engine.clone())),
+            jobs: Arc::new(jobs::Jobs::new(engine.clone())),
         });
-        // The engine owns its delegate; the `task` tool holds only a weak reference, so nothing cycles.
+        // The engine owns its delegate and job runner; the tools hold only weak references, so nothing cycles.
         let _ = engine.services.delegate.set(Arc::downgrade(&engine.subagents));
+        let background: Arc<dyn tool::shell::Background> = engine.jobs.clone();
+        let _ = engine.services.background.set(Arc::downgrade(&background));
         Ok(engine)
     }
 
@@ -62,6 +67,7 @@ impl Engine {
     /// taking over sessions that nobody runs, now and periodically. Nothing here delays serving. Needs a running
     /// tokio runtime.
     pub fn start(self: &Arc<Self>) {
+        jobs::sweep(self);
         let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
         self.mcp.start_configured(&self.config(Some(&cwd.to_string_lossy())), &cwd);
         let store = Arc::clone(&self.services.store);
@@ -132,6 +138,24 @@ impl Engine {
             .unwrap_or_default();
         let sources = crate::agent::complete(&mut config, &self.services.paths, cwd.map(std::path::Path::new));
         (config, sources)
+    }
+
+    /// Kills a running job of this process; false when it is not running here.
+    pub fn cancel_job(&self, job_id: &str) -> bool {
+        self.jobs.cancel(job_id)
+    }
+
+    /// The jobs, newest first.
+    pub fn jobs(
+        &self,
+        session_id: Option<&str>,
+        running_only: bool,
+    ) -> Result<Vec<crate::store::jobs::JobRow>, store::Error> {
+        self.services.store.query(|c| crate::store::jobs::list(c, session_id, running_only))
+    }
+
+    pub fn job(&self, job_id: &str) -> Result<Option<crate::store::jobs::JobRow>, store::Error> {
+        self.services.store.query(|c| crate::store::jobs::get(c, job_id))
     }
 
     /// The slash commands for sessions in `cwd` (see `agent::commands`).

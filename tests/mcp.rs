@@ -550,8 +550,10 @@ async fn acp_reports_mcp_servers_that_cannot_start() {
     let told = tokio::time::timeout(WAIT, async {
         loop {
             let m = c.next_message().await;
-            if m["method"] == "session/update" && m["params"]["sessionId"] == session {
-                return m["params"]["update"].clone();
+            let update = &m["params"]["update"];
+            let about_session = m["method"] == "session/update" && m["params"]["sessionId"] == session;
+            if about_session && update["sessionUpdate"] != "available_commands_update" {
+                return update.clone();
             }
         }
     })

@@ -13,6 +13,7 @@ use crate::agent::{SubagentCompletedData, SubagentStartedData};
 use crate::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use crate::compaction::{CompactionCompletedData, CompactionFailedData, CompactionStartedData};
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
+use crate::job::{JobCancelledData, JobCompletedData, JobFailedData, JobStartedData};
 use crate::recovery::{RecoveryRequiredData, RecoveryResolvedData};
 use crate::turn::{
     ActivityClosedData, ActivityOpenedData, ActivityResumedData, ActivitySuspendedData, InputAdmittedData,
@@ -145,6 +146,11 @@ catalogue! {
     /// A `task` call started a child session.
     SubagentStarted = "subagent.started", 1 => SubagentStartedData;
     SubagentCompleted = "subagent.completed", 1 => SubagentCompletedData;
+    /// A background job started; its end is delivered into the session as input.
+    JobStarted = "job.started", 1 => JobStartedData;
+    JobCompleted = "job.completed", 1 => JobCompletedData;
+    JobFailed = "job.failed", 1 => JobFailedData;
+    JobCancelled = "job.cancelled", 1 => JobCancelledData;
 }
 
 impl fmt::Display for EventKind {

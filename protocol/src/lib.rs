@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod initialize;
 pub mod input;
+pub mod job;
 pub mod mcp;
 pub mod model;
 pub mod recovery;
@@ -94,6 +95,9 @@ macro_rules! client_methods {
             $crate::agent::SkillList,
             $crate::agent::CommandList,
             $crate::agent::SessionCommand,
+            $crate::job::JobList,
+            $crate::job::JobOutput,
+            $crate::job::JobCancel,
         }
     };
 }

@@ -121,6 +121,8 @@ pub struct SessionGetResult {
     pub queue_paused: bool,
     pub pending_approvals: Vec<crate::approval::Approval>,
     pub context: ContextUsage,
+    /// Its background jobs still running.
+    pub running_jobs: Vec<crate::job::Job>,
 }
 
 /// How full the model's context is: what the session's next request would hold, against its model's window.

@@ -131,7 +131,7 @@ async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call)
     let new = NewSession { cwd: params.cwd, title: None, agent: None, model: None, parent_id: None };
     let session = engine.sessions.create(new)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
-    announce_commands(&engine, &call, &session.id, &session.cwd);
+    announce_commands(&engine, &call, &session.id, &session.cwd, session.head_seq);
     Ok(NewSessionResponse { config_options: config_options(&engine, &session.id)?, session_id: session.id })
 }
 
@@ -143,7 +143,8 @@ async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call:
 }
 
 /// Tells the client the session's slash commands (commands and skills) once it knows the session.
-fn announce_commands(engine: &Arc<Engine>, call: &Call, session_id: &str, cwd: &str) {
+/// `after_seq` places it in the session's log, as every update is.
+fn announce_commands(engine: &Arc<Engine>, call: &Call, session_id: &str, cwd: &str, after_seq: u64) {
     let available_commands = engine
         .commands(Some(cwd))
         .into_iter()
@@ -155,7 +156,7 @@ fn announce_commands(engine: &Arc<Engine>, call: &Call, session_id: &str, cwd: &
         .collect();
     let update = SessionUpdate {
         kind: UpdateKind::AvailableCommandsUpdate(AvailableCommands { available_commands }),
-        meta: Meta { keel: Position { seq: None, after_seq: None } },
+        meta: Meta { keel: Position { seq: None, after_seq: Some(after_seq) } },
     };
     let (peer, session_id) = (Arc::clone(&call.peer), session_id.to_owned());
     call.after_response(move || {
@@ -269,7 +270,7 @@ async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Cal
     let session = engine.sessions.get(&session_id)?;
     let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
     start_mcp(&engine, &call.peer, &session_id, &session.cwd, specs);
-    announce_commands(&engine, &call, &session_id, &session.cwd);
+    announce_commands(&engine, &call, &session_id, &session.cwd, session.head_seq);
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
     let mut history = engine.follow(&session_id, Some(0))?;
     while let Some(events) = history.next_page(512, false).await? {

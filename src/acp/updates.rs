@@ -207,7 +207,11 @@ impl Mapper {
             | EventBody::RecoveryResolved(_)
             | EventBody::CompactionStarted(_)
             | EventBody::CompactionFailed(_)
-            | EventBody::SubagentCompleted(_) => {}
+            | EventBody::SubagentCompleted(_)
+            | EventBody::JobStarted(_)
+            | EventBody::JobCompleted(_)
+            | EventBody::JobFailed(_)
+            | EventBody::JobCancelled(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

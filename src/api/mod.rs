@@ -6,6 +6,7 @@ mod catalog;
 mod client;
 mod error;
 mod input;
+mod job;
 mod lifecycle;
 pub(crate) mod params;
 mod session;
@@ -93,6 +94,9 @@ mod bound {
         keel_protocol::agent::SkillList => agent::skills,
         keel_protocol::agent::CommandList => agent::commands,
         keel_protocol::agent::SessionCommand => agent::run,
+        keel_protocol::job::JobList => job::list,
+        keel_protocol::job::JobOutput => job::output,
+        keel_protocol::job::JobCancel => job::cancel,
     }
 }
 

@@ -65,6 +65,12 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
         queue_paused,
         pending_approvals: engine.pending_approvals(&p.session_id)?.into_iter().map(super::approval::to_wire).collect(),
         context,
+        running_jobs: engine
+            .jobs(Some(&p.session_id), true)
+            .map_err(crate::session::Error::from)?
+            .into_iter()
+            .map(super::job::to_wire)
+            .collect(),
     })
 }
 

@@ -423,6 +423,13 @@ impl Printer {
             EventBody::SubagentStarted(d) => {
                 eprintln!("  ↳ {} subagent: {} (session {})", d.agent, d.description, d.child_session_id)
             }
+            EventBody::JobStarted(d) => eprintln!("  ⧗ background job {}: {}", d.job_id, d.command),
+            EventBody::JobCompleted(d) => {
+                let code = d.exit_code.map_or_else(|| "a signal".to_owned(), |c| c.to_string());
+                eprintln!("  ⧗ job {} exited with {code}", d.job_id)
+            }
+            EventBody::JobFailed(d) => eprintln!("  ⧗ job {} failed: {}", d.job_id, d.error),
+            EventBody::JobCancelled(d) => eprintln!("  ⧗ job {} cancelled", d.job_id),
             EventBody::SubagentCompleted(d) => {
                 eprintln!("  ↳ subagent {}: {}", d.child_session_id, keel_protocol::wire_name(&d.reason))
             }

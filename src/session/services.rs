@@ -82,6 +82,8 @@ pub struct Services {
     pub shutdown: CancellationToken,
     /// Where the engine installs what runs `task` calls.
     pub delegate: tool::task::DelegateSlot,
+    /// Where the engine installs what runs background jobs.
+    pub background: tool::shell::BackgroundSlot,
 }
 
 /// A lease held by a drain of this process.
@@ -98,11 +100,13 @@ impl Services {
         let (deltas, _) = broadcast::channel(1024);
         let (notices, _) = broadcast::channel(256);
         let delegate = tool::task::DelegateSlot::default();
+        let background = tool::shell::BackgroundSlot::default();
         Self {
             store,
             providers,
-            tools: tool::Registry::with_agents(&paths, Arc::clone(&delegate)),
+            tools: tool::Registry::with_agents(&paths, Arc::clone(&delegate), Arc::clone(&background)),
             delegate,
+            background,
             paths,
             settings,
             deltas,

@@ -157,7 +157,7 @@ impl Store {
 }
 
 /// This machine's name, as lease rows record it.
-fn host() -> String {
+pub(crate) fn host() -> String {
     let mut name = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length, which is what gethostname is told.
     let ok = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0;
@@ -167,7 +167,7 @@ fn host() -> String {
 
 /// Whether a process of this host exists; a recycled pid counts as alive, which only delays a takeover until the
 /// lease expires (and fencing makes even a wrong takeover safe).
-fn process_exists(pid: i64) -> bool {
+pub(crate) fn process_exists(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     if pid <= 0 {
         return false;

@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_permissions", include_str!("../../migrations/0003_permissions.sql")),
     ("0004_ownership", include_str!("../../migrations/0004_ownership.sql")),
     ("0005_compaction", include_str!("../../migrations/0005_compaction.sql")),
+    ("0006_jobs", include_str!("../../migrations/0006_jobs.sql")),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {

@@ -9,7 +9,8 @@ mod column;
 pub mod context;
 mod feed;
 pub mod inputs;
-mod lease;
+pub mod jobs;
+pub(crate) mod lease;
 mod migrate;
 mod projection;
 pub mod sessions;
@@ -417,12 +418,18 @@ fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
 /// What closes the activity a fork copied while it ran: its unsettled calls fail, its questions are withdrawn.
 fn fork_closing(conn: &Connection, session_id: &str) -> Result<Vec<NewEvent>> {
     use keel_protocol::approval::{ApprovalResolvedData, Resolved};
+    use keel_protocol::job::JobFailedData;
     use keel_protocol::session::SessionStatus;
     use keel_protocol::turn::{ActivityClosedData, CloseReason, StatusData, ToolFailedData};
-    let Some(activity_id) = sessions::get(conn, session_id)?.and_then(|s| s.active_activity) else {
-        return Ok(Vec::new());
-    };
+    // A job's process belongs to the source session; the fork only remembers it ran.
     let mut events = Vec::new();
+    for job_id in jobs::running(conn, session_id)? {
+        let error = "the session was forked while this job ran; it belongs to the source session".to_owned();
+        events.push(NewEvent::new(EventBody::JobFailed(JobFailedData { job_id, error }))?);
+    }
+    let Some(activity_id) = sessions::get(conn, session_id)?.and_then(|s| s.active_activity) else {
+        return Ok(events);
+    };
     for (call_id, _) in transcript::unsettled_tool_calls(conn, session_id)? {
         let error = "not run: the session was forked before this call finished".to_owned();
         events.push(NewEvent::new(EventBody::ToolFailed(ToolFailedData { call_id, error }))?);

@@ -49,6 +49,17 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
         EventBody::TurnStarted(_) => set_session(tx, &at, "turn_seq", at.seq),
         EventBody::CompactionCompleted(d) => compaction_completed(tx, &at, d),
         EventBody::ApprovalRequested(d) => approval_requested(tx, &at, d),
+        EventBody::JobStarted(d) => {
+            tx.prepare_cached(
+                "INSERT INTO jobs (job_id, session_id, command, state, host, owner_pid, pid, started_at) \
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![d.job_id, at.sid, d.command, d.host, d.owner_pid, d.pid, at.time])?;
+            Ok(())
+        }
+        EventBody::JobCompleted(d) => job_ended(tx, &at, &d.job_id, "completed", d.exit_code),
+        EventBody::JobFailed(d) => job_ended(tx, &at, &d.job_id, "failed", None),
+        EventBody::JobCancelled(d) => job_ended(tx, &at, &d.job_id, "cancelled", None),
         EventBody::ApprovalResolved(d) => approval_resolved(tx, &at, d),
         // Recorded for clients; no read model follows them.
         // Recovery reads the open activity's events from the log itself.
@@ -93,9 +104,18 @@ fn session_deleted(tx: &Transaction<'_>, at: &At<'_>) -> Result<()> {
         "DELETE FROM parts WHERE session_id = ?1",
         "DELETE FROM approvals WHERE session_id = ?1",
         "DELETE FROM leases WHERE session_id = ?1",
+        "DELETE FROM jobs WHERE session_id = ?1",
     ] {
         tx.prepare_cached(table)?.execute([at.sid])?;
     }
+    Ok(())
+}
+
+fn job_ended(tx: &Transaction<'_>, at: &At<'_>, job_id: &str, state: &str, exit_code: Option<i32>) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE jobs SET state = ?3, exit_code = ?4, ended_at = ?5 WHERE session_id = ?1 AND job_id = ?2",
+    )?
+    .execute(params![at.sid, job_id, state, exit_code, at.time])?;
     Ok(())
 }
 

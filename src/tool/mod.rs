@@ -7,7 +7,7 @@ pub mod matching;
 pub mod output;
 pub mod patch;
 pub mod search;
-mod shell;
+pub mod shell;
 mod skill;
 pub mod task;
 mod todo;
@@ -213,7 +213,7 @@ impl Registry {
         registry.add(Arc::new(file::Write));
         registry.add(Arc::new(file::Edit));
         registry.add(Arc::new(file::ApplyPatch));
-        registry.add(Arc::new(shell::Bash));
+        registry.add(Arc::new(shell::Bash::new(shell::BackgroundSlot::default())));
         registry.add(Arc::new(web::WebFetch::new()));
         registry.add(Arc::new(search::Grep));
         registry.add(Arc::new(search::Glob));
@@ -221,12 +221,17 @@ impl Registry {
         registry
     }
 
-    /// The built-in tools and those that reach beyond a call's workspace: `skill` (the global skills folder) and
-    /// `task` (the engine, through `delegate`).
-    pub fn with_agents(paths: &crate::config::Paths, delegate: task::DelegateSlot) -> Self {
+    /// The built-in tools and those that reach beyond a call's workspace: `skill` (the global skills folder),
+    /// `task` (the engine, through `delegate`) and `bash` with its background jobs (through `background`).
+    pub fn with_agents(
+        paths: &crate::config::Paths,
+        delegate: task::DelegateSlot,
+        background: shell::BackgroundSlot,
+    ) -> Self {
         let mut registry = Self::builtin();
         registry.add(Arc::new(skill::Skill::new(paths.clone())));
         registry.add(Arc::new(task::Task::new(delegate)));
+        registry.add(Arc::new(shell::Bash::new(background)));
         registry
     }
 

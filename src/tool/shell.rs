@@ -1,7 +1,9 @@
 //! `bash`: runs a command in its own process group, with a timeout and bounded capture. On timeout or interrupt
 //! the whole group is killed, so nothing the command started keeps running.
 
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -19,7 +21,30 @@ const MAX_CAPTURE: usize = 1024 * 1024;
 /// After the command exits, how long its descendants may keep the pipes open before the group is killed.
 const PIPE_GRACE: Duration = Duration::from_millis(200);
 
-pub struct Bash;
+pub struct Bash {
+    background: BackgroundSlot,
+}
+
+impl Bash {
+    pub fn new(background: BackgroundSlot) -> Self {
+        Self { background }
+    }
+}
+
+/// Runs commands that outlive their call (`bash {background: true}`) as jobs; the engine installs it.
+pub trait Background: Send + Sync {
+    /// Starts `command` in `dir` for the call in `ctx`; answers with the job's id.
+    fn start(
+        &self,
+        ctx: &ToolContext,
+        command: &str,
+        description: Option<&str>,
+        dir: &Path,
+    ) -> Result<String, ToolError>;
+}
+
+/// Where the engine puts its `Background` once it is built.
+pub type BackgroundSlot = Arc<OnceLock<Weak<dyn Background>>>;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -34,8 +59,12 @@ pub struct BashInput {
     workdir: Option<String>,
     /// Five to ten words saying what the command does.
     #[serde(default)]
-    #[allow(dead_code)] // Asked of the model for the transcript's sake; running the command does not need it.
     description: Option<String>,
+    /// Run it as a background job: the call answers at once with the job's id, and the job's end (its exit
+    /// status and the end of its output) comes back as a message when it finishes. For servers, watchers and long
+    /// builds; the timeout does not apply.
+    #[serde(default)]
+    background: bool,
 }
 
 impl TypedTool for Bash {
@@ -47,7 +76,8 @@ impl TypedTool for Bash {
 
     fn description(&self) -> &'static str {
         "Run a shell command in the workspace. Output over 1 MiB per stream is cut; the command is killed (with \
-         everything it started) after its timeout, 2 minutes by default."
+         everything it started) after its timeout, 2 minutes by default. With background: true it runs as a job \
+         and its result arrives later as a message."
     }
 
     fn access(&self, input: Result<&Self::Input, &ToolError>, ctx: &ToolContext) -> Result<Vec<Access>, ToolError> {
@@ -92,6 +122,17 @@ impl TypedTool for Bash {
                 Some(dir) => fs::locate(&ctx.cwd, dir).absolute(&ctx.cwd),
                 None => ctx.cwd.clone(),
             };
+            if input.background {
+                let Some(jobs) = self.background.get().and_then(Weak::upgrade) else {
+                    return Err(ToolError::Failed("background jobs are not available in this engine".into()));
+                };
+                let job_id = jobs.start(&ctx, &input.command, input.description.as_deref(), &dir)?;
+                let output = format!(
+                    "started background job {job_id}; its exit status and output will arrive as a message when it \
+                     ends (job/output pages the whole output)"
+                );
+                return Ok(ToolOutput { output, truncated: false });
+            }
             run(&input.command, &dir, timeout, &ctx).await
         })
     }
@@ -163,11 +204,30 @@ async fn run(
     }
 }
 
+/// Starts a background job's command in its own process group (confined like every command), its output and
+/// errors going to `log`.
+pub fn spawn_job(
+    command: &str,
+    dir: &Path,
+    ctx: &ToolContext,
+    log: std::fs::File,
+) -> Result<(tokio::process::Child, ProcessGroup), ToolError> {
+    let errors = log.try_clone().map_err(|e| ToolError::Failed(format!("cannot open the job's log: {e}")))?;
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c").arg(command).current_dir(dir).stdin(Stdio::null()).stdout(log).stderr(errors);
+    cmd.process_group(0).kill_on_drop(true);
+    let armed = ctx.sandbox.apply(&mut cmd).map_err(|e| ToolError::Failed(e.to_string()))?;
+    let child = cmd.spawn().map_err(|e| ToolError::Failed(format!("cannot start bash: {e}")))?;
+    drop(armed);
+    let group = ProcessGroup(child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)));
+    Ok((child, group))
+}
+
 /// The command's process group, killed when the tool is done with it, also when its future is dropped.
-struct ProcessGroup(Option<rustix::process::Pid>);
+pub struct ProcessGroup(Option<rustix::process::Pid>);
 
 impl ProcessGroup {
-    fn kill(&self) {
+    pub fn kill(&self) {
         if let Some(pid) = self.0 {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
@@ -220,8 +280,14 @@ mod tests {
             cancel: CancellationToken::new(),
             sandbox: Default::default(),
         };
-        let input = BashInput { command: command.to_owned(), timeout: None, workdir: None, description: None };
-        let accesses = Bash.access(Ok(&input), &ctx).unwrap();
+        let input = BashInput {
+            command: command.to_owned(),
+            timeout: None,
+            workdir: None,
+            description: None,
+            background: false,
+        };
+        let accesses = Bash::new(BackgroundSlot::default()).access(Ok(&input), &ctx).unwrap();
         match permission::check(rules, &accesses) {
             Verdict::Allow => "allow",
             Verdict::Ask { .. } => "ask",

@@ -189,6 +189,10 @@ impl Printer {
                 format!("{} {} by={}", self.id(&d.approval_id), keel_protocol::wire_name(&d.decision), d.by)
             }
             EventBody::TurnDispatched(d) => format!("{} attempt={}", self.id(&d.turn_id), d.attempt),
+            EventBody::JobStarted(d) => format!("{} {:?}", self.id(&d.job_id), d.command),
+            EventBody::JobCompleted(d) => format!("{} exit={:?}", self.id(&d.job_id), d.exit_code),
+            EventBody::JobFailed(d) => format!("{} {:?}", self.id(&d.job_id), d.error),
+            EventBody::JobCancelled(d) => self.id(&d.job_id),
             EventBody::SubagentStarted(d) => {
                 format!("{} {} {} {:?}", self.id(&d.call_id), self.id(&d.child_session_id), d.agent, d.description)
             }

@@ -7,6 +7,11 @@
 export type Decision = "once" | "always" | "reject";
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobState".
+ */
+export type JobState = "running" | "completed" | "failed" | "cancelled";
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "McpStatus".
  */
 export type McpStatus = "starting" | "ready" | "failed" | "stopped";
@@ -197,6 +202,18 @@ export interface KeelRequests {
   initialize: {
     params: InitializeParams;
     result: InitializeResult;
+  };
+  "job/cancel": {
+    params: JobIdParams;
+    result: JobCancelResult;
+  };
+  "job/list": {
+    params: JobListParams | null;
+    result: JobListResult;
+  };
+  "job/output": {
+    params: JobOutputParams;
+    result: JobOutputResult;
   };
   "mcp/list": {
     params: McpListParams | null;
@@ -518,6 +535,90 @@ export interface ServerCapabilities {
 export interface ServerInfo {
   name: string;
   version: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobIdParams".
+ */
+export interface JobIdParams {
+  jobId: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobCancelResult".
+ */
+export interface JobCancelResult {
+  /**
+   * False when the job had already ended.
+   */
+  cancelled: boolean;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobListParams".
+ */
+export interface JobListParams {
+  /**
+   * Only running jobs.
+   */
+  running?: boolean | null;
+  /**
+   * Only this session's jobs.
+   */
+  sessionId?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobListResult".
+ */
+export interface JobListResult {
+  /**
+   * Newest first.
+   */
+  jobs: Job[];
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "Job".
+ */
+export interface Job {
+  command: string;
+  endedAt?: number | null;
+  exitCode?: number | null;
+  jobId: string;
+  sessionId: string;
+  startedAt: number;
+  state: JobState;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobOutputParams".
+ */
+export interface JobOutputParams {
+  jobId: string;
+  /**
+   * Bytes to read, 1..=1048576, default 65536.
+   */
+  limit?: number | null;
+  /**
+   * The byte offset to read from; default 0.
+   */
+  offset?: number | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobOutputResult".
+ */
+export interface JobOutputResult {
+  /**
+   * Nothing more to read now (a running job may still write more).
+   */
+  end: boolean;
+  /**
+   * Where the next page starts.
+   */
+  nextOffset: number;
+  text: string;
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
@@ -910,6 +1011,10 @@ export interface SessionGetResult {
    * The queue is paused after an interrupt, until the next prompt or resume.
    */
   queuePaused: boolean;
+  /**
+   * Its background jobs still running.
+   */
+  runningJobs: Job[];
   session: Session;
   status: SessionStatus;
 }
@@ -1331,6 +1436,10 @@ export interface KeelEventData {
   "input.admitted": InputAdmittedData;
   "input.promoted": InputPromotedData;
   "input.removed": InputRemovedData;
+  "job.cancelled": JobCancelledData;
+  "job.completed": JobCompletedData;
+  "job.failed": JobFailedData;
+  "job.started": JobStartedData;
   "queue.paused": QueueData;
   "queue.resumed": QueueData;
   "reasoning.completed": PartCompletedData;
@@ -1524,6 +1633,67 @@ export interface InputPromotedData {
  */
 export interface InputRemovedData {
   inputId: string;
+}
+/**
+ * `job.cancelled` (version 1): `job/cancel` killed it.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobCancelledData".
+ */
+export interface JobCancelledData {
+  jobId: string;
+}
+/**
+ * `job.completed` (version 1): the command exited.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobCompletedData".
+ */
+export interface JobCompletedData {
+  /**
+   * `null` when a signal ended it.
+   */
+  exitCode?: number | null;
+  jobId: string;
+  /**
+   * The end of its output; the whole is paged with `job/output`.
+   */
+  output: string;
+  truncated: boolean;
+}
+/**
+ * `job.failed` (version 1): it could not run to its end (the engine running it stopped).
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobFailedData".
+ */
+export interface JobFailedData {
+  error: string;
+  jobId: string;
+}
+/**
+ * `job.started` (version 1).
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "JobStartedData".
+ */
+export interface JobStartedData {
+  /**
+   * The tool call that started it.
+   */
+  callId: string;
+  command: string;
+  description?: string | null;
+  /**
+   * The machine and the engine process that run it, so that an engine starting after a crash knows it is gone.
+   */
+  host: string;
+  jobId: string;
+  ownerPid: number;
+  /**
+   * The job's process group.
+   */
+  pid: number;
 }
 /**
  * `queue.paused` / `queue.resumed` (version 1).

@@ -1,0 +1,70 @@
+//! The `jobs` read model: background jobs by session, and those a stopped process left running.
+
+use keel_protocol::job::JobState;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Result, column};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub job_id: String,
+    pub session_id: String,
+    pub command: String,
+    pub state: JobState,
+    pub host: String,
+    pub owner_pid: i64,
+    pub pid: i64,
+    pub exit_code: Option<i32>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+const COLUMNS: &str = "job_id, session_id, command, state, host, owner_pid, pid, exit_code, started_at, ended_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        job_id: r.get(0)?,
+        session_id: r.get(1)?,
+        command: r.get(2)?,
+        state: column::parse(r, 3)?,
+        host: r.get(4)?,
+        owner_pid: r.get(5)?,
+        pid: r.get(6)?,
+        exit_code: r.get(7)?,
+        started_at: r.get(8)?,
+        ended_at: r.get(9)?,
+    })
+}
+
+/// Newest first.
+pub fn list(conn: &Connection, session_id: Option<&str>, running_only: bool) -> Result<Vec<JobRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR session_id = ?1) AND (?2 = 0 OR state = 'running') \
+         ORDER BY started_at DESC, job_id DESC LIMIT 500"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![session_id, running_only], row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The job as the session that started it records it (a fork's copy is not the process's owner).
+pub fn get(conn: &Connection, job_id: &str) -> Result<Option<JobRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE job_id = ?1 ORDER BY started_at LIMIT 1");
+    Ok(conn.prepare_cached(&sql)?.query_row([job_id], row).optional()?)
+}
+
+/// Running jobs whose engine process on this host is gone: nobody will record their end.
+pub fn orphaned(conn: &Connection) -> Result<Vec<JobRow>> {
+    let here = super::lease::host();
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND host = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([here], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.into_iter().filter(|j| !super::lease::process_exists(j.owner_pid)).collect())
+}
+
+/// Running jobs of a session, for a fork to close.
+pub fn running(conn: &Connection, session_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT job_id FROM jobs WHERE session_id = ?1 AND state = 'running'")?;
+    let rows = stmt.query_map([session_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
