@@ -1,6 +1,6 @@
 // The side panel's host half: serves the webview and carries its messages to the engine client and back.
 import * as vscode from "vscode";
-import type { Follower, KeelClient, KeelRequests } from "../../sdk-ts/src/index";
+import type { ContextUsage, Follower, KeelClient, KeelRequests } from "../../sdk-ts/src/index";
 import type { HostToPanel, PanelToHost } from "../webview/hostProtocol";
 import type { DiffDocuments } from "./diff";
 
@@ -8,6 +8,8 @@ export class ChatView implements vscode.WebviewViewProvider {
   static readonly id = "keel.chat";
   private view: vscode.WebviewView | undefined;
   private readonly followers = new Map<number, Follower>();
+  /** The session the panel shows: the one it last followed. */
+  private active: string | undefined;
 
   constructor(
     private readonly extensionUri: vscode.Uri,
@@ -15,7 +17,13 @@ export class ChatView implements vscode.WebviewViewProvider {
     private readonly workspace: string,
     private readonly defaultModel: string,
     private readonly diffs: DiffDocuments,
+    /** The context usage of the session the panel shows, when it opens one (`session/get`). */
+    private readonly onContext: (context: ContextUsage) => void = () => {},
   ) {}
+
+  get activeSession(): string | undefined {
+    return this.active;
+  }
 
   get visible(): boolean {
     return this.view?.visible ?? false;
@@ -50,6 +58,8 @@ export class ChatView implements vscode.WebviewViewProvider {
           const client = await this.client();
           const method = message.method as keyof KeelRequests;
           const result = await client.request(method, message.params as never);
+          const got = method === "session/get" ? (result as KeelRequests["session/get"]["result"]) : undefined;
+          if (got && got.session.id === this.active) this.onContext(got.context);
           this.post({ type: "response", id: message.id, result });
         } catch (error) {
           const e = error as { code?: number; message?: string };
@@ -60,6 +70,7 @@ export class ChatView implements vscode.WebviewViewProvider {
         try {
           const client = await this.client();
           const followId = message.id;
+          this.active = message.sessionId;
           const follower = await client.follow(message.sessionId, {
             afterSeq: message.afterSeq,
             onEvent: (event) => this.post({ type: "event", followId, event }),

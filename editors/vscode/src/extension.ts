@@ -19,7 +19,9 @@ export function activate(context: vscode.ExtensionContext) {
   const status = new StatusBar();
   const diffs = new DiffDocuments();
 
-  const chat = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs);
+  const chat = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs, (c) =>
+    status.context(c.share),
+  );
   const onApproval = (approval: Approval, token: CancellationToken) => askApproval(approval, token, () => chat.visible);
   engine = openEngine(settings, workspace, onApproval);
   engine.then(
@@ -31,6 +33,10 @@ export function activate(context: vscode.ExtensionContext) {
       client.on("session/statusChanged", (s) => {
         status.session(s.status);
         chat.post({ type: "status", status: s });
+      });
+      client.on("session/usage", (usage) => {
+        chat.post({ type: "usage", usage });
+        if (usage.sessionId === chat.activeSession) status.context(usage.context.share);
       });
     },
     (error) => {

@@ -99,6 +99,10 @@ test("activation starts the engine and the panel's bridge drives a session with 
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every event once, in order");
   assert.ok(posted.some((m) => m.type === "delta"), "deltas reach the panel");
   await waitFor("a status change for the panel", () => posted.some((m) => m.type === "status" && m.status.status === "running"));
+  // `session/usage` after the turn: passed to the panel, and the followed session's share shown in the status bar.
+  const usage = await waitFor("session/usage for the panel", () => posted.find((m) => m.type === "usage" && m.usage.sessionId === sessionId));
+  assert.ok(usage.usage.context.window > 0 && usage.usage.context.share > 0, JSON.stringify(usage.usage.context));
+  await waitFor("the status bar to show the context share", () => /%\s+context/.test(statusItem.text));
 
   // Answered from the notification this time: the tool runs without the panel.
   recorded.notificationAnswer = "Allow once";

@@ -135,6 +135,10 @@ test("a prompt streams into the page, shows its diff, and waits for the approval
   assert.equal(await page.$eval(".message.assistant code.language-rust .hljs-keyword", (n) => n.textContent), "fn");
   assert.equal(await count(".message.assistant img"), 0, "raw HTML from the model is shown as text");
   await page.waitForFunction(() => /2\.5k in · 100 out/.test(document.querySelector(".usage")?.textContent ?? ""));
+  // The context from `session/usage`: the scripted model's window is 1M tokens.
+  const usage = await page.$eval(".usage", (n) => ({ text: n.textContent, share: Number(n.dataset.share) }));
+  assert.match(usage.text, /\d+(\.\d)?k? of 1M \((<0\.1|\d+(\.\d)?)%\) · .* · \$\d+\.\d+$/, usage.text);
+  assert.ok(usage.share > 0 && usage.share < 1, `share ${usage.share}`);
   assert.match(await page.$eval(".approval-decision", (n) => n.textContent), /^once/);
   if (process.env.KEEL_SCREENSHOTS) await page.screenshot({ path: join(process.env.KEEL_SCREENSHOTS, "vscode-panel.png") });
 });

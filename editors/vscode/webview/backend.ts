@@ -6,6 +6,7 @@ import type {
   Event,
   KeelRequests,
   SessionStatusChangedParams,
+  SessionUsageParams,
 } from "../../sdk-ts/src/generated/protocol";
 
 export type Params<M extends keyof KeelRequests> = KeelRequests[M]["params"];
@@ -21,6 +22,8 @@ export interface Backend {
   follow(sessionId: string, afterSeq: number, onEvent: (event: Event) => void): Promise<() => void>;
   onDelta(handler: (delta: DeltaParams) => void): void;
   onStatus(handler: (status: SessionStatusChangedParams) => void): void;
+  /** `session/usage`: a session's context size and totals, after each turn and compaction. */
+  onUsage(handler: (usage: SessionUsageParams) => void): void;
   /** Opens an edit in the editor's diff view, where there is one. */
   openDiff?(path: string, before: string, after: string): void;
 }

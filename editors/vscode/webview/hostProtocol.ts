@@ -1,6 +1,6 @@
 // Messages between the panel (webview) and the extension host, which holds the engine connection.
 
-import type { DeltaParams, Event, SessionStatusChangedParams } from "../../sdk-ts/src/generated/protocol";
+import type { DeltaParams, Event, SessionStatusChangedParams, SessionUsageParams } from "../../sdk-ts/src/generated/protocol";
 
 export type PanelToHost =
   | { type: "ready" }
@@ -14,4 +14,5 @@ export type HostToPanel =
   | { type: "response"; id: number; result?: unknown; error?: { code: number; message: string } }
   | { type: "event"; followId: number; event: Event }
   | { type: "delta"; delta: DeltaParams }
-  | { type: "status"; status: SessionStatusChangedParams };
+  | { type: "status"; status: SessionStatusChangedParams }
+  | { type: "usage"; usage: SessionUsageParams };

@@ -1,10 +1,11 @@
 // The chat panel: a session picker, the transcript, a composer with prompt / steer / interrupt and a model picker.
 // It renders each durable event once and remembers the rendered ones with their cursor, so that a reload (or a
 // restarted engine) resumes from the cursor instead of starting over.
-import type { Event, Session, SessionStatus } from "../../sdk-ts/src/generated/protocol";
+import type { ContextUsage, Event, SessionStatus, Usage } from "../../sdk-ts/src/generated/protocol";
 import type { Backend, PanelState, StateStore } from "./backend";
 import { element } from "./render";
 import { Transcript } from "./transcript";
+import { usageLine } from "./usage";
 
 /** Past this many events a reload replays the log instead of keeping them all in the panel's state. */
 const CACHED_EVENTS = 5000;
@@ -20,6 +21,8 @@ export class Panel {
   private readonly agents = element("select", "agents");
   private readonly status = element("span", "status", "no session");
   private readonly usage = element("div", "usage");
+  /** The followed session's model, for the usage line. */
+  private model = "";
   private readonly prompt = element("textarea", "prompt");
   private readonly send = element("button", "send", "Send");
   private readonly steer = element("button", "steer", "Steer");
@@ -69,6 +72,9 @@ export class Panel {
     });
     backend.onStatus((s) => {
       if (s.sessionId === this.state.sessionId) this.showStatus(s.status);
+    });
+    backend.onUsage((u) => {
+      if (u.sessionId === this.state.sessionId) this.showUsage(u.context, u.usage);
     });
   }
 
@@ -139,9 +145,10 @@ export class Panel {
     }
     this.sessions.value = sessionId;
     for (const e of this.state.events) this.transcript.event(e);
-    const { session } = await this.backend.request("session/get", { sessionId });
+    const { session, context } = await this.backend.request("session/get", { sessionId });
     this.showStatus(session.status);
-    this.showUsage(session);
+    this.model = session.model;
+    this.showUsage(context, session.usage);
     this.save();
     this.stopFollowing = await this.backend.follow(sessionId, this.state.lastSeq, (e) => this.received(e));
   }
@@ -150,7 +157,6 @@ export class Panel {
     if (e.sessionId !== this.state.sessionId || e.seq <= this.state.lastSeq) return;
     this.transcript.event(e);
     if (e.type === "session.status") this.showStatus((e.data as { status: SessionStatus }).status);
-    if (e.type === "turn.completed" || e.type === "compaction.completed") void this.refreshUsage(e.sessionId);
     this.state.lastSeq = e.seq;
     if (!this.overflowed) this.state.events.push(e);
     if (this.state.events.length > CACHED_EVENTS) {
@@ -179,18 +185,10 @@ export class Panel {
     this.send.textContent = busy ? "Queue" : "Send";
   }
 
-  private async refreshUsage(sessionId: string) {
-    const { session } = await this.backend.request("session/get", { sessionId });
-    if (session.id === this.state.sessionId) this.showUsage(session);
-  }
-
-  /** What the session has used so far, by the provider's count. */
-  private showUsage(session: Session) {
-    const u = session.usage;
-    const k = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : String(n));
-    const cost = u.costUsd ? ` · $${u.costUsd.toFixed(4)}` : "";
-    const model = session.model || "default model";
-    this.usage.textContent = `${model} · ${k(u.inputTokens)} in · ${k(u.outputTokens)} out tokens${cost}`;
+  /** How full the context is (from `session/get`, then each `session/usage`) and what the session cost. */
+  private showUsage(context: ContextUsage, usage: Usage) {
+    this.usage.textContent = usageLine(this.model, context, usage);
+    this.usage.dataset.share = String(context.share);
   }
 
   private save() {
