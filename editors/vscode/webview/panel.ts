@@ -108,17 +108,18 @@ export class Panel {
     this.models.value = preferred;
   }
 
-  /** The agents the config defines, beside the built-in `build` (there is no agent list method yet). */
+  /** The agents a prompt can choose (`agent/list`, modes primary and all); subagent-only ones are for `task`. */
   private async listAgents() {
-    const { config } = await this.backend.request("config/get", { cwd: this.backend.workspace });
-    const configured = Object.keys((config.agents as Record<string, unknown> | undefined) ?? {});
+    const { agents } = await this.backend.request("agent/list", { cwd: this.backend.workspace });
     this.agents.replaceChildren();
-    for (const name of new Set(["build", ...configured])) {
-      const option = element("option", undefined, name);
-      option.value = name;
+    for (const agent of agents.filter((a) => a.mode !== "subagent")) {
+      const option = element("option", undefined, agent.name);
+      option.value = agent.name;
+      option.title = agent.description;
       this.agents.appendChild(option);
     }
-    this.agents.value = this.state.agent ?? "build";
+    const names = agents.map((a) => a.name);
+    this.agents.value = this.state.agent && names.includes(this.state.agent) ? this.state.agent : "build";
     this.agents.onchange = () => {
       this.state.agent = this.agents.value;
       this.save();
