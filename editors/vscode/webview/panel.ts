@@ -1,7 +1,7 @@
 // The chat panel: a session picker, the transcript, a composer with prompt / steer / interrupt and a model picker.
 // It renders each durable event once and remembers the rendered ones with their cursor, so that a reload (or a
 // restarted engine) resumes from the cursor instead of starting over.
-import type { ContextUsage, Event, SessionStatus, Usage } from "../../sdk-ts/src/generated/protocol";
+import type { ContextUsage, Event, Session, SessionStatus, Usage } from "../../sdk-ts/src/generated/protocol";
 import type { Backend, PanelState, StateStore } from "./backend";
 import { element } from "./render";
 import { Transcript } from "./transcript";
@@ -21,6 +21,9 @@ export class Panel {
   private readonly agents = element("select", "agents");
   private readonly status = element("span", "status", "no session");
   private readonly usage = element("div", "usage");
+  /** Shown while the panel follows a subagent's session: read-only, with the way back to its parent. */
+  private readonly subagentBanner = element("div", "subagent-banner");
+  private readOnly = false;
   /** The followed session's model, for the usage line. */
   private model = "";
   private readonly prompt = element("textarea", "prompt");
@@ -43,7 +46,8 @@ export class Panel {
     const row = element("div", "composer-row");
     row.append(this.agents, this.models, this.send, this.steer, this.interrupt);
     footer.append(this.prompt, row);
-    root.replaceChildren(header, this.usage, log, footer);
+    this.subagentBanner.hidden = true;
+    root.replaceChildren(header, this.subagentBanner, this.usage, log, footer);
     this.transcript = new Transcript(log, {
       answerApproval: (approvalId, decision) => void this.backend.request("approval/respond", { approvalId, decision }),
       removeQueued: (inputId) => {
@@ -51,6 +55,7 @@ export class Panel {
         if (sessionId) void this.backend.request("session/queue/remove", { sessionId, inputId });
       },
       openDiff: backend.openDiff?.bind(backend),
+      openSession: (sessionId) => void this.open(sessionId, false),
     });
 
     newSession.onclick = () => void this.createSession();
@@ -85,7 +90,8 @@ export class Panel {
   }
 
   private async listSessions() {
-    const { sessions } = await this.backend.request("session/list", { cwd: this.backend.workspace });
+    // Subagents' sessions are reached from their parent's `task` card, not listed here.
+    const { sessions } = await this.backend.request("session/list", { cwd: this.backend.workspace, roots: true });
     this.sessions.replaceChildren(element("option", undefined, "— sessions —"));
     for (const s of sessions) {
       const option = element("option", undefined, s.title || s.id);
@@ -93,6 +99,11 @@ export class Panel {
       this.sessions.appendChild(option);
     }
     if (this.state.sessionId) this.sessions.value = this.state.sessionId;
+  }
+
+  /** A session's title changed (`session.updated`): its entry in the list follows. */
+  private retitle(sessionId: string, title: string) {
+    for (const option of this.sessions.options) if (option.value === sessionId) option.textContent = this.readOnly ? `↳ ${title}` : title;
   }
 
   private async listModels() {
@@ -144,9 +155,10 @@ export class Panel {
     if (!fromCache || this.state.sessionId !== sessionId) {
       this.state = { ...this.state, sessionId, events: [], lastSeq: 0 };
     }
-    this.sessions.value = sessionId;
     for (const e of this.state.events) this.transcript.event(e);
     const { session, context } = await this.backend.request("session/get", { sessionId });
+    this.showSubagent(session);
+    this.sessions.value = sessionId;
     this.showStatus(session.status);
     this.model = session.model;
     this.showUsage(context, session.usage);
@@ -158,6 +170,11 @@ export class Panel {
     if (e.sessionId !== this.state.sessionId || e.seq <= this.state.lastSeq) return;
     this.transcript.event(e);
     if (e.type === "session.status") this.showStatus((e.data as { status: SessionStatus }).status);
+    if (e.type === "session.updated") {
+      const { title, model } = e.data as { title?: string | null; model?: string | null };
+      if (title) this.retitle(e.sessionId, title);
+      if (model) this.model = model;
+    }
     this.state.lastSeq = e.seq;
     if (!this.overflowed) this.state.events.push(e);
     if (this.state.events.length > CACHED_EVENTS) {
@@ -169,7 +186,7 @@ export class Panel {
 
   private async submit(delivery: "queue" | "steer") {
     const text = this.prompt.value.trim();
-    if (!text) return;
+    if (!text || this.readOnly) return;
     this.prompt.value = "";
     const sessionId = this.state.sessionId ?? (await this.createSession());
     const model = this.models.value || undefined;
@@ -177,10 +194,30 @@ export class Panel {
     await this.backend.request("session/prompt", { sessionId, input: [{ type: "text", text }], delivery, model, agent });
   }
 
+  /** A subagent's session is followed read-only: no prompts; its parent is one click away. */
+  private showSubagent(session: Session) {
+    const parentId = session.parentId ?? undefined;
+    this.readOnly = Boolean(parentId);
+    this.subagentBanner.hidden = !parentId;
+    this.subagentBanner.replaceChildren();
+    this.prompt.disabled = this.send.disabled = this.readOnly;
+    this.models.disabled = this.agents.disabled = this.readOnly;
+    // The list holds root sessions only: a followed child gets an entry of its own while it is shown.
+    for (const option of [...this.sessions.options]) if (option.dataset.child) option.remove();
+    if (!parentId) return;
+    const option = element("option", undefined, `↳ ${session.title}`);
+    option.value = session.id;
+    option.dataset.child = "true";
+    this.sessions.appendChild(option);
+    const back = element("button", "back-to-parent", "Back to parent");
+    back.onclick = () => void this.open(parentId, false);
+    this.subagentBanner.append(element("span", undefined, `Subagent session (${session.agent}), read-only`), back);
+  }
+
   private showStatus(status: SessionStatus | undefined) {
     this.status.textContent = status ?? "no session";
     this.status.dataset.status = status ?? "";
-    const busy = status === "running" || status === "waiting_approval" || status === "retrying";
+    const busy = !this.readOnly && (status === "running" || status === "waiting_approval" || status === "retrying");
     this.interrupt.disabled = !busy;
     this.steer.disabled = !busy;
     this.send.textContent = busy ? "Queue" : "Send";

@@ -8,6 +8,8 @@ export interface TranscriptActions {
   answerApproval(approvalId: string, decision: "once" | "always" | "reject"): void;
   removeQueued(inputId: string): void;
   openDiff?(path: string, before: string, after: string): void;
+  /** Shows a subagent's child session (from its `task` card). */
+  openSession(sessionId: string): void;
 }
 
 type Data = Record<string, unknown>;
@@ -102,6 +104,12 @@ export class Transcript {
         }
         break;
       }
+      case "subagent.started":
+        this.subagentStarted(e, data);
+        break;
+      case "subagent.completed":
+        this.subagentCompleted(e, data);
+        break;
       case "approval.requested":
         this.approvalCard(e, data);
         break;
@@ -178,6 +186,38 @@ export class Transcript {
       card.appendChild(element("pre", "tool-input", JSON.stringify(data.input, null, 2)));
     }
     this.tools.set(str(data.callId), card);
+  }
+
+  /** The child session a `task` call started, inside the call's card: agent, description, id, and a way in. */
+  private subagentStarted(e: Event, data: Data) {
+    const card = this.tools.get(str(data.callId)) ?? this.append(e, "tool");
+    const childSessionId = str(data.childSessionId);
+    const box = element("div", "subagent");
+    box.dataset.seq = String(e.seq);
+    box.dataset.childSessionId = childSessionId;
+    const head = element("div", "subagent-head");
+    head.append(element("span", "subagent-agent", str(data.agent)), element("span", "subagent-description", str(data.description)));
+    const open = element("button", "open-subagent", "Open session");
+    open.title = "Follow the subagent's session (read-only)";
+    open.onclick = () => this.actions.openSession(childSessionId);
+    box.append(head, element("div", "subagent-id", childSessionId), open);
+    // Before the call's output, which arrives when the child is done.
+    card.insertBefore(box, card.querySelector(".tool-output"));
+  }
+
+  private subagentCompleted(e: Event, data: Data) {
+    const box = this.root.querySelector<HTMLElement>(`.subagent[data-child-session-id="${CSS.escape(str(data.childSessionId))}"]`);
+    const target = box ?? this.append(e, "subagent");
+    const result = element("div", "subagent-result");
+    result.dataset.seq = String(e.seq);
+    result.dataset.reason = str(data.reason);
+    result.appendChild(element("div", "subagent-reason", `Subagent ${str(data.reason)}`));
+    if (typeof data.answer === "string" && data.answer) {
+      const answer = element("div", "subagent-answer");
+      renderMarkdown(answer, data.answer);
+      result.appendChild(answer);
+    }
+    target.appendChild(result);
   }
 
   private toolStatus(callId: string, status: string) {
