@@ -8,7 +8,7 @@ export class ChatView implements vscode.WebviewViewProvider {
   static readonly id = "keel.chat";
   private view: vscode.WebviewView | undefined;
   private readonly followers = new Map<number, Follower>();
-  /** The session the panel shows: the one it last followed. */
+  /** The session the panel shows: the one it said it shows, or last followed. */
   private active: string | undefined;
 
   constructor(
@@ -17,7 +17,7 @@ export class ChatView implements vscode.WebviewViewProvider {
     private readonly workspace: string,
     private readonly defaultModel: string,
     private readonly diffs: DiffDocuments,
-    /** The context usage of the session the panel shows, when it opens one (`session/get`). */
+    /** The context usage of the session the panel shows, when it opens one (from its `session/get`). */
     private readonly onContext: (context: ContextUsage) => void = () => {},
   ) {}
 
@@ -58,8 +58,6 @@ export class ChatView implements vscode.WebviewViewProvider {
           const client = await this.client();
           const method = message.method as keyof KeelRequests;
           const result = await client.request(method, message.params as never);
-          const got = method === "session/get" ? (result as KeelRequests["session/get"]["result"]) : undefined;
-          if (got && got.session.id === this.active) this.onContext(got.context);
           this.post({ type: "response", id: message.id, result });
         } catch (error) {
           const e = error as { code?: number; message?: string };
@@ -80,6 +78,10 @@ export class ChatView implements vscode.WebviewViewProvider {
         } catch (error) {
           this.post({ type: "response", id: message.id, error: { code: -32603, message: String(error) } });
         }
+        break;
+      case "showing":
+        this.active = message.sessionId;
+        this.onContext(message.context);
         break;
       case "unfollow":
         void this.followers.get(message.followId)?.stop();

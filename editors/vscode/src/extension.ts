@@ -31,7 +31,8 @@ export function activate(context: vscode.ExtensionContext) {
       client.onStateChange((state) => status.connection(state));
       client.on("session/delta", (delta) => chat.post({ type: "delta", delta }));
       client.on("session/statusChanged", (s) => {
-        status.session(s.status);
+        // The status bar is about the session the panel shows (any session until it shows one).
+        if (!chat.activeSession || s.sessionId === chat.activeSession) status.session(s.status);
         chat.post({ type: "status", status: s });
       });
       client.on("session/usage", (usage) => {

@@ -271,6 +271,13 @@ test("a task call shows its subagent, whose session opens read-only; only root s
   assert.deepEqual(await texts(".message.user"), ["List the files here"]);
   assert.equal(await page.$eval(".sessions", (n) => n.value), sub.child);
   assert.ok(await page.$eval(".prompt", (n) => n.disabled), "no prompts into a subagent's session");
+  // A reload stays on the child, read-only, from its cursor.
+  await page.reload();
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForSelector(".subagent-banner:not([hidden]) .back-to-parent");
+  assert.equal(await page.$eval(".sessions", (n) => n.value), sub.child);
+  assert.deepEqual(await texts(".message.user"), ["List the files here"]);
+  assert.deepEqual(await texts(".message.assistant"), ["Back after the engine restarted."]);
   await page.click(".back-to-parent");
   await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("The explorer found")));
   assert.equal(await page.$eval(".sessions", (n) => n.value), parentId);

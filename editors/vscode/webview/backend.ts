@@ -2,6 +2,7 @@
 // through postMessage (hostBackend.ts); the test page and browser panels hold a client of their own
 // (directBackend.ts). The panel is the same code either way.
 import type {
+  ContextUsage,
   DeltaParams,
   Event,
   KeelRequests,
@@ -24,6 +25,8 @@ export interface Backend {
   onStatus(handler: (status: SessionStatusChangedParams) => void): void;
   /** `session/usage`: a session's context size and totals, after each turn and compaction. */
   onUsage(handler: (usage: SessionUsageParams) => void): void;
+  /** Tells the editor which session the panel shows and how full its context is (the status bar shows it). */
+  showing?(sessionId: string, context: ContextUsage): void;
   /** Opens an edit in the editor's diff view, where there is one. */
   openDiff?(path: string, before: string, after: string): void;
 }

@@ -75,6 +75,7 @@ async function start(workspace: string, defaultModel: string) {
     onDelta: (h) => void deltaHandlers.push(h),
     onStatus: (h) => void statusHandlers.push(h),
     onUsage: (h) => void usageHandlers.push(h),
+    showing: (sessionId, context) => vscode.postMessage({ type: "showing", sessionId, context }),
     openDiff: (path, before, after) => vscode.postMessage({ type: "openDiff", path, before, after }),
   };
   const store = { load: () => vscode.getState(), save: (s: PanelState) => vscode.setState(s) };

@@ -162,6 +162,7 @@ export class Panel {
     this.showStatus(session.status);
     this.model = session.model;
     this.showUsage(context, session.usage);
+    this.backend.showing?.(sessionId, context);
     this.save();
     this.stopFollowing = await this.backend.follow(sessionId, this.state.lastSeq, (e) => this.received(e));
   }
