@@ -283,4 +283,8 @@ test("a task call shows its subagent, whose session opens read-only; only root s
   assert.equal(await page.$eval(".sessions", (n) => n.value), parentId);
   assert.ok(await page.$eval(".subagent-banner", (n) => n.hidden));
   assert.ok(!(await page.$eval(".prompt", (n) => n.disabled)));
+  // "— sessions —" shows no session.
+  await page.select(".sessions", "");
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "no session");
+  assert.equal(await count(".transcript > *"), 0);
 });

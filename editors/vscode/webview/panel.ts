@@ -24,6 +24,9 @@ export class Panel {
   /** Shown while the panel follows a subagent's session: read-only, with the way back to its parent. */
   private readonly subagentBanner = element("div", "subagent-banner");
   private readOnly = false;
+  /** The list's entry for a followed subagent session, kept across re-listings. */
+  private childOption: HTMLOptionElement | undefined;
+  private relisting: ReturnType<typeof setTimeout> | undefined;
   /** The followed session's model, for the usage line. */
   private model = "";
   private readonly prompt = element("textarea", "prompt");
@@ -77,6 +80,8 @@ export class Panel {
     });
     backend.onStatus((s) => {
       if (s.sessionId === this.state.sessionId) this.showStatus(s.status);
+      // Another session went idle: its title may be new (or the session is), so the list is read again.
+      else if (s.status === "idle") this.relist();
     });
     backend.onUsage((u) => {
       if (u.sessionId === this.state.sessionId) this.showUsage(u.context, u.usage);
@@ -92,13 +97,22 @@ export class Panel {
   private async listSessions() {
     // Subagents' sessions are reached from their parent's `task` card, not listed here.
     const { sessions } = await this.backend.request("session/list", { cwd: this.backend.workspace, roots: true });
-    this.sessions.replaceChildren(element("option", undefined, "— sessions —"));
+    const none = element("option", undefined, "— sessions —");
+    none.value = "";
+    this.sessions.replaceChildren(none);
     for (const s of sessions) {
       const option = element("option", undefined, s.title || s.id);
       option.value = s.id;
       this.sessions.appendChild(option);
     }
+    if (this.childOption) this.sessions.appendChild(this.childOption);
     if (this.state.sessionId) this.sessions.value = this.state.sessionId;
+  }
+
+  /** Reads the list again soon, once for a burst of changes. */
+  private relist() {
+    clearTimeout(this.relisting);
+    this.relisting = setTimeout(() => void this.listSessions().catch(() => {}), 300);
   }
 
   /** A session's title changed (`session.updated`): its entry in the list follows. */
@@ -151,7 +165,15 @@ export class Panel {
     this.stopFollowing = undefined;
     this.overflowed = false;
     this.transcript.clear();
-    if (!sessionId) return;
+    if (!sessionId) {
+      // "— sessions —": no session; the next prompt creates one.
+      this.state = { ...this.state, sessionId: undefined, events: [], lastSeq: 0 };
+      this.showSubagent(undefined);
+      this.showStatus(undefined);
+      this.usage.textContent = "";
+      this.save();
+      return;
+    }
     if (!fromCache || this.state.sessionId !== sessionId) {
       this.state = { ...this.state, sessionId, events: [], lastSeq: 0 };
     }
@@ -196,20 +218,20 @@ export class Panel {
   }
 
   /** A subagent's session is followed read-only: no prompts; its parent is one click away. */
-  private showSubagent(session: Session) {
-    const parentId = session.parentId ?? undefined;
+  private showSubagent(session: Session | undefined) {
+    const parentId = session?.parentId ?? undefined;
     this.readOnly = Boolean(parentId);
     this.subagentBanner.hidden = !parentId;
     this.subagentBanner.replaceChildren();
     this.prompt.disabled = this.send.disabled = this.readOnly;
     this.models.disabled = this.agents.disabled = this.readOnly;
     // The list holds root sessions only: a followed child gets an entry of its own while it is shown.
-    for (const option of [...this.sessions.options]) if (option.dataset.child) option.remove();
-    if (!parentId) return;
-    const option = element("option", undefined, `↳ ${session.title}`);
-    option.value = session.id;
-    option.dataset.child = "true";
-    this.sessions.appendChild(option);
+    this.childOption?.remove();
+    this.childOption = undefined;
+    if (!session || !parentId) return;
+    this.childOption = element("option", undefined, `↳ ${session.title}`);
+    this.childOption.value = session.id;
+    this.sessions.appendChild(this.childOption);
     const back = element("button", "back-to-parent", "Back to parent");
     back.onclick = () => void this.open(parentId, false);
     this.subagentBanner.append(element("span", undefined, `Subagent session (${session.agent}), read-only`), back);
