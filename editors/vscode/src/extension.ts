@@ -22,7 +22,15 @@ export function activate(context: vscode.ExtensionContext) {
   const chat = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs, (c) =>
     status.context(c.share),
   );
-  const onApproval = (approval: Approval, token: CancellationToken) => askApproval(approval, token, () => chat.visible);
+  // The panel shows an approval when it is visible on the approval's session or on its parent (a subagent's).
+  const panelShows = async (sessionId: string) => {
+    if (!chat.visible || !chat.activeSession) return false;
+    if (sessionId === chat.activeSession) return true;
+    const client = await engine!;
+    const { session } = await client.request("session/get", { sessionId }).catch(() => ({ session: undefined }));
+    return session?.parentId === chat.activeSession;
+  };
+  const onApproval = (approval: Approval, token: CancellationToken) => askApproval(approval, token, panelShows);
   engine = openEngine(settings, workspace, onApproval);
   engine.then(
     (client) => {

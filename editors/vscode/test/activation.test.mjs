@@ -23,6 +23,8 @@ writeFileSync(
       { text: "done", chunkDelayMs: 5 },
       { text: "And another.", toolCalls: [{ id: "call_b", name: "write", input: { filePath: "b.txt", content: "b\n" } }] },
       { text: "done again" },
+      { text: "A third.", toolCalls: [{ id: "call_c", name: "write", input: { filePath: "c.txt", content: "c\n" } }] },
+      { text: "done a third time" },
     ],
   }),
 );
@@ -115,6 +117,19 @@ test("activation starts the engine and the panel's bridge drives a session with 
   assert.equal(resolved.length, 2);
   assert.equal(resolved[1].data.decision, "once");
   assert.equal(readFileSync(join(workspace, "b.txt"), "utf8"), "b\n");
+
+  // The panel visible on this session: it answers the approval itself, so no notification is shown.
+  view.visible = true;
+  recorded.notificationAnswer = "Reject";
+  const notified = recorded.notifications.length;
+  send({ type: "request", id: 7, method: "session/prompt", params: { sessionId, input: [{ type: "text", text: "third" }] } });
+  const third = await waitFor("the third approval", () => events().filter((e) => e.type === "approval.requested")[2]);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(recorded.notifications.length, notified, "no notification while the panel shows the session");
+  send({ type: "request", id: 8, method: "approval/respond", params: { approvalId: third.data.approvalId, decision: "once" } });
+  await waitFor("the third activity to close", () => events().filter((e) => e.type === "activity.closed").length === 3);
+  assert.equal(readFileSync(join(workspace, "c.txt"), "utf8"), "c\n");
+  view.visible = false;
 
   send({ type: "request", id: 5, method: "no/such", params: {} });
   assert.equal((await answer(5)).error.code, -32601);

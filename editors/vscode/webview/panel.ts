@@ -13,6 +13,8 @@ const CACHED_EVENTS = 5000;
 export class Panel {
   private state: PanelState;
   private stopFollowing: (() => void) | undefined;
+  /** Running subagents' sessions followed for their approvals, by child session id (undefined while starting). */
+  private readonly children = new Map<string, (() => void) | undefined>();
   /** The session outgrew the cache: a reload replays it from the start. */
   private overflowed = false;
   private readonly transcript: Transcript;
@@ -163,6 +165,7 @@ export class Panel {
   private async open(sessionId: string, fromCache: boolean) {
     this.stopFollowing?.();
     this.stopFollowing = undefined;
+    for (const child of [...this.children.keys()]) this.unfollowChild(child);
     this.overflowed = false;
     this.transcript.clear();
     if (!sessionId) {
@@ -178,6 +181,13 @@ export class Panel {
       this.state = { ...this.state, sessionId, events: [], lastSeq: 0 };
     }
     for (const e of this.state.events) this.transcript.event(e);
+    const running = new Set<string>();
+    for (const e of this.state.events) {
+      const child = (e.data as { childSessionId?: string } | undefined)?.childSessionId;
+      if (e.type === "subagent.started" && child) running.add(child);
+      if (e.type === "subagent.completed" && child) running.delete(child);
+    }
+    for (const child of running) this.followChild(child);
     const { session, context } = await this.backend.request("session/get", { sessionId });
     this.showSubagent(session);
     this.sessions.value = sessionId;
@@ -192,6 +202,9 @@ export class Panel {
   private received(e: Event) {
     if (e.sessionId !== this.state.sessionId || e.seq <= this.state.lastSeq) return;
     this.transcript.event(e);
+    const child = (e.data as { childSessionId?: string } | undefined)?.childSessionId;
+    if (e.type === "subagent.started" && child) this.followChild(child);
+    if (e.type === "subagent.completed" && child) this.unfollowChild(child);
     if (e.type === "session.status") this.showStatus((e.data as { status: SessionStatus }).status);
     if (e.type === "session.updated") {
       const { title, model } = e.data as { title?: string | null; model?: string | null };
@@ -205,6 +218,25 @@ export class Panel {
       this.state.events = [];
     }
     this.save();
+  }
+
+  /** A running subagent asks its approvals of the parent's clients: they are shown in its `task` card. */
+  private followChild(childSessionId: string) {
+    if (this.children.has(childSessionId)) return;
+    this.children.set(childSessionId, undefined);
+    this.backend.follow(childSessionId, 0, (e) => this.transcript.childEvent(e)).then(
+      (stop) => {
+        if (this.children.has(childSessionId) && !this.children.get(childSessionId)) this.children.set(childSessionId, stop);
+        else stop();
+      },
+      () => this.children.delete(childSessionId),
+    );
+  }
+
+  private unfollowChild(childSessionId: string) {
+    const stop = this.children.get(childSessionId);
+    this.children.delete(childSessionId);
+    stop?.();
   }
 
   private async submit(delivery: "queue" | "steer") {

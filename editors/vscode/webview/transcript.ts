@@ -228,8 +228,30 @@ export class Transcript {
     if (label) label.textContent = status;
   }
 
-  private approvalCard(e: Event, data: Data) {
-    const card = this.append(e, "approval");
+  /**
+   * An event of a running subagent's session that the parent's reader must see: its approvals, shown in the `task`
+   * card that started it (the child's seqs are its own, so they are not marked as this transcript's).
+   */
+  childEvent(e: Event) {
+    const data = (e.data ?? {}) as Data;
+    if (e.type === "approval.requested" && !this.approvals.has(str(data.approvalId))) {
+      const box = this.root.querySelector<HTMLElement>(`.subagent[data-child-session-id="${CSS.escape(e.sessionId)}"]`);
+      if (box) this.approvalCard(e, data, box);
+    } else if (e.type === "approval.resolved") {
+      this.event({ ...e, seq: -1 });
+    }
+  }
+
+  private approvalCard(e: Event, data: Data, within?: HTMLElement) {
+    let card: HTMLElement;
+    if (within) {
+      card = element("div", "approval");
+      card.dataset.childSeq = String(e.seq);
+      within.appendChild(card);
+      card.scrollIntoView?.({ block: "end" });
+    } else {
+      card = this.append(e, "approval");
+    }
     const approvalId = str(data.approvalId);
     card.dataset.approvalId = approvalId;
     card.appendChild(element("div", "approval-title", str(data.title) || `${str(data.tool)} asks for approval`));
