@@ -1,5 +1,6 @@
-// The chat panel: a session picker, the transcript, a composer with prompt / steer / interrupt and a model picker.
-// It renders each durable event once and remembers the rendered ones with their cursor, so that a reload (or a
+// The chat panel: a picker of root sessions, the context usage line, the transcript, a composer with prompt / steer /
+// interrupt and model and agent pickers. A subagent's session is opened from its `task` card and followed read-only;
+// while a subagent runs, its session is also followed for its approvals. It renders each durable event once and remembers the rendered ones with their cursor, so that a reload (or a
 // restarted engine) resumes from the cursor instead of starting over.
 import type { ContextUsage, Event, Session, SessionStatus, Usage } from "../../sdk-ts/src/generated/protocol";
 import type { Backend, PanelState, StateStore } from "./backend";
