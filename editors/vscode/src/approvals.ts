@@ -1,6 +1,7 @@
-// Approvals outside the panel: when the chat panel is not visible, an approval the engine asks this window for is
-// shown as a notification with the same three answers. A visible panel answers by itself (approval/respond), and
-// the engine then withdraws this request; a dismissed notification leaves the approval pending, as it is durable.
+// Approvals outside the panel: when the chat panel does not show the approval's session (it is hidden, or shows
+// another session that is not the approval's parent), an approval the engine asks this window for is shown as a
+// notification with the same three answers. A panel that shows it (a subagent's approvals appear in its parent's
+// `task` card) answers by itself (approval/respond), and the engine then withdraws this request; a dismissed notification leaves the approval pending, as it is durable.
 import * as vscode from "vscode";
 import type { Approval, ApprovalAnswer, CancellationToken } from "../../sdk-ts/src/index";
 
@@ -18,9 +19,9 @@ function leavePending(token: CancellationToken): Promise<ApprovalAnswer> {
 export async function askApproval(
   approval: Approval,
   token: CancellationToken,
-  panelVisible: () => boolean,
+  panelShows: (sessionId: string) => Promise<boolean>,
 ): Promise<ApprovalAnswer> {
-  if (panelVisible()) return leavePending(token);
+  if (await panelShows(approval.sessionId)) return leavePending(token);
   const title = approval.title || `${approval.tool} asks for approval`;
   const detail = approval.resources.length ? ` (${approval.resources.join(", ")})` : "";
   const choice = await vscode.window.showInformationMessage(`keel: ${title}${detail}`, ...Object.keys(answers));

@@ -1,6 +1,6 @@
 // The side panel's host half: serves the webview and carries its messages to the engine client and back.
 import * as vscode from "vscode";
-import type { Follower, KeelClient, KeelRequests } from "../../sdk-ts/src/index";
+import type { ContextUsage, Follower, KeelClient, KeelRequests } from "../../sdk-ts/src/index";
 import type { HostToPanel, PanelToHost } from "../webview/hostProtocol";
 import type { DiffDocuments } from "./diff";
 
@@ -8,6 +8,8 @@ export class ChatView implements vscode.WebviewViewProvider {
   static readonly id = "keel.chat";
   private view: vscode.WebviewView | undefined;
   private readonly followers = new Map<number, Follower>();
+  /** The session the panel shows: the one it said it shows, or last followed. */
+  private active: string | undefined;
 
   constructor(
     private readonly extensionUri: vscode.Uri,
@@ -15,7 +17,13 @@ export class ChatView implements vscode.WebviewViewProvider {
     private readonly workspace: string,
     private readonly defaultModel: string,
     private readonly diffs: DiffDocuments,
+    /** The context usage of the session the panel shows, when it opens one (from its `session/get`). */
+    private readonly onContext: (context: ContextUsage) => void = () => {},
   ) {}
+
+  get activeSession(): string | undefined {
+    return this.active;
+  }
 
   get visible(): boolean {
     return this.view?.visible ?? false;
@@ -60,6 +68,7 @@ export class ChatView implements vscode.WebviewViewProvider {
         try {
           const client = await this.client();
           const followId = message.id;
+          this.active = message.sessionId;
           const follower = await client.follow(message.sessionId, {
             afterSeq: message.afterSeq,
             onEvent: (event) => this.post({ type: "event", followId, event }),
@@ -69,6 +78,10 @@ export class ChatView implements vscode.WebviewViewProvider {
         } catch (error) {
           this.post({ type: "response", id: message.id, error: { code: -32603, message: String(error) } });
         }
+        break;
+      case "showing":
+        this.active = message.sessionId;
+        this.onContext(message.context);
         break;
       case "unfollow":
         void this.followers.get(message.followId)?.stop();

@@ -19,8 +19,18 @@ export function activate(context: vscode.ExtensionContext) {
   const status = new StatusBar();
   const diffs = new DiffDocuments();
 
-  const chat = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs);
-  const onApproval = (approval: Approval, token: CancellationToken) => askApproval(approval, token, () => chat.visible);
+  const chat = new ChatView(context.extensionUri, () => engine!, workspace, settings.defaultModel, diffs, (c) =>
+    status.context(c.share),
+  );
+  // The panel shows an approval when it is visible on the approval's session or on its parent (a subagent's).
+  const panelShows = async (sessionId: string) => {
+    if (!chat.visible || !chat.activeSession) return false;
+    if (sessionId === chat.activeSession) return true;
+    const client = await engine!;
+    const { session } = await client.request("session/get", { sessionId }).catch(() => ({ session: undefined }));
+    return session?.parentId === chat.activeSession;
+  };
+  const onApproval = (approval: Approval, token: CancellationToken) => askApproval(approval, token, panelShows);
   engine = openEngine(settings, workspace, onApproval);
   engine.then(
     (client) => {
@@ -29,8 +39,13 @@ export function activate(context: vscode.ExtensionContext) {
       client.onStateChange((state) => status.connection(state));
       client.on("session/delta", (delta) => chat.post({ type: "delta", delta }));
       client.on("session/statusChanged", (s) => {
-        status.session(s.status);
+        // The status bar is about the session the panel shows (any session until it shows one).
+        if (!chat.activeSession || s.sessionId === chat.activeSession) status.session(s.status);
         chat.post({ type: "status", status: s });
+      });
+      client.on("session/usage", (usage) => {
+        chat.post({ type: "usage", usage });
+        if (usage.sessionId === chat.activeSession) status.context(usage.context.share);
       });
     },
     (error) => {

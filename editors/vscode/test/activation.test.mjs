@@ -23,6 +23,8 @@ writeFileSync(
       { text: "done", chunkDelayMs: 5 },
       { text: "And another.", toolCalls: [{ id: "call_b", name: "write", input: { filePath: "b.txt", content: "b\n" } }] },
       { text: "done again" },
+      { text: "A third.", toolCalls: [{ id: "call_c", name: "write", input: { filePath: "c.txt", content: "c\n" } }] },
+      { text: "done a third time" },
     ],
   }),
 );
@@ -99,6 +101,13 @@ test("activation starts the engine and the panel's bridge drives a session with 
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every event once, in order");
   assert.ok(posted.some((m) => m.type === "delta"), "deltas reach the panel");
   await waitFor("a status change for the panel", () => posted.some((m) => m.type === "status" && m.status.status === "running"));
+  // `session/usage` after the turn: passed to the panel, and the followed session's share shown in the status bar.
+  const usage = await waitFor("session/usage for the panel", () => posted.find((m) => m.type === "usage" && m.usage.sessionId === sessionId));
+  assert.ok(usage.usage.context.window > 0 && usage.usage.context.share > 0, JSON.stringify(usage.usage.context));
+  await waitFor("the status bar to show the context share", () => /%\s+context/.test(statusItem.text));
+  // The panel says which session it shows, with its context from `session/get`: the status bar shows that share.
+  send({ type: "showing", sessionId, context: { tokens: 31_400, window: 200_000, compactAt: 180_000, share: 0.157 } });
+  await waitFor("the shown session's share", () => /keel: idle · 16% context$/.test(statusItem.text));
 
   // Answered from the notification this time: the tool runs without the panel.
   recorded.notificationAnswer = "Allow once";
@@ -108,6 +117,19 @@ test("activation starts the engine and the panel's bridge drives a session with 
   assert.equal(resolved.length, 2);
   assert.equal(resolved[1].data.decision, "once");
   assert.equal(readFileSync(join(workspace, "b.txt"), "utf8"), "b\n");
+
+  // The panel visible on this session: it answers the approval itself, so no notification is shown.
+  view.visible = true;
+  recorded.notificationAnswer = "Reject";
+  const notified = recorded.notifications.length;
+  send({ type: "request", id: 7, method: "session/prompt", params: { sessionId, input: [{ type: "text", text: "third" }] } });
+  const third = await waitFor("the third approval", () => events().filter((e) => e.type === "approval.requested")[2]);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(recorded.notifications.length, notified, "no notification while the panel shows the session");
+  send({ type: "request", id: 8, method: "approval/respond", params: { approvalId: third.data.approvalId, decision: "once" } });
+  await waitFor("the third activity to close", () => events().filter((e) => e.type === "activity.closed").length === 3);
+  assert.equal(readFileSync(join(workspace, "c.txt"), "utf8"), "c\n");
+  view.visible = false;
 
   send({ type: "request", id: 5, method: "no/such", params: {} });
   assert.equal((await answer(5)).error.code, -32601);

@@ -1,6 +1,7 @@
 // The panel's UI in headless Chromium against the real engine through its WebSocket listener: a prompt streamed
 // to the page, a diff shown, an approval clicked, a reload that resumes from the cursor without duplicates, and an
-// engine killed and started again, a queued prompt removed, a steer.
+// engine killed and started again, a queued prompt removed, a steer; the context usage line, the agent picker from
+// agent/list, live session titles, and a `task` call's subagent opened from its card.
 // KEEL_BIN names the engine (tests/vscode.rs sets it); CHROMIUM the browser (default /usr/bin/chromium);
 // KEEL_SCREENSHOTS, when set, is a directory where screenshots of the panel are written.
 import assert from "node:assert/strict";
@@ -72,7 +73,16 @@ before(async () => {
   const workspace = join(home, "workspace");
   mkdirSync(workspace);
   writeFileSync(join(home, "script.json"), JSON.stringify({ turns }));
-  writeFileSync(join(home, "config.jsonc"), JSON.stringify({ agents: { review: { steps: 5 } } }));
+  // `writer`, a subagent on a scripted provider of its own: its session plays helper.json from the start.
+  const helper = [
+    { toolCalls: [{ id: "call_notes", name: "write", input: { filePath: "notes.md", content: "notes\n" } }] },
+    { text: "notes.md is written." },
+  ];
+  writeFileSync(join(home, "helper.json"), JSON.stringify({ turns: helper }));
+  writeFileSync(join(home, "config.jsonc"), JSON.stringify({
+    providers: { helper: { wire: "scripted", script: join(home, "helper.json") } },
+    agents: { review: { steps: 5 }, writer: { mode: "subagent", model: "helper/m", description: "writes notes" } },
+  }));
   wsPort = await freePort();
   await startEngine();
 
@@ -118,7 +128,11 @@ const count = (selector) => page.$$eval(selector, (nodes) => nodes.length);
 const texts = (selector) => page.$$eval(selector, (nodes) => nodes.map((n) => n.textContent.trim()));
 
 test("a prompt streams into the page, shows its diff, and waits for the approval clicked there", { skip }, async () => {
-  assert.deepEqual(await texts(".agents option"), ["build", "review"], "the config's agents beside build");
+  // From agent/list: the built-in primary agents and the config's, not the subagent-only ones (general, explore).
+  const agents = await texts(".agents option");
+  for (const name of ["build", "plan", "review"]) assert.ok(agents.includes(name), `${name} in ${agents}`);
+  for (const name of ["general", "explore", "writer"]) assert.ok(!agents.includes(name), `${name} not in ${agents}`);
+  assert.equal(await page.$eval(".agents", (n) => n.value), "build");
   await page.type(".prompt", "Write hello.txt");
   await page.click(".send");
   // Streamed: the answer is shown while it is still arriving, before its durable event.
@@ -135,7 +149,13 @@ test("a prompt streams into the page, shows its diff, and waits for the approval
   assert.equal(await page.$eval(".message.assistant code.language-rust .hljs-keyword", (n) => n.textContent), "fn");
   assert.equal(await count(".message.assistant img"), 0, "raw HTML from the model is shown as text");
   await page.waitForFunction(() => /2\.5k in · 100 out/.test(document.querySelector(".usage")?.textContent ?? ""));
+  // The context from `session/usage`: the scripted model's window is 1M tokens.
+  const usage = await page.$eval(".usage", (n) => ({ text: n.textContent, share: Number(n.dataset.share) }));
+  assert.match(usage.text, /\d+(\.\d)?k? of 1M \((<0\.1|\d+(\.\d)?)%\) · .* · \$\d+\.\d+$/, usage.text);
+  assert.ok(usage.share > 0 && usage.share < 1, `share ${usage.share}`);
   assert.match(await page.$eval(".approval-decision", (n) => n.textContent), /^once/);
+  // The session was listed as "New session" when created; its title from the first prompt (session.updated) follows.
+  await page.waitForFunction(() => document.querySelector(".sessions")?.selectedOptions[0]?.textContent === "Write hello.txt");
   if (process.env.KEEL_SCREENSHOTS) await page.screenshot({ path: join(process.env.KEEL_SCREENSHOTS, "vscode-panel.png") });
 });
 
@@ -172,10 +192,17 @@ test("an engine killed and started again: the page reconnects, resumes from its 
   await exited;
   // The scripted model's place in its script is per process: the new engine plays a script of its own.
   const next = [
-    { text: "Back after the engine restarted." },
+    // Also the answer of the subagent in the last test: the scripted model keeps a cursor per session, so a child
+    // session plays the script from its start.
+    { text: "Back after the engine **restarted**." },
     { text: "A slow answer.", delayMs: 1500 },
     { text: "Another slow answer.", delayMs: 1500 },
     { text: "Steered in." },
+    // The last test: a `task` call (whose child answers with the first turn), then the parent's answer.
+    { toolCalls: [{ id: "call_task", name: "task", input: { description: "look around", prompt: "List the files here", agent: "explore" } }] },
+    { text: "The explorer found hello.txt." },
+    { toolCalls: [{ id: "call_writer", name: "task", input: { description: "write notes", prompt: "Write notes.md", agent: "writer" } }] },
+    { text: "The writer is done." },
   ];
   writeFileSync(join(home, "script.json"), JSON.stringify({ turns: next }));
   await startEngine();
@@ -216,4 +243,78 @@ test("a steer joins the running activity", { skip }, async () => {
   await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
   const answers = await texts(".message.assistant");
   assert.deepEqual(answers.slice(-2), ["Another slow answer.", "Steered in."]);
+});
+
+test("a task call shows its subagent, whose session opens read-only; only root sessions are listed", { skip }, async () => {
+  const parentId = await page.$eval(".sessions", (n) => n.value);
+  assert.equal(await page.$eval(".sessions", (n) => n.selectedOptions[0].textContent), "Write hello.txt");
+  await page.type(".prompt", "Delegate a look around");
+  await page.click(".send");
+  const card = '.tool[data-call-id="call_task"]';
+  await page.waitForSelector(`${card} .subagent[data-child-session-id]`);
+  await page.waitForSelector(`${card} .subagent .subagent-result[data-reason="completed"]`);
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("The explorer found")));
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
+  const sub = await page.$eval(`${card} .subagent`, (n) => ({
+    child: n.dataset.childSessionId,
+    agent: n.querySelector(".subagent-agent").textContent,
+    description: n.querySelector(".subagent-description").textContent,
+    id: n.querySelector(".subagent-id").textContent,
+    answer: n.querySelector(".subagent-answer").innerHTML,
+  }));
+  assert.equal(sub.agent, "explore");
+  assert.equal(sub.description, "look around");
+  assert.equal(sub.id, sub.child);
+  assert.match(sub.answer, /Back after the engine <strong>restarted<\/strong>\./, "the child's answer, as markdown");
+  assert.notEqual(sub.child, parentId);
+  if (process.env.KEEL_SCREENSHOTS) await (await page.$(card)).screenshot({ path: join(process.env.KEEL_SCREENSHOTS, "vscode-panel-subagent.png") });
+
+  // The list is of root sessions: a reload of the page lists it afresh, without the child.
+  await page.reload();
+  await page.waitForSelector("body[data-ready]");
+  const listed = await page.$$eval(".sessions option", (nodes) => nodes.map((n) => n.value));
+  assert.ok(listed.includes(parentId) && !listed.includes(sub.child), `${listed}`);
+
+  // The card opens the child's session, read-only, with the way back.
+  await page.click(`${card} .open-subagent`);
+  await page.waitForSelector(".subagent-banner:not([hidden]) .back-to-parent");
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("Back after the engine restarted.")));
+  assert.deepEqual(await texts(".message.user"), ["List the files here"]);
+  assert.equal(await page.$eval(".sessions", (n) => n.value), sub.child);
+  assert.ok(await page.$eval(".prompt", (n) => n.disabled), "no prompts into a subagent's session");
+  // A reload stays on the child, read-only, from its cursor.
+  await page.reload();
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForSelector(".subagent-banner:not([hidden]) .back-to-parent");
+  assert.equal(await page.$eval(".sessions", (n) => n.value), sub.child);
+  assert.deepEqual(await texts(".message.user"), ["List the files here"]);
+  assert.deepEqual(await texts(".message.assistant"), ["Back after the engine restarted."]);
+  await page.click(".back-to-parent");
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("The explorer found")));
+  assert.equal(await page.$eval(".sessions", (n) => n.value), parentId);
+  assert.ok(await page.$eval(".subagent-banner", (n) => n.hidden));
+  assert.ok(!(await page.$eval(".prompt", (n) => n.disabled)));
+  // "— sessions —" shows no session.
+  await page.select(".sessions", "");
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "no session");
+  assert.equal(await count(".transcript > *"), 0);
+});
+
+test("a subagent's approval is shown in its task card and answered there", { skip }, async () => {
+  await page.select(".sessions", await page.$eval(".sessions option:nth-child(2)", (n) => n.value));
+  await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
+  await page.type(".prompt", "Have notes written");
+  await page.click(".send");
+  const card = '.tool[data-call-id="call_writer"]';
+  // The child's write asks for approval: the panel follows the running child for it.
+  await page.waitForSelector(`${card} .subagent .approval .approve-once`);
+  assert.match(await page.$eval(`${card} .subagent .approval-title`, (n) => n.textContent), /notes\.md/);
+  await page.click(`${card} .subagent .approval .approve-once`);
+  await page.waitForSelector(`${card} .subagent .approval.resolved`);
+  await page.waitForSelector(`${card} .subagent-result[data-reason="completed"]`);
+  assert.match(await page.$eval(`${card} .subagent-answer`, (n) => n.textContent), /notes\.md is written\./);
+  await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("The writer is done.")));
+  assert.equal(readFileSync(join(home, "workspace", "notes.md"), "utf8"), "notes\n");
+  const seqs = await page.$$eval("[data-seq]", (nodes) => nodes.map((n) => n.dataset.seq));
+  assert.equal(new Set(seqs).size, seqs.length, `every rendered event of the parent once: ${seqs}`);
 });

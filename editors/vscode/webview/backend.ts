@@ -2,10 +2,12 @@
 // through postMessage (hostBackend.ts); the test page and browser panels hold a client of their own
 // (directBackend.ts). The panel is the same code either way.
 import type {
+  ContextUsage,
   DeltaParams,
   Event,
   KeelRequests,
   SessionStatusChangedParams,
+  SessionUsageParams,
 } from "../../sdk-ts/src/generated/protocol";
 
 export type Params<M extends keyof KeelRequests> = KeelRequests[M]["params"];
@@ -21,6 +23,10 @@ export interface Backend {
   follow(sessionId: string, afterSeq: number, onEvent: (event: Event) => void): Promise<() => void>;
   onDelta(handler: (delta: DeltaParams) => void): void;
   onStatus(handler: (status: SessionStatusChangedParams) => void): void;
+  /** `session/usage`: a session's context size and totals, after each turn and compaction. */
+  onUsage(handler: (usage: SessionUsageParams) => void): void;
+  /** Tells the editor which session the panel shows and how full its context is (the status bar shows it). */
+  showing?(sessionId: string, context: ContextUsage): void;
   /** Opens an edit in the editor's diff view, where there is one. */
   openDiff?(path: string, before: string, after: string): void;
 }

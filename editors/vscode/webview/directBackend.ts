@@ -1,7 +1,7 @@
 // A backend that is its own client: a browser page on `keel serve --listen ws://`.
 import { KeelClient, browserWebSocket } from "../../sdk-ts/src/browser";
 import type { Backend, Params, Result } from "./backend";
-import type { DeltaParams, KeelRequests, SessionStatusChangedParams } from "../../sdk-ts/src/generated/protocol";
+import type { DeltaParams, KeelRequests, SessionStatusChangedParams, SessionUsageParams } from "../../sdk-ts/src/generated/protocol";
 
 export async function directBackend(url: string, workspace: string, token?: string): Promise<Backend> {
   const client = await KeelClient.open({
@@ -21,5 +21,6 @@ export async function directBackend(url: string, workspace: string, token?: stri
     },
     onDelta: (handler: (d: DeltaParams) => void) => void client.on("session/delta", handler),
     onStatus: (handler: (s: SessionStatusChangedParams) => void) => void client.on("session/statusChanged", handler),
+    onUsage: (handler: (u: SessionUsageParams) => void) => void client.on("session/usage", handler),
   };
 }

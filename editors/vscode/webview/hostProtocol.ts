@@ -1,12 +1,13 @@
 // Messages between the panel (webview) and the extension host, which holds the engine connection.
 
-import type { DeltaParams, Event, SessionStatusChangedParams } from "../../sdk-ts/src/generated/protocol";
+import type { ContextUsage, DeltaParams, Event, SessionStatusChangedParams, SessionUsageParams } from "../../sdk-ts/src/generated/protocol";
 
 export type PanelToHost =
   | { type: "ready" }
   | { type: "request"; id: number; method: string; params: unknown }
   | { type: "follow"; id: number; sessionId: string; afterSeq: number }
   | { type: "unfollow"; followId: number }
+  | { type: "showing"; sessionId: string; context: ContextUsage }
   | { type: "openDiff"; path: string; before: string; after: string };
 
 export type HostToPanel =
@@ -14,4 +15,5 @@ export type HostToPanel =
   | { type: "response"; id: number; result?: unknown; error?: { code: number; message: string } }
   | { type: "event"; followId: number; event: Event }
   | { type: "delta"; delta: DeltaParams }
-  | { type: "status"; status: SessionStatusChangedParams };
+  | { type: "status"; status: SessionStatusChangedParams }
+  | { type: "usage"; usage: SessionUsageParams };

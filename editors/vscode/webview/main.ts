@@ -2,7 +2,7 @@
 // webview's own state.
 import type { Backend, PanelState, Params, Result } from "./backend";
 import type { HostToPanel, PanelToHost } from "./hostProtocol";
-import type { DeltaParams, Event, KeelRequests, SessionStatusChangedParams } from "../../sdk-ts/src/generated/protocol";
+import type { DeltaParams, Event, KeelRequests, SessionStatusChangedParams, SessionUsageParams } from "../../sdk-ts/src/generated/protocol";
 import { Panel } from "./panel";
 
 declare function acquireVsCodeApi(): {
@@ -17,6 +17,7 @@ const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Err
 const followers = new Map<number, (event: Event) => void>();
 const deltaHandlers: ((d: DeltaParams) => void)[] = [];
 const statusHandlers: ((s: SessionStatusChangedParams) => void)[] = [];
+const usageHandlers: ((u: SessionUsageParams) => void)[] = [];
 
 function call(message: PanelToHost & { id: number }): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -47,6 +48,9 @@ window.addEventListener("message", (e: MessageEvent<HostToPanel>) => {
     case "status":
       statusHandlers.forEach((h) => h(message.status));
       break;
+    case "usage":
+      usageHandlers.forEach((h) => h(message.usage));
+      break;
   }
 });
 
@@ -70,6 +74,8 @@ async function start(workspace: string, defaultModel: string) {
     },
     onDelta: (h) => void deltaHandlers.push(h),
     onStatus: (h) => void statusHandlers.push(h),
+    onUsage: (h) => void usageHandlers.push(h),
+    showing: (sessionId, context) => vscode.postMessage({ type: "showing", sessionId, context }),
     openDiff: (path, before, after) => vscode.postMessage({ type: "openDiff", path, before, after }),
   };
   const store = { load: () => vscode.getState(), save: (s: PanelState) => vscode.setState(s) };

@@ -8,6 +8,8 @@ export interface TranscriptActions {
   answerApproval(approvalId: string, decision: "once" | "always" | "reject"): void;
   removeQueued(inputId: string): void;
   openDiff?(path: string, before: string, after: string): void;
+  /** Shows a subagent's child session (from its `task` card). */
+  openSession(sessionId: string): void;
 }
 
 type Data = Record<string, unknown>;
@@ -102,6 +104,12 @@ export class Transcript {
         }
         break;
       }
+      case "subagent.started":
+        this.subagentStarted(e, data);
+        break;
+      case "subagent.completed":
+        this.subagentCompleted(e, data);
+        break;
       case "approval.requested":
         this.approvalCard(e, data);
         break;
@@ -180,6 +188,38 @@ export class Transcript {
     this.tools.set(str(data.callId), card);
   }
 
+  /** The child session a `task` call started, inside the call's card: agent, description, id, and a way in. */
+  private subagentStarted(e: Event, data: Data) {
+    const card = this.tools.get(str(data.callId)) ?? this.append(e, "tool");
+    const childSessionId = str(data.childSessionId);
+    const box = element("div", "subagent");
+    box.dataset.seq = String(e.seq);
+    box.dataset.childSessionId = childSessionId;
+    const head = element("div", "subagent-head");
+    head.append(element("span", "subagent-agent", str(data.agent)), element("span", "subagent-description", str(data.description)));
+    const open = element("button", "open-subagent", "Open session");
+    open.title = "Follow the subagent's session (read-only)";
+    open.onclick = () => this.actions.openSession(childSessionId);
+    box.append(head, element("div", "subagent-id", childSessionId), open);
+    // Before the call's output, which arrives when the child is done.
+    card.insertBefore(box, card.querySelector(".tool-output"));
+  }
+
+  private subagentCompleted(e: Event, data: Data) {
+    const box = this.root.querySelector<HTMLElement>(`.subagent[data-child-session-id="${CSS.escape(str(data.childSessionId))}"]`);
+    const target = box ?? this.append(e, "subagent");
+    const result = element("div", "subagent-result");
+    result.dataset.seq = String(e.seq);
+    result.dataset.reason = str(data.reason);
+    result.appendChild(element("div", "subagent-reason", `Subagent ${str(data.reason)}`));
+    if (typeof data.answer === "string" && data.answer) {
+      const answer = element("div", "subagent-answer");
+      renderMarkdown(answer, data.answer);
+      result.appendChild(answer);
+    }
+    target.appendChild(result);
+  }
+
   private toolStatus(callId: string, status: string) {
     const card = this.tools.get(callId);
     if (!card) return;
@@ -188,8 +228,30 @@ export class Transcript {
     if (label) label.textContent = status;
   }
 
-  private approvalCard(e: Event, data: Data) {
-    const card = this.append(e, "approval");
+  /**
+   * An event of a running subagent's session that the parent's reader must see: its approvals, shown in the `task`
+   * card that started it (the child's seqs are its own, so they are not marked as this transcript's).
+   */
+  childEvent(e: Event) {
+    const data = (e.data ?? {}) as Data;
+    if (e.type === "approval.requested" && !this.approvals.has(str(data.approvalId))) {
+      const box = this.root.querySelector<HTMLElement>(`.subagent[data-child-session-id="${CSS.escape(e.sessionId)}"]`);
+      if (box) this.approvalCard(e, data, box);
+    } else if (e.type === "approval.resolved") {
+      this.event({ ...e, seq: -1 });
+    }
+  }
+
+  private approvalCard(e: Event, data: Data, within?: HTMLElement) {
+    let card: HTMLElement;
+    if (within) {
+      card = element("div", "approval");
+      card.dataset.childSeq = String(e.seq);
+      within.appendChild(card);
+      card.scrollIntoView?.({ block: "end" });
+    } else {
+      card = this.append(e, "approval");
+    }
     const approvalId = str(data.approvalId);
     card.dataset.approvalId = approvalId;
     card.appendChild(element("div", "approval-title", str(data.title) || `${str(data.tool)} asks for approval`));
