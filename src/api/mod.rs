@@ -3,6 +3,7 @@
 mod approval;
 mod catalog;
 mod client;
+mod config;
 mod error;
 mod input;
 mod lifecycle;
@@ -82,6 +83,8 @@ mod bound {
         auth::AuthList => catalog::auth_list,
         auth::AuthRemove => catalog::auth_remove,
         config::ConfigGet => catalog::config,
+        config::ConfigSet => super::config::set,
+        config::ConfigUnset => super::config::unset,
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
         keel_protocol::recovery::RecoveryDecide => input::decide,

@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod auth;
 pub mod catalog;
+pub mod discover;
 mod http;
 pub mod openai_chat;
 pub mod openai_responses;

@@ -75,4 +75,22 @@ pub enum Notice {
         session_id: String,
         approval_id: String,
     },
+    /// The effective config of a directory (`None`: the global layers) changed in these top-level keys.
+    ConfigChanged {
+        cwd: Option<String>,
+        keys: Vec<String>,
+    },
+    /// A config file changed and does not load; the last good config stays in effect.
+    ConfigInvalid {
+        path: String,
+        message: String,
+    },
+    ModelsChanged,
+    ProvidersChanged,
+    /// The stored credential of a provider changed (never the credential itself).
+    AuthChanged {
+        provider: String,
+    },
+    /// Config's MCP servers changed and were restarted as they now read.
+    McpListChanged,
 }

@@ -80,6 +80,8 @@ pub struct Services {
     held: Mutex<HashMap<String, Held>>,
     /// Cancelled when the engine begins to shut down: drains suspend at their next safe point, none start.
     pub shutdown: CancellationToken,
+    /// The last config that loaded, by directory (`None`: the global layers only).
+    last_good: Mutex<HashMap<Option<String>, Config>>,
 }
 
 /// A lease held by a drain of this process.
@@ -107,18 +109,32 @@ impl Services {
             instance: format!("eng_{}", uuid::Uuid::now_v7().simple()).into(),
             held: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            last_good: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The effective config for a session in `cwd`. A broken config file is logged and the last layers that
-    /// parsed are not used: the engine falls back to defaults rather than refusing to run.
+    /// The effective config for a session in `cwd`, read now. A broken config file is logged and the last config
+    /// that loaded for `cwd` stays in effect (defaults when none ever did), so a half-made edit never stops a
+    /// running session.
     pub fn config(&self, cwd: Option<&str>) -> Config {
         match config::load(&self.paths, cwd.map(std::path::Path::new)) {
-            Ok(loaded) => loaded.config,
+            Ok(loaded) => {
+                self.remember_config(cwd, &loaded.config);
+                loaded.config
+            }
             Err(e) => {
                 tracing::error!("{e}");
-                Config::default()
+                self.last_good.lock().get(&cwd.map(str::to_owned)).cloned().unwrap_or_default()
             }
+        }
+    }
+
+    /// Records `config` as the last that loaded for `cwd`.
+    pub fn remember_config(&self, cwd: Option<&str>, config: &Config) {
+        let mut last_good = self.last_good.lock();
+        let key = cwd.map(str::to_owned);
+        if last_good.get(&key) != Some(config) {
+            last_good.insert(key, config.clone());
         }
     }
 
