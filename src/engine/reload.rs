@@ -99,6 +99,7 @@ impl Reloader {
             watcher.watch_project(cwd);
         }
         if let Ok(loaded) = config::load(&self.services.paths, Some(cwd)) {
+            self.services.remember_config(Some(&cwd.to_string_lossy()), &loaded.config);
             self.state.lock().configs.insert(key, as_value(&loaded.config));
         }
     }
@@ -136,6 +137,7 @@ impl Reloader {
         let notices = &self.services.notices;
         let mut lists_changed = false;
         let mut mcp_changed = None;
+        let mut told = BTreeSet::new();
         {
             let mut state = self.state.lock();
             let dirs: Vec<Option<PathBuf>> = state.configs.keys().cloned().collect();
@@ -163,6 +165,10 @@ impl Reloader {
                             continue;
                         }
                         state.invalid.insert(dir, message.clone());
+                        // A global file breaks every directory's config: one notice is enough.
+                        if !told.insert(message.clone()) {
+                            continue;
+                        }
                         tracing::error!("{message}; the last valid config stays in effect");
                         let (path, message) = match e {
                             config::ConfigError::Invalid { path, message } => (path, message),
