@@ -43,6 +43,10 @@ enum Command {
     Models {
         #[arg(long)]
         provider: Option<String>,
+        /// Refresh the model database from a models.dev-format JSON file (https://models.dev/api.json), stored
+        /// under keel's home and used from the next start (a running engine reloads it).
+        #[arg(long, value_name = "FILE", conflicts_with = "provider")]
+        import: Option<PathBuf>,
     },
     /// Stored sessions.
     Sessions {
@@ -165,7 +169,10 @@ fn main() -> ExitCode {
                 AuthCommand::Remove { provider } => admin::auth_remove(&engine, &provider),
             }
         }),
-        Command::Models { provider } => {
+        Command::Models { import: Some(file), .. } => {
+            with_engine(|engine| async move { admin::models_import(&engine, &file) })
+        }
+        Command::Models { provider, import: None } => {
             with_engine(|engine| async move { admin::models(&engine, provider.as_deref()) })
         }
         Command::Sessions { command } => with_engine(|engine| async move {

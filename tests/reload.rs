@@ -215,3 +215,61 @@ async fn models_a_provider_lists_join_the_database_and_run() {
 fn keel_jsonc(text: &str) -> String {
     text.lines().map(|l| l.split(" // ").next().unwrap()).filter(|l| !l.trim_start().starts_with("//")).collect()
 }
+
+#[tokio::test]
+async fn mcp_servers_added_and_removed_in_config_start_and_stop() {
+    let home = Home::new();
+    let file = home.path().join("config.jsonc");
+    std::fs::write(&file, "{}").unwrap();
+    let engine = SocketEngine::start(home.path(), &[]).await;
+    let c = engine.connect().await;
+    let mcp = json!({ "mcp": { "missing": { "type": "local", "command": ["/nonexistent/mcp-server"] } } });
+    std::fs::write(&file, mcp.to_string()).unwrap();
+    assert_eq!(heard(&c, "config/changed", |p| p.get("cwd").is_none()).await["keys"], json!(["mcp"]));
+    heard(&c, "mcp/listChanged", |_| true).await;
+    heard(&c, "mcp/statusChanged", |p| p["name"] == "missing" && p["status"] == "failed").await;
+    let listed = c.ok("mcp/list", json!({})).await;
+    assert_eq!(listed["servers"][0]["name"], "missing");
+
+    std::fs::write(&file, "{}").unwrap();
+    heard(&c, "mcp/listChanged", |_| true).await;
+    assert_eq!(c.ok("mcp/list", json!({})).await["servers"], json!([]));
+}
+
+#[tokio::test]
+async fn an_imported_models_dev_catalog_reaches_a_running_engine() {
+    let home = Home::new();
+    let engine = SocketEngine::start(home.path(), &[]).await;
+    let c = engine.connect().await;
+    let file = home.path().join("api.json");
+    let catalog = json!({
+        "openai": { "id": "openai", "models": {
+            "gpt-9": { "id": "gpt-9", "name": "GPT-9", "tool_call": true, "reasoning": true,
+                "cost": { "input": 2, "output": 8 }, "limit": { "context": 1000000, "output": 100000 } },
+            "odd": { "id": "odd", "name": "no limits" } } }
+    });
+    std::fs::write(&file, catalog.to_string()).unwrap();
+    let out = common::keel_command(home.path()).args(["models", "--import"]).arg(&file).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("imported 1 models of 1 providers"), "{report}");
+    assert!(report.contains("skipped openai/odd: no context limit"), "{report}");
+
+    let model = tokio::time::timeout(WAIT, async {
+        loop {
+            heard(&c, "model/listChanged", |_| true).await;
+            let models = c.ok("model/list", json!({ "provider": "openai" })).await;
+            if let Some(m) = models["models"].as_array().unwrap().iter().find(|m| m["id"] == "openai/gpt-9") {
+                return m.clone();
+            }
+        }
+    })
+    .await
+    .expect("the imported model never appeared");
+    assert_eq!(model["contextWindow"], 1_000_000);
+    assert_eq!(model["cost"]["output"], 8.0);
+    assert_eq!(model["source"], "catalog");
+    // Embedded models the file does not name stay.
+    let all = c.ok("model/list", json!({ "provider": "openai" })).await;
+    assert!(all["models"].as_array().unwrap().iter().any(|m| m["id"] == "openai/gpt-5"));
+}

@@ -73,6 +73,17 @@ pub fn models(engine: &Engine, provider: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// `keel models --import FILE`: stores a models.dev catalog and says what it held.
+pub fn models_import(engine: &Engine, file: &std::path::Path) -> Result<(), String> {
+    let (stored, report) =
+        crate::provider::models_dev::import(file, &engine.paths().data_dir).map_err(|e| e.to_string())?;
+    println!("imported {} models of {} providers into {}", report.models, report.providers, stored.display());
+    for skipped in &report.skipped {
+        println!("skipped {skipped}");
+    }
+    Ok(())
+}
+
 pub fn sessions_list(engine: &Engine) -> Result<(), String> {
     let page = engine.sessions.list(None, None, 500).map_err(|e| e.to_string())?;
     for s in page.sessions {

@@ -9,9 +9,17 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-/// The names whose changes matter: config files of every layer, and the credential store.
-const NAMES: &[&str] =
-    &["config.jsonc", "config.json", "keel.jsonc", "keel.json", "opencode.jsonc", "opencode.json", "auth.json"];
+/// The names whose changes matter: config files of every layer, the credential store and the imported catalog.
+const NAMES: &[&str] = &[
+    "config.jsonc",
+    "config.json",
+    "keel.jsonc",
+    "keel.json",
+    "opencode.jsonc",
+    "opencode.json",
+    "auth.json",
+    "models.json",
+];
 
 pub struct Watcher {
     inner: Mutex<notify::RecommendedWatcher>,

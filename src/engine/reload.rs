@@ -46,47 +46,29 @@ impl Reloader {
         Self { services, mcp, root, state: Mutex::new(State::default()), watcher: Mutex::new(None) }
     }
 
-    /// Takes the first snapshot, starts watching and asks providers for their models; returns at once. Needs a
-    /// running tokio runtime.
+    /// Starts watching and takes the first snapshot before returning (a few inotify watches and a config read,
+    /// so that a change made once the engine serves is never missed), then asks providers for their models in
+    /// the background. Needs a running tokio runtime.
     pub(super) fn start(self: &Arc<Self>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let extra = std::env::var_os("KEEL_CONFIG")
-            .map(PathBuf::from)
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .into_iter()
-            .collect();
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            // Setting up inotify and reading the files is quick, but not the engine's start-up's business.
-            let setup = Arc::clone(&this);
-            let ready = tokio::task::spawn_blocking(move || {
-                let watcher = match Watcher::new(tx, extra) {
-                    Ok(watcher) => watcher,
-                    Err(e) => {
-                        tracing::error!("config files are not watched: {e}");
-                        return false;
-                    }
-                };
-                let paths = &setup.services.paths;
+        let keel_config = std::env::var_os("KEEL_CONFIG").map(PathBuf::from);
+        let extra = keel_config.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+        match Watcher::new(tx, extra.collect()) {
+            Ok(watcher) => {
+                let paths = &self.services.paths;
                 watcher.watch_dir(&paths.config_dir);
                 watcher.watch_dir(&paths.data_dir);
-                if let Some(parent) =
-                    std::env::var_os("KEEL_CONFIG").map(PathBuf::from).and_then(|p| p.parent().map(Path::to_owned))
-                {
-                    watcher.watch_dir(&parent);
+                if let Some(parent) = keel_config.as_deref().and_then(Path::parent) {
+                    watcher.watch_dir(parent);
                 }
-                watcher.watch_project(&setup.root);
-                *setup.watcher.lock() = Some(watcher);
-                setup.snapshot();
-                true
-            })
-            .await
-            .unwrap_or(false);
-            this.discover_all();
-            if ready {
-                this.follow(rx).await;
+                watcher.watch_project(&self.root);
+                *self.watcher.lock() = Some(watcher);
+                tokio::spawn(Arc::clone(self).follow(rx));
             }
-        });
+            Err(e) => tracing::error!("config files are not watched: {e}"),
+        }
+        self.snapshot();
+        self.discover_all();
     }
 
     /// Also follows the config of a session's directory.
@@ -187,6 +169,9 @@ impl Reloader {
                 }
             }
             state.auth = auth;
+        }
+        if self.services.providers.reload_catalog() {
+            let _ = notices.send(Notice::ModelsChanged);
         }
         if lists_changed {
             let _ = notices.send(Notice::ProvidersChanged);

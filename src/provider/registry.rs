@@ -105,6 +105,9 @@ pub struct Registry {
     runtime_models: Mutex<Vec<ModelSpec>>,
     /// What each provider that lists its models listed last, and whether it answered.
     discovered: Mutex<HashMap<String, Discovery>>,
+    /// The embedded catalog with the imported one over it, and where the import is stored.
+    catalog: Mutex<Arc<Vec<ModelSpec>>>,
+    data_dir: PathBuf,
 }
 
 /// The outcome of asking a provider for its models.
@@ -115,7 +118,7 @@ pub enum Discovery {
 }
 
 impl Registry {
-    pub fn new(auth: AuthStore) -> Self {
+    pub fn new(auth: AuthStore, data_dir: &std::path::Path) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(300))
@@ -127,6 +130,8 @@ impl Registry {
             scripted: Mutex::new(HashMap::new()),
             runtime_models: Mutex::new(Vec::new()),
             discovered: Mutex::new(HashMap::new()),
+            catalog: Mutex::new(Arc::new(catalog::with_import(super::models_dev::load(data_dir)))),
+            data_dir: data_dir.to_owned(),
         };
         // The scripted provider describes its one model itself, as any provider may at run time.
         registry.register_model(ModelSpec {
@@ -147,6 +152,17 @@ impl Registry {
         let mut models = self.runtime_models.lock();
         models.retain(|m| m.id != spec.id);
         models.push(spec);
+    }
+
+    /// Reads the imported catalog again; true when the model database changed.
+    pub fn reload_catalog(&self) -> bool {
+        let fresh = catalog::with_import(super::models_dev::load(&self.data_dir));
+        let mut current = self.catalog.lock();
+        if **current == fresh {
+            return false;
+        }
+        *current = Arc::new(fresh);
+        true
     }
 
     /// Records what a provider listed (or why it could not be asked). True when anything changed.
@@ -227,7 +243,7 @@ impl Registry {
     /// Every known model: the catalog, then config declarations (which override the catalog), then run-time ones
     /// (registered, or listed by a provider in config).
     pub fn models(&self, config: &Config) -> Vec<ModelSpec> {
-        let mut models: Vec<ModelSpec> = catalog::builtin().to_vec();
+        let mut models: Vec<ModelSpec> = self.catalog.lock().to_vec();
         for (provider, settings) in &config.providers {
             for (model, m) in &settings.models {
                 let id = format!("{provider}/{model}");
