@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, value_name = "FILE", conflicts_with = "provider")]
         import: Option<PathBuf>,
     },
+    /// Config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Stored sessions.
     Sessions {
         #[command(subcommand)]
@@ -109,6 +114,28 @@ enum AuthCommand {
     Remove {
         provider: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Convert an opencode (`opencode.json(c)`) or codex (`~/.codex/config.toml`) config into keel's, printing
+    /// what was mapped and what was not, then the converted config.
+    Import {
+        /// Which tool's config (default: codex for a `.toml` file, else opencode).
+        #[arg(long, value_enum)]
+        from: Option<ImportFrom>,
+        /// The file (default: the tool's usual place).
+        file: Option<PathBuf>,
+        /// Also write each converted top-level key into the global config (comments kept, validated first).
+        #[arg(long)]
+        write: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFrom {
+    Opencode,
+    Codex,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +201,13 @@ fn main() -> ExitCode {
         }
         Command::Models { provider, import: None } => {
             with_engine(|engine| async move { admin::models(&engine, provider.as_deref()) })
+        }
+        Command::Config { command: ConfigCommand::Import { from, file, write } } => {
+            let from = from.map(|f| match f {
+                ImportFrom::Opencode => keel::config::import::Source::Opencode,
+                ImportFrom::Codex => keel::config::import::Source::Codex,
+            });
+            admin::config_import(&Paths::from_env(), from, file.as_deref(), write).map(|()| ExitCode::SUCCESS)
         }
         Command::Sessions { command } => with_engine(|engine| async move {
             match command {
