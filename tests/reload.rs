@@ -161,18 +161,30 @@ async fn models_a_provider_lists_join_the_database_and_run() {
     mock.push(text("from a discovered model"));
     // A provider that is down: a port nobody listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // And one that accepts connections and never answers: the engine serves while it waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
     let file = home.path().join("config.jsonc");
     let with_gone = |model: &str| {
         let mut c: Value = serde_json::from_str(&keel_jsonc(&config(&mock, model))).unwrap();
         c["providers"]["gone"] = json!({ "wire": "openai-chat", "baseUrl": format!("http://127.0.0.1:{closed}/v1") });
+        c["providers"]["silent"] =
+            json!({ "wire": "openai-chat", "baseUrl": format!("http://127.0.0.1:{silent_port}/v1") });
         c.to_string()
     };
     std::fs::write(&file, with_gone("mock/first")).unwrap();
     let engine = SocketEngine::start(home.path(), &[]).await;
     let c = engine.connect().await;
+    let providers = c.ok("provider/list", json!({})).await;
+    let waiting = providers["providers"].as_array().unwrap().iter().find(|p| p["id"] == "silent").unwrap().clone();
+    assert_ne!(waiting["status"], "up", "{waiting}");
 
     // The mock starts listing models; a config change makes the engine ask again.
-    mock.list_models(vec![json!({ "id": "disc-1", "context_length": 4096 }), json!({ "id": "disc-2" })]);
+    mock.list_models(vec![
+        json!({ "id": "disc-1", "context_length": 4096 }),
+        json!({ "id": "disc-2" }),
+        json!({ "id": "qwen3:8b", "object": "model", "owned_by": "library" }),
+    ]);
     std::fs::write(&file, with_gone("mock/disc-1")).unwrap();
     let listed = tokio::time::timeout(WAIT, async {
         loop {
@@ -188,7 +200,10 @@ async fn models_a_provider_lists_join_the_database_and_run() {
     .expect("the discovered models were never listed");
     assert_eq!(listed.0["contextWindow"], 4096);
     assert_eq!(listed.0["source"], "runtime");
-    assert_eq!(listed.1, 2);
+    assert_eq!(listed.1, 3);
+    let models = c.ok("model/list", json!({ "provider": "mock" })).await;
+    let ollama = models["models"].as_array().unwrap().iter().find(|m| m["id"] == "mock/qwen3:8b").unwrap().clone();
+    assert_eq!(ollama["contextWindow"], 40960, "Ollama's /api/show gives the context length");
 
     let down = tokio::time::timeout(WAIT, async {
         loop {
@@ -209,6 +224,7 @@ async fn models_a_provider_lists_join_the_database_and_run() {
     let session = c.create_session(&home.workspace()).await;
     let sub = c.subscribe(&session, 0).await;
     assert_eq!(turn(&c, &mock, &session, &sub).await, "disc-1");
+    drop(silent);
 }
 
 /// The test's own JSONC reader: the config text above has comments.

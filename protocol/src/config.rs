@@ -118,7 +118,8 @@ pub struct ConfigEditResult {
 pub struct ConfigChangedParams {
     /// The top-level keys whose effective value changed (`model`, `providers`, …).
     pub keys: Vec<String>,
-    /// The project directory whose effective config this is; absent for the engine's own directory.
+    /// The directory whose effective config this is (the engine's own or a session's); absent: the global layers
+    /// alone, as `config/get` without `cwd` shows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
 }

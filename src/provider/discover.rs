@@ -28,6 +28,9 @@ struct Listed {
     /// vLLM.
     #[serde(default)]
     max_model_len: Option<u64>,
+    /// `library` from Ollama, whose `/api/show` has the context length its `/v1/models` lacks.
+    #[serde(default)]
+    owned_by: Option<String>,
 }
 
 /// The providers worth asking: declared in config, speaking openai-chat, with a base URL.
@@ -55,25 +58,41 @@ pub async fn discover(registry: &Registry, entry: &ProviderEntry) -> Discovery {
         Err(e) => return Discovery::Down(crate::secret::scrub_owned(reason(&e))),
     };
     if !response.status().is_success() {
-        return Discovery::Down(format!("{url} answered {}", response.status()));
+        return Discovery::Down(crate::secret::scrub_owned(format!("{url} answered {}", response.status())));
     }
     let listing: Listing = match response.json().await {
         Ok(listing) => listing,
         Err(_) => return Discovery::Down(format!("{url} did not answer with a model list")),
     };
-    let mut models: Vec<ModelSpec> = listing
-        .data
-        .into_iter()
-        .map(|m| {
-            let mut spec = ModelSpec::unknown(&format!("{}/{}", entry.id, m.id));
-            if let Some(window) = m.context_length.or(m.max_model_len) {
-                spec.context_window = window;
-            }
-            spec
-        })
-        .collect();
+    let mut models = Vec::with_capacity(listing.data.len());
+    for m in listing.data {
+        let mut spec = ModelSpec::unknown(&format!("{}/{}", entry.id, m.id));
+        let mut window = m.context_length.or(m.max_model_len);
+        if window.is_none() && m.owned_by.as_deref() == Some("library") {
+            window = ollama_context(&client, &entry.base_url, &m.id).await;
+        }
+        if let Some(window) = window {
+            spec.context_window = window;
+        }
+        models.push(spec);
+    }
     models.sort_by(|a, b| a.id.cmp(&b.id));
     Discovery::Up(models)
+}
+
+/// Ollama's `POST /api/show`: the model's `<architecture>.context_length`. Best effort: `None` on any failure.
+async fn ollama_context(client: &reqwest::Client, base_url: &str, model: &str) -> Option<u64> {
+    let root = base_url.trim_end_matches('/').trim_end_matches("/v1");
+    let response = client
+        .post(format!("{root}/api/show"))
+        .json(&serde_json::json!({ "model": model }))
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    let shown: serde_json::Value = response.error_for_status().ok()?.json().await.ok()?;
+    let info = shown.get("model_info")?.as_object()?;
+    info.iter().find(|(key, _)| key.ends_with(".context_length")).and_then(|(_, v)| v.as_u64())
 }
 
 fn reason(e: &reqwest::Error) -> String {
