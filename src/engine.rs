@@ -13,8 +13,9 @@ use crate::provider::registry::Registry;
 use crate::session::approval::ApprovalError;
 use crate::session::coordinator::Coordinator;
 use crate::session::runner::Mode;
+use crate::session::usage::ContextFigures;
 use crate::session::{Delta, Error as SessionError, Notice, Services, Sessions};
-use crate::store::{self, Store};
+use crate::store::{self, SessionRow, Store};
 use crate::{mcp, tool};
 
 pub use crate::session::Settings;
@@ -155,6 +156,15 @@ impl Engine {
     /// The effective config for a session in `cwd` (see `Services::config`).
     pub fn config(&self, cwd: Option<&str>) -> Config {
         self.services.config(cwd)
+    }
+
+    /// How full a session's context is against its model's window.
+    pub fn context_figures(&self, session: &SessionRow) -> Result<ContextFigures, store::Error> {
+        let config = self.config(Some(&session.cwd));
+        let model = crate::session::service::model_of(session, &session.agent, &config);
+        let spec = self.services.providers.resolve(&config, &model).ok().map(|r| r.spec);
+        let settings = crate::session::compaction::settings(&config);
+        ContextFigures::measure(&self.services.store, &session.id, spec.as_ref(), &settings)
     }
 
     /// Makes sure the session's drain runs. Returns false when one was already running (the call joined it).

@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use common::mock::MockModel;
 use common::{Client, Framing, Home};
-use keel::provider::scripted::{ScriptToolCall, ScriptTurn};
+use keel::provider::scripted::{ScriptToolCall, ScriptTurn, ScriptUsage};
 use serde_json::{Value, json};
 
 async fn acp(home: &Home, mock: &MockModel) -> (tokio::process::Child, Client) {
@@ -187,4 +187,44 @@ async fn an_answer_cut_at_the_output_limit_stops_with_max_tokens() {
         .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "go" }] }));
     let (answer, _) = finish(&c, answer).await;
     assert_eq!(answer["result"]["stopReason"], "max_tokens", "{answer}");
+}
+
+#[tokio::test]
+async fn usage_updates_a_title_and_the_prompt_answers_usage() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let new = c.ok("session/new", json!({ "cwd": home.workspace(), "mcpServers": [] })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    let usage = |input, output| Some(ScriptUsage { input, output, ..Default::default() });
+    mock.push(ScriptTurn {
+        tool_calls: vec![ScriptToolCall {
+            id: Some("p1".into()),
+            name: "todowrite".into(),
+            input: json!({ "todos": [{ "content": "look", "status": "in_progress" }] }),
+        }],
+        usage: usage(300, 20),
+        ..Default::default()
+    });
+    mock.push(ScriptTurn { text: Some("looked".into()), usage: usage(400, 10), ..Default::default() });
+    let (_, answer) = c.start_request(
+        "session/prompt",
+        json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "Look around the repository" }] }),
+    );
+    let (answer, updates) = finish(&c, answer).await;
+    let result = &answer["result"];
+    assert_eq!(result["stopReason"], "end_turn", "{answer}");
+    assert_eq!(result["usage"]["inputTokens"], 700, "{answer}");
+    assert_eq!(result["usage"]["outputTokens"], 30, "{answer}");
+    assert_eq!(result["usage"]["totalTokens"], 730, "{answer}");
+    let of = |kind: &str| updates.iter().filter(|u| u["sessionUpdate"] == kind).cloned().collect::<Vec<_>>();
+    let usage_updates = of("usage_update");
+    assert_eq!(usage_updates.len(), 2, "{updates:?}");
+    assert_eq!(usage_updates[1]["used"], 410);
+    assert_eq!(usage_updates[1]["cost"]["currency"], "USD");
+    let info = of("session_info_update");
+    assert_eq!(info.len(), 1, "{updates:?}");
+    assert_eq!(info[0]["title"], "Look around the repository");
+    let list = c.ok("session/list", json!({})).await;
+    assert_eq!(list["sessions"][0]["title"], "Look around the repository");
 }

@@ -119,7 +119,7 @@ async fn an_opencode_config_is_imported_with_its_report() {
         "mapped      providers.local ← provider.local",
         "mapped      agents.review ← agent.review",
         "mapped      mcp.fs ← mcp.fs",
-        "mapped      compaction.model ← small_model",
+        "mapped      smallModel ← small_model",
         "not mapped  theme: a terminal UI setting",
         "not mapped  agent.review.temperature: no keel equivalent",
     ] {

@@ -5,7 +5,7 @@ mod common;
 
 use common::Home;
 use common::mock::MockModel;
-use keel::provider::scripted::{ScriptError, ScriptToolCall, ScriptTurn};
+use keel::provider::scripted::{ScriptError, ScriptToolCall, ScriptTurn, ScriptUsage};
 use serde_json::{Value, json};
 
 async fn keel_run(home: &Home, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
@@ -85,13 +85,21 @@ async fn text_and_json_output_against_a_mock_model_and_continuing_a_session() {
         tool_calls: vec![ScriptToolCall { id: None, name: "todowrite".into(), input: json!({ "todos": [] }) }],
         ..Default::default()
     });
-    mock.push(ScriptTurn { text: Some("The answer is 42.".into()), ..Default::default() });
+    mock.push(ScriptTurn {
+        text: Some("The answer is 42.".into()),
+        usage: Some(ScriptUsage { input: 1_500, output: 12, ..Default::default() }),
+        ..Default::default()
+    });
     mock.push(ScriptTurn { text: Some("Still 42.".into()), ..Default::default() });
     mock_config(&home, &mock);
 
     let (code, stdout, stderr) = keel_run(&home, &[], &["What", "is", "the", "answer?"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "The answer is 42.");
+    // The figures close the run on stderr: the mock's model is unknown to the catalog, so its window is the
+    // default 128,000 and its price nothing.
+    let figures = stderr.lines().last().unwrap();
+    assert_eq!(figures, "2 turns · 1.5k in, 12 out · context 1.5k of 128k (1%) · $0.0000", "{stderr}");
     let session = stderr.lines().find_map(|l| l.strip_prefix("session ")).unwrap().to_owned();
     assert_eq!(mock.requests()[0].body["messages"][1]["content"], "What is the answer?");
 

@@ -43,6 +43,9 @@ pub struct CompactionCompletedData {
     /// Tool calls whose outputs the model's context shows as a placeholder from now on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned_calls: Vec<String>,
+    /// What the summary request used and cost; counted in the session's totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::session::Usage>,
 }
 
 /// `compaction.failed` (version 1): the context is as it was.

@@ -55,6 +55,7 @@ pub fn protocol_schema() -> Value {
         .notification::<event::SessionSynced>(s2c)
         .notification::<event::SessionSubscriptionEnded>(s2c)
         .notification::<session::SessionStatusChanged>(s2c)
+        .notification::<session::SessionUsage>(s2c)
         .notification::<crate::mcp::McpStatusChanged>(s2c)
         .notification::<crate::mcp::McpListChanged>(s2c)
         .notification::<crate::config::ConfigChanged>(s2c)

@@ -114,6 +114,30 @@ pub struct SessionGetResult {
     /// The queue is paused after an interrupt, until the next prompt or resume.
     pub queue_paused: bool,
     pub pending_approvals: Vec<crate::approval::Approval>,
+    pub context: ContextUsage,
+}
+
+/// How full the model's context is: what the session's next request would hold, against its model's window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextUsage {
+    /// Estimated tokens of the next request: the last size the provider reported plus what was added since.
+    pub tokens: u64,
+    /// The model's context window; 0 when the model is not known.
+    pub window: u64,
+    /// The size at which automatic compaction runs before a turn (the usable window).
+    pub compact_at: u64,
+    /// `tokens / window`; 0 when the window is not known.
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionUsageParams {
+    pub session_id: String,
+    pub context: ContextUsage,
+    /// The session's totals so far, with its cost from the catalog's prices.
+    pub usage: Usage,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -152,6 +176,10 @@ method!(SessionFork, "session/fork", SessionForkParams, SessionResult, ordered_b
 method!(
     /// Interrupts running work, then removes the session and its events.
     SessionDelete, "session/delete", SessionIdParams, Empty, ordered_by = "sessionId"
+);
+notification!(
+    /// Sent to every initialized connection after each turn and compaction.
+    SessionUsage, "session/usage", SessionUsageParams
 );
 notification!(
     /// Sent to every initialized connection.

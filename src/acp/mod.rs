@@ -361,8 +361,10 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
     // Cancels and config changes for this session must not wait behind a prompt that lasts a whole activity.
     call.release_order();
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
+    mapper.cost_usd = session.cost_usd;
     // Whether the activity's last turn ran out of output tokens: its answer is cut, which ACP calls `max_tokens`.
     let mut cut = false;
+    let mut used = TurnUsage::default();
     loop {
         match run.next().await.map_err(AcpError::internal)? {
             // Events before the prompt's activity opened belong to others.
@@ -374,6 +376,7 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
             Step::Event { event, body, .. } => {
                 if let EventBody::TurnCompleted(d) = &body {
                     cut = d.was_cut();
+                    add_usage(&mut used, &d.usage);
                 }
                 for update in mapper.updates(event.seq, body) {
                     send_update(&call.peer, &session_id, update).await;
@@ -386,7 +389,7 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
             // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
             Step::PausedBeforeStart => {
                 let _ = engine.remove_input(&session_id, &run.receipt().input_id);
-                return Ok(PromptResponse { stop_reason: StopReason::Cancelled });
+                return Ok(PromptResponse { stop_reason: StopReason::Cancelled, usage: None });
             }
             Step::Closed(outcome) => {
                 let stop_reason = match outcome.reason {
@@ -398,10 +401,21 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
                         return Err(AcpError::Internal(outcome.error.unwrap_or_else(|| "the turn failed".into())));
                     }
                 };
-                return Ok(PromptResponse { stop_reason });
+                return Ok(PromptResponse { stop_reason, usage: Some(used) });
             }
         }
     }
+}
+
+fn add_usage(total: &mut TurnUsage, turn: &keel_protocol::session::Usage) {
+    let input = turn.input_tokens + turn.cache_read_tokens + turn.cache_write_tokens;
+    total.input_tokens += input;
+    total.output_tokens += turn.output_tokens + turn.reasoning_tokens;
+    total.total_tokens += input + turn.output_tokens + turn.reasoning_tokens;
+    let add = |field: &mut Option<u64>, n: u64| *field = Some(field.unwrap_or(0) + n);
+    add(&mut total.thought_tokens, turn.reasoning_tokens);
+    add(&mut total.cached_read_tokens, turn.cache_read_tokens);
+    add(&mut total.cached_write_tokens, turn.cache_write_tokens);
 }
 
 async fn stream_delta(peer: &PeerRef, mapper: &mut Mapper, delta: &Delta, session_id: &str, seq: u64) {

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use keel_protocol::catalogue::EventBody;
+use keel_protocol::event::SessionUpdatedData;
 use keel_protocol::input::ContentPart;
 use keel_protocol::turn::{PartCompletedData, ToolCalledData};
 use serde_json::Value;
 
 use super::schema::{
-    Chunk, ContentBlock, Cost, Location, Meta, Plan, PlanEntry, Position, RawOutput, SessionUpdate, ToolCall,
-    ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolKind, UpdateKind, Usage,
+    Chunk, ContentBlock, Cost, Location, Meta, Plan, PlanEntry, Position, RawOutput, SessionInfoUpdate, SessionUpdate,
+    ToolCall, ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolKind, UpdateKind, Usage,
 };
 
 /// What the mapping remembers across events: inputs by id, calls by id, text already streamed per part.
@@ -26,6 +27,8 @@ pub struct Mapper {
     pub cwd: String,
     /// The context window of the session's model, for `usage_update.size`.
     pub context_window: u64,
+    /// The session's cost up to the events mapped so far: `usage_update.cost` is cumulative.
+    pub cost_usd: f64,
 }
 
 fn with_seq(kind: UpdateKind, seq: u64) -> SessionUpdate {
@@ -74,6 +77,14 @@ fn text(text: impl Into<String>) -> ContentBlock {
 impl Mapper {
     pub fn new(cwd: &str, context_window: u64) -> Self {
         Self { cwd: cwd.to_owned(), context_window, ..Default::default() }
+    }
+
+    fn usage(&self, used: u64) -> UpdateKind {
+        UpdateKind::UsageUpdate(Usage {
+            used,
+            size: self.context_window,
+            cost: Cost { amount: self.cost_usd, currency: "USD" },
+        })
     }
 
     fn absolute(&self, path: &str) -> String {
@@ -149,11 +160,15 @@ impl Mapper {
                 let u = &d.usage;
                 let used =
                     u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens + u.reasoning_tokens;
-                out.push(UpdateKind::UsageUpdate(Usage {
-                    used,
-                    size: self.context_window,
-                    cost: Cost { amount: d.cost_usd, currency: "USD" },
-                }));
+                self.cost_usd += d.cost_usd;
+                out.push(self.usage(used));
+            }
+            EventBody::CompactionCompleted(d) => {
+                self.cost_usd += d.usage.as_ref().map_or(0.0, |u| u.cost_usd);
+                out.push(self.usage(d.tokens_after));
+            }
+            EventBody::SessionUpdated(SessionUpdatedData { title: Some(title), .. }) => {
+                out.push(UpdateKind::SessionInfoUpdate(SessionInfoUpdate { title }));
             }
             // ACP has no update for these: prompts learn of them through `session/prompt`'s answer or not at all.
             EventBody::SessionCreated(_)
@@ -177,7 +192,6 @@ impl Mapper {
             | EventBody::RecoveryRequired(_)
             | EventBody::RecoveryResolved(_)
             | EventBody::CompactionStarted(_)
-            | EventBody::CompactionCompleted(_)
             | EventBody::CompactionFailed(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()

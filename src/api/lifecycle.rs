@@ -11,7 +11,7 @@ use keel_protocol::auth::{AuthChanged, AuthChangedParams};
 use keel_protocol::config::{ConfigChanged, ConfigChangedParams, ConfigInvalid, ConfigInvalidParams};
 use keel_protocol::mcp::{McpListChanged, McpStatusChanged};
 use keel_protocol::model::{ModelListChanged, ProviderListChanged};
-use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams};
+use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams, SessionUsage, SessionUsageParams};
 use tokio::sync::broadcast;
 
 use super::ApiError;
@@ -136,6 +136,18 @@ async fn forward_notices(
             }
             Ok(Notice::McpListChanged) => {
                 if peer.notify(McpListChanged::NAME, &Empty {}).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::UsageChanged { session_id, context }) => {
+                // A session deleted since has no totals to tell.
+                let Ok(row) = engine.sessions.get(&session_id) else { continue };
+                let params = SessionUsageParams {
+                    usage: super::session::usage(&row),
+                    context: super::session::context_usage(context),
+                    session_id,
+                };
+                if peer.notify(SessionUsage::NAME, &params).await.is_err() {
                     return;
                 }
             }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use keel_protocol::Empty;
 use keel_protocol::input::PendingInput;
 use keel_protocol::session::{
-    Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams, SessionListParams,
-    SessionListResult, SessionResult, SessionUpdateParams, Usage,
+    ContextUsage, Session, SessionCreateParams, SessionForkParams, SessionGetResult, SessionIdParams,
+    SessionListParams, SessionListResult, SessionResult, SessionUpdateParams, Usage,
 };
 use keel_protocol::turn::{MessagesParams, MessagesResult};
 
@@ -14,6 +14,7 @@ use super::ApiError;
 use crate::engine::Engine;
 use crate::rpc::Call;
 use crate::session::service::{NewSession, SessionChanges, encode_cursor};
+use crate::session::usage::ContextFigures;
 use crate::store::SessionRow;
 
 const DEFAULT_PAGE: usize = 50;
@@ -42,6 +43,7 @@ pub async fn list(engine: Arc<Engine>, p: Option<SessionListParams>, _: Call) ->
 
 pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<SessionGetResult, ApiError> {
     let row = engine.sessions.get(&p.session_id)?;
+    let context = context_usage(engine.context_figures(&row).map_err(crate::session::Error::from)?);
     let head_seq = row.head_seq;
     let queue_paused = row.queue_paused;
     let session = to_wire(row);
@@ -62,6 +64,7 @@ pub async fn get(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<Ses
         pending_inputs,
         queue_paused,
         pending_approvals: engine.pending_approvals(&p.session_id)?.into_iter().map(super::approval::to_wire).collect(),
+        context,
     })
 }
 
@@ -99,6 +102,7 @@ pub async fn delete(engine: Arc<Engine>, p: SessionIdParams, _: Call) -> Result<
 
 fn to_wire(row: SessionRow) -> Session {
     Session {
+        usage: usage(&row),
         id: row.id,
         cwd: row.cwd,
         title: row.title,
@@ -108,14 +112,27 @@ fn to_wire(row: SessionRow) -> Session {
         created_at: row.created_at,
         updated_at: row.updated_at,
         status: row.status,
-        usage: Usage {
-            input_tokens: row.input_tokens,
-            output_tokens: row.output_tokens,
-            reasoning_tokens: row.reasoning_tokens,
-            cache_read_tokens: row.cache_read_tokens,
-            cache_write_tokens: row.cache_write_tokens,
-            cost_usd: row.cost_usd,
-        },
+    }
+}
+
+/// The session's totals so far.
+pub fn usage(row: &SessionRow) -> Usage {
+    Usage {
+        input_tokens: row.input_tokens,
+        output_tokens: row.output_tokens,
+        reasoning_tokens: row.reasoning_tokens,
+        cache_read_tokens: row.cache_read_tokens,
+        cache_write_tokens: row.cache_write_tokens,
+        cost_usd: row.cost_usd,
+    }
+}
+
+pub fn context_usage(figures: ContextFigures) -> ContextUsage {
+    ContextUsage {
+        tokens: figures.tokens,
+        window: figures.window,
+        compact_at: figures.compact_at,
+        share: figures.share(),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::provider::registry::{FALLBACK_MODEL, Registry};
 use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
 use crate::session::service::NewSession;
+use crate::session::usage::ContextFigures;
 use crate::session::{Delta, Error as SessionError};
 use crate::store::Event;
 use crate::store::approvals::ApprovalRow;
@@ -210,6 +211,14 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                         Err(RunError::NotCompleted { reason: keel_protocol::wire_name(&other), detail: outcome.error })
                     }
                 };
+                if options.format == Format::Text
+                    && !options.quiet
+                    && tally.turns > 0
+                    && let Ok(row) = engine.sessions.get(&session_id)
+                {
+                    let context = engine.context_figures(&row).unwrap_or_default();
+                    eprintln!("{}", tally.figures(&context));
+                }
                 if options.format == Format::Json && !options.quiet {
                     let summary = serde_json::json!({
                         "type": "summary",
@@ -234,6 +243,8 @@ struct Tally {
     turns: usize,
     refused: usize,
     cost_usd: f64,
+    input_tokens: u64,
+    output_tokens: u64,
 }
 
 impl Tally {
@@ -242,6 +253,16 @@ impl Tally {
             EventBody::TurnCompleted(d) => {
                 self.turns += 1;
                 self.cost_usd += d.cost_usd;
+                let u = &d.usage;
+                self.input_tokens += u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
+                self.output_tokens += u.output_tokens + u.reasoning_tokens;
+            }
+            EventBody::CompactionCompleted(d) => {
+                if let Some(u) = &d.usage {
+                    self.cost_usd += u.cost_usd;
+                    self.input_tokens += u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
+                    self.output_tokens += u.output_tokens + u.reasoning_tokens;
+                }
             }
             EventBody::ApprovalResolved(d) if d.decision == Resolved::Reject => self.refused += 1,
             EventBody::ToolFailed(d) if d.error.starts_with(crate::session::approval::DENIED_BY_RULES) => {
@@ -249,6 +270,34 @@ impl Tally {
             }
             _ => {}
         }
+    }
+}
+
+impl Tally {
+    /// One line for the end of a text run: `3 turns · 1.2k in, 340 out · context 5.1k of 128k (4%) · $0.0021`.
+    fn figures(&self, context: &ContextFigures) -> String {
+        let turns = if self.turns == 1 { "1 turn".to_owned() } else { format!("{} turns", self.turns) };
+        let mut line = format!("{turns} · {} in, {} out", thousands(self.input_tokens), thousands(self.output_tokens));
+        if context.window > 0 {
+            let percent = (context.share() * 100.0).round();
+            line.push_str(&format!(
+                " · context {} of {} ({percent}%)",
+                thousands(context.tokens),
+                thousands(context.window)
+            ));
+        }
+        line.push_str(&format!(" · ${:.4}", self.cost_usd));
+        line
+    }
+}
+
+/// `950`, `12.3k`, `128k`, `1.5M`.
+fn thousands(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..100_000 => format!("{:.1}k", n as f64 / 1_000.0),
+        100_000..1_000_000 => format!("{:.0}k", n as f64 / 1_000.0),
+        _ => format!("{:.1}M", n as f64 / 1_000_000.0),
     }
 }
 

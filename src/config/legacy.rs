@@ -27,8 +27,8 @@ pub fn convert_reported(old: Value) -> Conversion {
                 }
             }
             "small_model" => {
-                out.insert("compaction".into(), json!({ "model": value }));
-                c.map("compaction.model", "small_model (keel's summaries)");
+                out.insert("smallModel".into(), value.clone());
+                c.map("smallModel", "small_model");
             }
             "provider" => {
                 let converted = providers(&mut c, value);
@@ -218,7 +218,7 @@ mod tests {
         });
         let c = convert_reported(old);
         assert_eq!(c.config["mcp"]["fs"]["command"], json!(["mcp-fs", "."]));
-        assert_eq!(c.config["compaction"]["model"], "local/tiny");
+        assert_eq!(c.config["smallModel"], "local/tiny");
         assert_eq!(c.config["providers"]["local"]["models"]["m"]["cost"]["cacheRead"], 0.1);
         assert_eq!(c.config["providers"]["local"]["models"]["m"]["tools"], true);
         assert_eq!(c.config["agents"]["fast"]["mode"], "primary");

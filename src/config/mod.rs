@@ -31,6 +31,10 @@ pub struct Config {
     /// The default model, `provider/model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// `provider/model` that writes session titles; without it a session is named after its first prompt's own
+    /// words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small_model: Option<String>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
     /// Ordered permission rules; the last match wins.

@@ -90,6 +90,36 @@ pub enum StreamEvent {
 
 pub type EventSink = mpsc::UnboundedSender<StreamEvent>;
 
+/// The whole answer to a request made for its text alone (a summary, a title).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub usage: TokenUsage,
+}
+
+/// Streams a request whose answer is wanted whole; `None` when cancelled first.
+pub async fn complete(
+    provider: &dyn Provider,
+    request: &Request,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Completion>, ProviderError> {
+    let (sink, mut events) = mpsc::unbounded_channel();
+    let result = tokio::select! {
+        result = provider.stream(request, sink) => result,
+        _ = cancel.cancelled() => return Ok(None),
+    };
+    result?;
+    let mut completion = Completion::default();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            StreamEvent::TextDelta(delta) => completion.text.push_str(&delta),
+            StreamEvent::Usage(usage) => completion.usage = usage,
+            _ => {}
+        }
+    }
+    Ok(Some(completion))
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ProviderError {
     #[error("the provider rejected the credentials ({status}): {message}")]

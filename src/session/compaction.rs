@@ -11,8 +11,8 @@ use keel_protocol::catalogue::EventBody;
 use keel_protocol::compaction::{
     CompactionCompletedData, CompactionFailedData, CompactionReason, CompactionStartedData,
 };
+use keel_protocol::session::Usage;
 use keel_protocol::turn::{Part, ToolStatus};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{self, Context};
@@ -20,7 +20,7 @@ use super::{Error, Services, event};
 use crate::config::{CompactionSettings, Config};
 use crate::provider::catalog::ModelSpec;
 use crate::provider::registry::Resolved;
-use crate::provider::{ChatMessage, ProviderError, Request, StreamEvent, UserPart};
+use crate::provider::{ChatMessage, ProviderError, Request, UserPart};
 use crate::store::context::ContextRow;
 use crate::store::transcript::{self, PartRow};
 use crate::store::{PRUNED_OUTPUT, Store};
@@ -120,24 +120,33 @@ fn size(row: &ContextRow, added_chars: usize, all_chars: usize, overhead: usize)
 
 /// Whether the next request must be compacted first: its estimate reaches the usable window, and something was
 /// added since the size was last measured (a context that a compaction just made cannot get smaller by another
-/// one). Reads only the parts after the anchor (the whole context only before any measurement), so that the check
-/// costs the same at any length of the log.
+/// one).
 pub fn required(store: &Store, session_id: &str, overhead: usize, budget: Budget) -> crate::store::Result<bool> {
     if budget.usable == 0 {
         return Ok(false);
     }
+    let measured = measure(store, session_id, overhead)?;
+    Ok(measured.added_parts > 0 && measured.tokens >= budget.usable)
+}
+
+/// The estimated size of a session's next request.
+pub struct Measured {
+    pub tokens: u64,
+    /// Parts recorded since the size was last measured.
+    pub added_parts: u64,
+}
+
+/// Estimates the next request from the parts after the anchor (the whole context only before any measurement), so
+/// that it costs the same at any length of the log.
+pub fn measure(store: &Store, session_id: &str, overhead: usize) -> crate::store::Result<Measured> {
     store.query(|c| {
         let row = crate::store::context::get(c, session_id)?.unwrap_or_default();
         let (added_chars, added_parts) = transcript::size_after(c, session_id, row.anchor_seq)?;
-        if added_parts == 0 {
-            return Ok(false);
-        }
         let all_chars = match row.anchor_tokens {
             0 => transcript::size_after(c, session_id, row.checkpoint_seq)?.0,
             _ => 0,
         };
-        let estimate = size(&row, added_chars, all_chars, overhead);
-        Ok(estimate >= budget.usable)
+        Ok(Measured { tokens: size(&row, added_chars, all_chars, overhead), added_parts })
     })
 }
 
@@ -192,17 +201,28 @@ pub async fn compact(
     let pruning_enough =
         reason == CompactionReason::Auto && !pruned_calls.is_empty() && after_pruning < budget.usable * 3 / 4;
     let outcome = match plan.split {
-        _ if pruning_enough => {
-            Outcome { checkpoint_seq: context.row.checkpoint_seq, summary: None, tokens_after: after_pruning }
-        }
+        _ if pruning_enough => Outcome {
+            checkpoint_seq: context.row.checkpoint_seq,
+            summary: None,
+            tokens_after: after_pruning,
+            usage: None,
+        },
         // Asked for by a person, an empty compaction is an answer, not an error.
-        None if pruned_calls.is_empty() && reason == CompactionReason::Manual => {
-            Outcome { checkpoint_seq: context.row.checkpoint_seq, summary: None, tokens_after: tokens_before }
-        }
+        None if pruned_calls.is_empty() && reason == CompactionReason::Manual => Outcome {
+            checkpoint_seq: context.row.checkpoint_seq,
+            summary: None,
+            tokens_after: tokens_before,
+            usage: None,
+        },
         None if pruned_calls.is_empty() || reason == CompactionReason::Overflow => {
             return fail(CompactionError::NothingToCompact);
         }
-        None => Outcome { checkpoint_seq: context.row.checkpoint_seq, summary: None, tokens_after: after_pruning },
+        None => Outcome {
+            checkpoint_seq: context.row.checkpoint_seq,
+            summary: None,
+            tokens_after: after_pruning,
+            usage: None,
+        },
         Some(split) => {
             let (prefix, tail) = context.parts.split_at(split);
             let text = transcript_text(context.row.summary.as_deref(), prefix, target.cwd, budget);
@@ -216,10 +236,10 @@ pub async fn compact(
                 Err(e) => return fail(e),
             };
             let tail_chars: usize = tail.iter().map(|p| p.data.len()).sum();
-            let tokens_after = chars_to_tokens(overhead + summary.len() + tail_chars).saturating_sub(saved(split));
+            let tokens_after = chars_to_tokens(overhead + summary.text.len() + tail_chars).saturating_sub(saved(split));
             // The tail is what comes after the checkpoint: the parts from its first part's event on.
             let checkpoint_seq = tail.first().map_or(context.row.checkpoint_seq, |p| p.seq.saturating_sub(1));
-            Outcome { checkpoint_seq, summary: Some(summary), tokens_after }
+            Outcome { checkpoint_seq, summary: Some(summary.text), tokens_after, usage: Some(summary.usage) }
         }
     };
     services.append_events(
@@ -231,8 +251,10 @@ pub async fn compact(
             tokens_after: outcome.tokens_after,
             summary: outcome.summary,
             pruned_calls,
+            usage: outcome.usage,
         }))?],
     )?;
+    services.report_usage(session_id, &target.resolved.spec, settings)?;
     Ok(Compacted::Done)
 }
 
@@ -240,6 +262,7 @@ struct Outcome {
     checkpoint_seq: u64,
     summary: Option<String>,
     tokens_after: u64,
+    usage: Option<Usage>,
 }
 
 /// What a compaction would do to a context: the tool outputs to prune and where the verbatim tail starts (an index
@@ -363,7 +386,7 @@ async fn summarise_with_retries(
     target: &Target<'_>,
     text: &str,
     cancel: &CancellationToken,
-) -> Result<Option<String>, CompactionError> {
+) -> Result<Option<Summary>, CompactionError> {
     let mut attempt: u32 = 0;
     loop {
         match summarise(target, text.to_owned(), cancel).await {
@@ -388,32 +411,30 @@ async fn summarise(
     target: &Target<'_>,
     text: String,
     cancel: &CancellationToken,
-) -> Result<Option<String>, CompactionError> {
+) -> Result<Option<Summary>, CompactionError> {
+    let spec = &target.summariser.spec;
     let request = Request {
-        model: target.summariser.spec.model().to_owned(),
+        model: spec.model().to_owned(),
         system: SUMMARY_PROMPT.to_owned(),
         messages: vec![ChatMessage::User(vec![UserPart::Text(format!("<conversation>\n{text}\n</conversation>"))])],
         tools: Vec::new(),
-        max_output_tokens: target.summariser.spec.max_output_tokens.min(SUMMARY_OUTPUT_TOKENS),
+        max_output_tokens: spec.max_output_tokens.min(SUMMARY_OUTPUT_TOKENS),
         session_id: target.session_id.to_owned(),
     };
-    let (sink, mut events) = mpsc::unbounded_channel();
-    let result = tokio::select! {
-        result = target.summariser.provider.stream(&request, sink) => result,
-        _ = cancel.cancelled() => return Ok(None),
+    let Some(answer) = crate::provider::complete(&*target.summariser.provider, &request, cancel).await? else {
+        return Ok(None);
     };
-    result?;
-    let mut summary = String::new();
-    while let Ok(event) = events.try_recv() {
-        if let StreamEvent::TextDelta(delta) = event {
-            summary.push_str(&delta);
-        }
-    }
-    let summary = summary.trim().to_owned();
-    if summary.is_empty() {
+    let text = answer.text.trim().to_owned();
+    if text.is_empty() {
         return Err(CompactionError::EmptySummary);
     }
-    Ok(Some(summary))
+    Ok(Some(Summary { text, usage: super::usage::priced(spec, &answer.usage) }))
+}
+
+/// A summary with what its request used.
+struct Summary {
+    text: String,
+    usage: Usage,
 }
 
 #[cfg(test)]

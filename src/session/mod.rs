@@ -12,6 +12,8 @@ pub mod recovery;
 pub mod runner;
 pub mod service;
 mod services;
+pub mod title;
+pub mod usage;
 
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::DeltaKind;
@@ -93,4 +95,9 @@ pub enum Notice {
     },
     /// Config's MCP servers changed and were restarted as they now read.
     McpListChanged,
+    /// A turn or a compaction changed the session's usage or the size of its context.
+    UsageChanged {
+        session_id: String,
+        context: usage::ContextFigures,
+    },
 }

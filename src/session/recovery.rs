@@ -197,6 +197,7 @@ mod tests {
                     tokens_after: 5,
                     summary: Some("s".into()),
                     pruned_calls: Vec::new(),
+                    usage: None,
                 }),
                 "compact-failed" => {
                     EventBody::CompactionFailed(CompactionFailedData { compaction_id: "c".into(), error: "no".into() })

@@ -14,6 +14,15 @@ pub const DEFAULT_AGENT: &str = "build";
 pub const DEFAULT_TITLE: &str = "New session";
 pub const MAX_PAGE: usize = 500;
 
+/// The `provider/model` a session's turns use unless an input names one: the session's, its agent's, or the
+/// configured default.
+pub fn model_of(session: &SessionRow, agent: &str, config: &crate::config::Config) -> String {
+    Some(session.model.clone())
+        .filter(|m| !m.is_empty())
+        .or_else(|| config.agents.get(agent).and_then(|a| a.model.clone()))
+        .unwrap_or_else(|| crate::provider::registry::Registry::default_model(config))
+}
+
 pub struct Sessions {
     store: Arc<Store>,
 }

@@ -167,9 +167,18 @@ impl Services {
     /// Under a held lease the append is fenced: once another engine has taken the session over it is refused
     /// (`LeaseLost`) and the drain is stopped, so a stale owner never writes after the takeover.
     pub fn append_events(&self, session_id: &str, events: Vec<NewEvent>) -> Result<(), Error> {
+        self.append_decided(session_id, |_| Ok(events))
+    }
+
+    /// `append_events` with the events chosen inside the append's transaction (see `Store::append_with`).
+    pub fn append_decided(
+        &self,
+        session_id: &str,
+        decide: impl FnOnce(&rusqlite::Connection) -> crate::store::Result<Vec<NewEvent>>,
+    ) -> Result<(), Error> {
         let fence = self.held.lock().get(session_id).map(|h| h.fence.clone());
         let appended = match &fence {
-            Some(fence) => match self.store.append_fenced(fence, events) {
+            Some(fence) => match self.store.append_fenced_with(fence, decide) {
                 Ok(appended) => {
                     if let Some(held) = self.held.lock().get_mut(session_id) {
                         held.appended += appended.len() as u64;
@@ -186,7 +195,7 @@ impl Services {
                     return Err(e.into());
                 }
             },
-            None => self.store.append(session_id, events)?,
+            None => self.store.append_with(session_id, |tx| Ok((decide(tx)?, ())))?.0,
         };
         for e in appended.iter().filter(|e| e.kind == EventKind::SessionStatus) {
             if let EventBody::SessionStatus(data) = e.body()? {
@@ -194,6 +203,18 @@ impl Services {
                     self.notices.send(Notice::StatusChanged { session_id: session_id.to_owned(), status: data.status });
             }
         }
+        Ok(())
+    }
+
+    /// Tells every client how full the session's context is now; its totals are read at the edge.
+    pub(crate) fn report_usage(
+        &self,
+        session_id: &str,
+        spec: &crate::provider::catalog::ModelSpec,
+        settings: &crate::config::CompactionSettings,
+    ) -> Result<(), Error> {
+        let context = super::usage::ContextFigures::measure(&self.store, session_id, Some(spec), settings)?;
+        let _ = self.notices.send(Notice::UsageChanged { session_id: session_id.to_owned(), context });
         Ok(())
     }
 

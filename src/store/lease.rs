@@ -89,12 +89,21 @@ impl Store {
 
     /// Appends agent events as the lease holder; `Error::LeaseLost` when another engine has taken the session over.
     pub fn append_fenced(&self, fence: &Fence, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>> {
+        self.append_fenced_with(fence, |_| Ok(events))
+    }
+
+    /// `append_fenced` with the events chosen inside the transaction, as `append_with` does.
+    pub fn append_fenced_with(
+        &self,
+        fence: &Fence,
+        decide: impl FnOnce(&rusqlite::Connection) -> Result<Vec<NewEvent>>,
+    ) -> Result<Vec<Arc<Event>>> {
         Ok(self
             .append_with(&fence.session_id, |tx| {
                 if !fenced(tx, fence)? {
                     return Err(Error::LeaseLost(fence.session_id.clone()));
                 }
-                Ok((events, ()))
+                Ok((decide(tx)?, ()))
             })?
             .0)
     }

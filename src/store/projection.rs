@@ -6,6 +6,7 @@ use keel_protocol::catalogue::EventBody;
 use keel_protocol::compaction::CompactionCompletedData;
 use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use keel_protocol::input::ContentPart;
+use keel_protocol::session::Usage;
 use keel_protocol::turn::{InputAdmittedData, InputPromotedData, PartCompletedData, ToolCalledData, TurnCompletedData};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
@@ -167,13 +168,23 @@ fn tool_called(tx: &Transaction<'_>, at: &At<'_>, d: &ToolCalledData) -> Result<
 }
 
 fn turn_completed(tx: &Transaction<'_>, at: &At<'_>, d: &TurnCompletedData) -> Result<()> {
+    add_usage(tx, at, &d.usage, d.cost_usd)?;
     let u = &d.usage;
+    tx.prepare_cached(
+        "UPDATE sessions SET \
+         context_tokens = CASE WHEN ?2 + ?3 + ?4 > 0 THEN ?2 + ?3 + ?4 ELSE context_tokens END, \
+         context_seq = CASE WHEN ?2 + ?3 + ?4 > 0 THEN turn_seq ELSE context_seq END WHERE id = ?1",
+    )?
+    .execute(params![at.sid, u.input_tokens, u.cache_read_tokens, u.cache_write_tokens])?;
+    Ok(())
+}
+
+/// Adds a request's usage to the session's totals.
+fn add_usage(tx: &Transaction<'_>, at: &At<'_>, u: &Usage, cost_usd: f64) -> Result<()> {
     tx.prepare_cached(
         "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, \
          reasoning_tokens = reasoning_tokens + ?4, cache_read_tokens = cache_read_tokens + ?5, \
-         cache_write_tokens = cache_write_tokens + ?6, cost_usd = cost_usd + ?7, \
-         context_tokens = CASE WHEN ?2 + ?5 + ?6 > 0 THEN ?2 + ?5 + ?6 ELSE context_tokens END, \
-         context_seq = CASE WHEN ?2 + ?5 + ?6 > 0 THEN turn_seq ELSE context_seq END WHERE id = ?1",
+         cache_write_tokens = cache_write_tokens + ?6, cost_usd = cost_usd + ?7 WHERE id = ?1",
     )?
     .execute(params![
         at.sid,
@@ -182,7 +193,7 @@ fn turn_completed(tx: &Transaction<'_>, at: &At<'_>, d: &TurnCompletedData) -> R
         u.reasoning_tokens,
         u.cache_read_tokens,
         u.cache_write_tokens,
-        d.cost_usd
+        cost_usd
     ])?;
     Ok(())
 }
@@ -197,6 +208,9 @@ fn compaction_completed(tx: &Transaction<'_>, at: &At<'_>, d: &CompactionComplet
         d.tokens_after,
         at.seq
     ])?;
+    if let Some(usage) = &d.usage {
+        add_usage(tx, at, usage, usage.cost_usd)?;
+    }
     if let Some(summary) = &d.summary {
         tx.prepare_cached("UPDATE sessions SET checkpoint_seq = ?2, summary = ?3 WHERE id = ?1")?.execute(params![
             at.sid,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::compaction::CompactionReason;
-use keel_protocol::input::{Delivery, InputKind};
+use keel_protocol::input::{ContentPart, Delivery, InputKind};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{
     ActivityClosedData, ActivityOpenedData, ActivitySuspendedData, ActivityTrigger, CloseReason, InputPromotedData,
@@ -18,6 +18,7 @@ use keel_protocol::turn::{
 use tokio_util::sync::CancellationToken;
 
 use super::compaction::{self, Compacted, CompactionError, Target};
+use super::title::{self, Titling};
 use super::{Error, Services, event};
 use crate::store::{NewEvent, SessionRow, inputs};
 use crate::tool::{ToolError, ToolOutput, output};
@@ -76,7 +77,7 @@ async fn drain_inner(
     match recover(services, session_id, cancel).await? {
         Recovered::Waiting => return Ok(()),
         Recovered::Continue(activity) => {
-            if activity_loop(services, &activity, cancel).await? != Ended::Closed(CloseReason::Completed) {
+            if activity_loop(services, &activity, None, cancel).await? != Ended::Closed(CloseReason::Completed) {
                 return Ok(());
             }
         }
@@ -198,26 +199,53 @@ async fn run_activity(
     }
     opening.push(event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?);
     services.append_events(&session.id, opening)?;
-    activity_loop(services, &activity, cancel).await
+    let titling = match promote.first() {
+        Some(input) if input.kind == InputKind::Prompt => {
+            let prompt: Vec<ContentPart> = serde_json::from_str(&input.content).unwrap_or_default();
+            title::start(services, session, &prompt)
+        }
+        _ => None,
+    };
+    activity_loop(services, &activity, titling, cancel).await
 }
 
-/// Turns until the activity settles (completed, interrupted, failed or out of steps) or the engine shuts down.
+/// Runs the activity's steps and records how it ended; a title being written is part of the activity.
 async fn activity_loop(
     services: &Arc<Services>,
     activity: &Activity,
+    titling: Option<Titling>,
     cancel: &CancellationToken,
 ) -> Result<Ended, Error> {
+    let end = steps(services, activity, cancel).await;
+    if let Some(titling) = titling {
+        titling.finish(cancel, &services.shutdown).await;
+    }
+    match end? {
+        End::Close(reason, error) => close(services, activity, reason, error),
+        End::Suspend => suspend(services, activity),
+    }
+}
+
+/// How the steps of an activity ended, before it is recorded.
+enum End {
+    Close(CloseReason, Option<String>),
+    /// The engine is shutting down at a safe point.
+    Suspend,
+}
+
+/// Turns until the activity settles (completed, interrupted, failed or out of steps) or the engine shuts down.
+async fn steps(services: &Arc<Services>, activity: &Activity, cancel: &CancellationToken) -> Result<End, Error> {
     let session = &activity.session;
     if activity.compact {
         let step = Step::read(services, activity);
         let (reason, error) = match compact_context(services, activity, &step, CompactionReason::Manual, cancel).await?
         {
             Some(Compacted::Failed(e)) => (CloseReason::Failed, Some(e.to_string())),
-            Some(Compacted::Interrupted) if services.shutdown.is_cancelled() => return suspend(services, activity),
+            Some(Compacted::Interrupted) if services.shutdown.is_cancelled() => return Ok(End::Suspend),
             Some(Compacted::Interrupted) => (CloseReason::Interrupted, None),
             Some(Compacted::Done) | None => (CloseReason::Completed, None),
         };
-        return close(services, activity, reason, error);
+        return Ok(End::Close(reason, error));
     }
     let mut steps = 0;
     // The step whose request overflowed runs again, once, after its compaction.
@@ -228,7 +256,7 @@ async fn activity_loop(
         }
         // Between turns is a safe point: every step so far has a recorded outcome.
         if services.shutdown.is_cancelled() {
-            return suspend(services, activity);
+            return Ok(End::Suspend);
         }
         let step = Step::read(services, activity);
         let mut outcome = None;
@@ -262,7 +290,7 @@ async fn activity_loop(
         };
         if let TurnOutcome::Interrupted = outcome {
             if services.shutdown.is_cancelled() {
-                return suspend(services, activity);
+                return Ok(End::Suspend);
             }
             break (CloseReason::Interrupted, None);
         }
@@ -272,7 +300,7 @@ async fn activity_loop(
         // Interrupted while the turn's tools settled: no steer joins an activity that is ending.
         if cancel.is_cancelled() {
             if services.shutdown.is_cancelled() {
-                return suspend(services, activity);
+                return Ok(End::Suspend);
             }
             break (CloseReason::Interrupted, None);
         }
@@ -292,7 +320,7 @@ async fn activity_loop(
             break (CloseReason::Completed, None);
         }
     };
-    close(services, activity, reason, error)
+    Ok(End::Close(reason, error))
 }
 
 /// Compacts the session's context: before a turn only when its estimate passes the usable window (`Auto`), at

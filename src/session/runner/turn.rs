@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_protocol::catalogue::EventBody;
-use keel_protocol::session::{SessionStatus, Usage};
+use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{
     ProviderFailure, RetryScheduledData, StatusData, TurnCompletedData, TurnDispatchedData, TurnFailedData,
     TurnStartedData,
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::stream::{StreamResult, TurnStream};
 use super::{Activity, id};
 use crate::config::Config;
-use crate::provider::registry::{Registry, Resolved};
+use crate::provider::registry::Resolved;
 use crate::provider::{ProviderError, Request};
 use crate::session::context::Context;
 use crate::session::{Error, Services, compaction, context, event, recovery};
@@ -60,9 +60,7 @@ pub(super) fn activity_model(activity: &Activity, config: &Config) -> String {
     activity
         .model
         .clone()
-        .or_else(|| Some(activity.session.model.clone()).filter(|m| !m.is_empty()))
-        .or_else(|| config.agents.get(&activity.agent).and_then(|a| a.model.clone()))
-        .unwrap_or_else(|| Registry::default_model(config))
+        .unwrap_or_else(|| crate::session::service::model_of(&activity.session, &activity.agent, config))
 }
 
 /// The request of a turn without its messages: what every request of the activity carries besides the context.
@@ -133,14 +131,7 @@ pub(super) async fn run_turn(
         services.append_events(session_id, flushed)?;
         match result {
             StreamResult::Finished { finish_reason, usage } => {
-                let usage_wire = Usage {
-                    input_tokens: usage.input,
-                    output_tokens: usage.output,
-                    reasoning_tokens: usage.reasoning,
-                    cache_read_tokens: usage.cache_read,
-                    cache_write_tokens: usage.cache_write,
-                    cost_usd: resolved.spec.cost_of(&usage),
-                };
+                let usage_wire = crate::session::usage::priced(&resolved.spec, &usage);
                 let completed = TurnCompletedData {
                     turn_id: turn.turn_id.clone(),
                     finish_reason,
@@ -154,6 +145,7 @@ pub(super) async fn run_turn(
                 stream.answered.cancel();
                 settle(tools).await;
                 services.append_events(session_id, vec![event(EventBody::TurnCompleted(completed))?])?;
+                services.report_usage(session_id, &resolved.spec, &compaction::settings(config))?;
                 return Ok(if called_tools { TurnOutcome::Continue } else { TurnOutcome::Done });
             }
             StreamResult::Interrupted => {
