@@ -50,7 +50,7 @@ async fn turn(c: &Client, mock: &MockModel, session: &str, sub: &str) -> String 
 async fn an_edited_config_file_reaches_every_client_and_the_next_turn() {
     let home = Home::new();
     let mock = MockModel::start().await;
-    (0..3).for_each(|_| mock.push(text("ok")));
+    (0..4).for_each(|_| mock.push(text("ok")));
     let file = home.path().join("config.jsonc");
     std::fs::write(&file, config(&mock, "mock/first")).unwrap();
     let engine = SocketEngine::start(home.path(), &[]).await;
@@ -67,6 +67,18 @@ async fn an_edited_config_file_reaches_every_client_and_the_next_turn() {
     }
     eprintln!("figure: file write to config/changed at the second client: {:?}", written.elapsed());
     assert_eq!(turn(&a, &mock, &session, &sub).await, "second", "the next turn reads the new config");
+
+    // A project file in the session's directory, in a `.keel/` made after the engine started. (The global change
+    // above was announced for the session's directory too: the keys tell the notices apart.)
+    let ws = home.workspace();
+    let project = std::path::Path::new(&ws).join(".keel/config.jsonc");
+    let both = json!(["instructions", "model"]);
+    std::fs::create_dir_all(project.parent().unwrap()).unwrap();
+    std::fs::write(&project, r#"{ "model": "mock/project", "instructions": ["P.md"] }"#).unwrap();
+    heard(&b, "config/changed", |p| p["cwd"] == ws.as_str() && p["keys"] == both).await;
+    assert_eq!(turn(&a, &mock, &session, &sub).await, "project");
+    std::fs::remove_file(&project).unwrap();
+    heard(&b, "config/changed", |p| p["cwd"] == ws.as_str() && p["keys"] == both).await;
 
     // A broken edit: every client is told which file and why, and turns go on with the last good config.
     std::fs::write(&file, "{ \"model\": \"mock/third\", ").unwrap();

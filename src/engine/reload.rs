@@ -55,14 +55,11 @@ impl Reloader {
         let extra = keel_config.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
         match Watcher::new(tx, extra.collect()) {
             Ok(watcher) => {
-                let paths = &self.services.paths;
-                watcher.watch_dir(&paths.config_dir);
-                watcher.watch_dir(&paths.data_dir);
                 if let Some(parent) = keel_config.as_deref().and_then(Path::parent) {
                     watcher.watch_dir(parent);
                 }
-                watcher.watch_project(&self.root);
                 *self.watcher.lock() = Some(watcher);
+                self.watch_all(std::slice::from_ref(&self.root));
                 tokio::spawn(Arc::clone(self).follow(rx));
             }
             Err(e) => tracing::error!("config files are not watched: {e}"),
@@ -83,6 +80,18 @@ impl Reloader {
         if let Ok(loaded) = config::load(&self.services.paths, Some(cwd)) {
             self.services.remember_config(Some(&cwd.to_string_lossy()), &loaded.config);
             self.state.lock().configs.insert(key, as_value(&loaded.config));
+        }
+    }
+
+    /// Watches keel's own directories and these projects' (again: directories created since, such as a new
+    /// `.keel/` or a config directory that `config/set` made, join; those already watched are skipped).
+    fn watch_all(&self, projects: &[PathBuf]) {
+        let watcher = self.watcher.lock();
+        let Some(watcher) = watcher.as_ref() else { return };
+        watcher.watch_dir(&self.services.paths.config_dir);
+        watcher.watch_dir(&self.services.paths.data_dir);
+        for dir in projects {
+            watcher.watch_project(dir);
         }
     }
 
@@ -120,6 +129,8 @@ impl Reloader {
         let mut lists_changed = false;
         let mut mcp_changed = None;
         let mut told = BTreeSet::new();
+        let projects: Vec<PathBuf> = self.state.lock().configs.keys().flatten().cloned().collect();
+        self.watch_all(&projects);
         {
             let mut state = self.state.lock();
             let dirs: Vec<Option<PathBuf>> = state.configs.keys().cloned().collect();
