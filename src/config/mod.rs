@@ -6,7 +6,7 @@
 //! reach running sessions at their next turn without a restart.
 
 mod codex;
-mod edit;
+pub(crate) mod edit;
 pub mod import;
 pub(crate) mod jsonc;
 mod legacy;
