@@ -217,6 +217,9 @@ impl Reloader {
     /// Asks every provider that lists its models, each in its own task; a change of models or of reachability is
     /// announced when it is known.
     pub(super) fn discover_all(self: &Arc<Self>) {
+        if !self.services.settings.list_models {
+            return;
+        }
         let config = self.services.config(Some(&self.root.to_string_lossy()));
         for entry in discover::candidates(&self.services.providers, &config) {
             let services = Arc::clone(&self.services);

@@ -40,6 +40,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Whether this engine takes over sessions that nobody runs (false for `keel run`, which runs its own).
     pub discover: bool,
+    /// Whether providers from config are asked for their models in the background (false for `keel run`: one
+    /// prompt is not worth a model listing request every time it runs).
+    pub list_models: bool,
     /// Whether a `shutdown` request suspends the engine's running activities before it is answered (an engine
     /// serving one client on stdio, whose `shutdown` announces the end of the process).
     pub suspend_on_shutdown_request: bool,
@@ -58,6 +61,7 @@ impl Default for Settings {
             lease_renew: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             discover: true,
+            list_models: true,
             suspend_on_shutdown_request: false,
         }
     }
