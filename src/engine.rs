@@ -138,6 +138,11 @@ impl Engine {
         }
     }
 
+    /// The watched config files that do not load now, `(path, message)`: told to a client when it connects.
+    pub fn config_problems(&self) -> Vec<(String, String)> {
+        self.reloader.problems()
+    }
+
     /// Follows the config of a session's directory from now on (`config/changed` for it).
     pub fn watch_project(&self, cwd: &std::path::Path) {
         self.reloader.watch_project(cwd);

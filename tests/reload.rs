@@ -88,6 +88,10 @@ async fn an_edited_config_file_reaches_every_client_and_the_next_turn() {
         assert!(!invalid["message"].as_str().unwrap().is_empty());
     }
     assert_eq!(turn(&a, &mock, &session, &sub).await, "second");
+    // A client that connects now hears of the broken file too.
+    let late = engine.connect().await;
+    let invalid = heard(&late, "config/invalid", |_| true).await;
+    assert!(invalid["path"].as_str().unwrap().ends_with("config.jsonc"), "{invalid}");
     // Fixed again: announced as a change from the last good config.
     std::fs::write(&file, config(&mock, "mock/fourth")).unwrap();
     let changed = heard(&b, "config/changed", |p| p.get("cwd").is_none()).await;

@@ -84,6 +84,12 @@ async fn forward_notices(
     peer: PeerRef,
 ) {
     use broadcast::error::RecvError;
+    // A client that connects while a config file is broken hears of it as one that was connected would have.
+    for (path, message) in engine.config_problems() {
+        if peer.notify(ConfigInvalid::NAME, &ConfigInvalidParams { path, message }).await.is_err() {
+            return;
+        }
+    }
     loop {
         let notice = tokio::select! {
             notice = notices.recv() => notice,

@@ -36,7 +36,7 @@ struct State {
     /// What clients were last told, per directory (`None`: the global layers alone).
     configs: BTreeMap<Option<PathBuf>, Value>,
     /// The error last announced per directory, so that one broken file is reported once.
-    invalid: BTreeMap<Option<PathBuf>, String>,
+    invalid: BTreeMap<Option<PathBuf>, (String, String)>,
     /// A fingerprint of each stored credential.
     auth: BTreeMap<String, u64>,
 }
@@ -77,9 +77,16 @@ impl Reloader {
         if let Some(watcher) = self.watcher.lock().as_ref() {
             watcher.watch_project(cwd);
         }
-        if let Ok(loaded) = config::load(&self.services.paths, Some(cwd)) {
-            self.services.remember_config(Some(&cwd.to_string_lossy()), &loaded.config);
-            self.state.lock().configs.insert(key, as_value(&loaded.config));
+        match config::load(&self.services.paths, Some(cwd)) {
+            Ok(loaded) => {
+                self.services.remember_config(Some(&cwd.to_string_lossy()), &loaded.config);
+                self.state.lock().configs.insert(key, as_value(&loaded.config));
+            }
+            Err(e) => {
+                let mut state = self.state.lock();
+                state.invalid.insert(key.clone(), problem(e));
+                state.configs.insert(key, Value::Null);
+            }
         }
     }
 
@@ -116,8 +123,15 @@ impl Reloader {
     fn snapshot(&self) {
         let mut state = self.state.lock();
         for dir in [None, Some(self.root.clone())] {
-            if let Ok(loaded) = config::load(&self.services.paths, dir.as_deref()) {
-                state.configs.insert(dir, as_value(&loaded.config));
+            match config::load(&self.services.paths, dir.as_deref()) {
+                Ok(loaded) => {
+                    state.configs.insert(dir, as_value(&loaded.config));
+                }
+                Err(e) => {
+                    state.invalid.insert(dir.clone(), problem(e));
+                    // Followed all the same: the first valid version is announced as a change from nothing.
+                    state.configs.insert(dir, Value::Null);
+                }
             }
         }
         state.auth = self.services.providers.auth.fingerprints().unwrap_or_default();
@@ -153,20 +167,17 @@ impl Reloader {
                         let _ = notices.send(Notice::ConfigChanged { cwd: shown, keys });
                     }
                     Err(e) => {
-                        let message = e.to_string();
-                        if state.invalid.get(&dir) == Some(&message) {
+                        let problem = problem(e);
+                        if state.invalid.get(&dir) == Some(&problem) {
                             continue;
                         }
-                        state.invalid.insert(dir, message.clone());
+                        state.invalid.insert(dir, problem.clone());
                         // A global file breaks every directory's config: one notice is enough.
-                        if !told.insert(message.clone()) {
+                        if !told.insert(problem.clone()) {
                             continue;
                         }
-                        tracing::error!("{message}; the last valid config stays in effect");
-                        let (path, message) = match e {
-                            config::ConfigError::Invalid { path, message } => (path, message),
-                            config::ConfigError::Read { path, source } => (path, source.to_string()),
-                        };
+                        let (path, message) = problem;
+                        tracing::error!("config {path}: {message}; the last valid config stays in effect");
                         let _ = notices.send(Notice::ConfigInvalid { path, message });
                     }
                 }
@@ -234,6 +245,22 @@ impl Reloader {
                 }
             });
         }
+    }
+}
+
+/// The config files that do not load now, once each: `(path, message)`.
+impl Reloader {
+    pub(super) fn problems(&self) -> Vec<(String, String)> {
+        let state = self.state.lock();
+        let unique: BTreeSet<&(String, String)> = state.invalid.values().collect();
+        unique.into_iter().cloned().collect()
+    }
+}
+
+fn problem(e: config::ConfigError) -> (String, String) {
+    match e {
+        config::ConfigError::Invalid { path, message } => (path, message),
+        config::ConfigError::Read { path, source } => (path, source.to_string()),
     }
 }
 
