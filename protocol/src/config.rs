@@ -144,7 +144,8 @@ notification!(
     ConfigChanged, "config/changed", ConfigChangedParams
 );
 notification!(
-    /// A watched config file changed but does not parse or validate; the last valid config stays in effect.
+    /// A watched config file changed but does not parse or validate; the last valid config stays in effect. Also
+    /// sent to a connection as it initializes, for every file that is broken then.
     ConfigInvalid, "config/invalid", ConfigInvalidParams
 );
 
