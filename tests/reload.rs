@@ -305,3 +305,22 @@ async fn an_imported_models_dev_catalog_reaches_a_running_engine() {
     let all = c.ok("model/list", json!({ "provider": "openai" })).await;
     assert!(all["models"].as_array().unwrap().iter().any(|m| m["id"] == "openai/gpt-5"));
 }
+
+#[tokio::test]
+async fn a_config_directory_made_while_the_engine_runs_is_watched() {
+    let home = Home::new();
+    let (config_home, data_home) = (home.path().join("cfg"), home.path().join("data"));
+    std::fs::create_dir_all(&config_home).unwrap();
+    let env = [
+        ("KEEL_HOME", ""),
+        ("XDG_CONFIG_HOME", config_home.to_str().unwrap()),
+        ("XDG_DATA_HOME", data_home.to_str().unwrap()),
+    ];
+    let engine = SocketEngine::start(home.path(), &env).await;
+    let c = engine.connect().await;
+    std::fs::create_dir_all(config_home.join("keel")).unwrap();
+    std::fs::write(config_home.join("keel/config.jsonc"), r#"{ "model": "openai/gpt-5" }"#).unwrap();
+    assert_eq!(heard(&c, "config/changed", |p| p.get("cwd").is_none()).await["keys"], json!(["model"]));
+    std::fs::write(config_home.join("keel/config.jsonc"), r#"{ "model": "openai/gpt-5-mini" }"#).unwrap();
+    assert_eq!(heard(&c, "config/changed", |p| p.get("cwd").is_none()).await["keys"], json!(["model"]));
+}

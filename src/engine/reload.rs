@@ -52,8 +52,14 @@ impl Reloader {
     pub(super) fn start(self: &Arc<Self>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let keel_config = std::env::var_os("KEEL_CONFIG").map(PathBuf::from);
-        let extra = keel_config.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
-        match Watcher::new(tx, extra.collect()) {
+        let mut extra: Vec<String> =
+            keel_config.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        // A config directory made later (the XDG one, by hand) is seen being made in its parent.
+        let config_dir = &self.services.paths.config_dir;
+        if !config_dir.is_dir() {
+            extra.extend(config_dir.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
+        match Watcher::new(tx, extra) {
             Ok(watcher) => {
                 if let Some(parent) = keel_config.as_deref().and_then(Path::parent) {
                     watcher.watch_dir(parent);
@@ -95,7 +101,11 @@ impl Reloader {
     fn watch_all(&self, projects: &[PathBuf]) {
         let watcher = self.watcher.lock();
         let Some(watcher) = watcher.as_ref() else { return };
-        watcher.watch_dir(&self.services.paths.config_dir);
+        let config_dir = &self.services.paths.config_dir;
+        match config_dir.parent() {
+            Some(parent) if !config_dir.is_dir() => watcher.watch_dir(parent),
+            _ => watcher.watch_dir(config_dir),
+        }
         watcher.watch_dir(&self.services.paths.data_dir);
         for dir in projects {
             watcher.watch_project(dir);
