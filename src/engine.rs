@@ -7,7 +7,7 @@ use keel_protocol::approval::Resolved;
 use keel_protocol::recovery::RecoveryDecision;
 use tokio::sync::broadcast;
 
-use crate::config::{Config, Paths};
+use crate::config::{self, Config, Paths};
 use crate::provider::auth::AuthStore;
 use crate::provider::registry::Registry;
 use crate::session::approval::ApprovalError;
@@ -23,6 +23,7 @@ pub use facade::MessagePage;
 
 mod facade;
 pub mod jobs;
+mod reload;
 mod subagents;
 
 pub struct Engine {
@@ -32,19 +33,22 @@ pub struct Engine {
     mcp: Arc<mcp::Manager>,
     subagents: Arc<dyn tool::task::Delegate>,
     jobs: Arc<jobs::Jobs>,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Engine {
     pub fn open(paths: Paths, settings: Settings) -> Result<Arc<Self>, store::Error> {
         let store = Arc::new(Store::open(&paths.data_dir.join("keel.db"))?);
-        let providers = Registry::new(AuthStore::new(&paths.data_dir));
+        let providers = Registry::new(AuthStore::new(&paths.data_dir), &paths.data_dir);
         let mut services = Services::new(Arc::clone(&store), providers, paths, settings);
         let mcp = Arc::new(mcp::Manager::default());
         services.tools.add_source(Arc::clone(&mcp) as Arc<dyn tool::ToolSource>);
         let services = Arc::new(services);
+        let root = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
         let engine = Arc::new_cyclic(|engine| Self {
             sessions: Sessions::new(store),
             coordinator: Arc::new(Coordinator::new(Arc::clone(&services))),
+            reloader: Arc::new(reload::Reloader::new(Arc::clone(&services), Arc::clone(&mcp), root)),
             services,
             mcp,
             subagents: Arc::new(subagents::Subagents::new(engine.clone())),
@@ -63,13 +67,14 @@ impl Engine {
     }
 
     /// Starts the background work of a serving engine: config's MCP servers (read for the process's directory;
-    /// nothing waits for them), watching other engine processes' commits, and (unless settings say otherwise)
-    /// taking over sessions that nobody runs, now and periodically. Nothing here delays serving. Needs a running
-    /// tokio runtime.
+    /// nothing waits for them), watching config files and the credential store, asking providers for their
+    /// models, watching other engine processes' commits, and (unless settings say otherwise) taking over sessions
+    /// that nobody runs, now and periodically. Nothing here delays serving. Needs a running tokio runtime.
     pub fn start(self: &Arc<Self>) {
         jobs::sweep(self);
         let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
         self.mcp.start_configured(&self.config(Some(&cwd.to_string_lossy())), &cwd);
+        self.reloader.start();
         let store = Arc::clone(&self.services.store);
         let every = self.services.settings.poll_other_writers;
         tokio::spawn(async move {
@@ -114,6 +119,50 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.services.settings
+    }
+
+    /// Sets one value in a config file (comments kept, validated first) and tells clients at once.
+    pub fn set_config(
+        &self,
+        scope: &config::write::Scope,
+        keys: &[String],
+        value: &serde_json::Value,
+    ) -> Result<config::write::Written, config::write::WriteError> {
+        let written = config::write::set(&self.services.paths, scope, keys, value)?;
+        self.after_edit(scope, &written);
+        Ok(written)
+    }
+
+    /// Removes one value from a config file (see `set_config`).
+    pub fn unset_config(
+        &self,
+        scope: &config::write::Scope,
+        keys: &[String],
+    ) -> Result<config::write::Written, config::write::WriteError> {
+        let written = config::write::unset(&self.services.paths, scope, keys)?;
+        self.after_edit(scope, &written);
+        Ok(written)
+    }
+
+    /// The watcher would notice the write too, a moment later; reloading now means the caller's next request
+    /// already sees the new config and every client hears of it first.
+    fn after_edit(&self, scope: &config::write::Scope, written: &config::write::Written) {
+        if let config::write::Scope::Project(dir) = scope {
+            self.reloader.watch_project(dir);
+        }
+        if written.changed {
+            self.reloader.reload();
+        }
+    }
+
+    /// The watched config files that do not load now, `(path, message)`: told to a client when it connects.
+    pub fn config_problems(&self) -> Vec<(String, String)> {
+        self.reloader.problems()
+    }
+
+    /// Follows the config of a session's directory from now on (`config/changed` for it).
+    pub fn watch_project(&self, cwd: &std::path::Path) {
+        self.reloader.watch_project(cwd);
     }
 
     /// Streamed fragments of every session.

@@ -99,10 +99,51 @@ pub fn patch(data: &[u8]) {
 }
 
 /// The JSONC reader: whatever it makes of the text, serde must be able to take it or refuse it.
+/// The JSONC reader, and on every text that reads as an object, the in-place editor: an edit it accepts must
+/// leave text that still reads, with the value set (or gone).
 pub fn jsonc(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let json = crate::config::jsonc::to_json(&text);
-    let _ = serde_json::from_str::<serde_json::Value>(&json);
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_str::<serde_json::Value>(&json) else { return };
+    let first = object.keys().next().cloned();
+    let mut paths = vec![vec!["zz".to_owned()], vec!["a".to_owned(), "b".to_owned()]];
+    if let Some(first) = first {
+        paths.push(vec![first.clone()]);
+        paths.push(vec![first, "zz".to_owned()]);
+    }
+    let reads = |text: &str| -> serde_json::Value {
+        let json = crate::config::jsonc::to_json(text);
+        match serde_json::from_str(&json) {
+            Ok(value) => value,
+            Err(e) => panic!("an edit broke the text: {e}\n{text}"),
+        }
+    };
+    let at = |value: &serde_json::Value, keys: &[String]| keys.iter().try_fold(value.clone(), |v, k| v.get(k).cloned());
+    let unique = !has_duplicate_keys(&serde_json::from_str(&json).unwrap_or_default(), &json);
+    for keys in paths {
+        if let Ok(edited) = crate::config::edit::set(&text, &keys, &serde_json::json!({ "x": [1, "}"] })) {
+            let value = reads(&edited);
+            assert!(!unique || at(&value, &keys) == Some(serde_json::json!({ "x": [1, "}"] })), "{edited}");
+        }
+        if let Ok(Some(edited)) = crate::config::edit::unset(&text, &keys) {
+            let value = reads(&edited);
+            assert!(!unique || at(&value, &keys).is_none(), "{edited}");
+        }
+    }
+}
+
+/// Whether the text has an object with a key twice (the parsed value keeps the last, the editor edits the first):
+/// approximated by comparing the number of keys read with the number of `":` pairs written.
+fn has_duplicate_keys(value: &serde_json::Value, json: &str) -> bool {
+    fn count(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Object(m) => m.len() + m.values().map(count).sum::<usize>(),
+            serde_json::Value::Array(a) => a.iter().map(count).sum(),
+            _ => 0,
+        }
+    }
+    let written = json.matches("\":").count() + json.matches("\" :").count();
+    count(value) != written
 }
 
 pub fn shell(data: &[u8]) {

@@ -43,6 +43,15 @@ enum Command {
     Models {
         #[arg(long)]
         provider: Option<String>,
+        /// Refresh the model database from a models.dev-format JSON file (https://models.dev/api.json), stored
+        /// under keel's home and used from the next start (a running engine reloads it).
+        #[arg(long, value_name = "FILE", conflicts_with = "provider")]
+        import: Option<PathBuf>,
+    },
+    /// Config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Stored sessions.
     Sessions {
@@ -113,6 +122,28 @@ enum AuthCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Convert an opencode (`opencode.json(c)`) or codex (`~/.codex/config.toml`) config into keel's, printing
+    /// what was mapped and what was not, then the converted config.
+    Import {
+        /// Which tool's config (default: codex for a `.toml` file, else opencode).
+        #[arg(long, value_enum)]
+        from: Option<ImportFrom>,
+        /// The file (default: the tool's usual place).
+        file: Option<PathBuf>,
+        /// Also write each converted top-level key into the global config (comments kept, validated first).
+        #[arg(long)]
+        write: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFrom {
+    Opencode,
+    Codex,
+}
+
+#[derive(Subcommand)]
 enum SessionsCommand {
     List,
     Show {
@@ -170,8 +201,18 @@ fn main() -> ExitCode {
                 AuthCommand::Remove { provider } => admin::auth_remove(&engine, &provider),
             }
         }),
-        Command::Models { provider } => {
+        Command::Models { import: Some(file), .. } => {
+            with_engine(|engine| async move { admin::models_import(&engine, &file) })
+        }
+        Command::Models { provider, import: None } => {
             with_engine(|engine| async move { admin::models(&engine, provider.as_deref()) })
+        }
+        Command::Config { command: ConfigCommand::Import { from, file, write } } => {
+            let from = from.map(|f| match f {
+                ImportFrom::Opencode => keel::config::import::Source::Opencode,
+                ImportFrom::Codex => keel::config::import::Source::Codex,
+            });
+            admin::config_import(&Paths::from_env(), from, file.as_deref(), write).map(|()| ExitCode::SUCCESS)
         }
         Command::Sessions { command } => with_engine(|engine| async move {
             match command {
@@ -278,7 +319,7 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let paths = Paths::from_env();
         // A one-shot run drives its own session only; sessions that nobody runs are for serving engines.
-        let settings = Settings { discover: false, ..settings(&paths) };
+        let settings = Settings { discover: false, list_models: false, ..settings(&paths) };
         let engine = Engine::open(paths, settings).map_err(|e| e.to_string())?;
         engine.start();
         let prompt = if args.prompt.is_empty() || args.prompt == ["-"] {

@@ -85,3 +85,101 @@ async fn inline_config_wins_and_broken_files_are_reported() {
     assert_eq!(global["config"]["model"], "inline/m");
     assert_eq!(global["layers"], json!([{ "source": "env-content" }]));
 }
+
+async fn import(home: &Home, args: &[&str]) -> (bool, String) {
+    let out = common::keel_command(home.path()).args(["config", "import"]).args(args).output().await.unwrap();
+    let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn an_opencode_config_is_imported_with_its_report() {
+    let home = Home::new();
+    let file = home.path().join("opencode.jsonc");
+    std::fs::write(
+        &file,
+        r#"{
+          // opencode's own
+          "$schema": "https://opencode.ai/config.json",
+          "theme": "opencode",
+          "model": "local/qwen",
+          "small_model": "local/tiny",
+          "provider": { "local": { "npm": "@ai-sdk/openai-compatible", "options": { "baseURL": "http://127.0.0.1:9/v1" },
+                                    "models": { "qwen": { "limit": { "context": 32768, "output": 4096 } } } } },
+          "agent": { "review": { "prompt": "Be strict", "temperature": 0.1 } },
+          "permission": { "bash": { "git *": "allow" } },
+          "mcp": { "fs": { "type": "local", "command": ["mcp-fs", "."] } },
+          "instructions": ["AGENTS.md"],
+        }"#,
+    )
+    .unwrap();
+    let (ok, report) = import(&home, &[file.to_str().unwrap()]).await;
+    assert!(ok, "{report}");
+    for line in [
+        "mapped      providers.local ← provider.local",
+        "mapped      agents.review ← agent.review",
+        "mapped      mcp.fs ← mcp.fs",
+        "mapped      smallModel ← small_model",
+        "not mapped  theme: a terminal UI setting",
+        "not mapped  agent.review.temperature: no keel equivalent",
+    ] {
+        assert!(report.contains(line), "{line:?} missing from:\n{report}");
+    }
+    assert!(!home.path().join("config.jsonc").exists(), "nothing is written without --write");
+}
+
+#[tokio::test]
+async fn a_codex_config_is_imported_written_and_used() {
+    let home = Home::new();
+    let file = home.path().join("config.toml");
+    std::fs::write(
+        &file,
+        r#"
+model = "qwen3"
+model_provider = "ollama"
+approval_policy = "never"
+sandbox_mode = "workspace-write"
+model_reasoning_effort = "high"
+
+[model_providers.ollama]
+name = "Ollama"
+base_url = "http://127.0.0.1:9/v1"
+
+[mcp_servers.fs]
+command = "mcp-fs"
+args = ["."]
+tool_timeout_sec = 30
+
+[profiles.fast]
+model = "o4-mini"
+"#,
+    )
+    .unwrap();
+    std::fs::write(home.path().join("config.jsonc"), "{\n  // mine\n  \"instructions\": [\"NOTES.md\"]\n}\n").unwrap();
+    let (ok, report) = import(&home, &[file.to_str().unwrap(), "--write"]).await;
+    assert!(ok, "{report}");
+    for line in [
+        "mapped      model ← model + model_provider",
+        "mapped      providers.ollama ← model_providers.ollama",
+        "mapped      mcp.fs ← mcp_servers.fs",
+        "mapped      permissions ← approval_policy = \"never\"",
+        "mapped      sandbox.mode ← sandbox_mode",
+        "not mapped  profiles: keel has no profiles",
+        "not mapped  model_reasoning_effort:",
+    ] {
+        assert!(report.contains(line), "{line:?} missing from:\n{report}");
+    }
+    let written = std::fs::read_to_string(home.path().join("config.jsonc")).unwrap();
+    assert!(written.contains("// mine"), "{written}");
+
+    let engine = Engine::ready(home.path()).await;
+    let got = engine.client.ok("config/get", json!({})).await;
+    assert_eq!(got["config"]["model"], "ollama/qwen3");
+    assert_eq!(got["config"]["providers"]["ollama"]["baseUrl"], "http://127.0.0.1:9/v1");
+    assert_eq!(got["config"]["mcp"]["fs"]["timeoutMs"], 30000);
+    assert_eq!(got["config"]["permissions"][0]["effect"], "allow");
+    assert_eq!(got["config"]["instructions"], json!(["NOTES.md"]));
+
+    let (ok, report) = import(&home, &["--from", "codex", home.path().join("missing.toml").to_str().unwrap()]).await;
+    assert!(!ok && report.contains("missing.toml"), "{report}");
+}

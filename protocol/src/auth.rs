@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Empty, method};
+use crate::{Empty, method, notification};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +40,17 @@ pub struct AuthRemoveResult {
     pub removed: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthChangedParams {
+    /// The provider whose stored credential was added, replaced or removed; never the credential.
+    pub provider: String,
+}
+
+notification!(
+    /// The credential store changed for one provider.
+    AuthChanged, "auth/changed", AuthChangedParams
+);
 method!(AuthSet, "auth/set", AuthSetParams, Empty);
 method!(AuthList, "auth/list", Option<Empty>, AuthListResult);
 method!(AuthRemove, "auth/remove", AuthRemoveParams, AuthRemoveResult);

@@ -85,6 +85,8 @@ macro_rules! client_methods {
             $crate::auth::AuthList,
             $crate::auth::AuthRemove,
             $crate::config::ConfigGet,
+            $crate::config::ConfigSet,
+            $crate::config::ConfigUnset,
             $crate::config::ToolList,
             $crate::approval::ApprovalRespond,
             $crate::recovery::RecoveryDecide,

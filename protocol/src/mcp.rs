@@ -77,3 +77,7 @@ notification!(
     /// tool list); `mcp/list` has them all.
     McpStatusChanged, "mcp/statusChanged", McpServer
 );
+notification!(
+    /// Config's MCP servers were added, removed or changed (they restart as the config now reads): `mcp/list` again.
+    McpListChanged, "mcp/listChanged", crate::Empty
+);

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Empty, method};
+use crate::{Empty, method, notification};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -70,7 +70,29 @@ pub struct ProviderInfo {
     pub authenticated: bool,
     /// `builtin` or `config`.
     pub source: String,
+    /// `unknown` (not checked), `up` (it listed its models) or `down` (it could not be reached: `error` says
+    /// why). Only providers that list their models are checked.
+    pub status: ProviderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderStatus {
+    #[default]
+    Unknown,
+    Up,
+    Down,
 }
 
 method!(ModelList, "model/list", Option<ModelListParams>, ModelListResult);
 method!(ProviderList, "provider/list", Option<Empty>, ProviderListResult);
+notification!(
+    /// The model database changed (config, a provider's discovered models, credentials): `model/list` again.
+    ModelListChanged, "model/listChanged", Empty
+);
+notification!(
+    /// Providers changed (config, credentials, reachability): `provider/list` again.
+    ProviderListChanged, "provider/listChanged", Empty
+);

@@ -57,6 +57,12 @@ pub fn protocol_schema() -> Value {
         .notification::<session::SessionStatusChanged>(s2c)
         .notification::<session::SessionUsage>(s2c)
         .notification::<crate::mcp::McpStatusChanged>(s2c)
+        .notification::<crate::mcp::McpListChanged>(s2c)
+        .notification::<crate::config::ConfigChanged>(s2c)
+        .notification::<crate::config::ConfigInvalid>(s2c)
+        .notification::<crate::model::ModelListChanged>(s2c)
+        .notification::<crate::model::ProviderListChanged>(s2c)
+        .notification::<crate::auth::AuthChanged>(s2c)
         .notification::<turn::SessionDelta>(s2c);
     let mut events = Map::new();
     for kind in EventKind::ALL {

@@ -6,7 +6,9 @@ use keel_protocol::Empty;
 use keel_protocol::auth::{AuthEntry, AuthListResult, AuthRemoveParams, AuthRemoveResult, AuthSetParams};
 use keel_protocol::config::{ConfigGetParams, ConfigGetResult, ConfigLayer, ToolInfo, ToolListParams, ToolListResult};
 use keel_protocol::mcp::{McpListParams, McpListResult, McpRestartParams, McpRestartResult, McpServer, McpStatus};
-use keel_protocol::model::{ModelInfo, ModelListParams, ModelListResult, ProviderInfo, ProviderListResult};
+use keel_protocol::model::{
+    ModelInfo, ModelListParams, ModelListResult, ProviderInfo, ProviderListResult, ProviderStatus,
+};
 
 use super::ApiError;
 use crate::engine::Engine;
@@ -46,13 +48,23 @@ pub async fn providers(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result
         .providers()
         .providers(&config)
         .into_iter()
-        .map(|p| ProviderInfo {
-            authenticated: engine.providers().authenticated(&p),
-            id: p.id,
-            name: p.name,
-            wire: p.wire.as_str().to_owned(),
-            base_url: p.base_url,
-            source: p.source.to_owned(),
+        .map(|p| {
+            let reach = engine.providers().reach(&p.id);
+            let (status, error) = match reach {
+                None => (ProviderStatus::Unknown, None),
+                Some(Ok(())) => (ProviderStatus::Up, None),
+                Some(Err(reason)) => (ProviderStatus::Down, Some(reason)),
+            };
+            ProviderInfo {
+                authenticated: engine.providers().authenticated(&p),
+                status,
+                error,
+                id: p.id,
+                name: p.name,
+                wire: p.wire.as_str().to_owned(),
+                base_url: p.base_url,
+                source: p.source.to_owned(),
+            }
         })
         .collect();
     Ok(ProviderListResult { providers })

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use keel_protocol::PROTOCOL_VERSION;
 use keel_protocol::initialize::{InitializeParams, InitializeResult, ServerCapabilities, ServerInfo};
 
+use keel_protocol::Empty;
 use keel_protocol::Notification;
-use keel_protocol::mcp::McpStatusChanged;
+use keel_protocol::auth::{AuthChanged, AuthChangedParams};
+use keel_protocol::config::{ConfigChanged, ConfigChangedParams, ConfigInvalid, ConfigInvalidParams};
+use keel_protocol::mcp::{McpListChanged, McpStatusChanged};
+use keel_protocol::model::{ModelListChanged, ProviderListChanged};
 use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams, SessionUsage, SessionUsageParams};
 use tokio::sync::broadcast;
 
@@ -76,6 +80,12 @@ async fn forward_notices(
     peer: PeerRef,
 ) {
     use broadcast::error::RecvError;
+    // A client that connects while a config file is broken hears of it as one that was connected would have.
+    for (path, message) in engine.config_problems() {
+        if peer.notify(ConfigInvalid::NAME, &ConfigInvalidParams { path, message }).await.is_err() {
+            return;
+        }
+    }
     loop {
         let notice = tokio::select! {
             notice = notices.recv() => notice,
@@ -98,6 +108,36 @@ async fn forward_notices(
             Ok(Notice::StatusChanged { session_id, status }) => {
                 let params = SessionStatusChangedParams { session_id, status };
                 if peer.notify(SessionStatusChanged::NAME, &params).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::ConfigChanged { cwd, keys }) => {
+                if peer.notify(ConfigChanged::NAME, &ConfigChangedParams { keys, cwd }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::ConfigInvalid { path, message }) => {
+                if peer.notify(ConfigInvalid::NAME, &ConfigInvalidParams { path, message }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::AuthChanged { provider }) => {
+                if peer.notify(AuthChanged::NAME, &AuthChangedParams { provider }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::ModelsChanged) => {
+                if peer.notify(ModelListChanged::NAME, &Empty {}).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::ProvidersChanged) => {
+                if peer.notify(ProviderListChanged::NAME, &Empty {}).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::McpListChanged) => {
+                if peer.notify(McpListChanged::NAME, &Empty {}).await.is_err() {
                     return;
                 }
             }

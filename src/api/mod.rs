@@ -4,6 +4,7 @@ pub(crate) mod agent;
 mod approval;
 mod catalog;
 mod client;
+mod config;
 mod error;
 mod input;
 mod job;
@@ -84,6 +85,8 @@ mod bound {
         auth::AuthList => catalog::auth_list,
         auth::AuthRemove => catalog::auth_remove,
         config::ConfigGet => catalog::config,
+        config::ConfigSet => super::config::set,
+        config::ConfigUnset => super::config::unset,
         config::ToolList => catalog::tools,
         apr::ApprovalRespond => approval::respond,
         keel_protocol::recovery::RecoveryDecide => input::decide,

@@ -26,7 +26,9 @@ pub async fn create(engine: Arc<Engine>, p: SessionCreateParams, _: Call) -> Res
         check_model(&engine, Some(&p.cwd), model)?;
     }
     let new = NewSession { cwd: p.cwd, title: p.title, agent: p.agent, model: p.model, parent_id: p.parent_id };
-    Ok(SessionResult { session: to_wire(engine.sessions.create(new)?) })
+    let session = engine.sessions.create(new)?;
+    engine.watch_project(std::path::Path::new(&session.cwd));
+    Ok(SessionResult { session: to_wire(session) })
 }
 
 pub async fn list(engine: Arc<Engine>, p: Option<SessionListParams>, _: Call) -> Result<SessionListResult, ApiError> {

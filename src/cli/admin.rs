@@ -73,6 +73,46 @@ pub fn models(engine: &Engine, provider: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// `keel models --import FILE`: stores a models.dev catalog and says what it held.
+pub fn models_import(engine: &Engine, file: &std::path::Path) -> Result<(), String> {
+    let (stored, report) =
+        crate::provider::models_dev::import(file, &engine.paths().data_dir).map_err(|e| e.to_string())?;
+    println!("imported {} models of {} providers into {}", report.models, report.providers, stored.display());
+    for skipped in &report.skipped {
+        println!("skipped {skipped}");
+    }
+    Ok(())
+}
+
+/// `keel config import`: the report, then the converted config; with `write`, each converted top-level key set
+/// in the global config.
+pub fn config_import(
+    paths: &crate::config::Paths,
+    from: Option<crate::config::import::Source>,
+    file: Option<&std::path::Path>,
+    write: bool,
+) -> Result<(), String> {
+    use crate::config::write::{self, Scope};
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let (file, conversion) = crate::config::import::import(from, file, &cwd).map_err(|e| e.to_string())?;
+    println!("imported {}", file.display());
+    for line in &conversion.mapped {
+        println!("  mapped      {line}");
+    }
+    for line in &conversion.unmapped {
+        println!("  not mapped  {line}");
+    }
+    println!("{}", serde_json::to_string_pretty(&conversion.config).unwrap_or_default());
+    if write {
+        for (key, value) in conversion.config.as_object().into_iter().flatten() {
+            let written = write::set(paths, &Scope::Global, std::slice::from_ref(key), value)
+                .map_err(|e| format!("{key} not written: {e}"))?;
+            println!("wrote {key} into {}", written.file.display());
+        }
+    }
+    Ok(())
+}
+
 pub fn sessions_list(engine: &Engine) -> Result<(), String> {
     let page = engine.sessions.list(&crate::store::SessionFilter::default(), None, 500).map_err(|e| e.to_string())?;
     for s in page.sessions {

@@ -5,9 +5,14 @@
 //! used where a directory has no keel file); `KEEL_CONFIG_CONTENT`. Config is read when a turn starts, so edits
 //! reach running sessions at their next turn without a restart.
 
+mod codex;
+pub(crate) mod edit;
+pub mod import;
 pub(crate) mod jsonc;
 mod legacy;
 mod paths;
+pub mod watch;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -125,6 +125,20 @@ impl AuthStore {
         key
     }
 
+    /// A fingerprint of each stored credential, to tell which changed without keeping or showing any.
+    pub fn fingerprints(&self) -> Result<BTreeMap<String, u64>, AuthError> {
+        use std::hash::{Hash, Hasher};
+        Ok(self
+            .read()?
+            .into_iter()
+            .map(|(provider, credential)| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                credential.secret().hash(&mut hasher);
+                (provider, hasher.finish())
+            })
+            .collect())
+    }
+
     /// Which providers have credentials and where they come from; never the secrets.
     pub fn list(&self) -> Result<Vec<AuthEntry>, AuthError> {
         let entries = self.read()?;

@@ -4,11 +4,11 @@
 use std::sync::OnceLock;
 
 use keel_protocol::model::{ModelCapabilities, ModelCost};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::TokenUsage;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// `provider/model`.
@@ -71,6 +71,17 @@ impl ModelSpec {
             source: "runtime",
         }
     }
+}
+
+/// The embedded catalog with an imported one (`keel models --import`) over it: an imported model replaces the
+/// embedded one of the same id.
+pub fn with_import(imported: Option<Vec<ModelSpec>>) -> Vec<ModelSpec> {
+    let mut models = builtin().to_vec();
+    for spec in imported.into_iter().flatten() {
+        models.retain(|m| m.id != spec.id);
+        models.push(spec);
+    }
+    models
 }
 
 /// The embedded catalog, parsed once.

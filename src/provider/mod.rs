@@ -4,7 +4,9 @@
 pub mod anthropic;
 pub mod auth;
 pub mod catalog;
+pub mod discover;
 mod http;
+pub mod models_dev;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod registry;

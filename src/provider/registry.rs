@@ -103,17 +103,36 @@ pub struct Registry {
     pub auth: AuthStore,
     scripted: Mutex<HashMap<Option<PathBuf>, Arc<Scripted>>>,
     runtime_models: Mutex<Vec<ModelSpec>>,
+    /// What each provider that lists its models listed last, and whether it answered.
+    discovered: Mutex<HashMap<String, Discovery>>,
+    /// The embedded catalog with the imported one over it, and where the import is stored.
+    catalog: Mutex<Arc<Vec<ModelSpec>>>,
+    data_dir: PathBuf,
+}
+
+/// The outcome of asking a provider for its models.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discovery {
+    Up(Vec<ModelSpec>),
+    Down(String),
 }
 
 impl Registry {
-    pub fn new(auth: AuthStore) -> Self {
+    pub fn new(auth: AuthStore, data_dir: &std::path::Path) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(300))
             .build()
             .unwrap_or_default();
-        let registry =
-            Self { client, auth, scripted: Mutex::new(HashMap::new()), runtime_models: Mutex::new(Vec::new()) };
+        let registry = Self {
+            client,
+            auth,
+            scripted: Mutex::new(HashMap::new()),
+            runtime_models: Mutex::new(Vec::new()),
+            discovered: Mutex::new(HashMap::new()),
+            catalog: Mutex::new(Arc::new(catalog::with_import(super::models_dev::load(data_dir)))),
+            data_dir: data_dir.to_owned(),
+        };
         // The scripted provider describes its one model itself, as any provider may at run time.
         registry.register_model(ModelSpec {
             id: FALLBACK_MODEL.into(),
@@ -133,6 +152,40 @@ impl Registry {
         let mut models = self.runtime_models.lock();
         models.retain(|m| m.id != spec.id);
         models.push(spec);
+    }
+
+    /// Reads the imported catalog again; true when the model database changed.
+    pub fn reload_catalog(&self) -> bool {
+        let fresh = catalog::with_import(super::models_dev::load(&self.data_dir));
+        let mut current = self.catalog.lock();
+        if **current == fresh {
+            return false;
+        }
+        *current = Arc::new(fresh);
+        true
+    }
+
+    /// Records what a provider listed (or why it could not be asked). True when anything changed.
+    pub fn record_discovery(&self, provider: &str, discovery: Discovery) -> bool {
+        let mut discovered = self.discovered.lock();
+        if discovered.get(provider) == Some(&discovery) {
+            return false;
+        }
+        discovered.insert(provider.to_owned(), discovery);
+        true
+    }
+
+    /// Whether a provider answered when last asked for its models (`None`: never asked).
+    pub fn reach(&self, provider: &str) -> Option<Result<(), String>> {
+        self.discovered.lock().get(provider).map(|d| match d {
+            Discovery::Up(_) => Ok(()),
+            Discovery::Down(reason) => Err(reason.clone()),
+        })
+    }
+
+    /// The HTTP client and key to ask `entry` for its models with.
+    pub fn discovery_client(&self, entry: &ProviderEntry) -> (reqwest::Client, Option<String>) {
+        (self.client.clone(), self.api_key(entry))
     }
 
     pub fn providers(&self, config: &Config) -> Vec<ProviderEntry> {
@@ -187,9 +240,10 @@ impl Registry {
         !entry.needs_key || self.api_key(entry).is_some()
     }
 
-    /// Every known model: the catalog, then config declarations (which override the catalog), then run-time ones.
+    /// Every known model: the catalog, then config declarations (which override the catalog), then run-time ones
+    /// (registered, or listed by a provider in config).
     pub fn models(&self, config: &Config) -> Vec<ModelSpec> {
-        let mut models: Vec<ModelSpec> = catalog::builtin().to_vec();
+        let mut models: Vec<ModelSpec> = self.catalog.lock().to_vec();
         for (provider, settings) in &config.providers {
             for (model, m) in &settings.models {
                 let id = format!("{provider}/{model}");
@@ -213,6 +267,18 @@ impl Registry {
         for spec in self.runtime_models.lock().iter() {
             if !models.iter().any(|m| m.id == spec.id) {
                 models.push(spec.clone());
+            }
+        }
+        let discovered = self.discovered.lock();
+        for (provider, discovery) in discovered.iter() {
+            let Discovery::Up(listed) = discovery else { continue };
+            if !config.providers.contains_key(provider) {
+                continue;
+            }
+            for spec in listed {
+                if !models.iter().any(|m| m.id == spec.id) {
+                    models.push(spec.clone());
+                }
             }
         }
         models

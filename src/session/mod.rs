@@ -77,6 +77,24 @@ pub enum Notice {
         session_id: String,
         approval_id: String,
     },
+    /// The effective config of a directory (`None`: the global layers) changed in these top-level keys.
+    ConfigChanged {
+        cwd: Option<String>,
+        keys: Vec<String>,
+    },
+    /// A config file changed and does not load; the last good config stays in effect.
+    ConfigInvalid {
+        path: String,
+        message: String,
+    },
+    ModelsChanged,
+    ProvidersChanged,
+    /// The stored credential of a provider changed (never the credential itself).
+    AuthChanged {
+        provider: String,
+    },
+    /// Config's MCP servers changed and were restarted as they now read.
+    McpListChanged,
     /// A turn or a compaction changed the session's usage or the size of its context.
     UsageChanged {
         session_id: String,

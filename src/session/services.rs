@@ -40,6 +40,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Whether this engine takes over sessions that nobody runs (false for `keel run`, which runs its own).
     pub discover: bool,
+    /// Whether providers from config are asked for their models in the background (false for `keel run`: one
+    /// prompt is not worth a model listing request every time it runs).
+    pub list_models: bool,
     /// Whether a `shutdown` request suspends the engine's running activities before it is answered (an engine
     /// serving one client on stdio, whose `shutdown` announces the end of the process).
     pub suspend_on_shutdown_request: bool,
@@ -58,6 +61,7 @@ impl Default for Settings {
             lease_renew: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             discover: true,
+            list_models: true,
             suspend_on_shutdown_request: false,
         }
     }
@@ -84,6 +88,8 @@ pub struct Services {
     pub delegate: tool::task::DelegateSlot,
     /// Where the engine installs what runs background jobs.
     pub background: tool::shell::BackgroundSlot,
+    /// The last config that loaded, by directory (`None`: the global layers only).
+    last_good: Mutex<HashMap<Option<String>, Config>>,
 }
 
 /// A lease held by a drain of this process.
@@ -115,22 +121,35 @@ impl Services {
             instance: format!("eng_{}", uuid::Uuid::now_v7().simple()).into(),
             held: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            last_good: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The effective config for a session in `cwd`. A broken config file is logged and the last layers that
-    /// parsed are not used: the engine falls back to defaults rather than refusing to run.
+    /// The effective config for a session in `cwd`, read now. A broken config file is logged and the last config
+    /// that loaded for `cwd` stays in effect (defaults when none ever did), so a half-made edit never stops a
+    /// running session.
     pub fn config(&self, cwd: Option<&str>) -> Config {
-        let cwd = cwd.map(std::path::Path::new);
-        let mut config = match config::load(&self.paths, cwd) {
-            Ok(loaded) => loaded.config,
+        let mut config = match config::load(&self.paths, cwd.map(std::path::Path::new)) {
+            Ok(loaded) => {
+                self.remember_config(cwd, &loaded.config);
+                loaded.config
+            }
             Err(e) => {
                 tracing::error!("{e}");
-                Config::default()
+                self.last_good.lock().get(&cwd.map(str::to_owned)).cloned().unwrap_or_default()
             }
         };
-        crate::agent::complete(&mut config, &self.paths, cwd);
+        crate::agent::complete(&mut config, &self.paths, cwd.map(std::path::Path::new));
         config
+    }
+
+    /// Records `config` as the last that loaded for `cwd`.
+    pub fn remember_config(&self, cwd: Option<&str>, config: &Config) {
+        let mut last_good = self.last_good.lock();
+        let key = cwd.map(str::to_owned);
+        if last_good.get(&key) != Some(config) {
+            last_good.insert(key, config.clone());
+        }
     }
 
     pub(crate) fn waiters(&self) -> &Mutex<HashMap<String, oneshot::Sender<Resolution>>> {

@@ -50,6 +50,8 @@ struct State {
     turns: VecDeque<ScriptTurn>,
     requests: Vec<Recorded>,
     dialect: Dialect,
+    /// What `GET /v1/models` lists (`data[]` entries); such requests are answered apart from the turns.
+    models: Vec<Value>,
 }
 
 /// How an OpenAI-compatible server deviates from OpenAI's own stream.
@@ -92,6 +94,11 @@ impl MockModel {
         self.state.lock().unwrap().dialect = dialect;
     }
 
+    /// The models `GET /v1/models` lists from now on.
+    pub fn list_models(&self, models: Vec<Value>) {
+        self.state.lock().unwrap().models = models;
+    }
+
     pub fn push(&self, turn: ScriptTurn) {
         self.state.lock().unwrap().turns.push_back(turn);
     }
@@ -108,6 +115,29 @@ impl MockModel {
     async fn serve(&self, mut stream: TcpStream) {
         // One request per connection is enough: every response closes or ends its stream.
         let Some((path, headers, body)) = read_request(&mut stream).await else { return };
+        if path.ends_with("/api/show") {
+            // Ollama's model details: the context length under the architecture's name.
+            let body =
+                json!({ "model_info": { "general.architecture": "qwen3", "qwen3.context_length": 40960 } }).to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            return;
+        }
+        if path.ends_with("/models") {
+            let data = self.state.lock().unwrap().models.clone();
+            let body = json!({ "object": "list", "data": data }).to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            return;
+        }
         let (turn, dialect) = {
             let mut state = self.state.lock().unwrap();
             let dialect = state.dialect;
