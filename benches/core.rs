@@ -148,7 +148,7 @@ fn replay_benchmark(home: &Path, ws: &str) {
 fn fanout_benchmark(home: &Path, ws: &str) {
     std::fs::create_dir_all(home).unwrap();
     let socket = home.join("keel.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+    let mut child = Command::new(common::keel_bin())
         .args(["serve", "--listen", &format!("unix:{}", socket.display())])
         .env("KEEL_HOME", home)
         .env("KEEL_LOG", "error")

@@ -13,7 +13,10 @@ async fn layers_merge_nearest_last_with_substitution_and_legacy_conversion() {
     let sub = root.join("pkg");
     let legacy = home.path().join("legacy");
     std::fs::create_dir_all(sub.join(".keel")).unwrap();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
     std::fs::create_dir_all(&legacy).unwrap();
+    // Above the project's root: not a layer of it.
+    std::fs::write(home.path().join("keel.jsonc"), r#"{ "model": "stray/above-the-root" }"#).unwrap();
     std::fs::write(home.path().join("config.jsonc"), r#"{ "model": "openai/gpt-5", "instructions": ["GLOBAL.md"], }"#)
         .unwrap();
     std::fs::write(root.join("token.txt"), "file-secret\n").unwrap();
@@ -58,6 +61,13 @@ async fn layers_merge_nearest_last_with_substitution_and_legacy_conversion() {
 
     let providers = c.ok("provider/list", json!({})).await;
     assert!(providers.to_string().contains("openai"));
+
+    // Outside a repository the project is the directory alone: its parent's files are not layers.
+    let outside = home.path().join("plain/dir");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(home.path().join("plain/keel.jsonc"), r#"{ "model": "stray/parent" }"#).unwrap();
+    let plain = c.ok("config/get", json!({ "cwd": outside })).await;
+    assert_eq!(plain["config"]["model"], "openai/gpt-5");
 
     let old = c.ok("config/get", json!({ "cwd": legacy })).await;
     assert_eq!(old["config"]["model"], "old/m");

@@ -31,6 +31,18 @@ async fn neovim_chat_streams_answers_approvals_and_resumes_after_a_restart() {
     });
     mock.push(ScriptTurn { text: Some("First answer is complete.".into()), chunk_delay_ms: 20, ..Default::default() });
     mock.push(ScriptTurn { text: Some("Second answer after the restart.".into()), ..Default::default() });
+    // A subagent, then a background job whose end wakes the session.
+    let call = |name: &str, input: serde_json::Value| ScriptTurn {
+        tool_calls: vec![ScriptToolCall { id: Some(format!("call_{name}")), name: name.into(), input }],
+        ..Default::default()
+    };
+    let say = |text: &str| ScriptTurn { text: Some(text.into()), ..Default::default() };
+    mock.push(call("task", json!({ "description": "look around", "prompt": "list the files", "agent": "explore" })));
+    mock.push(say("The child looked."));
+    mock.push(say("Delegated and done."));
+    mock.push(call("bash", json!({ "command": "echo built", "background": true })));
+    mock.push(say("Started the job."));
+    mock.push(say("The job finished."));
     let config =
         json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
     std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
@@ -58,6 +70,11 @@ async fn neovim_chat_streams_answers_approvals_and_resumes_after_a_restart() {
     let deltas: usize = report.lines().find_map(|l| l.strip_prefix("deltas: ")).unwrap().parse().unwrap();
     assert!(deltas > 1, "the answer streamed in pieces: {report}");
     assert!(report.contains("Writing it.") && report.contains("[write hello.txt] done"), "{report}");
+    assert!(
+        report.contains("↳ explore subagent: look around (session ses_") && report.contains(") completed"),
+        "{report}"
+    );
+    assert!(report.contains(": echo built exited with 0"), "{report}");
     assert_eq!(std::fs::read_to_string(std::path::Path::new(&ws).join("hello.txt")).unwrap(), "hi\n");
     // Each answer appears exactly once: the resumed subscription neither missed nor repeated an event.
     assert_eq!(report.matches("First answer is complete.").count(), 1, "{report}");

@@ -13,9 +13,14 @@ pub struct Spawned {
     pub stdout: BufReader<ChildStdout>,
 }
 
+/// The keel binary to measure: this build's, or `KEEL_BIN` (another build, to compare two commits run for run).
+pub fn keel_bin() -> std::path::PathBuf {
+    std::env::var_os("KEEL_BIN").map_or_else(|| env!("CARGO_BIN_EXE_keel").into(), Into::into)
+}
+
 /// The release `keel serve` with its own home, quiet on stderr.
 pub fn spawn_serve(home: &Path) -> Spawned {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+    let mut child = Command::new(keel_bin())
         .arg("serve")
         .env("KEEL_HOME", home)
         .env("KEEL_LOG", "error")

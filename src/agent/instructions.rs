@@ -31,10 +31,7 @@ pub fn discover(config: &Config, paths: &Paths, cwd: &Path) -> Vec<Instruction> 
         }
     };
     let mut folders = vec![paths.config_dir.clone()];
-    let root = cwd.ancestors().find(|d| d.join(".git").exists()).unwrap_or(cwd);
-    let mut chain: Vec<&Path> = cwd.ancestors().take_while(|d| d.starts_with(root)).collect();
-    chain.reverse();
-    folders.extend(chain.into_iter().map(Path::to_path_buf));
+    folders.extend(crate::config::paths::project_chain(cwd));
     for folder in folders {
         if !add(folder.join("AGENTS.md")) {
             add(folder.join("CLAUDE.md"));

@@ -125,15 +125,11 @@ fn overlay(mut base: AgentSettings, over: AgentSettings) -> AgentSettings {
 }
 
 /// The folders agents, skills and commands are read from, lowest precedence first: the global config folder, then
-/// the session directory's ancestors from the root down, each with `subdirs` (e.g. `.keel/agents`).
+/// the project's folders from its root down to the session's directory, each with `subdirs` (e.g. `.keel/agents`).
 pub fn folders(paths: &Paths, cwd: Option<&Path>, global: &str, subdirs: &[&str]) -> Vec<PathBuf> {
     let mut folders = vec![paths.config_dir.join(global)];
-    if let Some(cwd) = cwd {
-        let mut dirs: Vec<&Path> = cwd.ancestors().collect();
-        dirs.reverse();
-        for dir in dirs {
-            folders.extend(subdirs.iter().map(|sub| dir.join(sub)));
-        }
+    for dir in cwd.map(crate::config::paths::project_chain).unwrap_or_default() {
+        folders.extend(subdirs.iter().map(|sub| dir.join(sub)));
     }
     folders
 }

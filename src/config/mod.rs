@@ -10,7 +10,7 @@ pub(crate) mod edit;
 pub mod import;
 pub(crate) mod jsonc;
 mod legacy;
-mod paths;
+pub mod paths;
 pub mod watch;
 pub mod write;
 
@@ -282,9 +282,7 @@ pub fn load(paths: &Paths, cwd: Option<&Path>) -> Result<Loaded, ConfigError> {
         add(value, Layer { source: "env-file", path: Some(path) });
     }
     if let Some(cwd) = cwd {
-        let mut dirs: Vec<&Path> = cwd.ancestors().collect();
-        dirs.reverse();
-        for dir in dirs {
+        for dir in paths::project_chain(cwd) {
             let mut found = false;
             for name in ["keel.jsonc", "keel.json", ".keel/config.jsonc"] {
                 let path = dir.join(name);

@@ -25,3 +25,13 @@ impl Paths {
         Self { config_dir: xdg("XDG_CONFIG_HOME", ".config"), data_dir: xdg("XDG_DATA_HOME", ".local/share") }
     }
 }
+
+/// The project folders of a session in `cwd`, from the project root down to `cwd`: the root is the nearest
+/// ancestor holding `.git` (a repository), or `cwd` itself outside one. Nothing above the root is the project's, so
+/// a stray `keel.jsonc` or `opencode.json` in a home folder or `/tmp` changes nothing.
+pub fn project_chain(cwd: &std::path::Path) -> Vec<PathBuf> {
+    let root = cwd.ancestors().find(|d| d.join(".git").exists()).unwrap_or(cwd);
+    let mut chain: Vec<PathBuf> = cwd.ancestors().take_while(|d| d.starts_with(root)).map(PathBuf::from).collect();
+    chain.reverse();
+    chain
+}

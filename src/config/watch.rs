@@ -62,8 +62,10 @@ impl Watcher {
 
     /// Watches every directory whose files are layers of a project in `cwd`.
     pub fn watch_project(&self, cwd: &Path) {
-        for dir in cwd.ancestors() {
-            self.watch_dir(dir);
+        // The root itself may become a repository later: its parent would then stop being part of the project,
+        // which the next load sees; watching the chain as it is now is enough to notice edits in it.
+        for dir in super::paths::project_chain(cwd) {
+            self.watch_dir(&dir);
             self.watch_dir(&dir.join(".keel"));
         }
     }

@@ -53,6 +53,17 @@ wait_for('the end of the second activity', function()
   return count == 2
 end)
 
+keel.prompt('Delegate the look', 'queue')
+wait_for('the subagent', function()
+  local text = keel.chat_text()
+  return text:find('explore subagent', 1, true) ~= nil and text:find('Delegated and done.', 1, true) ~= nil
+end)
+keel.prompt('Build in the background', 'queue')
+wait_for('the job to end and wake the session', function()
+  local text = keel.chat_text()
+  return text:find('exited with 0', 1, true) ~= nil and text:find('The job finished.', 1, true) ~= nil
+end)
+
 result:write('OK\n')
 result:write('approval: ' .. asked[1] .. '\n')
 result:write('cursor before restart: ' .. before .. '\n')

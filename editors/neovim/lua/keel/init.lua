@@ -143,6 +143,23 @@ handlers['session/event'] = function(params)
     set_block('act:' .. data.activityId, '-- ' .. data.reason .. ' --')
   elseif kind == 'turn.failed' then
     set_block('fail:' .. data.turnId, 'error: ' .. ((data.error or {}).message or '?'))
+  elseif kind == 'subagent.started' then
+    local line = string.format('  ↳ %s subagent: %s (session %s)', data.agent, data.description, data.childSessionId)
+    set_block('sub:' .. data.childSessionId, line)
+  elseif kind == 'subagent.completed' then
+    local id = 'sub:' .. data.childSessionId
+    set_block(id, (block_text(id) or '  ↳ subagent') .. ' ' .. data.reason)
+  elseif kind == 'job.started' then
+    set_block('job:' .. data.jobId, string.format('  ⧗ job %s: %s running', data.jobId, data.command))
+  elseif kind == 'job.completed' or kind == 'job.failed' or kind == 'job.cancelled' then
+    local id = 'job:' .. data.jobId
+    local head = (block_text(id) or ('  ⧗ job ' .. data.jobId)):gsub(' running$', '')
+    local ending = ({
+      ['job.completed'] = 'exited with ' .. tostring(data.exitCode or 'a signal'),
+      ['job.failed'] = 'failed: ' .. (data.error or ''),
+      ['job.cancelled'] = 'cancelled',
+    })[kind]
+    set_block(id, head .. ' ' .. ending)
   end
 end
 
