@@ -74,7 +74,9 @@ impl Engine {
         jobs::sweep(self);
         let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
         self.mcp.start_configured(&self.config(Some(&cwd.to_string_lossy())), &cwd);
-        self.reloader.start();
+        if self.services.settings.watch_config {
+            self.reloader.start();
+        }
         let store = Arc::clone(&self.services.store);
         let every = self.services.settings.poll_other_writers;
         tokio::spawn(async move {

@@ -319,7 +319,7 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let paths = Paths::from_env();
         // A one-shot run drives its own session only; sessions that nobody runs are for serving engines.
-        let settings = Settings { discover: false, list_models: false, ..settings(&paths) };
+        let settings = Settings { discover: false, list_models: false, watch_config: false, ..settings(&paths) };
         let engine = Engine::open(paths, settings).map_err(|e| e.to_string())?;
         engine.start();
         let prompt = if args.prompt.is_empty() || args.prompt == ["-"] {

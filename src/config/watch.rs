@@ -1,11 +1,15 @@
 //! Watches the directories that hold config files and the credential store, and says when one of those files may
 //! have changed. Directories are watched, not files: editors and keel itself replace files by renaming a new one
 //! over them, which a watch on the old file would not see.
+//!
+//! On inotify directly, for its event mask: a file counts as changed when it is closed after writing, moved in or
+//! out, created or deleted, never on each write. keel's home holds its database too, and a watch that woke on every
+//! write of the WAL would cost every append a wake-up of this thread.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use notify::{EventKind, RecursiveMode, Watcher as _};
+use inotify::{Inotify, WatchMask, Watches};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -21,32 +25,43 @@ const NAMES: &[&str] = &[
     "models.json",
 ];
 
+fn mask() -> WatchMask {
+    WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVED_FROM
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::DELETE_SELF
+}
+
 pub struct Watcher {
-    inner: Mutex<notify::RecommendedWatcher>,
+    watches: Mutex<Watches>,
     watched: Mutex<BTreeSet<PathBuf>>,
 }
 
 impl Watcher {
     /// A watcher that sends on `changed` for every event about a file that matters (`extra`: more file names,
     /// such as `KEEL_CONFIG`'s). The receiver debounces.
-    pub fn new(changed: mpsc::UnboundedSender<()>, extra: Vec<String>) -> Result<Self, notify::Error> {
-        let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            // Reads are not changes, and keel reads these files all the time.
-            if matches!(event.kind, EventKind::Access(_)) {
-                return;
-            }
-            let matters = event.paths.iter().any(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| NAMES.contains(&n) || extra.iter().any(|e| e == n))
-                    || p.file_name().is_some_and(|n| n == ".keel")
-            });
-            if matters {
-                let _ = changed.send(());
+    pub fn new(changed: mpsc::UnboundedSender<()>, extra: Vec<String>) -> std::io::Result<Self> {
+        let mut inotify = Inotify::init()?;
+        let watches = inotify.watches();
+        std::thread::Builder::new().name("keel-config-watch".into()).spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let Ok(events) = inotify.read_events_blocking(&mut buffer) else { return };
+                let matters = events.into_iter().any(|event| {
+                    event.mask.contains(inotify::EventMask::DELETE_SELF)
+                        || event
+                            .name
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| NAMES.contains(&n) || n == ".keel" || extra.iter().any(|e| e == n))
+                });
+                if matters && changed.send(()).is_err() {
+                    return;
+                }
             }
         })?;
-        Ok(Self { inner: Mutex::new(inner), watched: Mutex::new(BTreeSet::new()) })
+        Ok(Self { watches: Mutex::new(watches), watched: Mutex::new(BTreeSet::new()) })
     }
 
     /// Watches `dir` (not its subdirectories); a directory that does not exist is skipped.
@@ -54,7 +69,7 @@ impl Watcher {
         if !dir.is_dir() || !self.watched.lock().insert(dir.to_owned()) {
             return;
         }
-        if let Err(e) = self.inner.lock().watch(dir, RecursiveMode::NonRecursive) {
+        if let Err(e) = self.watches.lock().add(dir, mask()) {
             tracing::warn!("cannot watch {} for config changes: {e}", dir.display());
             self.watched.lock().remove(dir);
         }
@@ -62,8 +77,6 @@ impl Watcher {
 
     /// Watches every directory whose files are layers of a project in `cwd`.
     pub fn watch_project(&self, cwd: &Path) {
-        // The root itself may become a repository later: its parent would then stop being part of the project,
-        // which the next load sees; watching the chain as it is now is enough to notice edits in it.
         for dir in super::paths::project_chain(cwd) {
             self.watch_dir(&dir);
             self.watch_dir(&dir.join(".keel"));

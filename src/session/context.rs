@@ -26,7 +26,14 @@ pub struct SystemPrompt {
 
 /// The base prompt, the environment, the agent's own prompt, the instruction files, and what the offered `task` and
 /// `skill` tools can reach.
-pub fn system_prompt(config: &Config, paths: &Paths, agent: &str, cwd: &Path, tools: &[ToolSpec]) -> SystemPrompt {
+pub fn system_prompt(
+    config: &Config,
+    paths: &Paths,
+    agent: &str,
+    cwd: &Path,
+    tools: &[ToolSpec],
+    skills: &[crate::agent::skills::Skill],
+) -> SystemPrompt {
     let mut prompt = String::from(BASE_PROMPT);
     prompt.push_str(&format!(
         "\n\n<env>\nworking directory: {}\nplatform: {}\n</env>",
@@ -49,7 +56,7 @@ pub fn system_prompt(config: &Config, paths: &Paths, agent: &str, cwd: &Path, to
     }
     if tools.iter().any(|t| t.name == "skill") {
         prompt.push_str("\n\nSkills the skill tool loads:");
-        for skill in crate::agent::skills::discover(paths, Some(cwd)) {
+        for skill in skills {
             prompt.push_str(&format!("\n- {}: {}", skill.name, skill.description));
         }
     }

@@ -43,6 +43,9 @@ pub struct Settings {
     /// Whether providers from config are asked for their models in the background (false for `keel run`: one
     /// prompt is not worth a model listing request every time it runs).
     pub list_models: bool,
+    /// Watch config files and the credential store (off for `keel run`: a one-shot run reads config at each step
+    /// anyway, and closing an inotify watch costs several milliseconds at exit).
+    pub watch_config: bool,
     /// Whether a `shutdown` request suspends the engine's running activities before it is answered (an engine
     /// serving one client on stdio, whose `shutdown` announces the end of the process).
     pub suspend_on_shutdown_request: bool,
@@ -62,6 +65,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             discover: true,
             list_models: true,
+            watch_config: true,
             suspend_on_shutdown_request: false,
         }
     }

@@ -43,9 +43,16 @@ impl Titling {
     }
 }
 
-/// Names the session after its first prompt if it has no title yet. Without a small model the title is recorded at
-/// once; with one, a task asks it and the returned `Titling` is awaited before the activity closes.
-pub fn start(services: &Arc<Services>, session: &SessionRow, prompt: &[ContentPart]) -> Option<Titling> {
+/// How an untitled session gets its title from this activity's prompt.
+pub enum Naming {
+    /// From the prompt's own words: recorded with the activity's opening events, in their transaction.
+    Now(String),
+    /// By the small model: a task started once the activity is open.
+    ByModel { text: String, resolved: crate::provider::registry::Resolved },
+}
+
+/// Whether and how the session is to be named after `prompt`.
+pub fn naming(services: &Services, session: &SessionRow, prompt: &[ContentPart]) -> Option<Naming> {
     if session.title != DEFAULT_TITLE {
         return None;
     }
@@ -54,11 +61,32 @@ pub fn start(services: &Arc<Services>, session: &SessionRow, prompt: &[ContentPa
         return None;
     }
     let config = services.config(Some(&session.cwd));
-    let Some(resolved) = config.small_model.as_deref().and_then(|m| services.providers.resolve(&config, m).ok()) else {
-        record(services, &session.id, from_words(&text));
-        return None;
-    };
-    let (services, session_id) = (Arc::clone(services), session.id.clone());
+    match config.small_model.as_deref().and_then(|m| services.providers.resolve(&config, m).ok()) {
+        Some(resolved) => Some(Naming::ByModel { text, resolved }),
+        None => Some(Naming::Now(from_words(&text))),
+    }
+}
+
+/// The `session.updated` that names the session, if it still has the default title (read on `tx`).
+pub fn titled(tx: &rusqlite::Connection, session_id: &str, title: String) -> crate::store::Result<Option<NewEvent>> {
+    let current: Option<String> = rusqlite::OptionalExtension::optional(
+        tx.prepare_cached("SELECT title FROM sessions WHERE id = ?1")?.query_row([session_id], |r| r.get(0)),
+    )?;
+    if current.as_deref() != Some(DEFAULT_TITLE) {
+        return Ok(None);
+    }
+    let data = SessionUpdatedData { title: Some(title), agent: None, model: None };
+    Ok(Some(NewEvent::new(EventBody::SessionUpdated(data))?))
+}
+
+/// Asks the small model for the title; the returned `Titling` is awaited before the activity closes.
+pub fn ask(
+    services: &Arc<Services>,
+    session_id: &str,
+    text: String,
+    resolved: crate::provider::registry::Resolved,
+) -> Titling {
+    let (services, session_id) = (Arc::clone(services), session_id.to_owned());
     let task = tokio::spawn(async move {
         let request = Request {
             model: resolved.spec.model().to_owned(),
@@ -81,26 +109,14 @@ pub fn start(services: &Arc<Services>, session: &SessionRow, prompt: &[ContentPa
             }
             _ => None,
         };
-        record(&services, &session_id, title.unwrap_or_else(|| from_words(&text)));
-    });
-    Some(Titling { task })
-}
-
-/// Appends the title while the session still has the default one.
-fn record(services: &Services, session_id: &str, title: String) {
-    let decided = services.append_decided(session_id, |tx| {
-        let current: Option<String> = rusqlite::OptionalExtension::optional(
-            tx.prepare_cached("SELECT title FROM sessions WHERE id = ?1")?.query_row([session_id], |r| r.get(0)),
-        )?;
-        if current.as_deref() != Some(DEFAULT_TITLE) {
-            return Ok(Vec::new());
+        let title = title.unwrap_or_else(|| from_words(&text));
+        let decided =
+            services.append_decided(&session_id, |tx| Ok(titled(tx, &session_id, title)?.into_iter().collect()));
+        if let Err(e) = decided {
+            tracing::debug!(session = %session_id, "no title recorded: {e}");
         }
-        let data = SessionUpdatedData { title: Some(title), agent: None, model: None };
-        Ok(vec![NewEvent::new(EventBody::SessionUpdated(data))?])
     });
-    if let Err(e) = decided {
-        tracing::debug!(session = %session_id, "no title recorded: {e}");
-    }
+    Titling { task }
 }
 
 fn prompt_text(prompt: &[ContentPart]) -> String {

@@ -198,14 +198,27 @@ async fn run_activity(
         opening.push(promotion(&activity.id, &promote)?);
     }
     opening.push(event(EventBody::SessionStatus(StatusData { status: SessionStatus::Running }))?);
-    services.append_events(&session.id, opening)?;
-    let titling = match promote.first() {
+    let naming = match promote.first() {
         Some(input) if input.kind == InputKind::Prompt => {
             let prompt: Vec<ContentPart> = serde_json::from_str(&input.content).unwrap_or_default();
-            title::start(services, session, &prompt)
+            title::naming(services, session, &prompt)
         }
         _ => None,
     };
+    let (now, by_model) = match naming {
+        Some(title::Naming::Now(title)) => (Some(title), None),
+        Some(title::Naming::ByModel { text, resolved }) => (None, Some((text, resolved))),
+        None => (None, None),
+    };
+    // A title from the prompt's words joins the opening, in its transaction: no append of its own.
+    services.append_decided(&session.id, |tx| {
+        let titled = match now {
+            Some(title) => title::titled(tx, &session.id, title)?,
+            None => None,
+        };
+        Ok(opening.into_iter().chain(titled).collect())
+    })?;
+    let titling = by_model.map(|(text, resolved)| title::ask(services, &session.id, text, resolved));
     activity_loop(services, &activity, titling, cancel).await
 }
 

@@ -72,8 +72,9 @@ pub(super) fn request_shape(
     resolved: &Resolved,
 ) -> (Request, Vec<String>) {
     let cwd = std::path::PathBuf::from(&activity.session.cwd);
-    let tools = offered_tools(services, activity, config);
-    let system = context::system_prompt(config, &services.paths, &activity.agent, &cwd, &tools);
+    let skills = crate::agent::skills::discover(&services.paths, Some(&cwd));
+    let tools = offered_tools(services, activity, config, !skills.is_empty());
+    let system = context::system_prompt(config, &services.paths, &activity.agent, &cwd, &tools, &skills);
     let request = Request {
         model: resolved.spec.model().to_owned(),
         system: system.text,
@@ -87,9 +88,13 @@ pub(super) fn request_shape(
 
 /// The tools the activity's agent is offered: `task` only where there is a subagent to start, `skill` only where
 /// there is a skill to load.
-fn offered_tools(services: &Services, activity: &Activity, config: &Config) -> Vec<crate::provider::ToolSpec> {
+fn offered_tools(
+    services: &Services,
+    activity: &Activity,
+    config: &Config,
+    has_skills: bool,
+) -> Vec<crate::provider::ToolSpec> {
     let agent = config.agents.get(&activity.agent);
-    let cwd = std::path::Path::new(&activity.session.cwd);
     let has_subagents = config.agents.values().any(crate::agent::is_subagent);
     let mut tools: Vec<_> = services
         .tools
@@ -99,7 +104,7 @@ fn offered_tools(services: &Services, activity: &Activity, config: &Config) -> V
         .collect();
     tools.retain(|t| match t.name.as_str() {
         "task" => has_subagents,
-        "skill" => !crate::agent::skills::discover(&services.paths, Some(cwd)).is_empty(),
+        "skill" => has_skills,
         _ => true,
     });
     tools
