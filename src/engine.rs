@@ -26,6 +26,10 @@ pub mod jobs;
 mod reload;
 mod subagents;
 
+fn tool_failed(message: impl Into<String>) -> tool::ToolError {
+    tool::ToolError::Failed(message.into())
+}
+
 pub struct Engine {
     pub sessions: Sessions,
     services: Arc<Services>,
@@ -59,6 +63,17 @@ impl Engine {
         let background: Arc<dyn tool::shell::Background> = engine.jobs.clone();
         let _ = engine.services.background.set(Arc::downgrade(&background));
         Ok(engine)
+    }
+
+    /// Appends one event for a tool's work done outside a turn (a subagent's link, a job's start and end); a
+    /// failure is the tool's.
+    fn record_for_tool(
+        &self,
+        session_id: &str,
+        body: keel_protocol::catalogue::EventBody,
+    ) -> Result<(), tool::ToolError> {
+        let event = store::NewEvent::new(body).map_err(|e| tool_failed(e.to_string()))?;
+        self.services.append_events(session_id, vec![event]).map_err(|e| tool_failed(e.to_string()))
     }
 
     /// The session and its ancestors, nearest first.

@@ -3,6 +3,8 @@
 //! WebSocket, including a reconnect after a SIGKILL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,22 +15,8 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("editors/sdk-ts")
 }
 
-/// `node` must be on PATH; the packages are installed from the lock file when node_modules is missing.
 async fn ensure_packages() {
-    match tokio::process::Command::new("node").arg("--version").output().await {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!("`node --version` failed: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => panic!("the TypeScript SDK tests need Node.js (v20 or later) on PATH: cannot run `node` ({e})"),
-    }
-    if !sdk_dir().join("node_modules/json-schema-to-typescript").exists() {
-        let out = tokio::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(sdk_dir())
-            .output()
-            .await
-            .expect("node_modules is missing in editors/sdk-ts and `npm` cannot run");
-        assert!(out.status.success(), "npm ci in editors/sdk-ts failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    common::node::ensure_packages("the TypeScript SDK tests", &[(&sdk_dir(), "json-schema-to-typescript")]).await;
 }
 
 #[tokio::test]

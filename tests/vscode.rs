@@ -4,6 +4,8 @@
 //! skipped, unless KEEL_REQUIRE_CHROMIUM is set (CI sets it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,26 +14,13 @@ fn editors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("editors")
 }
 
-/// `node` must be on PATH; each package's modules are installed from its lock file when missing.
 async fn ensure_packages() {
-    match tokio::process::Command::new("node").arg("--version").output().await {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!("`node --version` failed: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => panic!("the VS Code extension tests need Node.js (v20 or later) on PATH: cannot run `node` ({e})"),
-    }
-    for (package, probe) in [("sdk-ts", "vscode-jsonrpc"), ("vscode", "puppeteer-core")] {
-        let dir = editors().join(package);
-        if dir.join("node_modules").join(probe).exists() {
-            continue;
-        }
-        let out = tokio::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("node_modules is missing and `npm` cannot run");
-        assert!(out.status.success(), "npm ci in editors/{package} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let (sdk, vscode) = (editors().join("sdk-ts"), editors().join("vscode"));
+    common::node::ensure_packages(
+        "the VS Code extension tests",
+        &[(&sdk, "vscode-jsonrpc"), (&vscode, "puppeteer-core")],
+    )
+    .await;
 }
 
 fn chromium() -> Option<PathBuf> {

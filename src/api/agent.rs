@@ -64,13 +64,7 @@ pub async fn run(engine: Arc<Engine>, p: SessionCommandParams, _: Call) -> Resul
     if let Some(model) = &new.model {
         super::session::check_model(&engine, Some(&session.cwd), model)?;
     }
-    let receipt = engine.admit(&p.session_id, new)?;
-    Ok(PromptResult {
-        input_id: receipt.input_id,
-        delivery: receipt.delivery,
-        disposition: receipt.disposition,
-        admitted_seq: receipt.admitted_seq,
-    })
+    Ok(super::input::prompt_result(engine.admit(&p.session_id, new)?))
 }
 
 /// The input a command sends: its expanded template as a queued prompt with its agent and model, or a compaction.

@@ -32,13 +32,17 @@ pub async fn prompt(engine: Arc<Engine>, p: PromptParams, _: Call) -> Result<Pro
         model: p.model,
         kind: InputKind::Prompt,
     };
-    let receipt = engine.admit(&p.session_id, new)?;
-    Ok(PromptResult {
+    Ok(prompt_result(engine.admit(&p.session_id, new)?))
+}
+
+/// An admission's receipt on the wire.
+pub(super) fn prompt_result(receipt: crate::session::inbox::Receipt) -> PromptResult {
+    PromptResult {
         input_id: receipt.input_id,
         delivery: receipt.delivery,
         disposition: receipt.disposition,
         admitted_seq: receipt.admitted_seq,
-    })
+    }
 }
 
 /// A compaction is an inbox item like a prompt, so that it runs in order with the prompts around it.

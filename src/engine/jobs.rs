@@ -13,9 +13,8 @@ use keel_protocol::job::{JobCancelledData, JobCompletedData, JobFailedData, JobS
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::Engine;
+use super::{Engine, tool_failed as failed};
 use crate::session::inbox::NewInput;
-use crate::store::NewEvent;
 use crate::tool::shell::{Background, spawn_job};
 use crate::tool::{ToolContext, ToolError};
 
@@ -41,10 +40,6 @@ impl Jobs {
     pub fn log_path(data_dir: &Path, job_id: &str) -> PathBuf {
         data_dir.join("jobs").join(format!("{job_id}.log"))
     }
-}
-
-fn failed(message: impl Into<String>) -> ToolError {
-    ToolError::Failed(message.into())
 }
 
 impl Background for Jobs {
@@ -73,7 +68,7 @@ impl Background for Jobs {
             pid: child.id().map_or(0, i64::from),
         };
         let session_id = ctx.session_id.clone();
-        record(&engine, &session_id, EventBody::JobStarted(started))?;
+        engine.record_for_tool(&session_id, EventBody::JobStarted(started))?;
         let cancel = CancellationToken::new();
         self.running.lock().insert(job_id.clone(), cancel.clone());
         let jobs = self.engine.clone();
@@ -103,7 +98,7 @@ impl Background for Jobs {
                 None => (EventBody::JobCancelled(JobCancelledData { job_id: id.clone() }), "was cancelled".into()),
             };
             engine.jobs.running.lock().remove(&id);
-            if let Err(e) = record(&engine, &session_id, body) {
+            if let Err(e) = engine.record_for_tool(&session_id, body) {
                 tracing::error!(session = %session_id, "recording the end of job {id} failed: {e}");
                 return;
             }
@@ -136,11 +131,6 @@ fn tail(path: &Path) -> (String, bool) {
     (String::from_utf8_lossy(&bytes[start..]).into_owned(), true)
 }
 
-fn record(engine: &Engine, session_id: &str, body: EventBody) -> Result<(), ToolError> {
-    let event = NewEvent::new(body).map_err(|e| failed(e.to_string()))?;
-    engine.services.append_events(session_id, vec![event]).map_err(|e| failed(e.to_string()))
-}
-
 /// Jobs a stopped engine of this host left running: their process groups are killed and they are recorded as
 /// failed (interrupted), so no session shows a job running forever.
 pub fn sweep(engine: &Engine) {
@@ -157,7 +147,7 @@ pub fn sweep(engine: &Engine) {
         }
         let error = "interrupted: the engine that ran it stopped".to_owned();
         let body = EventBody::JobFailed(JobFailedData { job_id: job.job_id.clone(), error });
-        if let Err(e) = record(engine, &job.session_id, body) {
+        if let Err(e) = engine.record_for_tool(&job.session_id, body) {
             tracing::error!(session = %job.session_id, "recording interrupted job {}: {e}", job.job_id);
         }
     }

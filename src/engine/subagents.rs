@@ -3,7 +3,7 @@
 //! `subagent.completed`; an interrupt of the call interrupts the child.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use keel_protocol::agent::{SubagentCompletedData, SubagentStartedData};
 use keel_protocol::catalogue::EventBody;
@@ -11,12 +11,11 @@ use keel_protocol::input::{ContentPart, Delivery, InputKind};
 use keel_protocol::turn::CloseReason;
 use parking_lot::Mutex;
 
-use super::Engine;
+use super::{Engine, tool_failed as failed};
 use crate::provider::BoxFuture;
 use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
 use crate::session::service::NewSession;
-use crate::store::NewEvent;
 use crate::tool::task::{Delegate, Job};
 use crate::tool::{ToolContext, ToolError, ToolOutput};
 
@@ -53,10 +52,6 @@ impl Drop for Slot<'_> {
             }
         }
     }
-}
-
-fn failed(message: impl Into<String>) -> ToolError {
-    ToolError::Failed(message.into())
 }
 
 impl Delegate for Subagents {
@@ -106,7 +101,7 @@ impl Delegate for Subagents {
                 agent: job.agent.clone(),
                 description: job.description.clone(),
             };
-            record(&engine, &parent.id, EventBody::SubagentStarted(started))?;
+            engine.record_for_tool(&parent.id, EventBody::SubagentStarted(started))?;
             let input = NewInput {
                 input_id: None,
                 delivery: Delivery::Queue,
@@ -140,7 +135,7 @@ impl Delegate for Subagents {
                 reason: outcome.reason,
                 answer: answer.clone(),
             };
-            record(&engine, &parent.id, EventBody::SubagentCompleted(completed))?;
+            engine.record_for_tool(&parent.id, EventBody::SubagentCompleted(completed))?;
             match outcome.reason {
                 CloseReason::Completed => Ok(ToolOutput {
                     output: format!(
@@ -164,9 +159,4 @@ impl Delegate for Subagents {
             }
         })
     }
-}
-
-fn record(engine: &Arc<Engine>, session_id: &str, body: EventBody) -> Result<(), ToolError> {
-    let event = NewEvent::new(body).map_err(|e| failed(e.to_string()))?;
-    engine.services.append_events(session_id, vec![event]).map_err(|e| failed(e.to_string()))
 }

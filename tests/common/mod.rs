@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod mock;
+pub mod node;
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
