@@ -192,7 +192,7 @@ impl Services {
     pub fn append_decided(
         &self,
         session_id: &str,
-        decide: impl FnOnce(&rusqlite::Connection) -> crate::store::Result<Vec<NewEvent>>,
+        decide: impl FnOnce(&dyn crate::store::db::Db) -> crate::store::Result<Vec<NewEvent>>,
     ) -> Result<(), Error> {
         let fence = self.held.lock().get(session_id).map(|h| h.fence.clone());
         let appended = match &fence {

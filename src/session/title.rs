@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Services;
 use super::service::DEFAULT_TITLE;
 use crate::provider::{ChatMessage, Request, UserPart};
+use crate::store::db::params;
 use crate::store::{NewEvent, SessionRow};
 
 const TITLE_PROMPT: &str = "You name conversations between a user and a coding agent. Reply with a title of at \
@@ -68,10 +69,12 @@ pub fn naming(services: &Services, session: &SessionRow, prompt: &[ContentPart])
 }
 
 /// The `session.updated` that names the session, if it still has the default title (read on `tx`).
-pub fn titled(tx: &rusqlite::Connection, session_id: &str, title: String) -> crate::store::Result<Option<NewEvent>> {
-    let current: Option<String> = rusqlite::OptionalExtension::optional(
-        tx.prepare_cached("SELECT title FROM sessions WHERE id = ?1")?.query_row([session_id], |r| r.get(0)),
-    )?;
+pub fn titled(
+    tx: &dyn crate::store::db::Db,
+    session_id: &str,
+    title: String,
+) -> crate::store::Result<Option<NewEvent>> {
+    let current: Option<String> = tx.value("SELECT title FROM sessions WHERE id = ?1", params![session_id])?;
     if current.as_deref() != Some(DEFAULT_TITLE) {
         return Ok(None);
     }

@@ -1,11 +1,10 @@
 //! Queries of the `approvals` and `project_rules` read models.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use keel_protocol::approval::Resolved;
 use serde::Deserialize;
 
-use super::{Result, column};
+use super::Result;
+use super::db::{Db, Row, params};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,7 +29,7 @@ pub struct ApprovalRow {
 
 const COLUMNS: &str = "session_id, approval_id, call_id, tool, action, resources, title, state, decision, message";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
+fn row(r: &mut Row) -> Result<ApprovalRow> {
     let resources: String = r.get(5)?;
     Ok(ApprovalRow {
         session_id: r.get(0)?,
@@ -40,41 +39,40 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
         action: r.get(4)?,
         resources: serde_json::from_str(&resources).unwrap_or_default(),
         title: r.get(6)?,
-        state: column::parse(r, 7)?,
-        decision: column::parse_opt(r, 8)?,
+        state: r.parse(7)?,
+        decision: r.parse_opt(8)?,
         message: r.get(9)?,
     })
 }
 
-pub fn get(conn: &Connection, approval_id: &str) -> Result<Option<ApprovalRow>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE approval_id = ?1"))?
-        .query_row([approval_id], row)
-        .optional()?)
+pub fn get(db: &dyn Db, approval_id: &str) -> Result<Option<ApprovalRow>> {
+    db.row(&format!("SELECT {COLUMNS} FROM approvals WHERE approval_id = ?1"), params![approval_id], row)
 }
 
 /// The latest approval asked for a tool call.
-pub fn for_call(conn: &Connection, session_id: &str, call_id: &str) -> Result<Option<ApprovalRow>> {
-    Ok(conn
-        .prepare_cached(&format!(
+pub fn for_call(db: &dyn Db, session_id: &str, call_id: &str) -> Result<Option<ApprovalRow>> {
+    db.row(
+        &format!(
             "SELECT {COLUMNS} FROM approvals WHERE session_id = ?1 AND call_id = ?2 ORDER BY requested_seq DESC LIMIT 1"
-        ))?
-        .query_row(params![session_id, call_id], row)
-        .optional()?)
+        ),
+        params![session_id, call_id],
+        row,
+    )
 }
 
-pub fn pending(conn: &Connection, session_id: &str) -> Result<Vec<ApprovalRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM approvals WHERE session_id = ?1 AND state = 'pending' ORDER BY requested_seq"
-    ))?;
-    let rows = stmt.query_map([session_id], row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+pub fn pending(db: &dyn Db, session_id: &str) -> Result<Vec<ApprovalRow>> {
+    db.rows(
+        &format!("SELECT {COLUMNS} FROM approvals WHERE session_id = ?1 AND state = 'pending' ORDER BY requested_seq"),
+        params![session_id],
+        row,
+    )
 }
 
 /// Allow rules stored for a project by `always` answers: (action, pattern).
-pub fn project_rules(conn: &Connection, project: &str) -> Result<Vec<(String, String)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT action, pattern FROM project_rules WHERE project = ?1 ORDER BY created_at")?;
-    let rows = stmt.query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+pub fn project_rules(db: &dyn Db, project: &str) -> Result<Vec<(String, String)>> {
+    db.rows(
+        "SELECT action, pattern FROM project_rules WHERE project = ?1 ORDER BY created_at, action, pattern",
+        params![project],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }

@@ -1,8 +1,7 @@
 //! Where the model's context starts (the latest compaction's checkpoint) and what its size is estimated from.
 
-use rusqlite::{Connection, OptionalExtension};
-
 use super::Result;
+use super::db::{Db, params};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContextRow {
@@ -16,16 +15,17 @@ pub struct ContextRow {
     pub anchor_seq: u64,
 }
 
-pub fn get(conn: &Connection, session_id: &str) -> Result<Option<ContextRow>> {
-    Ok(conn
-        .prepare_cached("SELECT checkpoint_seq, summary, context_tokens, context_seq FROM sessions WHERE id = ?1")?
-        .query_row([session_id], |r| {
+pub fn get(db: &dyn Db, session_id: &str) -> Result<Option<ContextRow>> {
+    db.row(
+        "SELECT checkpoint_seq, summary, context_tokens, context_seq FROM sessions WHERE id = ?1",
+        params![session_id],
+        |r| {
             Ok(ContextRow {
                 checkpoint_seq: r.get(0)?,
                 summary: r.get(1)?,
                 anchor_tokens: r.get(2)?,
                 anchor_seq: r.get(3)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }

@@ -1,11 +1,10 @@
 //! Queries of the `inputs` read model: the durable inbox.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use keel_protocol::input::{Delivery, Disposition, InputKind};
 use serde::Deserialize;
 
-use super::{Result, column};
+use super::Result;
+use super::db::{Db, Row, params};
 
 /// Where an admitted input is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -33,33 +32,34 @@ pub struct InputRow {
 
 const COLUMNS: &str = "input_id, admitted_seq, delivery, disposition, content, agent, model, fingerprint, state, kind";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InputRow> {
+fn row(r: &mut Row) -> Result<InputRow> {
     Ok(InputRow {
         input_id: r.get(0)?,
         admitted_seq: r.get(1)?,
-        delivery: column::parse(r, 2)?,
-        disposition: column::parse(r, 3)?,
+        delivery: r.parse(2)?,
+        disposition: r.parse(3)?,
         content: r.get(4)?,
         agent: r.get(5)?,
         model: r.get(6)?,
         fingerprint: r.get(7)?,
-        state: column::parse(r, 8)?,
-        kind: column::parse(r, 9)?,
+        state: r.parse(8)?,
+        kind: r.parse(9)?,
     })
 }
 
-pub fn get(conn: &Connection, session_id: &str, input_id: &str) -> Result<Option<InputRow>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM inputs WHERE session_id = ?1 AND input_id = ?2"))?
-        .query_row(params![session_id, input_id], row)
-        .optional()?)
+pub fn get(db: &dyn Db, session_id: &str, input_id: &str) -> Result<Option<InputRow>> {
+    db.row(
+        &format!("SELECT {COLUMNS} FROM inputs WHERE session_id = ?1 AND input_id = ?2"),
+        params![session_id, input_id],
+        row,
+    )
 }
 
 /// Admitted, not yet promoted or removed, in admission order.
-pub fn pending(conn: &Connection, session_id: &str) -> Result<Vec<InputRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM inputs WHERE session_id = ?1 AND state = 'pending' ORDER BY admitted_seq"
-    ))?;
-    let rows = stmt.query_map([session_id], row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+pub fn pending(db: &dyn Db, session_id: &str) -> Result<Vec<InputRow>> {
+    db.rows(
+        &format!("SELECT {COLUMNS} FROM inputs WHERE session_id = ?1 AND state = 'pending' ORDER BY admitted_seq"),
+        params![session_id],
+        row,
+    )
 }

@@ -1,9 +1,9 @@
 //! The `jobs` read model: background jobs by session, and those a stopped process left running.
 
 use keel_protocol::job::JobState;
-use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Result, column};
+use super::Result;
+use super::db::{Db, Row, params};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
@@ -21,12 +21,12 @@ pub struct JobRow {
 
 const COLUMNS: &str = "job_id, session_id, command, state, host, owner_pid, pid, exit_code, started_at, ended_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+fn row(r: &mut Row) -> Result<JobRow> {
     Ok(JobRow {
         job_id: r.get(0)?,
         session_id: r.get(1)?,
         command: r.get(2)?,
-        state: column::parse(r, 3)?,
+        state: r.parse(3)?,
         host: r.get(4)?,
         owner_pid: r.get(5)?,
         pid: r.get(6)?,
@@ -37,34 +37,28 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 /// Newest first.
-pub fn list(conn: &Connection, session_id: Option<&str>, running_only: bool) -> Result<Vec<JobRow>> {
+pub fn list(db: &dyn Db, session_id: Option<&str>, running_only: bool) -> Result<Vec<JobRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR session_id = ?1) AND (?2 = 0 OR state = 'running') \
          ORDER BY started_at DESC, job_id DESC LIMIT 500"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![session_id, running_only], row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    db.rows(&sql, params![session_id, running_only], row)
 }
 
 /// The job as the session that started it records it (a fork's copy is not the process's owner).
-pub fn get(conn: &Connection, job_id: &str) -> Result<Option<JobRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE job_id = ?1 ORDER BY started_at LIMIT 1");
-    Ok(conn.prepare_cached(&sql)?.query_row([job_id], row).optional()?)
+pub fn get(db: &dyn Db, job_id: &str) -> Result<Option<JobRow>> {
+    db.row(&format!("SELECT {COLUMNS} FROM jobs WHERE job_id = ?1 ORDER BY started_at LIMIT 1"), params![job_id], row)
 }
 
 /// Running jobs whose engine process on this host is gone: nobody will record their end.
-pub fn orphaned(conn: &Connection) -> Result<Vec<JobRow>> {
+pub fn orphaned(db: &dyn Db) -> Result<Vec<JobRow>> {
     let here = super::lease::host();
-    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND host = ?1");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([here], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows =
+        db.rows(&format!("SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND host = ?1"), params![here], row)?;
     Ok(rows.into_iter().filter(|j| !super::lease::process_exists(j.owner_pid)).collect())
 }
 
 /// Running jobs of a session, for a fork to close.
-pub fn running(conn: &Connection, session_id: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT job_id FROM jobs WHERE session_id = ?1 AND state = 'running'")?;
-    let rows = stmt.query_map([session_id], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+pub fn running(db: &dyn Db, session_id: &str) -> Result<Vec<String>> {
+    db.rows("SELECT job_id FROM jobs WHERE session_id = ?1 AND state = 'running'", params![session_id], |r| r.get(0))
 }

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
-
+use super::db::{Db, params};
 use super::{Error, Event, NewEvent, Result, Store, now_millis};
 
 /// The proof of ownership that fenced appends carry.
@@ -38,12 +37,13 @@ impl Store {
     /// grows, so that whoever held it before can no longer append. `None`: another engine owns the session.
     pub fn acquire_lease(&self, session_id: &str, owner: &Arc<str>, ttl: Duration) -> Result<Option<Fence>> {
         let here = host();
-        self.write(|tx| {
+        let acquire = |tx: &dyn Db| {
             let now = now_millis();
-            let held: Option<(String, i64, i64, String, i64)> = tx
-                .prepare_cached("SELECT owner, token, expires_at, host, pid FROM leases WHERE session_id = ?1")?
-                .query_row([session_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                .optional()?;
+            let held: Option<(String, i64, i64, String, i64)> = tx.row(
+                "SELECT owner, token, expires_at, host, pid FROM leases WHERE session_id = ?1",
+                params![session_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
             let live = held.as_ref().is_some_and(|(holder, _, expires, host, pid)| {
                 *expires > now && **holder != **owner && (*host != here || process_exists(*pid))
             });
@@ -54,37 +54,43 @@ impl Store {
                 return Err(Error::SessionNotFound(session_id.to_owned()));
             }
             let token = held.map_or(1, |(_, token, ..)| token + 1);
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO leases (session_id, owner, token, expires_at, host, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (session_id) DO UPDATE SET owner = ?2, token = ?3, expires_at = ?4, host = ?5, pid = ?6",
-            )?
-            .execute(params![session_id, &**owner, token, now + millis(ttl), here, std::process::id()])?;
+                params![session_id, owner, token, now + millis(ttl), here, std::process::id()],
+            )?;
             Ok(Some(Fence { session_id: session_id.to_owned(), owner: Arc::clone(owner), token }))
-        })
+        };
+        self.write(Some(session_id), acquire, |_| {})
     }
 
     /// Extends a held lease. False when it was lost: another engine took the session over.
     pub fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool> {
-        self.write(|tx| {
-            let renewed = tx
-                .prepare_cached("UPDATE leases SET expires_at = ?3 WHERE session_id = ?1 AND token = ?2")?
-                .execute(params![fence.session_id, fence.token, now_millis() + millis(ttl)])?;
+        let renew = |tx: &dyn Db| {
+            let renewed = tx.execute(
+                "UPDATE leases SET expires_at = ?3 WHERE session_id = ?1 AND token = ?2",
+                params![fence.session_id, fence.token, now_millis() + millis(ttl)],
+            )?;
             Ok(renewed == 1)
-        })
+        };
+        self.write(Some(&fence.session_id), renew, |_| {})
     }
 
     /// Gives the lease up unless `has_work` finds work for the session, read in the same transaction: input
     /// admitted by any engine commits either before this (and the owner keeps draining) or after it (and the
     /// admitting engine finds the lease free). True when released.
-    pub fn release_lease(&self, fence: &Fence, has_work: impl FnOnce(&Connection) -> Result<bool>) -> Result<bool> {
-        self.write(|tx| {
+    pub fn release_lease(&self, fence: &Fence, has_work: impl FnOnce(&dyn Db) -> Result<bool>) -> Result<bool> {
+        let release = |tx: &dyn Db| {
             if fenced(tx, fence)? && has_work(tx)? {
                 return Ok(false);
             }
-            tx.prepare_cached("UPDATE leases SET expires_at = 0 WHERE session_id = ?1 AND token = ?2")?
-                .execute(params![fence.session_id, fence.token])?;
+            tx.execute(
+                "UPDATE leases SET expires_at = 0 WHERE session_id = ?1 AND token = ?2",
+                params![fence.session_id, fence.token],
+            )?;
             Ok(true)
-        })
+        };
+        self.write(Some(&fence.session_id), release, |_| {})
     }
 
     /// Appends agent events as the lease holder; `Error::LeaseLost` when another engine has taken the session over.
@@ -96,7 +102,7 @@ impl Store {
     pub fn append_fenced_with(
         &self,
         fence: &Fence,
-        decide: impl FnOnce(&rusqlite::Connection) -> Result<Vec<NewEvent>>,
+        decide: impl FnOnce(&dyn Db) -> Result<Vec<NewEvent>>,
     ) -> Result<Vec<Arc<Event>>> {
         Ok(self
             .append_with(&fence.session_id, |tx| {
@@ -113,8 +119,8 @@ impl Store {
     /// hand to the coordinator.
     pub fn unowned_work(&self) -> Result<Vec<Unowned>> {
         let here = host();
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            let rows = db.rows(
                 "SELECT s.id, s.active_activity IS NOT NULL, l.expires_at > ?1 AND l.host = ?2, l.pid \
                  FROM (SELECT id FROM sessions WHERE active_activity IS NOT NULL \
                        UNION SELECT session_id FROM inputs WHERE state = 'pending') AS w \
@@ -123,15 +129,15 @@ impl Store {
                    (s.active_activity IS NOT NULL AND s.status NOT IN ('waiting_approval', 'recovering')) \
                    OR EXISTS (SELECT 1 FROM inputs i WHERE i.session_id = s.id AND i.state = 'pending' \
                               AND (s.queue_paused = 0 OR i.delivery = 'steer')))",
+                params![now_millis(), here],
+                |r| {
+                    let held_here: Option<bool> = r.get(2)?;
+                    let pid: Option<i64> = r.get(3)?;
+                    Ok((Unowned { session_id: r.get(0)?, open_activity: r.get(1)? }, held_here, pid))
+                },
             )?;
-            let rows = stmt.query_map(params![now_millis(), here], |r| {
-                let held_here: Option<bool> = r.get(2)?;
-                let pid: Option<i64> = r.get(3)?;
-                Ok((Unowned { session_id: r.get(0)?, open_activity: r.get(1)? }, held_here, pid))
-            })?;
             let mut unowned = Vec::new();
-            for row in rows {
-                let (session, held_here, pid) = row?;
+            for (session, held_here, pid) in rows {
                 if held_here != Some(true) || pid.is_some_and(|pid| !process_exists(pid)) {
                     unowned.push(session);
                 }
@@ -144,11 +150,12 @@ impl Store {
     /// gone is not live.
     pub fn lease_holder(&self, session_id: &str) -> Result<Option<(String, i64)>> {
         let here = host();
-        let held: Option<(String, i64, String, i64)> = self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT owner, token, host, pid FROM leases WHERE session_id = ?1 AND expires_at > ?2")?
-                .query_row(params![session_id, now_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()?)
+        let held: Option<(String, i64, String, i64)> = self.read(|db| {
+            db.row(
+                "SELECT owner, token, host, pid FROM leases WHERE session_id = ?1 AND expires_at > ?2",
+                params![session_id, now_millis()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
         })?;
         Ok(held
             .filter(|(_, _, host, pid)| *host != here || process_exists(*pid))
@@ -184,10 +191,7 @@ pub(crate) fn process_exists(pid: i64) -> bool {
 
 /// Whether `fence` is still the session's newest token. An expired lease that nobody took over still fences
 /// correctly: only a newer acquisition makes the old token stale.
-fn fenced(conn: &Connection, fence: &Fence) -> Result<bool> {
-    let token: Option<i64> = conn
-        .prepare_cached("SELECT token FROM leases WHERE session_id = ?1")?
-        .query_row([&fence.session_id], |r| r.get(0))
-        .optional()?;
+fn fenced(db: &dyn Db, fence: &Fence) -> Result<bool> {
+    let token: Option<i64> = db.value("SELECT token FROM leases WHERE session_id = ?1", params![fence.session_id])?;
     Ok(token == Some(fence.token))
 }

@@ -1,19 +1,24 @@
-//! The event store: SQLite (WAL) holding the per-session event log and the read models projected from it.
+//! The event store: the per-session event log and the read models projected from it, on SQLite (embedded, the
+//! default) or PostgreSQL (shared by several engines).
 //!
-//! `append` is the only way state changes: one `BEGIN IMMEDIATE` transaction takes the next seq, inserts the
-//! events and updates the projections; only after the commit are the session's subscribers woken.
-//! The immediate transaction is also what keeps seqs gapless when several engine processes share one database.
+//! `append` is the only way state changes: one transaction, serialized with every other write to the session (by
+//! any engine), takes the next seq, inserts the events and updates the projections; only after the commit are the
+//! session's subscribers woken. The logic here and in the read-model modules is written once against `db::Db`;
+//! `sqlite` and `postgres` only open transactions and carry wakes between engines.
 
 pub mod approvals;
 mod column;
 pub mod context;
+pub mod db;
 mod feed;
 pub mod inputs;
 pub mod jobs;
 pub(crate) mod lease;
 mod migrate;
+mod postgres;
 mod projection;
 pub mod sessions;
+mod sqlite;
 pub mod transcript;
 
 use std::borrow::Cow;
@@ -22,9 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_protocol::catalogue::{DecodeError, EventBody, EventKind};
-use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
+
+use db::{Db, params};
 
 pub use feed::Feed;
 pub use lease::{Fence, Unowned};
@@ -43,12 +48,18 @@ pub enum Error {
     SeqOutOfRange { session_id: String, at_seq: u64, head: u64 },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL: {0}")]
+    Connect(String),
+    #[error("column {idx} is not {expected}")]
+    Column { idx: usize, expected: &'static str },
     #[error("event data: {0}")]
     Json(#[from] serde_json::Error),
     #[error("event {seq} of session {session_id}: {source}")]
     Decode { session_id: String, seq: u64, source: DecodeError },
-    #[error("migration {name} failed: {source}")]
-    Migration { name: &'static str, source: rusqlite::Error },
+    #[error("migration {name} failed: {reason}")]
+    Migration { name: &'static str, reason: String },
     #[error("the database is at schema version {found}, newer than this engine knows ({known}); upgrade keel")]
     SchemaTooNew { found: usize, known: usize },
     #[error("another engine took over session {0}")]
@@ -126,26 +137,45 @@ impl NewEvent {
 }
 
 pub struct Store {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    backend: Backend,
     feeds: Feeds,
 }
 
-/// How long a connection waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+const INSERT_EVENT: &str =
+    "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SELECT_EVENTS: &str = "SELECT session_id, seq, type, version, data, at FROM events";
 
 impl Store {
+    /// The embedded store: a SQLite file, created with its directory when missing.
     pub fn open(path: &Path) -> Result<Self> {
-        private_files(path)?;
-        let mut writer = connect(path)?;
-        retry_busy(|| migrate::migrate(&mut writer))?;
-        Ok(Self {
-            path: path.to_owned(),
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-            feeds: Feeds::default(),
-        })
+        Ok(Self { backend: Backend::Sqlite(sqlite::Sqlite::open(path)?), feeds: Feeds::default() })
+    }
+
+    /// The shared store: a PostgreSQL database (`postgres://user@host/db`), migrated on first use.
+    pub fn connect(url: &str) -> Result<Self> {
+        Ok(Self { backend: Backend::Postgres(postgres::Postgres::connect(url)?), feeds: Feeds::default() })
+    }
+
+    /// `keel serve --store` and `store.url`: a `postgres://` or `postgresql://` URL, or a SQLite file's path.
+    pub fn at(location: &str) -> Result<Self> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            Self::connect(location)
+        } else {
+            Self::open(Path::new(location.strip_prefix("sqlite://").unwrap_or(location)))
+        }
+    }
+
+    /// Which backend this is, for logs and `engine/info`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Appends events to one session in one transaction and wakes its subscribers after the commit.
@@ -159,153 +189,79 @@ impl Store {
     pub fn append_with<T>(
         &self,
         session_id: &str,
-        decide: impl FnOnce(&Connection) -> Result<(Vec<NewEvent>, T)>,
+        decide: impl FnOnce(&dyn Db) -> Result<(Vec<NewEvent>, T)>,
     ) -> Result<(Vec<Arc<Event>>, T)> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (events, decided) = decide(&tx)?;
-        if events.is_empty() {
-            return Ok((Vec::new(), decided));
-        }
-        let creates = events.first().is_some_and(|e| e.kind() == EventKind::SessionCreated);
-        let head = head_seq(&tx, session_id)?;
-        let mut seq = match (head, creates) {
-            (Some(_), true) => return Err(Error::SessionExists(session_id.to_owned())),
-            (None, false) => return Err(Error::SessionNotFound(session_id.to_owned())),
-            (Some(head), false) => head,
-            (None, true) => 0,
-        };
-        let at = now_millis();
-        let mut appended = Vec::with_capacity(events.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for NewEvent { body, data } in events {
-                seq += 1;
-                let kind = body.kind();
-                insert.execute(params![session_id, seq, kind.as_str(), kind.version(), data.get(), at])?;
-                let event = Event { session_id: session_id.to_owned(), seq, kind, version: kind.version(), at, data };
-                projection::apply(&tx, &event, &body)?;
-                appended.push(Arc::new(event));
-            }
-        }
-        tx.prepare_cached("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1")?
-            .execute(params![session_id, seq, at])?;
-        tx.commit()?;
-        // Still under the writer lock, so feeds see batches in commit order.
-        self.feeds.publish(session_id, &appended);
-        Ok((appended, decided))
+        self.write(
+            Some(session_id),
+            |tx| {
+                let (events, decided) = decide(tx)?;
+                Ok((append_in(tx, session_id, events)?, decided))
+            },
+            |(appended, _)| self.feeds.publish(session_id, appended),
+        )
     }
 
-    /// One write transaction that appends no event (leases).
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let result = f(&tx)?;
-        tx.commit()?;
-        Ok(result)
+    /// One write transaction, serialized with every other write to `session`; `after_commit` runs once it is
+    /// durable, in commit order among this engine's writes to the session.
+    fn write<T>(
+        &self,
+        session: Option<&str>,
+        f: impl FnOnce(&dyn Db) -> Result<T>,
+        after_commit: impl FnOnce(&T),
+    ) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.write(f, after_commit),
+            Backend::Postgres(b) => b.write(session, f, after_commit),
+        }
     }
 
     /// Reads through a pooled connection; for queries of the read models that live outside this module.
-    pub fn query<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub fn query<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T>) -> Result<T> {
         self.read(f)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.read(f),
+            Backend::Postgres(b) => b.read(f),
+        }
     }
 
     /// Creates `new_id` as a copy of `source`'s history up to `at_seq` (default: its head), in one transaction.
     /// The copied events keep their seqs; the fork's own `session.created` replaces the source's first event.
     pub fn fork(&self, source: &str, at_seq: Option<u64>, new_id: &str, created: NewEvent) -> Result<SessionRow> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head = head_seq(&tx, source)?.ok_or_else(|| Error::SessionNotFound(source.to_owned()))?;
-        let at_seq = at_seq.unwrap_or(head);
-        if at_seq == 0 || at_seq > head {
-            return Err(Error::SeqOutOfRange { session_id: source.to_owned(), at_seq, head });
-        }
-        let at = now_millis();
-        let NewEvent { body, data } = created;
-        let kind = body.kind();
-        let created = Event { session_id: new_id.to_owned(), seq: 1, kind, version: kind.version(), at, data };
-        tx.execute(
-            "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, 1, ?2, ?3, ?4, ?5)",
-            params![new_id, kind.as_str(), created.version, created.data.get(), at],
-        )?;
-        projection::apply(&tx, &created, &body)?;
-        let copied = {
-            let mut select = tx.prepare(
-                "SELECT session_id, seq, type, version, data, at FROM events \
-                 WHERE session_id = ?1 AND seq > 1 AND seq <= ?2 ORDER BY seq",
-            )?;
-            let rows = select.query_map(params![source, at_seq], read_event)?;
-            rows.collect::<rusqlite::Result<Vec<Event>>>()?
-        };
-        for mut event in copied {
-            let mut body = event.body()?;
-            event.session_id = new_id.to_owned();
-            // Approval ids are unique across sessions: the fork's copies get their own.
-            let approval_id = match &mut body {
-                EventBody::ApprovalRequested(d) => Some(&mut d.approval_id),
-                EventBody::ApprovalResolved(d) => Some(&mut d.approval_id),
-                _ => None,
-            };
-            if let Some(id) = approval_id {
-                *id = format!("{id}.{new_id}");
-                event.data = body.encode()?;
-            }
-            tx.prepare_cached(
-                "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                new_id,
-                event.seq,
-                event.kind.as_str(),
-                event.version,
-                event.data.get(),
-                event.at
-            ])?;
-            projection::apply(&tx, &event, &body)?;
-        }
-        // A fork copies no running work: an activity open at `at_seq` is closed in the fork, so that no engine takes
-        // the copy for a crash to recover.
-        let mut head = at_seq;
-        for NewEvent { body, data } in fork_closing(&tx, new_id)? {
-            head += 1;
-            let kind = body.kind();
-            tx.prepare_cached(
-                "INSERT INTO events (session_id, seq, type, version, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![new_id, head, kind.as_str(), kind.version(), data.get(), at])?;
-            let event = Event { session_id: new_id.to_owned(), seq: head, kind, version: kind.version(), at, data };
-            projection::apply(&tx, &event, &body)?;
-        }
-        tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![new_id, head, at])?;
-        let row = sessions::get(&tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))?;
-        tx.commit()?;
-        Ok(row)
+        self.write(Some(new_id), |tx| fork_in(tx, source, at_seq, new_id, created), |_| {})
     }
 
     /// Up to `limit` events after `after_seq`, in seq order.
     pub fn events_after(&self, session_id: &str, after_seq: u64, limit: usize) -> Result<Vec<Event>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT session_id, seq, type, version, data, at FROM events \
-                 WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![session_id, after_seq, limit], read_event)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.read(|db| {
+            db.rows(
+                &format!("{SELECT_EVENTS} WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
+                params![session_id, after_seq, limit],
+                read_event,
+            )
         })
     }
 
     /// The events of one activity, from its `activity.opened` to the head; what recovery reads.
     pub fn activity_events(&self, session_id: &str, activity_id: &str) -> Result<Vec<Event>> {
-        let opened: Option<u64> = self.read(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT seq FROM events WHERE session_id = ?1 AND type = ?2 \
-                     AND json_extract(data, '$.activityId') = ?3 ORDER BY seq DESC LIMIT 1",
-                )?
-                .query_row(params![session_id, EventKind::ActivityOpened.as_str(), activity_id], |r| r.get(0))
-                .optional()?)
+        // Newest first: the activity looked for is nearly always the latest one opened.
+        let opened = self.read(|db| {
+            let mut found = None;
+            db.query(
+                "SELECT seq, data FROM events WHERE session_id = ?1 AND type = ?2 ORDER BY seq DESC",
+                params![session_id, EventKind::ActivityOpened.as_str()],
+                &mut |mut row| {
+                    let (seq, data): (u64, String) = (row.get(0)?, row.get(1)?);
+                    let opened: serde_json::Value = serde_json::from_str(&data)?;
+                    if opened["activityId"] == activity_id {
+                        found = Some(seq);
+                    }
+                    Ok(found.is_none())
+                },
+            )?;
+            Ok(found)
         })?;
         let Some(opened) = opened else { return Ok(Vec::new()) };
         let mut events = Vec::new();
@@ -320,11 +276,11 @@ impl Store {
 
     /// The seq of the session's newest event, or `None` when the session does not exist.
     pub fn head(&self, session_id: &str) -> Result<Option<u64>> {
-        self.read(|conn| head_seq(conn, session_id))
+        self.read(|db| head_seq(db, session_id))
     }
 
     pub fn session(&self, session_id: &str) -> Result<Option<SessionRow>> {
-        self.read(|conn| sessions::get(conn, session_id))
+        self.read(|db| sessions::get(db, session_id))
     }
 
     /// Sessions, most recently updated first, continuing after `cursor`.
@@ -334,7 +290,7 @@ impl Store {
         cursor: Option<&SessionCursor>,
         limit: usize,
     ) -> Result<Vec<SessionRow>> {
-        self.read(|conn| sessions::list(conn, filter, cursor, limit))
+        self.read(|db| sessions::list(db, filter, cursor, limit))
     }
 
     /// The session's feed, whose head is at least every seq committed before this call.
@@ -345,78 +301,101 @@ impl Store {
         Ok(feed)
     }
 
-    /// Watches for commits by other processes and wakes the feeds they touched.
-    /// `PRAGMA data_version` changes whenever another connection commits, so an idle engine costs one cheap query
-    /// per interval.
+    /// Watches for commits by other engines and wakes the feeds they touched; `every` is how often SQLite is
+    /// polled, and PostgreSQL's fallback poll (at least a second: it is told by notifications).
     pub async fn watch_other_writers(self: Arc<Self>, every: Duration) -> Result<()> {
-        let conn = connect(&self.path)?;
-        let mut last: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let feeds = self.feeds.live();
-            if feeds.is_empty() {
-                continue;
-            }
-            let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-            if version == last {
-                continue;
-            }
-            last = version;
-            for feed in feeds {
-                match head_seq(&conn, feed.session_id())? {
-                    Some(head) => feed.advance(head),
-                    None => feed.mark_deleted(),
-                }
-            }
+        match &self.backend {
+            Backend::Sqlite(b) => b.watch_other_writers(&self.feeds, every).await,
+            Backend::Postgres(b) => b.watch_other_writers(&self.feeds, every).await,
         }
     }
+}
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let pooled = self.readers.lock().pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => connect(&self.path)?,
+/// Inserts events after the session's head with their projections; the heart of every append.
+fn append_in(tx: &dyn Db, session_id: &str, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let creates = events.first().is_some_and(|e| e.kind() == EventKind::SessionCreated);
+    let mut seq = match (head_seq(tx, session_id)?, creates) {
+        (Some(_), true) => return Err(Error::SessionExists(session_id.to_owned())),
+        (None, false) => return Err(Error::SessionNotFound(session_id.to_owned())),
+        (Some(head), false) => head,
+        (None, true) => 0,
+    };
+    let at = now_millis();
+    let mut appended = Vec::with_capacity(events.len());
+    for NewEvent { body, data } in events {
+        seq += 1;
+        let event = insert_event(tx, session_id, seq, at, &body, data)?;
+        appended.push(Arc::new(event));
+    }
+    tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![session_id, seq, at])?;
+    tx.appended(session_id, seq)?;
+    Ok(appended)
+}
+
+fn insert_event(
+    tx: &dyn Db,
+    session_id: &str,
+    seq: u64,
+    at: i64,
+    body: &EventBody,
+    data: Box<RawValue>,
+) -> Result<Event> {
+    let kind = body.kind();
+    tx.execute(INSERT_EVENT, params![session_id, seq, kind.as_str(), kind.version(), data.get(), at])?;
+    let event = Event { session_id: session_id.to_owned(), seq, kind, version: kind.version(), at, data };
+    projection::apply(tx, &event, body)?;
+    Ok(event)
+}
+
+fn fork_in(tx: &dyn Db, source: &str, at_seq: Option<u64>, new_id: &str, created: NewEvent) -> Result<SessionRow> {
+    let head = head_seq(tx, source)?.ok_or_else(|| Error::SessionNotFound(source.to_owned()))?;
+    let at_seq = at_seq.unwrap_or(head);
+    if at_seq == 0 || at_seq > head {
+        return Err(Error::SeqOutOfRange { session_id: source.to_owned(), at_seq, head });
+    }
+    let at = now_millis();
+    let NewEvent { body, data } = created;
+    insert_event(tx, new_id, 1, at, &body, data)?;
+    let copied = tx.rows(
+        &format!("{SELECT_EVENTS} WHERE session_id = ?1 AND seq > 1 AND seq <= ?2 ORDER BY seq"),
+        params![source, at_seq],
+        read_event,
+    )?;
+    for mut event in copied {
+        let mut body = event.body()?;
+        event.session_id = new_id.to_owned();
+        // Approval ids are unique across sessions: the fork's copies get their own.
+        let approval_id = match &mut body {
+            EventBody::ApprovalRequested(d) => Some(&mut d.approval_id),
+            EventBody::ApprovalResolved(d) => Some(&mut d.approval_id),
+            _ => None,
         };
-        let result = f(&conn);
-        self.readers.lock().push(conn);
-        result
-    }
-}
-
-fn connect(path: &Path) -> Result<Connection> {
-    retry_busy(|| {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // In WAL mode NORMAL is durable against process crashes (SIGKILL); only a power loss can drop the last
-        // commits.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(conn)
-    })
-}
-
-/// Retries `f` while SQLite reports the database busy or locked. The busy timeout covers ordinary waits, but not
-/// every case while several engines start on a new database at once: switching it to WAL and WAL recovery can
-/// answer SQLITE_BUSY without waiting.
-fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    loop {
-        match f() {
-            Err(Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
-                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
+        if let Some(id) = approval_id {
+            *id = format!("{id}.{new_id}");
+            event.data = body.encode()?;
         }
+        tx.execute(
+            INSERT_EVENT,
+            params![new_id, event.seq, event.kind.as_str(), event.version, event.data.get(), event.at],
+        )?;
+        projection::apply(tx, &event, &body)?;
     }
+    // A fork copies no running work: an activity open at `at_seq` is closed in the fork, so that no engine takes
+    // the copy for a crash to recover.
+    let mut head = at_seq;
+    for NewEvent { body, data } in fork_closing(tx, new_id)? {
+        head += 1;
+        insert_event(tx, new_id, head, at, &body, data)?;
+    }
+    tx.execute("UPDATE sessions SET head_seq = ?2, updated_at = ?3 WHERE id = ?1", params![new_id, head, at])?;
+    sessions::get(tx, new_id)?.ok_or_else(|| Error::SessionNotFound(new_id.to_owned()))
 }
 
 /// What closes the activity a fork copied while it ran: its unsettled calls fail, its questions are withdrawn.
-fn fork_closing(conn: &Connection, session_id: &str) -> Result<Vec<NewEvent>> {
+fn fork_closing(conn: &dyn Db, session_id: &str) -> Result<Vec<NewEvent>> {
     use keel_protocol::approval::{ApprovalResolvedData, Resolved};
     use keel_protocol::job::JobFailedData;
     use keel_protocol::session::SessionStatus;
@@ -451,23 +430,18 @@ fn fork_closing(conn: &Connection, session_id: &str) -> Result<Vec<NewEvent>> {
     Ok(events)
 }
 
-/// The seq of the session's newest event, read on `conn` (inside a transaction, say).
-pub fn head_seq(conn: &Connection, session_id: &str) -> Result<Option<u64>> {
-    Ok(conn
-        .prepare_cached("SELECT head_seq FROM sessions WHERE id = ?1")?
-        .query_row([session_id], |row| row.get(0))
-        .optional()?)
+/// The seq of the session's newest event, read on `db` (inside a transaction, say).
+pub fn head_seq(db: &dyn Db, session_id: &str) -> Result<Option<u64>> {
+    db.value("SELECT head_seq FROM sessions WHERE id = ?1", params![session_id])
 }
 
-fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
-    let data: String = row.get(4)?;
-    let data = RawValue::from_string(data)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+fn read_event(row: &mut db::Row) -> Result<Event> {
+    let session_id: String = row.get(0)?;
+    let seq = row.get(1)?;
     let kind: String = row.get(2)?;
-    let kind = kind
-        .parse()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
-    Ok(Event { session_id: row.get(0)?, seq: row.get(1)?, kind, version: row.get(3)?, at: row.get(5)?, data })
+    let kind = kind.parse().map_err(|source| Error::Decode { session_id: session_id.clone(), seq, source })?;
+    let data = RawValue::from_string(row.get(4)?)?;
+    Ok(Event { session_id, seq, kind, version: row.get(3)?, at: row.get(5)?, data })
 }
 
 pub fn now_millis() -> i64 {
@@ -475,25 +449,4 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// The database holds every prompt, answer and tool output: its directory is 0700 and the file 0600 (SQLite gives
-/// its WAL and shared-memory files the database file's mode), also when an older keel made them wider.
-fn private_files(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::Io { path: path.to_owned(), source }
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
-    }
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io(path))?;
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", path.display()));
-        if file.exists() {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io(&file))?;
-        }
-    }
-    Ok(())
 }

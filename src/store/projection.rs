@@ -8,9 +8,9 @@ use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use keel_protocol::input::ContentPart;
 use keel_protocol::session::Usage;
 use keel_protocol::turn::{InputAdmittedData, InputPromotedData, PartCompletedData, ToolCalledData, TurnCompletedData};
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 
+use super::db::{Db, ToParam, params};
 use super::{Event, Result, column};
 
 /// Where an event lands: its session, seq and commit time.
@@ -20,7 +20,7 @@ struct At<'a> {
     time: i64,
 }
 
-pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Result<()> {
+pub(super) fn apply(tx: &dyn Db, event: &Event, body: &EventBody) -> Result<()> {
     let at = At { sid: &event.session_id, seq: event.seq, time: event.at };
     match body {
         EventBody::SessionCreated(d) => session_created(tx, &at, d),
@@ -29,8 +29,10 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
         EventBody::SessionStatus(d) => set_session(tx, &at, "status", column::text(&d.status)?),
         EventBody::InputAdmitted(d) => input_admitted(tx, &at, d),
         EventBody::InputRemoved(d) => {
-            tx.prepare_cached("UPDATE inputs SET state = 'removed' WHERE session_id = ?1 AND input_id = ?2")?
-                .execute(params![at.sid, d.input_id])?;
+            tx.execute(
+                "UPDATE inputs SET state = 'removed' WHERE session_id = ?1 AND input_id = ?2",
+                params![at.sid, d.input_id],
+            )?;
             Ok(())
         }
         EventBody::InputPromoted(d) => input_promoted(tx, &at, d),
@@ -50,11 +52,11 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
         EventBody::CompactionCompleted(d) => compaction_completed(tx, &at, d),
         EventBody::ApprovalRequested(d) => approval_requested(tx, &at, d),
         EventBody::JobStarted(d) => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO jobs (job_id, session_id, command, state, host, owner_pid, pid, started_at) \
                  VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![d.job_id, at.sid, d.command, d.host, d.owner_pid, d.pid, at.time])?;
+                params![d.job_id, at.sid, d.command, d.host, d.owner_pid, d.pid, at.time],
+            )?;
             Ok(())
         }
         EventBody::JobCompleted(d) => job_ended(tx, &at, &d.job_id, "completed", d.exit_code),
@@ -78,25 +80,25 @@ pub(super) fn apply(tx: &Transaction<'_>, event: &Event, body: &EventBody) -> Re
     }
 }
 
-fn session_created(tx: &Transaction<'_>, at: &At<'_>, d: &SessionCreatedData) -> Result<()> {
-    tx.prepare_cached(
+fn session_created(tx: &dyn Db, at: &At<'_>, d: &SessionCreatedData) -> Result<()> {
+    tx.execute(
         "INSERT INTO sessions (id, cwd, title, agent, model, parent_id, head_seq, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-    )?
-    .execute(params![at.sid, d.cwd, d.title, d.agent, d.model, d.parent_id, at.seq, at.time])?;
+        params![at.sid, d.cwd, d.title, d.agent, d.model, d.parent_id, at.seq, at.time],
+    )?;
     Ok(())
 }
 
-fn session_updated(tx: &Transaction<'_>, at: &At<'_>, d: &SessionUpdatedData) -> Result<()> {
-    tx.prepare_cached(
+fn session_updated(tx: &dyn Db, at: &At<'_>, d: &SessionUpdatedData) -> Result<()> {
+    tx.execute(
         "UPDATE sessions SET title = coalesce(?2, title), agent = coalesce(?3, agent), \
          model = coalesce(?4, model) WHERE id = ?1",
-    )?
-    .execute(params![at.sid, d.title, d.agent, d.model])?;
+        params![at.sid, d.title, d.agent, d.model],
+    )?;
     Ok(())
 }
 
-fn session_deleted(tx: &Transaction<'_>, at: &At<'_>) -> Result<()> {
+fn session_deleted(tx: &dyn Db, at: &At<'_>) -> Result<()> {
     for table in [
         "DELETE FROM sessions WHERE id = ?1",
         "DELETE FROM events WHERE session_id = ?1",
@@ -106,57 +108,55 @@ fn session_deleted(tx: &Transaction<'_>, at: &At<'_>) -> Result<()> {
         "DELETE FROM leases WHERE session_id = ?1",
         "DELETE FROM jobs WHERE session_id = ?1",
     ] {
-        tx.prepare_cached(table)?.execute([at.sid])?;
+        tx.execute(table, params![at.sid])?;
     }
     Ok(())
 }
 
-fn job_ended(tx: &Transaction<'_>, at: &At<'_>, job_id: &str, state: &str, exit_code: Option<i32>) -> Result<()> {
-    tx.prepare_cached(
+fn job_ended(tx: &dyn Db, at: &At<'_>, job_id: &str, state: &str, exit_code: Option<i32>) -> Result<()> {
+    tx.execute(
         "UPDATE jobs SET state = ?3, exit_code = ?4, ended_at = ?5 WHERE session_id = ?1 AND job_id = ?2",
-    )?
-    .execute(params![at.sid, job_id, state, exit_code, at.time])?;
+        params![at.sid, job_id, state, exit_code, at.time],
+    )?;
     Ok(())
 }
 
 /// Sets one column of the session's row; `column` is always one of this module's literals.
-fn set_session(tx: &Transaction<'_>, at: &At<'_>, column: &str, value: impl rusqlite::ToSql) -> Result<()> {
-    tx.prepare_cached(&format!("UPDATE sessions SET {column} = ?2 WHERE id = ?1"))?.execute(params![at.sid, value])?;
+fn set_session(tx: &dyn Db, at: &At<'_>, column: &str, value: impl ToParam) -> Result<()> {
+    tx.execute(&format!("UPDATE sessions SET {column} = ?2 WHERE id = ?1"), params![at.sid, value])?;
     Ok(())
 }
 
-fn input_admitted(tx: &Transaction<'_>, at: &At<'_>, d: &InputAdmittedData) -> Result<()> {
-    tx.prepare_cached(
+fn input_admitted(tx: &dyn Db, at: &At<'_>, d: &InputAdmittedData) -> Result<()> {
+    tx.execute(
         "INSERT INTO inputs (session_id, input_id, admitted_seq, delivery, disposition, content, agent, model, \
          fingerprint, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        at.sid,
-        d.input_id,
-        at.seq,
-        column::text(&d.delivery)?,
-        column::text(&d.disposition)?,
-        serde_json::to_string(&d.input)?,
-        d.agent,
-        d.model,
-        d.fingerprint(),
-        column::text(&d.kind)?,
-    ])?;
+        params![
+            at.sid,
+            d.input_id,
+            at.seq,
+            column::text(&d.delivery)?,
+            column::text(&d.disposition)?,
+            serde_json::to_string(&d.input)?,
+            d.agent,
+            d.model,
+            d.fingerprint(),
+            column::text(&d.kind)?,
+        ],
+    )?;
     // A prompt restarts a queue that an interrupt paused.
     set_session(tx, at, "queue_paused", false)
 }
 
-fn input_promoted(tx: &Transaction<'_>, at: &At<'_>, d: &InputPromotedData) -> Result<()> {
+fn input_promoted(tx: &dyn Db, at: &At<'_>, d: &InputPromotedData) -> Result<()> {
     let mut idx = 0;
     for input_id in &d.input_ids {
-        let content: Option<String> = tx
-            .prepare_cached("SELECT content FROM inputs WHERE session_id = ?1 AND input_id = ?2")?
-            .query_row(params![at.sid, input_id], |r| r.get(0))
-            .optional()?;
-        tx.prepare_cached(
+        let content: Option<String> =
+            tx.value("SELECT content FROM inputs WHERE session_id = ?1 AND input_id = ?2", params![at.sid, input_id])?;
+        tx.execute(
             "UPDATE inputs SET state = 'promoted', promoted_seq = ?3 WHERE session_id = ?1 AND input_id = ?2",
-        )?
-        .execute(params![at.sid, input_id, at.seq])?;
+            params![at.sid, input_id, at.seq],
+        )?;
         let parts: Vec<ContentPart> = serde_json::from_str(content.as_deref().unwrap_or("[]"))?;
         for part in parts {
             let part_id = format!("{}.{idx}", d.message_id);
@@ -177,113 +177,119 @@ fn input_promoted(tx: &Transaction<'_>, at: &At<'_>, d: &InputPromotedData) -> R
     Ok(())
 }
 
-fn part_completed(tx: &Transaction<'_>, at: &At<'_>, kind: &str, d: &PartCompletedData) -> Result<()> {
+fn part_completed(tx: &dyn Db, at: &At<'_>, kind: &str, d: &PartCompletedData) -> Result<()> {
     let value = json!({ "type": kind, "id": d.part_id, "text": d.text });
     let part = Part { idx: 0, message_id: &d.message_id, role: "assistant", part_id: &d.part_id, kind };
     insert_part(tx, at, &part, &value)
 }
 
-fn tool_called(tx: &Transaction<'_>, at: &At<'_>, d: &ToolCalledData) -> Result<()> {
+fn tool_called(tx: &dyn Db, at: &At<'_>, d: &ToolCalledData) -> Result<()> {
     let value = json!({ "type": "tool", "callId": d.call_id, "tool": d.tool, "input": d.input, "status": "pending" });
     let part = Part { idx: 0, message_id: &d.message_id, role: "assistant", part_id: &d.call_id, kind: "tool" };
     insert_part(tx, at, &part, &value)
 }
 
-fn turn_completed(tx: &Transaction<'_>, at: &At<'_>, d: &TurnCompletedData) -> Result<()> {
+fn turn_completed(tx: &dyn Db, at: &At<'_>, d: &TurnCompletedData) -> Result<()> {
     add_usage(tx, at, &d.usage, d.cost_usd)?;
     let u = &d.usage;
-    tx.prepare_cached(
-        "UPDATE sessions SET \
-         context_tokens = CASE WHEN ?2 + ?3 + ?4 > 0 THEN ?2 + ?3 + ?4 ELSE context_tokens END, \
-         context_seq = CASE WHEN ?2 + ?3 + ?4 > 0 THEN turn_seq ELSE context_seq END WHERE id = ?1",
-    )?
-    .execute(params![at.sid, u.input_tokens, u.cache_read_tokens, u.cache_write_tokens])?;
+    let prompt = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
+    if prompt > 0 {
+        tx.execute(
+            "UPDATE sessions SET context_tokens = ?2, context_seq = turn_seq WHERE id = ?1",
+            params![at.sid, prompt],
+        )?;
+    }
     Ok(())
 }
 
 /// Adds a request's usage to the session's totals.
-fn add_usage(tx: &Transaction<'_>, at: &At<'_>, u: &Usage, cost_usd: f64) -> Result<()> {
-    tx.prepare_cached(
+fn add_usage(tx: &dyn Db, at: &At<'_>, u: &Usage, cost_usd: f64) -> Result<()> {
+    tx.execute(
         "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, \
          reasoning_tokens = reasoning_tokens + ?4, cache_read_tokens = cache_read_tokens + ?5, \
          cache_write_tokens = cache_write_tokens + ?6, cost_usd = cost_usd + ?7 WHERE id = ?1",
-    )?
-    .execute(params![
-        at.sid,
-        u.input_tokens,
-        u.output_tokens,
-        u.reasoning_tokens,
-        u.cache_read_tokens,
-        u.cache_write_tokens,
-        cost_usd
-    ])?;
+        params![
+            at.sid,
+            u.input_tokens,
+            u.output_tokens,
+            u.reasoning_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            cost_usd
+        ],
+    )?;
     Ok(())
 }
 
 /// A short stand-in for a pruned tool output in the model's context; the log keeps the output itself.
 pub const PRUNED_OUTPUT: &str = "[old tool output removed to save context]";
 
-fn compaction_completed(tx: &Transaction<'_>, at: &At<'_>, d: &CompactionCompletedData) -> Result<()> {
+fn compaction_completed(tx: &dyn Db, at: &At<'_>, d: &CompactionCompletedData) -> Result<()> {
     // The new anchor: the compacted context's estimate stands for everything recorded up to here.
-    tx.prepare_cached("UPDATE sessions SET context_tokens = ?2, context_seq = ?3 WHERE id = ?1")?.execute(params![
-        at.sid,
-        d.tokens_after,
-        at.seq
-    ])?;
+    tx.execute(
+        "UPDATE sessions SET context_tokens = ?2, context_seq = ?3 WHERE id = ?1",
+        params![at.sid, d.tokens_after, at.seq],
+    )?;
     if let Some(usage) = &d.usage {
         add_usage(tx, at, usage, usage.cost_usd)?;
     }
     if let Some(summary) = &d.summary {
-        tx.prepare_cached("UPDATE sessions SET checkpoint_seq = ?2, summary = ?3 WHERE id = ?1")?.execute(params![
-            at.sid,
-            d.checkpoint_seq,
-            summary
-        ])?;
+        tx.execute(
+            "UPDATE sessions SET checkpoint_seq = ?2, summary = ?3 WHERE id = ?1",
+            params![at.sid, d.checkpoint_seq, summary],
+        )?;
     }
     for call_id in &d.pruned_calls {
-        tx.prepare_cached(
-            "UPDATE parts SET data = json_set(data, '$.output', ?3, '$.pruned', json('true')) \
-             WHERE session_id = ?1 AND part_id = ?2 AND kind = 'tool'",
-        )?
-        .execute(params![at.sid, call_id, PRUNED_OUTPUT])?;
+        edit_tool_part(tx, at, call_id, |part| {
+            part.insert("output".into(), PRUNED_OUTPUT.into());
+            part.insert("pruned".into(), true.into());
+        })?;
     }
     Ok(())
 }
 
-fn approval_requested(tx: &Transaction<'_>, at: &At<'_>, d: &ApprovalRequestedData) -> Result<()> {
-    tx.prepare_cached(
+fn approval_requested(tx: &dyn Db, at: &At<'_>, d: &ApprovalRequestedData) -> Result<()> {
+    tx.execute(
         "INSERT INTO approvals (session_id, approval_id, call_id, tool, action, resources, title, requested_seq) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        at.sid,
-        d.approval_id,
-        d.call_id,
-        d.tool,
-        d.action,
-        serde_json::to_string(&d.resources)?,
-        d.title,
-        at.seq
-    ])?;
+        params![
+            at.sid,
+            d.approval_id,
+            d.call_id,
+            d.tool,
+            d.action,
+            serde_json::to_string(&d.resources)?,
+            d.title,
+            at.seq
+        ],
+    )?;
     Ok(())
 }
 
-fn approval_resolved(tx: &Transaction<'_>, at: &At<'_>, d: &ApprovalResolvedData) -> Result<()> {
-    tx.prepare_cached(
+fn approval_resolved(tx: &dyn Db, at: &At<'_>, d: &ApprovalResolvedData) -> Result<()> {
+    tx.execute(
         "UPDATE approvals SET state = 'resolved', decision = ?3, message = ?4 \
          WHERE session_id = ?1 AND approval_id = ?2",
-    )?
-    .execute(params![at.sid, d.approval_id, column::text(&d.decision)?, d.message])?;
+        params![at.sid, d.approval_id, column::text(&d.decision)?, d.message],
+    )?;
     if d.decision == Resolved::Always {
         // The project is the session's workspace; its rules outlive the session.
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO project_rules (project, action, pattern, created_at) \
-             SELECT s.cwd, a.action, \
-                    replace(replace(replace(r.value, '\\', '\\\\'), '*', '\\*'), '?', '\\?'), ?3 \
-             FROM approvals a, json_each(a.resources) r, sessions s \
-             WHERE a.session_id = ?1 AND a.approval_id = ?2 AND s.id = ?1",
-        )?
-        .execute(params![at.sid, d.approval_id, at.time])?;
+        let asked = tx.row(
+            "SELECT s.cwd, a.action, a.resources FROM approvals a JOIN sessions s ON s.id = a.session_id \
+             WHERE a.session_id = ?1 AND a.approval_id = ?2",
+            params![at.sid, d.approval_id],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),
+        )?;
+        let Some((project, action, resources)) = asked else { return Ok(()) };
+        for resource in serde_json::from_str::<Vec<String>>(&resources)? {
+            // A resource is allowed as itself: its glob characters are escaped.
+            let pattern = resource.replace('\\', "\\\\").replace('*', "\\*").replace('?', "\\?");
+            tx.execute(
+                "INSERT INTO project_rules (project, action, pattern, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+                params![project, action, pattern, at.time],
+            )?;
+        }
     }
     Ok(())
 }
@@ -297,36 +303,55 @@ struct Part<'a> {
     kind: &'a str,
 }
 
-fn insert_part(tx: &Transaction<'_>, at: &At<'_>, part: &Part<'_>, value: &serde_json::Value) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO parts (session_id, seq, idx, message_id, role, part_id, kind, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        at.sid,
-        at.seq,
-        part.idx,
-        part.message_id,
-        part.role,
-        part.part_id,
-        part.kind,
-        value.to_string()
-    ])?;
+fn insert_part(tx: &dyn Db, at: &At<'_>, part: &Part<'_>, value: &serde_json::Value) -> Result<()> {
+    tx.execute(
+        "INSERT INTO parts (session_id, seq, idx, message_id, role, part_id, kind, data, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            at.sid,
+            at.seq,
+            part.idx,
+            part.message_id,
+            part.role,
+            part.part_id,
+            part.kind,
+            value.to_string(),
+            value.get("status").and_then(serde_json::Value::as_str)
+        ],
+    )?;
     Ok(())
 }
 
 fn update_tool(
-    tx: &Transaction<'_>,
+    tx: &dyn Db,
     at: &At<'_>,
     call_id: &str,
     status: &str,
     output: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
-    tx.prepare_cached(
-        "UPDATE parts SET data = json_set(data, '$.status', ?3, '$.output', ?4, '$.error', ?5) \
-         WHERE session_id = ?1 AND part_id = ?2 AND kind = 'tool'",
-    )?
-    .execute(params![at.sid, call_id, status, output, error])?;
+    edit_tool_part(tx, at, call_id, |part| {
+        part.insert("status".into(), status.into());
+        part.insert("output".into(), output.into());
+        part.insert("error".into(), error.into());
+    })
+}
+
+/// Rewrites a tool part's data (and its status column) in place.
+fn edit_tool_part(
+    tx: &dyn Db,
+    at: &At<'_>,
+    call_id: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<()> {
+    const WHERE: &str = "WHERE session_id = ?1 AND part_id = ?2 AND kind = 'tool'";
+    let Some(data) = tx.value::<String>(&format!("SELECT data FROM parts {WHERE}"), params![at.sid, call_id])? else {
+        return Ok(());
+    };
+    let mut part: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&data)?;
+    edit(&mut part);
+    let status = part.get("status").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let data = serde_json::Value::Object(part).to_string();
+    tx.execute(&format!("UPDATE parts SET data = ?3, status = ?4 {WHERE}"), params![at.sid, call_id, data, status])?;
     Ok(())
 }

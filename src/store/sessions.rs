@@ -1,10 +1,9 @@
 //! Queries of the `sessions` read model.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use keel_protocol::session::SessionStatus;
 
-use super::{Result, column};
+use super::Result;
+use super::db::{Db, Row, params};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
@@ -41,7 +40,7 @@ const COLUMNS: &str = "id, cwd, title, agent, model, parent_id, status, head_seq
      input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_usd, queue_paused, \
      active_activity";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+fn row(r: &mut Row) -> Result<SessionRow> {
     Ok(SessionRow {
         id: r.get(0)?,
         cwd: r.get(1)?,
@@ -49,7 +48,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         agent: r.get(3)?,
         model: r.get(4)?,
         parent_id: r.get(5)?,
-        status: column::parse(r, 6)?,
+        status: r.parse(6)?,
         head_seq: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
@@ -64,11 +63,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-pub fn get(conn: &Connection, id: &str) -> Result<Option<SessionRow>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"))?
-        .query_row([id], row)
-        .optional()?)
+pub fn get(db: &dyn Db, id: &str) -> Result<Option<SessionRow>> {
+    db.row(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"), params![id], row)
 }
 
 /// Which sessions a listing shows.
@@ -83,7 +79,7 @@ pub struct SessionFilter<'a> {
 }
 
 pub(super) fn list(
-    conn: &Connection,
+    db: &dyn Db,
     filter: &SessionFilter<'_>,
     cursor: Option<&SessionCursor>,
     limit: usize,
@@ -98,7 +94,5 @@ pub(super) fn list(
          AND (?5 IS NULL OR parent_id = ?5) AND (?6 = 0 OR parent_id IS NULL) \
          ORDER BY updated_at DESC, id DESC LIMIT ?4"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![filter.cwd, after_time, after_id, limit, filter.parent_id, filter.roots], row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    db.rows(&sql, params![filter.cwd, after_time, after_id, limit, filter.parent_id, filter.roots], row)
 }
