@@ -42,7 +42,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn open(paths: Paths, settings: Settings) -> Result<Arc<Self>, store::Error> {
-        let store = Arc::new(Store::open(&paths.data_dir.join("keel.db"))?);
+        let store = Arc::new(match &settings.store {
+            Some(location) => Store::at(location)?,
+            None => Store::open(&paths.data_dir.join("keel.db"))?,
+        });
         let providers = Registry::new(AuthStore::new(&paths.data_dir), &paths.data_dir);
         let mut services = Services::new(Arc::clone(&store), providers, paths, settings);
         let mcp = Arc::new(mcp::Manager::default());

@@ -76,6 +76,10 @@ struct ServeArgs {
     /// repeatable.
     #[arg(long = "allow-origin", requires = "listen")]
     allow_origins: Vec<String>,
+    /// Where sessions are stored: `postgres://user@host/db` for a database several engines share, or a SQLite
+    /// file (default: `keel.db` under keel's home; also `KEEL_STORE` or `store.url` in the global config).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -253,7 +257,12 @@ fn env_number(var: &str, default: usize) -> usize {
 fn settings(paths: &Paths) -> Settings {
     let defaults = Settings::default();
     // A broken config file is reported when a session reads it; here its absence of settings is enough.
-    let recovery = keel::config::load(paths, None).ok().and_then(|l| l.config.recovery).unwrap_or_default();
+    let global = keel::config::load(paths, None).ok().map(|l| l.config);
+    let recovery = global.as_ref().and_then(|c| c.recovery.clone()).unwrap_or_default();
+    let store = std::env::var("KEEL_STORE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| global.and_then(|c| c.store).and_then(|s| s.url));
     Settings {
         subscriber_stall: env_millis("KEEL_SUBSCRIBER_STALL_MS", defaults.subscriber_stall),
         poll_other_writers: env_millis("KEEL_POLL_MS", defaults.poll_other_writers),
@@ -270,6 +279,7 @@ fn settings(paths: &Paths) -> Settings {
             "KEEL_SHUTDOWN_GRACE_MS",
             configured(recovery.shutdown_grace_ms, defaults.shutdown_grace),
         ),
+        store,
         ..defaults
     }
 }
@@ -394,7 +404,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let rt = runtime()?;
     rt.block_on(async move {
         let paths = Paths::from_env();
-        let settings = Settings { suspend_on_shutdown_request: listen.is_none(), ..settings(&paths) };
+        let defaults = settings(&paths);
+        let store = args.store.or(defaults.store.clone());
+        let settings = Settings { suspend_on_shutdown_request: listen.is_none(), store, ..defaults };
         let engine = Engine::open(paths, settings).map_err(|e| e.to_string())?;
         engine.start();
         let methods = keel::api::methods(Arc::clone(&engine)).map_err(|e| e.to_string())?;

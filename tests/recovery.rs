@@ -8,7 +8,7 @@ mod common;
 use common::mock::MockModel;
 use common::{Engine, Home, SocketEngine};
 use keel::provider::scripted::ScriptTurn;
-use keel::store::{NewEvent, Store};
+use keel::store::NewEvent;
 use serde_json::json;
 
 #[tokio::test]
@@ -22,7 +22,7 @@ async fn tool_calls_left_running_by_a_dead_process_fail_as_interrupted_and_are_n
     let ws = home.workspace();
     {
         // The log of a process that died while a tool ran.
-        let store = Store::open(&home.path().join("keel.db")).unwrap();
+        let store = common::open_store(home.path());
         let e = |kind: &'static str, data: serde_json::Value| NewEvent::from_wire(kind, &data).unwrap();
         store
             .append(
@@ -132,7 +132,7 @@ async fn an_approved_call_that_had_started_is_not_run_again_after_a_crash() {
     std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
     let ws = home.workspace();
     {
-        let store = Store::open(&home.path().join("keel.db")).unwrap();
+        let store = common::open_store(home.path());
         let e = |kind: &'static str, data: serde_json::Value| NewEvent::from_wire(kind, &data).unwrap();
         store
             .append(

@@ -52,6 +52,10 @@ pub struct Config {
     /// `KEEL_SHUTDOWN_GRACE_MS` override the global config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoverySettings>,
+    /// Where sessions are stored; read at start from the global config (`keel serve --store` and `KEEL_STORE`
+    /// override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSettings>,
     /// MCP servers by name: `{"fs": {"type": "local", "command": ["npx", "..."], "environment": {}}, "web":
     /// {"type": "remote", "url": "https://...", "headers": {}}}` (opencode's shape; `command` with `args`, `env`,
     /// `"type": "http"`, and a `servers` wrapper are accepted too), each optionally `enabled`, `timeoutMs` and
@@ -183,6 +187,15 @@ pub struct CommandSettings {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSettings {
+    /// `postgres://user:password@host:port/database` for a database that several engines share; absent: the
+    /// SQLite file `keel.db` under keel's home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -49,6 +49,8 @@ pub struct Settings {
     /// Whether a `shutdown` request suspends the engine's running activities before it is answered (an engine
     /// serving one client on stdio, whose `shutdown` announces the end of the process).
     pub suspend_on_shutdown_request: bool,
+    /// The store's location (`Store::at`); `None`: `keel.db` in the data directory.
+    pub store: Option<String>,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             list_models: true,
             watch_config: true,
             suspend_on_shutdown_request: false,
+            store: None,
         }
     }
 }

@@ -56,6 +56,10 @@ impl Feed {
 
     fn publish(&self, events: &[Arc<Event>]) {
         let Some(last) = events.last() else { return };
+        // On PostgreSQL two commits to one session can publish out of order; the later one has the head already.
+        if last.seq <= self.head() {
+            return;
+        }
         {
             let mut recent = self.recent.lock();
             // The ring must stay contiguous; events another process wrote in between are not in it.

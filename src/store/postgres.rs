@@ -41,6 +41,10 @@ pub(super) struct Postgres {
 impl Postgres {
     pub(super) fn connect(url: &str) -> Result<Self> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| Error::Connect(format!("{e}")))?;
+        // The password is known from here on: no event, log line or answer shows it.
+        if let Some(password) = config.get_password() {
+            crate::secret::remember(&String::from_utf8_lossy(password));
+        }
         let (driver, stop) = driver_thread()?;
         let pg = Self {
             config,
@@ -123,28 +127,32 @@ impl Postgres {
     pub(super) async fn watch_other_writers(&self, feeds: &Feeds, every: Duration) -> Result<()> {
         let every = every.max(Duration::from_secs(1));
         loop {
-            if let Err(e) = self.listen(feeds, every).await {
-                tracing::error!("listening for other engines' commits failed, polling until it reconnects: {e}");
+            match self.listen(feeds, every).await {
+                Ok(Listening::Stopped) => return Ok(()),
+                Err(e) => {
+                    tracing::error!("listening for other engines' commits failed, polling until it reconnects: {e}");
+                }
             }
             tokio::time::sleep(every).await;
         }
     }
 
-    async fn listen(&self, feeds: &Feeds, every: Duration) -> Result<()> {
+    async fn listen(&self, feeds: &Feeds, every: Duration) -> Result<Listening> {
         let (client, mut connection) = self.config.connect(NoTls).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let messages = tokio::spawn(async move {
+        let mut messages = tokio::spawn(async move {
             while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {
                         if tx.send(n.payload().to_owned()).is_err() {
-                            break;
+                            return None;
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => break,
+                    Err(e) => return Some(e),
                 }
             }
+            None
         });
         let result = async {
             client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
@@ -154,7 +162,14 @@ impl Postgres {
             loop {
                 tokio::select! {
                     payload = rx.recv() => {
-                        let Some(payload) = payload else { return Err(Error::Connect("the listener's connection closed".into())) };
+                        let Some(payload) = payload else {
+                            return match (&mut messages).await {
+                                // The runtime is shutting down.
+                                Err(e) if e.is_cancelled() => Ok(Listening::Stopped),
+                                Ok(Some(e)) => Err(e.into()),
+                                _ => Err(Error::Connect("the listener's connection closed".into())),
+                            };
+                        };
                         let mut moved = vec![payload];
                         while let Ok(more) = rx.try_recv() {
                             moved.push(more);
@@ -196,6 +211,10 @@ impl Postgres {
             Ok(())
         })
     }
+}
+
+enum Listening {
+    Stopped,
 }
 
 /// A connection checked out of the pool; back in it when dropped, unless it broke.

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod mock;
 pub mod node;
+pub mod postgres;
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -52,8 +53,34 @@ pub fn keel_command(home: &Path) -> Command {
         .env("KEEL_LOG", "warn")
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("KEEL_STORE")
         .kill_on_drop(true);
+    if let Some(url) = store_for(home) {
+        cmd.env("KEEL_STORE", url);
+    }
     cmd
+}
+
+/// The store the engines of `home` use, opened in this process (to write a log by hand).
+pub fn open_store(home: &Path) -> keel::store::Store {
+    match store_for(home) {
+        Some(url) => keel::store::Store::connect(&url).unwrap(),
+        None => keel::store::Store::open(&home.join("keel.db")).unwrap(),
+    }
+}
+
+/// With `KEEL_TEST_STORE=postgres` the black-box tests run on PostgreSQL: each home gets its own database, which
+/// every engine started on that home shares (as several engines on one SQLite file do otherwise).
+pub fn store_for(home: &Path) -> Option<String> {
+    static STORES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+    if std::env::var("KEEL_TEST_STORE").ok()? != "postgres" {
+        return None;
+    }
+    let mut stores = STORES.lock().unwrap();
+    let url = stores.get_or_insert_default().entry(home.to_owned()).or_insert_with(|| {
+        postgres::fresh_database().expect("KEEL_TEST_STORE=postgres needs PostgreSQL (apt-get install postgresql)")
+    });
+    Some(url.clone())
 }
 
 /// An engine process serving stdio, with a client on its pipes.
