@@ -42,6 +42,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn open(paths: Paths, settings: Settings) -> Result<Arc<Self>, store::Error> {
+        paths.private_data_dir().map_err(|source| store::Error::Io { path: paths.data_dir.clone(), source })?;
         let store = Arc::new(match &settings.store {
             Some(location) => Store::at(location)?,
             None => Store::open(&paths.data_dir.join("keel.db"))?,

@@ -439,14 +439,8 @@ async fn a_shutdown_request_on_stdio_suspends_before_it_is_answered() {
     requests_reach(&s.mock, 1).await;
     c.ok("shutdown", json!(null)).await;
     // Answered after the suspension: the log already ends with it, before `exit`.
-    let db = rusqlite::Connection::open(s.home.path().join("keel.db")).unwrap();
-    let last: Vec<String> = db
-        .prepare("SELECT type FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 2")
-        .unwrap()
-        .query_map([&session], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let events = common::open_store(s.home.path()).events_after(&session, 0, usize::MAX).unwrap();
+    let last: Vec<&str> = events.iter().rev().take(2).map(|e| e.kind.as_str()).collect();
     assert_eq!(last, ["session.status", "activity.suspended"]);
     c.notify("exit", json!(null));
     assert_eq!(engine.wait_exit().await, 0);

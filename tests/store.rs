@@ -270,3 +270,31 @@ fn a_fork_copies_history_under_its_own_id() {
         assert!(matches!(past, keel::store::Error::SeqOutOfRange { .. }), "{}: {past}", b.name);
     });
 }
+
+#[test]
+fn a_failing_write_among_concurrent_ones_rolls_back_only_itself() {
+    check(|b| {
+        let store = Arc::new(b.open());
+        let writers: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let own = format!("s{t}");
+                    store.append(&own, vec![created()]).unwrap();
+                    for i in 0..100 {
+                        store.append(&own, vec![renamed(format!("{i}"))]).unwrap();
+                        // Joins the same batches as the others' writes, and fails alone.
+                        assert!(store.append(&own, vec![created(), renamed("never")]).is_err());
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        for t in 0..8 {
+            assert_eq!(seqs(&store, &format!("s{t}")), (1..=101).collect::<Vec<_>>(), "{}", b.name);
+            assert_eq!(store.session(&format!("s{t}")).unwrap().unwrap().title, "99", "{}", b.name);
+        }
+    });
+}

@@ -9,6 +9,14 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Creates the data directory, private (0700) also when it existed wider: it holds credentials and, on SQLite,
+    /// every prompt and answer.
+    pub fn private_data_dir(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.data_dir)?;
+        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+    }
+
     pub fn from_env() -> Self {
         if let Some(home) = std::env::var_os("KEEL_HOME").filter(|h| !h.is_empty()) {
             let home = PathBuf::from(home);

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::Services;
 use super::service::DEFAULT_TITLE;
 use crate::provider::{ChatMessage, Request, UserPart};
-use crate::store::db::params;
 use crate::store::{NewEvent, SessionRow};
 
 const TITLE_PROMPT: &str = "You name conversations between a user and a coding agent. Reply with a title of at \
@@ -74,7 +73,7 @@ pub fn titled(
     session_id: &str,
     title: String,
 ) -> crate::store::Result<Option<NewEvent>> {
-    let current: Option<String> = tx.value("SELECT title FROM sessions WHERE id = ?1", params![session_id])?;
+    let current = crate::store::sessions::title(tx, session_id)?;
     if current.as_deref() != Some(DEFAULT_TITLE) {
         return Ok(None);
     }

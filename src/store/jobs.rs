@@ -39,7 +39,7 @@ fn row(r: &mut Row) -> Result<JobRow> {
 /// Newest first.
 pub fn list(db: &dyn Db, session_id: Option<&str>, running_only: bool) -> Result<Vec<JobRow>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR session_id = ?1) AND (?2 = 0 OR state = 'running') \
+        "SELECT {COLUMNS} FROM jobs WHERE (session_id = ?1 OR ?1 IS NULL) AND (?2 = 0 OR state = 'running') \
          ORDER BY started_at DESC, job_id DESC LIMIT 500"
     );
     db.rows(&sql, params![session_id, running_only], row)

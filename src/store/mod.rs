@@ -49,7 +49,9 @@ pub enum Error {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(String),
+    #[error("the commit failed: {0}")]
+    Commit(String),
     #[error("PostgreSQL: {0}")]
     Connect(String),
     #[error("column {idx} is not {expected}")]
@@ -69,6 +71,19 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<tokio_postgres::Error> for Error {
+    /// The server's own message and SQLSTATE where there is one: the error's `Display` alone says "db error".
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(match e.as_db_error() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
+        })
+    }
+}
 
 /// A stored event. `data` stays serialized: replay sends it on without parsing it; readers that need the payload
 /// decode it once with `body`.
@@ -167,14 +182,6 @@ impl Store {
             Self::connect(location)
         } else {
             Self::open(Path::new(location.strip_prefix("sqlite://").unwrap_or(location)))
-        }
-    }
-
-    /// Which backend this is, for logs and `engine/info`.
-    pub fn backend(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
         }
     }
 

@@ -67,6 +67,11 @@ pub fn get(db: &dyn Db, id: &str) -> Result<Option<SessionRow>> {
     db.row(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"), params![id], row)
 }
 
+/// The session's title alone (read inside an append's transaction, where the whole row is not needed).
+pub fn title(db: &dyn Db, id: &str) -> Result<Option<String>> {
+    db.value("SELECT title FROM sessions WHERE id = ?1", params![id])
+}
+
 /// Which sessions a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter<'a> {
@@ -90,8 +95,8 @@ pub(super) fn list(
     };
     let sql = format!(
         "SELECT {COLUMNS} FROM sessions \
-         WHERE (?1 IS NULL OR cwd = ?1) AND (updated_at < ?2 OR (updated_at = ?2 AND (?3 = '' OR id < ?3))) \
-         AND (?5 IS NULL OR parent_id = ?5) AND (?6 = 0 OR parent_id IS NULL) \
+         WHERE (cwd = ?1 OR ?1 IS NULL) AND (updated_at < ?2 OR (updated_at = ?2 AND (?3 = '' OR id < ?3))) \
+         AND (parent_id = ?5 OR ?5 IS NULL) AND (?6 = 0 OR parent_id IS NULL) \
          ORDER BY updated_at DESC, id DESC LIMIT ?4"
     );
     db.rows(&sql, params![filter.cwd, after_time, after_id, limit, filter.parent_id, filter.roots], row)

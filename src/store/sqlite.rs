@@ -1,14 +1,19 @@
 //! The embedded backend: one SQLite file in WAL mode, one writer connection and a pool of readers.
 //!
-//! A write is one `BEGIN IMMEDIATE` transaction: SQLite's own write lock is what serializes writers, also those of
-//! other engine processes on the same file, so a seq read inside it is the head.
+//! Writes run in `BEGIN IMMEDIATE` transactions: SQLite's own write lock is what serializes writers, also those of
+//! other engine processes on the same file, so a seq read inside one is the head.
+//!
+//! Group commit: writes that arrive while another is in its transaction join that transaction, each inside its own
+//! savepoint (a failing write rolls back only itself), and whoever finishes last commits for all. Every write is
+//! still atomic with its projections and gapless within its session; concurrent sessions share the cost of a commit.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, TransactionBehavior};
 
 use super::db::{Db, Param, Row, Value};
 use super::{Error, Result, feed::Feeds, migrate};
@@ -16,29 +21,121 @@ use super::{Error, Result, feed::Feeds, migrate};
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Writes one transaction takes at most before it commits, however many more are waiting to join.
+const MAX_BATCH: usize = 512;
+
 pub(super) struct Sqlite {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Writers that have arrived and not yet done their work: while any is left, the open batch waits for it.
+    joining: AtomicUsize,
+    /// Signalled when a batch ends.
+    ended: Condvar,
     readers: Mutex<Vec<Connection>>,
+}
+
+struct Writer {
+    conn: Connection,
+    /// The batch whose transaction is open; batches are numbered from 1.
+    open: Option<u64>,
+    next: u64,
+    /// Writes done in the open batch.
+    size: usize,
+    /// Every batch up to this one has ended.
+    ended: u64,
+    /// The newest batch whose commit failed, and why.
+    failed: Option<(u64, String)>,
+}
+
+/// A writer counted in `joining` until its work is done, also when that work panics (else the batch would wait for
+/// it forever).
+struct Arrival<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> Arrival<'a> {
+    fn new(joining: &'a AtomicUsize) -> Self {
+        joining.fetch_add(1, Ordering::SeqCst);
+        Self(Some(joining))
+    }
+
+    /// How many other writers are still to do their work.
+    fn done(mut self) -> usize {
+        self.0.take().map_or(0, |joining| joining.fetch_sub(1, Ordering::SeqCst) - 1)
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if let Some(joining) = self.0.take() {
+            joining.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Writer {
+    /// Runs `f` inside the open batch (opening one when none is), in a savepoint of its own.
+    fn run<T>(&mut self, f: impl FnOnce(&dyn Db) -> Result<T>) -> Result<(u64, T)> {
+        let batch = match self.open {
+            Some(batch) => batch,
+            None => {
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                self.next += 1;
+                self.open = Some(self.next);
+                self.next
+            }
+        };
+        self.size += 1;
+        let savepoint = self.conn.savepoint()?;
+        let result = f(&*savepoint)?;
+        savepoint.commit()?;
+        Ok((batch, result))
+    }
+
+    fn commit(&mut self) {
+        let Some(batch) = self.open.take() else { return };
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.failed = Some((batch, e.to_string()));
+        }
+        self.size = 0;
+        self.ended = batch;
+    }
 }
 
 impl Sqlite {
     pub(super) fn open(path: &Path) -> Result<Self> {
         private_files(path)?;
-        let mut writer = connect(path)?;
-        retry_busy(|| migrate::sqlite(&mut writer))?;
-        Ok(Self { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        let mut conn = connect(path)?;
+        retry_busy(|| migrate::sqlite(&mut conn))?;
+        let writer = Writer { conn, open: None, next: 0, size: 0, ended: 0, failed: None };
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            joining: AtomicUsize::new(0),
+            ended: Condvar::new(),
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
-    /// One write transaction; `after_commit` runs still under the writer lock, so that what it publishes is seen
-    /// in commit order.
+    /// One write, atomic, in the transaction of its batch; `after_commit` runs once the batch committed.
     pub(super) fn write<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T>, after_commit: impl FnOnce(&T)) -> Result<T> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let result = f(&*tx)?;
-        tx.commit()?;
-        after_commit(&result);
-        Ok(result)
+        let arrival = Arrival::new(&self.joining);
+        let mut writer = self.writer.lock();
+        let result = writer.run(f);
+        let others = arrival.done();
+        if others == 0 || writer.size >= MAX_BATCH {
+            writer.commit();
+            self.ended.notify_all();
+        }
+        let (batch, value) = result?;
+        self.ended.wait_while(&mut writer, |w| w.ended < batch);
+        if let Some((failed, reason)) = &writer.failed
+            && *failed == batch
+        {
+            return Err(Error::Commit(reason.clone()));
+        }
+        drop(writer);
+        after_commit(&value);
+        Ok(value)
     }
 
     pub(super) fn read<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T>) -> Result<T> {

@@ -69,6 +69,24 @@ pub fn open_store(home: &Path) -> keel::store::Store {
     }
 }
 
+/// Everything the engines of `home` stored, as bytes to search for what must never be stored (a key, say): the
+/// SQLite file and its WAL, or the tables' rows on PostgreSQL.
+pub fn stored_bytes(home: &Path) -> Vec<u8> {
+    match store_for(home) {
+        Some(url) => ["events", "parts", "inputs", "approvals", "sessions"]
+            .iter()
+            .map(|table| postgres::psql(&url, &format!("COPY (SELECT * FROM {table}) TO STDOUT")))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes(),
+        None => {
+            let mut bytes = std::fs::read(home.join("keel.db")).unwrap();
+            bytes.extend(std::fs::read(home.join("keel.db-wal")).unwrap_or_default());
+            bytes
+        }
+    }
+}
+
 /// With `KEEL_TEST_STORE=postgres` the black-box tests run on PostgreSQL: each home gets its own database, which
 /// every engine started on that home shares (as several engines on one SQLite file do otherwise).
 pub fn store_for(home: &Path) -> Option<String> {
