@@ -193,3 +193,34 @@ model = "o4-mini"
     let (ok, report) = import(&home, &["--from", "codex", home.path().join("missing.toml").to_str().unwrap()]).await;
     assert!(!ok && report.contains("missing.toml"), "{report}");
 }
+
+#[tokio::test]
+async fn model_list_marks_the_models_that_can_run() {
+    let home = Home::new();
+    let config = json!({
+        "model": "local/small",
+        "providers": { "local": { "wire": "openai-chat", "baseUrl": "http://127.0.0.1:9/v1", "models": { "small": {} } } },
+    });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let engine = Engine::ready(home.path()).await;
+    let list = engine.client.ok("model/list", json!({})).await;
+    let models = list["models"].as_array().unwrap();
+    let model = |id: &str| models.iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("no {id} in {list}"));
+    // (model, runnable, why not)
+    let cases = [("local/small", true, None), ("scripted/default", false, Some("offline scripted playback"))];
+    for (id, runnable, why) in cases {
+        let m = model(id);
+        assert_eq!(m["runnable"], runnable, "{m}");
+        match why {
+            None => assert!(m.get("notRunnable").is_none(), "{m}"),
+            Some(why) => assert!(m["notRunnable"].as_str().unwrap().contains(why), "{m}"),
+        }
+    }
+    let openai = models.iter().find(|m| m["provider"] == "openai").unwrap();
+    assert_eq!(openai["runnable"], false, "{openai}");
+    assert!(openai["notRunnable"].as_str().unwrap().contains("keel auth set openai"), "{openai}");
+    let ollama = models.iter().find(|m| m["provider"] == "ollama");
+    if let Some(ollama) = ollama {
+        assert_eq!(ollama["runnable"], false, "a built-in provider nobody configured: {ollama}");
+    }
+}

@@ -33,6 +33,13 @@ pub struct ModelInfo {
     pub available: bool,
     /// `catalog`, `config` or `runtime`.
     pub source: String,
+    /// The model can run now: its provider is declared in config (or is built in with its key present) and has
+    /// its credential. The offline `scripted` player counts only when config names it. Pickers offer these.
+    #[serde(default)]
+    pub runnable: bool,
+    /// Why the model cannot run (absent when `runnable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_runnable: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -26,7 +26,10 @@ pub async fn models(engine: Arc<Engine>, p: Option<ModelListParams>, _: Call) ->
         .filter(|m| filter.as_deref().is_none_or(|f| m.provider() == f))
         .map(|m| {
             let available = providers.iter().any(|p| p.id == m.provider() && engine.providers().authenticated(p));
+            let not_runnable = engine.providers().runnable(&config, &m.id).err();
             ModelInfo {
+                runnable: not_runnable.is_none(),
+                not_runnable,
                 provider: m.provider().to_owned(),
                 capabilities: m.capabilities(),
                 id: m.id,

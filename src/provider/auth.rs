@@ -125,6 +125,15 @@ impl AuthStore {
         key
     }
 
+    /// Where `key` finds a provider's key, never the key: `auth store` or `env VAR`.
+    pub fn key_source(&self, provider: &str) -> Option<String> {
+        if self.read().ok().is_some_and(|entries| entries.contains_key(provider)) {
+            return Some("auth store".into());
+        }
+        let var = env_var(provider)?;
+        std::env::var(var).ok().filter(|k| !k.is_empty()).map(|_| format!("env {var}"))
+    }
+
     /// A fingerprint of each stored credential, to tell which changed without keeping or showing any.
     pub fn fingerprints(&self) -> Result<BTreeMap<String, u64>, AuthError> {
         use std::hash::{Hash, Hasher};

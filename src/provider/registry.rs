@@ -284,6 +284,40 @@ impl Registry {
         models
     }
 
+    /// Whether `model` can run as things stand: its provider is declared in config (or is a built-in one whose
+    /// key is present) and has its credential. `Err` says why not, for pickers to show. The offline scripted
+    /// player is a model only when config names it (as `model` or under `providers`).
+    pub fn runnable(&self, config: &Config, model: &str) -> Result<(), String> {
+        let (provider, _) = split(model).map_err(|e| e.to_string())?;
+        let Some(entry) = self.providers(config).into_iter().find(|p| p.id == provider) else {
+            return Err(format!("provider {provider} is not configured"));
+        };
+        let declared = config.providers.contains_key(provider);
+        if entry.wire == Wire::Scripted {
+            return if declared || config.model.as_deref() == Some(model) {
+                Ok(())
+            } else {
+                Err("offline scripted playback, not a model".into())
+            };
+        }
+        if !self.authenticated(&entry) {
+            let hint = super::auth::env_var(provider).map(|v| format!(" or set {v}")).unwrap_or_default();
+            return Err(format!("no credentials for {provider}: run `keel auth set {provider}`{hint}"));
+        }
+        if !declared && !entry.needs_key {
+            return Err(format!("provider {provider} is not configured: declare it under `providers`"));
+        }
+        Ok(())
+    }
+
+    /// Where the key `entry` would send comes from, without the key: `config`, `auth store`, `env VAR`.
+    pub fn key_source(&self, entry: &ProviderEntry) -> Option<String> {
+        if entry.settings.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+            return Some("config".into());
+        }
+        self.auth.key_source(&entry.id)
+    }
+
     /// The model a session runs when nothing more specific is set.
     pub fn default_model(config: &Config) -> String {
         config.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| FALLBACK_MODEL.into())
