@@ -179,7 +179,7 @@ async fn the_official_sdk_prompts_approves_and_reloads_a_session_after_a_restart
     let session = r["sessionId"].as_str().unwrap().to_owned();
     let options: Vec<_> =
         r["newSession"]["configOptions"].as_array().unwrap().iter().map(|o| o["id"].clone()).collect();
-    assert!(options.contains(&json!("model")) && options.contains(&json!("agent")), "{options:?}");
+    assert!(options.contains(&json!("model")) && options.contains(&json!("mode")), "{options:?}");
 
     // The prompt.
     assert_eq!(r["stopReason"], "end_turn", "{report}");

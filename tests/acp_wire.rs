@@ -268,3 +268,135 @@ async fn commands_and_skills_are_announced_and_a_slash_prompt_runs_its_command()
     let request = mock.requests()[0].body.to_string();
     assert!(request.contains("Explain src/lib.rs in two lines."), "{request}");
 }
+
+/// The model option's values, from a `session/new` or `session/set_config_option` answer.
+fn model_values(answer: &Value) -> Vec<String> {
+    let options = answer["configOptions"].as_array().unwrap();
+    let model = options.iter().find(|o| o["id"] == "model").unwrap();
+    model["options"].as_array().unwrap().iter().map(|o| o["value"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_model_option_offers_only_models_that_can_run() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let ws = home.workspace();
+
+    // No key anywhere: the configured provider's model only; no built-in provider's, never the scripted player.
+    let (child, c) = acp(&home, &mock).await;
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    let values = model_values(&new);
+    assert!(values.contains(&"mock/m".to_owned()), "{values:?}");
+    for value in &values {
+        assert!(value.starts_with("mock/"), "{value} has no provider configured or no key: {values:?}");
+    }
+    drop(c);
+    drop(child);
+
+    // A key stored for openai: its models can run now and are offered.
+    let mut auth =
+        common::keel_command(home.path()).args(["auth", "set", "openai"]).stdin(Stdio::piped()).spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = auth.stdin.take().unwrap();
+        stdin.write_all(b"sk-test-not-real").await.unwrap();
+    }
+    assert!(auth.wait().await.unwrap().success());
+    let (_child, c) = acp(&home, &mock).await;
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    let values = model_values(&new);
+    assert!(values.iter().any(|v| v.starts_with("openai/")), "{values:?}");
+    assert!(!values.iter().any(|v| v.starts_with("anthropic/") || v.starts_with("scripted/")), "{values:?}");
+    assert!(!new.to_string().contains("sk-test-not-real"));
+}
+
+#[tokio::test]
+async fn agents_are_session_modes_and_set_mode_changes_the_next_prompts_agent() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    assert_eq!(new["modes"]["currentModeId"], "build", "{new}");
+    let modes: Vec<&str> =
+        new["modes"]["availableModes"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(modes.contains(&"build") && modes.contains(&"plan"), "{modes:?}");
+    assert!(!modes.contains(&"explore") && !modes.contains(&"general"), "subagents are no modes: {modes:?}");
+    let mode_option = new["configOptions"].as_array().unwrap().iter().find(|o| o["id"] == "mode").unwrap().clone();
+    assert_eq!(mode_option["category"], "mode");
+    assert_eq!(mode_option["currentValue"], "build");
+
+    let bad = c.err("session/set_mode", json!({ "sessionId": session, "modeId": "nonesuch" })).await;
+    assert_eq!(bad.code, -32602);
+    assert!(bad.message.contains("nonesuch"), "{}", bad.message);
+
+    let answer = c.ok("session/set_mode", json!({ "sessionId": session, "modeId": "plan" })).await;
+    assert_eq!(answer, json!({}));
+    let (mut mode_update, mut option_update) = (None, None);
+    while mode_update.is_none() || option_update.is_none() {
+        let m = c.next_message().await;
+        match m["params"]["update"]["sessionUpdate"].as_str() {
+            Some("current_mode_update") => mode_update = Some(m),
+            Some("config_option_update") => option_update = Some(m),
+            _ => {}
+        }
+    }
+    let mode_update = mode_update.unwrap();
+    assert_eq!(mode_update["params"]["sessionId"], session.as_str());
+    assert_eq!(mode_update["params"]["update"]["currentModeId"], "plan");
+    let options = option_update.unwrap()["params"]["update"]["configOptions"].clone();
+    assert_eq!(options.as_array().unwrap().iter().find(|o| o["id"] == "mode").unwrap()["currentValue"], "plan");
+
+    // The next prompt runs as `plan`: the model is told so.
+    mock.push(ScriptTurn { text: Some("a plan".into()), ..Default::default() });
+    let (_, answer) = c.start_request(
+        "session/prompt",
+        json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "what now" }] }),
+    );
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let request = mock.requests()[0].body.to_string();
+    assert!(request.contains("You are in plan mode"), "{request}");
+
+    // Back through the config option: the mode follows, and a load answers with it.
+    let set =
+        c.ok("session/set_config_option", json!({ "sessionId": session, "configId": "mode", "value": "build" })).await;
+    assert_eq!(set["configOptions"][1]["currentValue"], "build");
+    loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "current_mode_update" {
+            assert_eq!(m["params"]["update"]["currentModeId"], "build");
+            break;
+        }
+    }
+    let loaded = c.ok("session/load", json!({ "sessionId": session, "cwd": ws, "mcpServers": [] })).await;
+    assert_eq!(loaded["modes"]["currentModeId"], "build", "{loaded}");
+}
+
+#[tokio::test]
+async fn a_config_edit_that_changes_the_default_model_updates_the_options() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let new = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    assert_eq!(new["configOptions"][0]["currentValue"], "mock/m");
+
+    let config = json!({
+        "model": "mock/other",
+        "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url(), "models": { "other": {} } } },
+    });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let update = loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "config_option_update" {
+            break m;
+        }
+    };
+    assert_eq!(update["params"]["sessionId"], session.as_str());
+    let model = &update["params"]["update"]["configOptions"][0];
+    assert_eq!(model["id"], "model");
+    assert_eq!(model["currentValue"], "mock/other", "{update}");
+}

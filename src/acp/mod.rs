@@ -23,10 +23,10 @@ use crate::engine::Engine;
 use crate::mcp;
 use crate::provider::registry::Registry;
 use crate::rpc::{Call, PeerRef};
-use crate::session::Delta;
 use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
 use crate::session::service::{NewSession, SessionChanges};
+use crate::session::{Delta, Notice};
 use crate::store::approvals::ApprovalRow;
 pub use error::AcpError;
 pub use ordering::ordering;
@@ -57,17 +57,88 @@ pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodE
     method!("session/prompt", prompt);
     method!("session/cancel", cancel);
     method!("session/set_config_option", set_config_option);
+    method!("session/set_mode", set_mode);
     method!("_keel/steer", steer);
     Ok(module)
 }
 
-async fn initialize(_: Arc<Engine>, params: InitializeRequest, call: Call) -> Reply<InitializeResponse> {
+async fn initialize(engine: Arc<Engine>, params: InitializeRequest, call: Call) -> Reply<InitializeResponse> {
     let name = params.client_info.and_then(|c| c.name).unwrap_or_else(|| "acp client".to_owned());
-    call.peer.update_lifecycle(|l| {
-        l.initialized = true;
+    let already = call.peer.update_lifecycle(|l| {
         l.client_name = name;
+        std::mem::replace(&mut l.initialized, true)
     });
+    if !already {
+        // Subscribed before the answer, so that no change after it is missed.
+        let notices = engine.notices().subscribe();
+        let peer = Arc::clone(&call.peer);
+        call.after_response(move || {
+            let sender = Arc::clone(&peer);
+            peer.spawn_task("acp-options".into(), follow_options(engine, notices, sender));
+        });
+    }
     Ok(initialized())
+}
+
+/// What this connection last told the client of each session it opened: the options and the mode. A
+/// connection's view, kept to tell changes from repeats; the session's state itself is the log's.
+#[derive(Default)]
+struct Shown {
+    sessions: parking_lot::Mutex<std::collections::HashMap<String, (Vec<ConfigOption>, String)>>,
+}
+
+fn remember_shown(peer: &PeerRef, session_id: &str, options: &[ConfigOption]) {
+    let mode = current_mode(options).unwrap_or_default();
+    peer.state::<Shown>().sessions.lock().insert(session_id.to_owned(), (options.to_vec(), mode));
+}
+
+fn current_mode(options: &[ConfigOption]) -> Option<String> {
+    options.iter().find_map(|ConfigOption::Select(o)| (o.id == "mode").then(|| o.current_value.clone()))
+}
+
+/// Config, models, providers and credentials change underneath open sessions (a config edit that changes the
+/// default model, a key added): each session this connection opened gets `config_option_update` when its options
+/// now read differently, and `current_mode_update` when its mode did.
+async fn follow_options(engine: Arc<Engine>, mut notices: tokio::sync::broadcast::Receiver<Notice>, peer: PeerRef) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match notices.recv().await {
+            Ok(
+                Notice::ConfigChanged { .. }
+                | Notice::ModelsChanged
+                | Notice::ProvidersChanged
+                | Notice::AuthChanged { .. },
+            )
+            | Err(RecvError::Lagged(_)) => {}
+            Ok(_) => continue,
+            Err(RecvError::Closed) => return,
+        }
+        let shown: Vec<(String, (Vec<ConfigOption>, String))> =
+            peer.state::<Shown>().sessions.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (session_id, (old, old_mode)) in shown {
+            let Ok(options) = config_options(&engine, &session_id) else { continue };
+            if options == old {
+                continue;
+            }
+            remember_shown(&peer, &session_id, &options);
+            let mode = current_mode(&options).unwrap_or_default();
+            if mode != old_mode {
+                send_update(
+                    &peer,
+                    &session_id,
+                    unplaced(UpdateKind::CurrentModeUpdate(CurrentMode { current_mode_id: mode })),
+                )
+                .await;
+            }
+            let update = UpdateKind::ConfigOptionUpdate(ConfigOptionsResponse { config_options: options });
+            send_update(&peer, &session_id, unplaced(update)).await;
+        }
+    }
+}
+
+/// An update that is no event of the log: it has no place in it.
+fn unplaced(kind: UpdateKind) -> SessionUpdate {
+    SessionUpdate { kind, meta: Meta { keel: Position { seq: None, after_seq: None } } }
 }
 
 /// What keel can do, the same for every client.
@@ -92,22 +163,51 @@ fn initialized() -> InitializeResponse {
     }
 }
 
-/// The session's choices as ACP config options: model and agent.
+/// The agents a session can switch to, as ACP modes: the primary ones (subagents run only as `task` calls), and the
+/// session's own whatever it is.
+fn modes(config: &crate::config::Config, current: &str) -> SessionModeState {
+    let mut available_modes: Vec<SessionMode> = config
+        .agents
+        .iter()
+        .filter(|(name, a)| a.mode.as_deref() != Some("subagent") || name.as_str() == current)
+        .map(|(name, a)| SessionMode { id: name.clone(), name: name.clone(), description: a.description.clone() })
+        .collect();
+    if !available_modes.iter().any(|m| m.id == current) {
+        available_modes.push(SessionMode { id: current.to_owned(), name: current.to_owned(), description: None });
+    }
+    SessionModeState { current_mode_id: current.to_owned(), available_modes }
+}
+
+fn session_modes(engine: &Engine, session_id: &str) -> Reply<SessionModeState> {
+    let session = engine.sessions.get(session_id)?;
+    Ok(modes(&engine.config(Some(&session.cwd)), &session.agent))
+}
+
+/// The session's choices as ACP config options: the model (those that can run, the configured default and the
+/// session's own; never the offline scripted player unless config names it) and the mode (its agent).
 fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>> {
     let session = engine.sessions.get(session_id)?;
     let config = engine.config(Some(&session.cwd));
-    let current_model = if session.model.is_empty() { Registry::default_model(&config) } else { session.model.clone() };
-    let mut models: Vec<SelectValue> =
-        engine.providers().models(&config).into_iter().map(|m| SelectValue { value: m.id, name: m.name }).collect();
-    if !models.iter().any(|m| m.value == current_model) {
-        models.push(SelectValue { value: current_model.clone(), name: current_model.clone() });
-    }
-    let mut agents: Vec<String> = config.agents.keys().cloned().collect();
-    for builtin in ["build", &session.agent] {
-        if !agents.iter().any(|a| a == builtin) {
-            agents.push(builtin.to_owned());
+    let default_model = Registry::default_model(&config);
+    let current_model = if session.model.is_empty() { default_model.clone() } else { session.model.clone() };
+    let mut models: Vec<SelectValue> = engine
+        .providers()
+        .models(&config)
+        .into_iter()
+        .filter(|m| {
+            m.id == current_model
+                || config.model.as_deref() == Some(m.id.as_str())
+                || engine.providers().runnable(&config, &m.id).is_ok()
+        })
+        .map(|m| SelectValue { value: m.id, name: m.name, description: None })
+        .collect();
+    for wanted in [&current_model, &default_model] {
+        let configured = config.model.as_deref() == Some(wanted.as_str());
+        if (wanted == &current_model || configured) && !models.iter().any(|m| &m.value == wanted) {
+            models.push(SelectValue { value: wanted.clone(), name: wanted.clone(), description: None });
         }
     }
+    let modes = modes(&config, &session.agent);
     Ok(vec![
         ConfigOption::Select(SelectOption {
             id: "model",
@@ -117,11 +217,15 @@ fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>>
             options: models,
         }),
         ConfigOption::Select(SelectOption {
-            id: "agent",
+            id: "mode",
             name: "Agent",
             category: "mode",
-            current_value: session.agent,
-            options: agents.into_iter().map(|a| SelectValue { value: a.clone(), name: a }).collect(),
+            current_value: modes.current_mode_id,
+            options: modes
+                .available_modes
+                .into_iter()
+                .map(|m| SelectValue { value: m.id, name: m.name, description: m.description })
+                .collect(),
         }),
     ])
 }
@@ -132,14 +236,24 @@ async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call)
     let session = engine.sessions.create(new)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
     announce_commands(&engine, &call, &session.id, &session.cwd, session.head_seq);
-    Ok(NewSessionResponse { config_options: config_options(&engine, &session.id)?, session_id: session.id })
+    let opened = opened(&engine, &call, &session.id, &session.cwd)?;
+    Ok(NewSessionResponse { session_id: session.id, modes: opened.modes, config_options: opened.config_options })
 }
 
-async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call: Call) -> Reply<ConfigOptionsResponse> {
+/// A session this connection now shows: its project's config files are watched, and what the client is told of
+/// its options is remembered, so that later changes reach it.
+fn opened(engine: &Engine, call: &Call, session_id: &str, cwd: &str) -> Reply<OpenSessionResponse> {
+    engine.watch_project(std::path::Path::new(cwd));
+    let config_options = config_options(engine, session_id)?;
+    remember_shown(&call.peer, session_id, &config_options);
+    Ok(OpenSessionResponse { modes: session_modes(engine, session_id)?, config_options })
+}
+
+async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call: Call) -> Reply<OpenSessionResponse> {
     let session = engine.sessions.get(&params.session_id)?;
     let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
-    Ok(ConfigOptionsResponse { config_options: config_options(&engine, &params.session_id)? })
+    opened(&engine, &call, &session.id, &session.cwd)
 }
 
 /// Tells the client the session's slash commands (commands and skills) once it knows the session.
@@ -265,7 +379,7 @@ fn mcp_task(session_id: &str) -> String {
 }
 
 /// Replays the stored history as `session/update`s, then answers.
-async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Call) -> Reply<ConfigOptionsResponse> {
+async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Call) -> Reply<OpenSessionResponse> {
     let session_id = params.session_id;
     let session = engine.sessions.get(&session_id)?;
     let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
@@ -280,7 +394,7 @@ async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Cal
             }
         }
     }
-    Ok(ConfigOptionsResponse { config_options: config_options(&engine, &session_id)? })
+    opened(&engine, &call, &session_id, &session.cwd)
 }
 
 fn mapper(engine: &Engine, cwd: &str, model: &str) -> Mapper {
@@ -313,6 +427,7 @@ async fn close_session(engine: Arc<Engine>, params: CloseSessionRequest, call: C
     engine.sessions.get(&params.session_id)?;
     engine.interrupt(&params.session_id);
     call.peer.stop_task(&mcp_task(&params.session_id));
+    call.peer.state::<Shown>().sessions.lock().remove(&params.session_id);
     Ok(CloseSessionResponse {})
 }
 
@@ -324,20 +439,66 @@ async fn cancel(engine: Arc<Engine>, params: CancelNotification, _: Call) -> Rep
 async fn set_config_option(
     engine: Arc<Engine>,
     params: SetConfigOptionRequest,
-    _: Call,
+    call: Call,
 ) -> Reply<ConfigOptionsResponse> {
     let SetConfigOptionRequest { session_id, config_id, value } = params;
-    let changes = match config_id.as_str() {
+    match config_id.as_str() {
         "model" => {
             let session = engine.sessions.get(&session_id)?;
             engine.check_model(Some(&session.cwd), &value)?;
-            SessionChanges { model: Some(value), ..Default::default() }
+            engine.sessions.update(&session_id, SessionChanges { model: Some(value), ..Default::default() })?;
         }
-        "agent" => SessionChanges { agent: Some(value), ..Default::default() },
+        // `agent` is what keel called the option before it was ACP's mode.
+        "mode" | "agent" => switch_mode(&engine, &session_id, value, "value")?,
         other => return Err(AcpError::invalid("configId", format!("unknown config option {other:?}"))),
-    };
-    engine.sessions.update(&session_id, changes)?;
-    Ok(ConfigOptionsResponse { config_options: config_options(&engine, &session_id)? })
+    }
+    let config_options = config_options(&engine, &session_id)?;
+    announce_mode_change(&call, &session_id, &config_options);
+    Ok(ConfigOptionsResponse { config_options })
+}
+
+/// `session/set_mode`: the session's agent from its next prompt on.
+async fn set_mode(engine: Arc<Engine>, params: SetSessionModeRequest, call: Call) -> Reply<SetSessionModeResponse> {
+    switch_mode(&engine, &params.session_id, params.mode_id, "modeId")?;
+    let config_options = config_options(&engine, &params.session_id)?;
+    // The mode is also an option: a client showing options hears of it as for any other change.
+    let update = UpdateKind::ConfigOptionUpdate(ConfigOptionsResponse { config_options: config_options.clone() });
+    announce_mode_change(&call, &params.session_id, &config_options);
+    let (peer, session_id) = (Arc::clone(&call.peer), params.session_id);
+    call.after_response(move || {
+        let sender = Arc::clone(&peer);
+        peer.spawn_task(format!("options {session_id}"), async move {
+            send_update(&sender, &session_id, unplaced(update)).await;
+        });
+    });
+    Ok(SetSessionModeResponse {})
+}
+
+fn switch_mode(engine: &Engine, session_id: &str, mode: String, field: &str) -> Reply<()> {
+    let session = engine.sessions.get(session_id)?;
+    let modes = modes(&engine.config(Some(&session.cwd)), &session.agent);
+    if !modes.available_modes.iter().any(|m| m.id == mode) {
+        let known: Vec<&str> = modes.available_modes.iter().map(|m| m.id.as_str()).collect();
+        return Err(AcpError::invalid(field, format!("unknown mode {mode:?}; modes: {}", known.join(", "))));
+    }
+    engine.sessions.update(session_id, SessionChanges { agent: Some(mode), ..Default::default() })?;
+    Ok(())
+}
+
+/// `current_mode_update` after the answer, when the mode differs from what this connection last showed.
+fn announce_mode_change(call: &Call, session_id: &str, options: &[ConfigOption]) {
+    let before = call.peer.state::<Shown>().sessions.lock().get(session_id).map(|(_, mode)| mode.clone());
+    remember_shown(&call.peer, session_id, options);
+    let Some(mode) = current_mode(options) else { return };
+    if before.as_deref() == Some(mode.as_str()) {
+        return;
+    }
+    let update = unplaced(UpdateKind::CurrentModeUpdate(CurrentMode { current_mode_id: mode }));
+    let (peer, session_id) = (Arc::clone(&call.peer), session_id.to_owned());
+    call.after_response(move || {
+        let sender = Arc::clone(&peer);
+        peer.spawn_task(format!("mode {session_id}"), async move { send_update(&sender, &session_id, update).await });
+    });
 }
 
 /// ACP content blocks as keel input.

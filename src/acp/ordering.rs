@@ -11,6 +11,7 @@ pub fn ordering() -> RequestOrder {
         "session/close",
         "session/prompt",
         "session/set_config_option",
+        "session/set_mode",
         "_keel/steer",
     ] {
         ordering.insert(method, "sessionId");

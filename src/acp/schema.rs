@@ -155,8 +155,43 @@ pub struct OpenSessionRequest {
 #[serde(rename_all = "camelCase")]
 pub struct NewSessionResponse {
     pub session_id: String,
+    pub modes: SessionModeState,
     pub config_options: Vec<ConfigOption>,
 }
+
+/// The answer of `session/load` and `session/resume`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenSessionResponse {
+    pub modes: SessionModeState,
+    pub config_options: Vec<ConfigOption>,
+}
+
+/// keel's primary agents are ACP's session modes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionModeState {
+    pub current_mode_id: String,
+    pub available_modes: Vec<SessionMode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionMode {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetSessionModeRequest {
+    pub session_id: String,
+    pub mode_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetSessionModeResponse {}
 
 /// `session/close` and the `session/cancel` notification: a session and nothing keel needs besides.
 #[derive(Debug, Deserialize)]
@@ -170,7 +205,7 @@ pub type ResumeSessionRequest = OpenSessionRequest;
 pub type CloseSessionRequest = SessionRequest;
 pub type CancelNotification = SessionRequest;
 
-/// The answer of `session/load`, `session/resume` and `session/set_config_option`.
+/// The answer of `session/set_config_option`, and the `config_option_update` notification's body.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigOptionsResponse {
@@ -215,13 +250,13 @@ pub struct SetConfigOptionRequest {
     pub value: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ConfigOption {
     Select(SelectOption),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SelectOption {
     pub id: &'static str,
@@ -231,10 +266,12 @@ pub struct SelectOption {
     pub options: Vec<SelectValue>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SelectValue {
     pub value: String,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 // --- prompts ---
@@ -412,6 +449,14 @@ pub enum UpdateKind {
     UsageUpdate(Usage),
     SessionInfoUpdate(SessionInfoUpdate),
     AvailableCommandsUpdate(AvailableCommands),
+    CurrentModeUpdate(CurrentMode),
+    ConfigOptionUpdate(ConfigOptionsResponse),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentMode {
+    pub current_mode_id: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

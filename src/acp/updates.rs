@@ -10,8 +10,8 @@ use keel_protocol::turn::{PartCompletedData, ToolCalledData};
 use serde_json::Value;
 
 use super::schema::{
-    Chunk, ContentBlock, Cost, Location, Meta, Plan, PlanEntry, Position, RawOutput, SessionInfoUpdate, SessionUpdate,
-    ToolCall, ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolKind, UpdateKind, Usage,
+    Chunk, ContentBlock, Cost, CurrentMode, Location, Meta, Plan, PlanEntry, Position, RawOutput, SessionInfoUpdate,
+    SessionUpdate, ToolCall, ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolKind, UpdateKind, Usage,
 };
 
 /// What the mapping remembers across events: inputs by id, calls by id, text already streamed per part.
@@ -181,12 +181,17 @@ impl Mapper {
                     raw_output: None,
                 }));
             }
-            EventBody::SessionUpdated(SessionUpdatedData { title: Some(title), .. }) => {
-                out.push(UpdateKind::SessionInfoUpdate(SessionInfoUpdate { title }));
+            EventBody::SessionUpdated(SessionUpdatedData { title, agent, .. }) => {
+                if let Some(title) = title {
+                    out.push(UpdateKind::SessionInfoUpdate(SessionInfoUpdate { title }));
+                }
+                // The session's agent is its ACP mode, whoever changed it.
+                if let Some(current_mode_id) = agent {
+                    out.push(UpdateKind::CurrentModeUpdate(CurrentMode { current_mode_id }));
+                }
             }
             // ACP has no update for these: prompts learn of them through `session/prompt`'s answer or not at all.
             EventBody::SessionCreated(_)
-            | EventBody::SessionUpdated(_)
             | EventBody::SessionDeleted(_)
             | EventBody::SessionStatus(_)
             | EventBody::InputRemoved(_)
