@@ -58,6 +58,13 @@ enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Check config files, providers and keys, the default model, MCP servers and the database; prints a table for
+    /// bug reports and exits 1 when something is wrong.
+    Doctor {
+        /// The directory whose project config is checked (default: the current directory).
+        #[arg(short = 'C', long)]
+        cwd: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -218,6 +225,7 @@ fn main() -> ExitCode {
             });
             admin::config_import(&Paths::from_env(), from, file.as_deref(), write).map(|()| ExitCode::SUCCESS)
         }
+        Command::Doctor { cwd } => doctor(cwd),
         Command::Sessions { command } => with_engine(|engine| async move {
             match command {
                 SessionsCommand::List => admin::sessions_list(&engine),
@@ -366,6 +374,20 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(code))
             }
         }
+    })
+}
+
+fn doctor(cwd: Option<PathBuf>) -> Result<ExitCode, String> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let paths = Paths::from_env();
+        let cwd = match cwd {
+            Some(cwd) => cwd,
+            None => std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?,
+        };
+        let report = keel::cli::doctor::doctor(&paths, settings(&paths), &cwd).await;
+        print!("{}", report.render());
+        Ok(if report.problems() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 

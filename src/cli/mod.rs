@@ -1,4 +1,6 @@
-//! The command-line front ends that run the engine in-process: `keel run` and the small admin commands.
+//! The command-line front ends that run the engine in-process: `keel run`, `keel doctor` and the small
+//! admin commands.
 
 pub mod admin;
+pub mod doctor;
 pub mod run;

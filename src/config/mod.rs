@@ -272,59 +272,73 @@ pub struct Loaded {
     pub layers: Vec<Layer>,
 }
 
+/// The files that are config layers for a session in `cwd` (or the global layers only), in load order, with their
+/// source: the first global file that exists, `KEEL_CONFIG` (listed whether or not it exists: its absence is an
+/// error), then per project folder its keel files, or else its first opencode file (`legacy`).
+pub fn layer_files(paths: &Paths, cwd: Option<&Path>) -> Vec<(&'static str, PathBuf)> {
+    let mut files = Vec::new();
+    if let Some(path) = ["config.jsonc", "config.json"].iter().map(|n| paths.config_dir.join(n)).find(|p| p.is_file()) {
+        files.push(("global", path));
+    }
+    if let Some(path) = std::env::var_os("KEEL_CONFIG").map(PathBuf::from) {
+        files.push(("env-file", path));
+    }
+    for dir in cwd.map(paths::project_chain).unwrap_or_default() {
+        let keel: Vec<PathBuf> = ["keel.jsonc", "keel.json", ".keel/config.jsonc"]
+            .iter()
+            .map(|n| dir.join(n))
+            .filter(|p| p.is_file())
+            .collect();
+        if keel.is_empty() {
+            let legacy = ["opencode.jsonc", "opencode.json"].iter().map(|n| dir.join(n)).find(|p| p.is_file());
+            files.extend(legacy.map(|p| ("legacy", p)));
+        } else {
+            files.extend(keel.into_iter().map(|p| ("project", p)));
+        }
+    }
+    files
+}
+
 /// Loads the effective config for a session in `cwd` (or the global layers only).
 pub fn load(paths: &Paths, cwd: Option<&Path>) -> Result<Loaded, ConfigError> {
     let mut merged = Value::Object(Default::default());
     let mut layers = Vec::new();
-    let mut add = |value: Value, layer: Layer| {
-        merge(&mut merged, value);
-        layers.push(layer);
-    };
-    for name in ["config.jsonc", "config.json"] {
-        let path = paths.config_dir.join(name);
-        if let Some(value) = read_layer(&path)? {
-            add(value, Layer { source: "global", path: Some(path) });
-            break;
-        }
-    }
-    if let Some(path) = std::env::var_os("KEEL_CONFIG").map(PathBuf::from) {
-        let value = read_layer(&path)?.ok_or_else(|| ConfigError::Read {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "KEEL_CONFIG names a missing file"),
-        })?;
-        add(value, Layer { source: "env-file", path: Some(path) });
-    }
-    if let Some(cwd) = cwd {
-        for dir in paths::project_chain(cwd) {
-            let mut found = false;
-            for name in ["keel.jsonc", "keel.json", ".keel/config.jsonc"] {
-                let path = dir.join(name);
-                if let Some(value) = read_layer(&path)? {
-                    add(value, Layer { source: "project", path: Some(path) });
-                    found = true;
-                }
+    for (source, path) in layer_files(paths, cwd) {
+        let value = match read_layer(&path)? {
+            Some(value) => value,
+            None if source == "env-file" => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "KEEL_CONFIG names a missing file"),
+                });
             }
-            if found {
-                continue;
-            }
-            for name in ["opencode.jsonc", "opencode.json"] {
-                let path = dir.join(name);
-                if let Some(value) = read_layer(&path)? {
-                    add(legacy::convert(value), Layer { source: "legacy", path: Some(path) });
-                    break;
-                }
-            }
-        }
+            // Gone since it was listed.
+            None => continue,
+        };
+        merge(&mut merged, if source == "legacy" { legacy::convert(value) } else { value });
+        layers.push(Layer { source, path: Some(path) });
     }
     if let Some(content) = std::env::var("KEEL_CONFIG_CONTENT").ok().filter(|c| !c.trim().is_empty()) {
-        let value = parse("KEEL_CONFIG_CONTENT", &content, None)?;
-        add(value, Layer { source: "env-content", path: None });
+        merge(&mut merged, parse("KEEL_CONFIG_CONTENT", &content, None)?);
+        layers.push(Layer { source: "env-content", path: None });
     }
     let config = serde_json::from_value(merged).map_err(|e| ConfigError::Invalid {
         path: layers.last().and_then(|l| l.path.as_ref()).map_or("(merged)".into(), |p| p.display().to_string()),
         message: scrub(&e.to_string()),
     })?;
     Ok(Loaded { config, layers })
+}
+
+/// One layer checked on its own (`keel doctor`): `Err` names the file and, for a value of the wrong shape, the
+/// config path in it (`providers.local.wire: unknown variant ...`).
+pub fn check_layer(source: &str, path: &Path) -> Result<(), String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let value = parse(&name, &text, path.parent()).map_err(|e| e.to_string())?;
+    let value = if source == "legacy" { legacy::convert(value) } else { value };
+    serde_path_to_error::deserialize::<_, Config>(value)
+        .map(|_| ())
+        .map_err(|e| format!("{name}: {}: {}", e.path(), scrub(&e.into_inner().to_string())))
 }
 
 fn read_layer(path: &Path) -> Result<Option<Value>, ConfigError> {

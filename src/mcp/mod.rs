@@ -210,6 +210,20 @@ impl Manager {
         Ok(starting(server.info()))
     }
 
+    /// Resolves when every config server's first start has ended, each within its start-up timeout (`keel doctor`).
+    pub async fn settle_configured(&self) {
+        let configured: Vec<Arc<Server>> = self
+            .servers
+            .read()
+            .iter()
+            .filter(|((session, _), _)| session.is_none())
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        for server in configured {
+            server.first_start().await;
+        }
+    }
+
     /// Stops every server (engine shutdown).
     pub fn stop_all(&self) {
         for server in std::mem::take(&mut *self.servers.write()).into_values() {
