@@ -104,9 +104,18 @@ async fn broken_homes_say_what_is_wrong_and_exit_1() {
             exit: 1,
             shows: &[
                 &["config", "config.jsonc", "FAIL", "providers.local.wire", "carrier-pigeon"],
-                &["model", "default", "FAIL", "no model configured"],
+                &["model", "default", "FAIL", "the config does not load"],
                 &["2 problems"],
             ],
+        },
+        Case {
+            name: "no model configured",
+            config: None,
+            project: None,
+            env: &[],
+            stored: None,
+            exit: 1,
+            shows: &[&["config", "(no config file)", "note"], &["model", "default", "FAIL", "no model configured"]],
         },
         Case {
             name: "a project file that does not parse",

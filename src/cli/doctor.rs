@@ -61,7 +61,7 @@ impl Report {
         let (area_w, item_w) = (width(|r| r.area.len()), width(|r| r.item.len()));
         let mut out = String::new();
         let mut line = |area: &str, item: &str, status: &str, detail: &str| {
-            let _ = writeln!(out, "{area:<area_w$}  {item:<item_w$}  {status:<6}{detail}");
+            let _ = writeln!(out, "{area:<area_w$}  {item:<item_w$}  {status:<6}  {detail}");
         };
         line("AREA", "ITEM", "STATUS", "DETAIL");
         for r in &self.rows {
@@ -81,18 +81,22 @@ impl Report {
 pub async fn doctor(paths: &Paths, settings: Settings, cwd: &Path) -> Report {
     let mut report = Report::default();
     report.add("keel", env!("CARGO_PKG_VERSION"), Status::Ok, format!("config in {}", paths.config_dir.display()));
-    let config = check_config(&mut report, paths, cwd);
+    let loaded = check_config(&mut report, paths, cwd);
+    let config = loaded.clone().unwrap_or_default();
     let registry = Registry::new(AuthStore::new(&paths.data_dir), &paths.data_dir);
     check_providers(&mut report, &registry, &config).await;
-    check_default_model(&mut report, &registry, &config);
+    match &loaded {
+        Some(config) => check_default_model(&mut report, &registry, config),
+        None => report.add("model", "default", Status::Fail, "not resolved: the config does not load (above)"),
+    }
     check_mcp(&mut report, &config, cwd).await;
     check_store(&mut report, paths, settings);
     report
 }
 
-/// Each layer on its own, then the merged config; the rest of the checks use the merged one (defaults when it does
-/// not load, as an engine would start).
-fn check_config(report: &mut Report, paths: &Paths, cwd: &Path) -> Config {
+/// Each layer on its own, then the merged config (`None` when it does not load: the rest of the checks then use the
+/// defaults, as an engine would start).
+fn check_config(report: &mut Report, paths: &Paths, cwd: &Path) -> Option<Config> {
     let files = config::layer_files(paths, Some(cwd));
     if files.is_empty() {
         report.add("config", "(no config file)", Status::Note, "defaults only; the global file would be config.jsonc");
@@ -108,14 +112,14 @@ fn check_config(report: &mut Report, paths: &Paths, cwd: &Path) -> Config {
         report.add("config", "env KEEL_CONFIG_CONTENT", Status::Note, "set, merged last");
     }
     match config::load(paths, Some(cwd)) {
-        Ok(loaded) => loaded.config,
+        Ok(loaded) => Some(loaded.config),
         Err(e) => {
             // A layer that fails on its own is already reported; this one says the engine falls back.
             if report.problems() == 0 {
                 report.add("config", "(merged)", Status::Fail, e.to_string());
             }
             report.add("config", "(in effect)", Status::Note, "defaults: the engine cannot load the config");
-            Config::default()
+            None
         }
     }
 }

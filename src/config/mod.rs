@@ -336,9 +336,10 @@ pub fn check_layer(source: &str, path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
     let value = parse(&name, &text, path.parent()).map_err(|e| e.to_string())?;
     let value = if source == "legacy" { legacy::convert(value) } else { value };
-    serde_path_to_error::deserialize::<_, Config>(value)
-        .map(|_| ())
-        .map_err(|e| format!("{name}: {}: {}", e.path(), scrub(&e.into_inner().to_string())))
+    serde_path_to_error::deserialize::<_, Config>(value).map(|_| ()).map_err(|e| {
+        let at = e.path().to_string();
+        format!("{name}: {at}: {}", scrub(&e.into_inner().to_string()))
+    })
 }
 
 fn read_layer(path: &Path) -> Result<Option<Value>, ConfigError> {

@@ -824,7 +824,16 @@ export interface ModelInfo {
   id: string;
   maxOutputTokens: number;
   name: string;
+  /**
+   * Why the model cannot run (absent when `runnable`).
+   */
+  notRunnable?: string | null;
   provider: string;
+  /**
+   * The model can run now: its provider is declared in config (or is built in with its key present) and has
+   * its credential. The offline `scripted` player counts only when config names it. Pickers offer these.
+   */
+  runnable?: boolean;
   /**
    * `catalog`, `config` or `runtime`.
    */
