@@ -190,16 +190,15 @@ fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>>
     let config = engine.config(Some(&session.cwd));
     let default_model = Registry::default_model(&config);
     let current_model = if session.model.is_empty() { default_model.clone() } else { session.model.clone() };
-    let mut models: Vec<SelectValue> = engine
-        .providers()
-        .models(&config)
+    let known = engine.providers().models(&config);
+    let runnable = engine.providers().runnable_each(&config, &known);
+    let mut models: Vec<SelectValue> = known
         .into_iter()
-        .filter(|m| {
-            m.id == current_model
-                || config.model.as_deref() == Some(m.id.as_str())
-                || engine.providers().runnable(&config, &m.id).is_ok()
+        .zip(runnable)
+        .filter(|(m, runnable)| {
+            runnable.is_ok() || m.id == current_model || config.model.as_deref() == Some(m.id.as_str())
         })
-        .map(|m| SelectValue { value: m.id, name: m.name, description: None })
+        .map(|(m, _)| SelectValue { value: m.id, name: m.name, description: None })
         .collect();
     for wanted in [&current_model, &default_model] {
         let configured = config.model.as_deref() == Some(wanted.as_str());

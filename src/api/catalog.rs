@@ -19,14 +19,19 @@ pub async fn models(engine: Arc<Engine>, p: Option<ModelListParams>, _: Call) ->
     let filter = p.and_then(|p| p.provider);
     let config = engine.config(None);
     let providers = engine.providers().providers(&config);
-    let models = engine
+    let models: Vec<_> = engine
         .providers()
         .models(&config)
         .into_iter()
         .filter(|m| filter.as_deref().is_none_or(|f| m.provider() == f))
-        .map(|m| {
+        .collect();
+    let runnable = engine.providers().runnable_each(&config, &models);
+    let models = models
+        .into_iter()
+        .zip(runnable)
+        .map(|(m, runnable)| {
             let available = providers.iter().any(|p| p.id == m.provider() && engine.providers().authenticated(p));
-            let not_runnable = engine.providers().runnable(&config, &m.id).err();
+            let not_runnable = runnable.err();
             ModelInfo {
                 runnable: not_runnable.is_none(),
                 not_runnable,

@@ -310,6 +310,19 @@ impl Registry {
         Ok(())
     }
 
+    /// `runnable` for each of `models`, each provider judged once (an imported catalog holds thousands of models,
+    /// and judging reads the credential store). Only the built-in scripted player depends on the model itself.
+    pub fn runnable_each(&self, config: &Config, models: &[ModelSpec]) -> Vec<Result<(), String>> {
+        let mut by_provider: HashMap<&str, Result<(), String>> = HashMap::new();
+        models
+            .iter()
+            .map(|m| match m.provider() {
+                "scripted" => self.runnable(config, &m.id),
+                provider => by_provider.entry(provider).or_insert_with(|| self.runnable(config, &m.id)).clone(),
+            })
+            .collect()
+    }
+
     /// Where the key `entry` would send comes from, without the key: `config`, `auth store`, `env VAR`.
     pub fn key_source(&self, entry: &ProviderEntry) -> Option<String> {
         if entry.settings.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
