@@ -12,10 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{call, line, rss_kib, spawn_serve};
-use keel::store::{NewEvent, Store};
-use keel_protocol::catalogue::EventBody;
-use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
+use common::{call, created, line, renamed, rss_kib, spawn_serve};
+use keel::store::Store;
 use serde_json::json;
 
 fn main() {
@@ -27,26 +25,6 @@ fn main() {
     start_benchmark(&home.path().join("start"));
     replay_benchmark(&home.path().join("replay"), &ws);
     fanout_benchmark(&home.path().join("fanout"), &ws);
-}
-
-fn created(ws: &str) -> NewEvent {
-    NewEvent::new(EventBody::SessionCreated(SessionCreatedData {
-        cwd: ws.into(),
-        title: "bench".into(),
-        agent: "build".into(),
-        model: String::new(),
-        parent_id: None,
-        forked_from: None,
-    }))
-    .unwrap()
-}
-
-fn renamed(i: usize) -> NewEvent {
-    NewEvent::new(EventBody::SessionUpdated(SessionUpdatedData {
-        title: Some(format!("title {i}")),
-        ..Default::default()
-    }))
-    .unwrap()
 }
 
 fn rate(n: usize, took: Duration) -> String {

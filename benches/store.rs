@@ -15,17 +15,15 @@ mod common;
 #[allow(dead_code)]
 mod postgres;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, line};
-use keel::store::{NewEvent, Store};
-use keel_protocol::catalogue::EventBody;
-use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
+use common::{call, created, line, renamed};
+use keel::store::Store;
 use serde_json::{Value, json};
 
 fn main() {
@@ -68,26 +66,9 @@ fn raw_sqlite(path: &Path, n: usize) -> Duration {
     t.elapsed()
 }
 
-fn created() -> NewEvent {
-    NewEvent::new(EventBody::SessionCreated(SessionCreatedData {
-        cwd: "/tmp".into(),
-        title: "bench".into(),
-        agent: "build".into(),
-        model: String::new(),
-        parent_id: None,
-        forked_from: None,
-    }))
-    .unwrap()
-}
-
-fn renamed(i: usize) -> NewEvent {
-    let data = SessionUpdatedData { title: Some(format!("title {i}")), ..Default::default() };
-    NewEvent::new(EventBody::SessionUpdated(data)).unwrap()
-}
-
 fn appends(backend: &str, open: &dyn Fn() -> Store, n: usize) {
     let store = Arc::new(open());
-    store.append("one", vec![created()]).unwrap();
+    store.append("one", vec![created("/tmp")]).unwrap();
     let t = Instant::now();
     for i in 0..n {
         store.append("one", vec![renamed(i)]).unwrap();
@@ -96,7 +77,7 @@ fn appends(backend: &str, open: &dyn Fn() -> Store, n: usize) {
 
     let sessions: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
     for s in &sessions {
-        store.append(s, vec![created()]).unwrap();
+        store.append(s, vec![created("/tmp")]).unwrap();
     }
     let t = Instant::now();
     for i in 0..n {

@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use keel::store::NewEvent;
+use keel_protocol::catalogue::EventBody;
+use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use serde_json::{Value, json};
 
 pub struct Spawned {
@@ -56,4 +59,26 @@ pub fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A `session.created` for the store benchmarks.
+pub fn created(ws: &str) -> NewEvent {
+    NewEvent::new(EventBody::SessionCreated(SessionCreatedData {
+        cwd: ws.into(),
+        title: "bench".into(),
+        agent: "build".into(),
+        model: String::new(),
+        parent_id: None,
+        forked_from: None,
+    }))
+    .unwrap()
+}
+
+/// A `session.updated` (a new title): the smallest event that still runs a projection.
+pub fn renamed(i: usize) -> NewEvent {
+    NewEvent::new(EventBody::SessionUpdated(SessionUpdatedData {
+        title: Some(format!("title {i}")),
+        ..Default::default()
+    }))
+    .unwrap()
 }
