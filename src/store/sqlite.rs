@@ -29,8 +29,11 @@ pub(super) struct Sqlite {
     writer: Mutex<Writer>,
     /// Writers that have arrived and not yet done their work: while any is left, the open batch waits for it.
     joining: AtomicUsize,
+    /// How far batches have ended, apart from the writer: a committed batch's writers wait on it without taking
+    /// the writer lock, which the next batch needs.
+    ended: Mutex<Ended>,
     /// Signalled when a batch ends.
-    ended: Condvar,
+    batch_ended: Condvar,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -41,8 +44,12 @@ struct Writer {
     next: u64,
     /// Writes done in the open batch.
     size: usize,
+}
+
+#[derive(Default)]
+struct Ended {
     /// Every batch up to this one has ended.
-    ended: u64,
+    upto: u64,
     /// The newest batch whose commit failed, and why.
     failed: Option<(u64, String)>,
 }
@@ -90,14 +97,17 @@ impl Writer {
         Ok((batch, result))
     }
 
-    fn commit(&mut self) {
-        let Some(batch) = self.open.take() else { return };
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.failed = Some((batch, e.to_string()));
-        }
+    /// Commits the open batch: its number, and why it failed if it did.
+    fn commit(&mut self) -> Option<(u64, Option<String>)> {
+        let batch = self.open.take()?;
         self.size = 0;
-        self.ended = batch;
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Some((batch, None)),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Some((batch, Some(e.to_string())))
+            }
+        }
     }
 }
 
@@ -106,12 +116,13 @@ impl Sqlite {
         private_files(path)?;
         let mut conn = connect(path)?;
         retry_busy(|| migrate::sqlite(&mut conn))?;
-        let writer = Writer { conn, open: None, next: 0, size: 0, ended: 0, failed: None };
+        let writer = Writer { conn, open: None, next: 0, size: 0 };
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             joining: AtomicUsize::new(0),
-            ended: Condvar::new(),
+            ended: Mutex::new(Ended::default()),
+            batch_ended: Condvar::new(),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -123,17 +134,26 @@ impl Sqlite {
         let result = writer.run(f);
         let others = arrival.done();
         if others == 0 || writer.size >= MAX_BATCH {
-            writer.commit();
-            self.ended.notify_all();
+            if let Some((batch, failure)) = writer.commit() {
+                // Still under the writer lock, so that batches are recorded as ended in commit order.
+                let mut ended = self.ended.lock();
+                ended.upto = batch;
+                if let Some(reason) = failure {
+                    ended.failed = Some((batch, reason));
+                }
+                self.batch_ended.notify_all();
+            }
         }
+        drop(writer);
         let (batch, value) = result?;
-        self.ended.wait_while(&mut writer, |w| w.ended < batch);
-        if let Some((failed, reason)) = &writer.failed
+        let mut ended = self.ended.lock();
+        self.batch_ended.wait_while(&mut ended, |e| e.upto < batch);
+        if let Some((failed, reason)) = &ended.failed
             && *failed == batch
         {
             return Err(Error::Commit(reason.clone()));
         }
-        drop(writer);
+        drop(ended);
         after_commit(&value);
         Ok(value)
     }
@@ -229,6 +249,8 @@ pub(super) fn connect(path: &Path) -> Result<Connection> {
     retry_busy(|| {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The projections alone have some thirty statements; rusqlite's default cache holds sixteen.
+        conn.set_prepared_statement_cache_capacity(128);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // In WAL mode NORMAL is durable against process crashes (SIGKILL); only a power loss can drop the last
         // commits.
