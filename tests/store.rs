@@ -83,6 +83,9 @@ fn appends_are_projected_and_paged() {
         assert!(matches!(missing, keel::store::Error::SessionNotFound(_)), "{}: {missing}", b.name);
         // A failed append changes nothing.
         assert_eq!(store.head("s").unwrap(), Some(6), "{}", b.name);
+        // Ids are data, quotes and all (PostgreSQL's wake carries the id in a literal).
+        store.append("it's", vec![created(), renamed("quoted")]).unwrap();
+        assert_eq!(store.head("it's").unwrap(), Some(2), "{}", b.name);
     });
 }
 

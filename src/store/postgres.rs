@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
-use super::db::{Db, Param, Row, Value, params};
+use super::db::{Db, Param, Row, Value};
 use super::{Error, Result, feed::Feeds, migrate};
 
 /// Connections one engine opens at most; callers beyond wait for one to come back.
@@ -67,13 +67,19 @@ impl Postgres {
         after_commit: impl FnOnce(&T),
     ) -> Result<T> {
         let conn = self.checkout()?;
-        conn.batch("BEGIN")?;
+        conn.notify.take();
+        // One round trip each for the opening (with the session's lock) and the commit (with the wake): a write is
+        // a handful of round trips, and these two are in every one.
+        match session {
+            Some(session) => conn.batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key(session)))?,
+            None => conn.batch("BEGIN")?,
+        }
         let result = (|| {
-            if let Some(session) = session {
-                conn.execute("SELECT pg_advisory_xact_lock(?1)", params![lock_key(session)])?;
-            }
             let result = f(&*conn)?;
-            conn.batch("COMMIT")?;
+            match conn.notify.take() {
+                Some(payload) => conn.batch(&format!("SELECT pg_notify('{CHANNEL}', {}); COMMIT", quoted(&payload)))?,
+                None => conn.batch("COMMIT")?,
+            }
             Ok(result)
         })();
         match &result {
@@ -119,7 +125,7 @@ impl Postgres {
             Ok::<_, tokio_postgres::Error>(client)
         });
         let client = block_on(connecting).map_err(|e| Error::Connect(format!("the connection task failed: {e}")))??;
-        Ok(Conn { client, statements: RefCell::new(HashMap::new()) })
+        Ok(Conn { client, statements: RefCell::new(HashMap::new()), notify: RefCell::new(None) })
     }
 
     /// Listens for other engines' commits and wakes the feeds they touched; polls the watched sessions' heads every
@@ -247,6 +253,8 @@ pub(super) struct Conn {
     client: Client,
     /// Prepared once per connection, keyed by the store's SQL text.
     statements: RefCell<HashMap<String, Statement>>,
+    /// The wake the open transaction sends with its commit: `"<head> <session id>"`.
+    notify: RefCell<Option<String>>,
 }
 
 impl Conn {
@@ -287,9 +295,14 @@ impl Db for Conn {
     }
 
     fn appended(&self, session_id: &str, head: u64) -> Result<()> {
-        self.execute("SELECT pg_notify(?1, ?2)", params![CHANNEL, format!("{head} {session_id}")])?;
+        *self.notify.borrow_mut() = Some(format!("{head} {session_id}"));
         Ok(())
     }
+}
+
+/// A string literal (standard-conforming: only quotes are doubled).
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `?N` → `$N`, outside quoted text.

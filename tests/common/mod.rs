@@ -50,7 +50,7 @@ impl Home {
 pub fn keel_command(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
     cmd.env("KEEL_HOME", home)
-        .env("KEEL_LOG", "warn")
+        .env("KEEL_LOG", std::env::var("KEEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("KEEL_STORE")
