@@ -214,9 +214,16 @@ async fn bash_is_killed_with_its_process_group_on_timeout_and_on_interrupt() {
     let c = &s.engine.client;
     c.ok("session/prompt", json!({ "sessionId": s.session, "input": [{ "type": "text", "text": "hang again" }] }))
         .await;
+    // Kept from here: the call's settlement is found through its `tool.called`.
+    let mut events = Vec::new();
     loop {
         let m = c.next_message().await;
-        if m["params"]["event"]["type"] == "tool.started" {
+        let e = m["params"]["event"].clone();
+        let started = e["type"] == "tool.started";
+        if m["method"] == "session/event" {
+            events.push(e);
+        }
+        if started {
             break;
         }
     }
@@ -224,7 +231,6 @@ async fn bash_is_killed_with_its_process_group_on_timeout_and_on_interrupt() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.ok("session/interrupt", json!({ "sessionId": s.session })).await;
-    let mut events = Vec::new();
     loop {
         let m = c.next_message().await;
         if m["method"] == "session/event" {
