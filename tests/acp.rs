@@ -16,7 +16,8 @@ use keel::provider::scripted::{ScriptToolCall, ScriptTurn};
 use serde_json::{Value, json};
 
 const PROMPT: &str = "Write hello.txt then say done";
-const CALL_ID: &str = "call_write_hello";
+/// The id the mock model gives the write; clients see keel's own id for the call instead.
+const PROVIDER_CALL_ID: &str = "call_write_hello";
 const REASONING: &str = "The user wants hello.txt; the write tool does that.";
 const TEXT: &str = "Writing hello.txt now.\n";
 const DONE: &str = "done";
@@ -144,7 +145,11 @@ async fn scenario(chunk_delay_ms: u64) -> Scenario {
     mock.push(ScriptTurn {
         reasoning: Some(REASONING.into()),
         text: Some(TEXT.into()),
-        tool_calls: vec![ScriptToolCall { id: Some(CALL_ID.into()), name: "write".into(), input: write_input() }],
+        tool_calls: vec![ScriptToolCall {
+            id: Some(PROVIDER_CALL_ID.into()),
+            name: "write".into(),
+            input: write_input(),
+        }],
         chunk_delay_ms,
         ..Default::default()
     });
@@ -190,7 +195,8 @@ async fn the_official_sdk_prompts_approves_and_reloads_a_session_after_a_restart
     let asked = r["permissionRequests"].as_array().unwrap();
     assert_eq!(asked.len(), 1, "{report}");
     assert_eq!(asked[0]["sessionId"], session.as_str());
-    assert_eq!(asked[0]["toolCall"]["toolCallId"], CALL_ID, "{report}");
+    let call_id = asked[0]["toolCall"]["toolCallId"].as_str().unwrap().to_owned();
+    assert!(call_id.starts_with("call_") && call_id != PROVIDER_CALL_ID, "keel names the call: {report}");
     let kinds: Vec<_> = asked[0]["options"].as_array().unwrap().iter().map(|o| o["kind"].clone()).collect();
     assert_eq!(kinds, [json!("allow_once"), json!("allow_always"), json!("reject_once"), json!("reject_always")]);
     for o in asked[0]["options"].as_array().unwrap() {
@@ -198,7 +204,7 @@ async fn the_official_sdk_prompts_approves_and_reloads_a_session_after_a_restart
     }
 
     // The call: tool_call (pending, the raw input), in_progress, then completed with a diff for hello.txt.
-    let call = call_updates(&updates, CALL_ID);
+    let call = call_updates(&updates, &call_id);
     assert!(call.len() >= 2, "{report}");
     assert_eq!(kind(call[0]), "tool_call", "the first update of the call is the tool_call: {report}");
     assert_eq!(call[0]["update"]["status"], "pending");
@@ -226,7 +232,10 @@ async fn the_official_sdk_prompts_approves_and_reloads_a_session_after_a_restart
     // The text and the reasoning, whole.
     assert_eq!(chunks(&updates, "agent_message_chunk"), format!("{TEXT}{DONE}"), "{report}");
     assert_eq!(chunks(&updates, "agent_thought_chunk"), REASONING, "{report}");
-    assert_eq!(mock.requests().len(), 2);
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2);
+    let replayed_call = &requests[1].body["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
+    assert_eq!(replayed_call["tool_call_id"], PROVIDER_CALL_ID, "the model gets its own id back");
 
     // Every durable update carries keel's seq, in log order (one event may become several updates).
     let seqs: Vec<u64> = updates.iter().filter_map(seq).collect();
@@ -244,7 +253,7 @@ async fn the_official_sdk_prompts_approves_and_reloads_a_session_after_a_restart
     assert!(loaded.iter().all(|u| u["sessionId"] == session.as_str()), "{report}");
     assert_eq!(chunks(&loaded, "user_message_chunk"), PROMPT, "{report}");
     assert_eq!(chunks(&loaded, "agent_message_chunk"), format!("{TEXT}{DONE}"), "{report}");
-    let replayed = call_updates(&loaded, CALL_ID);
+    let replayed = call_updates(&loaded, &call_id);
     assert_eq!(replayed.first().map(|u| kind(u)), Some("tool_call"), "{report}");
     assert_eq!(final_status(&replayed).as_deref(), Some("completed"), "{report}");
     let loaded_seqs: Vec<u64> = loaded.iter().filter_map(seq).collect();

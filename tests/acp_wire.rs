@@ -177,6 +177,68 @@ async fn a_permission_request_withdrawn_by_cancel_is_announced_the_acp_way() {
 }
 
 #[tokio::test]
+async fn calls_that_the_model_gave_one_id_are_distinct_calls_and_an_edit_is_asked_as_an_edit() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let session = c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await["sessionId"].clone();
+    // Three turns, each with a call the server names `call_0`, as some OpenAI-compatible servers do.
+    let calls = [
+        ("write", json!({ "filePath": "a.txt", "content": "A" })),
+        ("edit", json!({ "filePath": "a.txt", "oldString": "A", "newString": "B" })),
+        ("read", json!({ "filePath": "a.txt" })),
+    ];
+    for (name, input) in calls {
+        let call = ScriptToolCall { id: Some("call_0".into()), name: name.into(), input };
+        mock.push(ScriptTurn { tool_calls: vec![call], ..Default::default() });
+    }
+    mock.push(ScriptTurn { text: Some("Done.".into()), ..Default::default() });
+    let (_, answer) = c
+        .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "go" }] }));
+    let mut asked = Vec::new();
+    let mut updates = Vec::new();
+    tokio::pin!(answer);
+    let answer = loop {
+        tokio::select! {
+            biased;
+            m = c.next_message() => {
+                if m["method"] == "session/update" {
+                    updates.push(m["params"]["update"].clone());
+                } else if m["method"] == "session/request_permission" {
+                    c.respond(&m["id"], json!({ "outcome": { "outcome": "selected", "optionId": "allow_once" } }));
+                    asked.push(m["params"]["toolCall"].clone());
+                }
+            }
+            a = &mut answer => break a.unwrap(),
+        }
+    };
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let announced: Vec<&Value> = updates.iter().filter(|u| u["sessionUpdate"] == "tool_call").collect();
+    let ids: Vec<&str> = announced.iter().map(|u| u["toolCallId"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{updates:#?}");
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2], "{ids:?}");
+    let titles: Vec<&str> = announced.iter().map(|u| u["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["write: a.txt", "edit: a.txt", "read: a.txt"]);
+    for id in &ids {
+        let statuses: Vec<&str> = updates
+            .iter()
+            .filter(|u| u["sessionUpdate"] == "tool_call_update" && u["toolCallId"] == *id)
+            .filter_map(|u| u["status"].as_str())
+            .collect();
+        assert_eq!(statuses.last(), Some(&"completed"), "{id}: {updates:#?}");
+    }
+    // The write and the edit ask (the read does not); each question names its own call.
+    assert_eq!(asked.len(), 2, "{asked:#?}");
+    assert_eq!(asked[0]["toolCallId"], ids[0]);
+    assert_eq!(asked[0]["title"], "write: a.txt");
+    assert_eq!(asked[1]["toolCallId"], ids[1]);
+    assert_eq!(asked[1]["title"], "edit: a.txt", "{}", asked[1]);
+    assert_eq!(asked[1]["rawInput"]["newString"], "B");
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(&ws).join("a.txt")).unwrap(), "B");
+}
+
+#[tokio::test]
 async fn an_answer_cut_at_the_output_limit_stops_with_max_tokens() {
     let home = Home::new();
     let mock = MockModel::start().await;

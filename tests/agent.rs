@@ -242,6 +242,116 @@ async fn a_tool_call_runs_and_its_result_loops_back() {
     }
 }
 
+/// The provider's ids the tool results and the assistant's calls of a request carried, in order.
+fn replayed_call_ids(wire: Wire, body: &Value) -> (Vec<String>, Vec<String>) {
+    let s = |v: &Value| v.as_str().unwrap().to_owned();
+    match wire {
+        Wire::Chat => {
+            let messages = body["messages"].as_array().unwrap();
+            let calls = messages.iter().flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default());
+            let results = messages.iter().filter(|m| m["role"] == "tool").map(|m| s(&m["tool_call_id"]));
+            (results.collect(), calls.map(|c| s(&c["id"])).collect())
+        }
+        Wire::Responses => {
+            let input = body["input"].as_array().unwrap();
+            let of = |kind: &str| input.iter().filter(|i| i["type"] == kind).map(|i| s(&i["call_id"])).collect();
+            (of("function_call_output"), of("function_call"))
+        }
+        Wire::Anthropic => {
+            let blocks: Vec<Value> = body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+                .collect();
+            let results = blocks.iter().filter(|b| b["type"] == "tool_result").map(|b| s(&b["tool_use_id"]));
+            let calls = blocks.iter().filter(|b| b["type"] == "tool_use").map(|b| s(&b["id"]));
+            (results.collect(), calls.collect())
+        }
+    }
+}
+
+#[tokio::test]
+async fn tool_calls_get_ids_of_their_own_while_the_provider_gets_its_ids_back() {
+    for wire in Wire::ALL {
+        // A server that gives every call the same id, turn after turn, as the scripted player used to and some
+        // OpenAI-compatible servers do.
+        let same_id = |n: usize| ScriptTurn {
+            tool_calls: vec![ScriptToolCall {
+                id: Some("call_0".into()),
+                name: "todowrite".into(),
+                input: json!({ "todos": [{ "content": format!("step {n}"), "status": "pending" }] }),
+            }],
+            ..Default::default()
+        };
+        let s = setup(wire, vec![same_id(1), same_id(2), same_id(3), text("Done.")], json!({})).await;
+        let c = &s.engine.client;
+        prompt(c, &s.session, "Plan in three steps", "queue").await;
+        let (events, deltas) = until(c, &s.sub, closed("completed")).await;
+        let called = of_type(&events, "tool.called");
+        assert_eq!(called.len(), 3, "{wire:?}");
+        let ids: Vec<&str> = called.iter().map(|e| e["data"]["callId"].as_str().unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 3, "{wire:?}: {ids:?}");
+        for (event, id) in called.iter().zip(&ids) {
+            assert!(id.starts_with("call_") && *id != "call_0", "{wire:?}: {id}");
+            assert_eq!(event["data"]["providerCallId"], "call_0", "{wire:?}");
+        }
+        // Every later event of a call names it by keel's id, and so do the streamed fragments of its input.
+        let completed: Vec<&str> =
+            of_type(&events, "tool.completed").iter().map(|e| e["data"]["callId"].as_str().unwrap()).collect();
+        assert_eq!(completed, ids, "{wire:?}");
+        let input_parts: std::collections::HashSet<&str> =
+            deltas.iter().filter(|d| d["kind"] == "tool_input").map(|d| d["partId"].as_str().unwrap()).collect();
+        assert!(input_parts.iter().all(|p| distinct.contains(p)), "{wire:?}: {input_parts:?} vs {ids:?}");
+        let messages = c.ok("session/messages", json!({ "sessionId": s.session })).await;
+        let parts: Vec<Value> = messages["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+            .filter(|p| p["type"] == "tool")
+            .collect();
+        let part_ids: Vec<&str> = parts.iter().map(|p| p["callId"].as_str().unwrap()).collect();
+        assert_eq!(part_ids, ids, "{wire:?}");
+
+        // The provider is answered in its own ids, the call and its result alike.
+        let requests = s.mock.requests();
+        assert_eq!(requests.len(), 4, "{wire:?}");
+        let (results, calls) = replayed_call_ids(wire, &requests[3].body);
+        assert_eq!(results, ["call_0"; 3], "{wire:?}: {}", requests[3].body);
+        assert_eq!(calls, ["call_0"; 3], "{wire:?}: {}", requests[3].body);
+    }
+}
+
+#[tokio::test]
+async fn calls_without_an_id_from_the_script_get_realistic_distinct_provider_ids() {
+    for wire in Wire::ALL {
+        let s = setup(
+            wire,
+            vec![tool_call("todowrite", todo_input()), tool_call("todowrite", todo_input()), text("Done.")],
+            json!({}),
+        )
+        .await;
+        let c = &s.engine.client;
+        prompt(c, &s.session, "Plan twice", "queue").await;
+        let (events, _) = until(c, &s.sub, closed("completed")).await;
+        let provider_ids: Vec<String> = of_type(&events, "tool.called")
+            .iter()
+            .map(|e| e["data"]["providerCallId"].as_str().unwrap().to_owned())
+            .collect();
+        let prefix = if wire == Wire::Anthropic { "toolu_" } else { "call_" };
+        assert_eq!(provider_ids.len(), 2, "{wire:?}");
+        assert_ne!(provider_ids[0], provider_ids[1], "{wire:?}");
+        assert!(
+            provider_ids.iter().all(|id| id.starts_with(prefix) && id.len() > prefix.len() + 8),
+            "{provider_ids:?}"
+        );
+        let (results, _) = replayed_call_ids(wire, &s.mock.requests()[2].body);
+        assert_eq!(results, provider_ids, "{wire:?}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_tool_input_and_unknown_tools_are_errors_the_model_sees() {
     let s = setup(

@@ -217,6 +217,9 @@ async fn a_pending_approval_survives_sigkill_and_the_activity_completes_after_th
     prompt(&c, &session).await;
     let asked = events_until(&c, |e| e["type"] == "approval.requested").await;
     let approval_id = asked.last().unwrap()["data"]["approvalId"].clone();
+    let call_id = asked.last().unwrap()["data"]["callId"].clone();
+    let called = asked.iter().find(|e| e["type"] == "tool.called").unwrap();
+    assert_eq!((&called["data"]["callId"], &called["data"]["providerCallId"]), (&call_id, &json!("c1")));
     let mut child = s.engine.child;
     child.kill().await.unwrap();
     drop(c);
@@ -233,7 +236,7 @@ async fn a_pending_approval_survives_sigkill_and_the_activity_completes_after_th
     c.respond(&r["id"], json!({ "decision": "once" }));
     let events = events_until(&c, |e| e["type"] == "activity.closed").await;
     assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
-    assert!(events.iter().any(|e| e["type"] == "tool.completed" && e["data"]["callId"] == "c1"));
+    assert!(events.iter().any(|e| e["type"] == "tool.completed" && e["data"]["callId"] == call_id));
     assert_eq!(std::fs::read_to_string(s.ws.join("after-restart.txt")).unwrap(), "survived");
     assert_eq!(s.mock.requests().len(), 2, "the activity went on to the next turn");
 }

@@ -47,15 +47,15 @@ async fn a_tool_call_runs_and_the_model_continues() {
              6 turn.started turn4 play/script
              7 turn.dispatched turn4 attempt=1
              8 text.completed "On it."
-             9 tool.called c1 todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
+             9 tool.called call6 (c1) todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
             10 turn.streamed turn4 tool_calls
-            11 tool.started c1
-            12 tool.completed c1 "0/1 done"
+            11 tool.started call6
+            12 tool.completed call6 "0/1 done"
             13 turn.completed turn4 tool_calls
-            14 turn.started turn6 play/script
-            15 turn.dispatched turn6 attempt=1
+            14 turn.started turn7 play/script
+            15 turn.dispatched turn7 attempt=1
             16 text.completed "Done."
-            17 turn.completed turn6 stop
+            17 turn.completed turn7 stop
             18 activity.closed act2 completed
             19 session.status idle
             => completed
@@ -82,19 +82,19 @@ async fn an_approved_write_waits_for_its_answer_then_runs() {
              5 session.status running
              6 turn.started turn4 play/script
              7 turn.dispatched turn4 attempt=1
-             8 tool.called w1 write {"content":"x","filePath":"a.txt"}
+             8 tool.called call6 (w1) write {"content":"x","filePath":"a.txt"}
              9 turn.streamed turn4 tool_calls
-            10 approval.requested apr6 w1 edit ["a.txt"]
+            10 approval.requested apr7 call6 edit ["a.txt"]
             11 session.status waiting_approval
-            12 approval.resolved apr6 once by=check
+            12 approval.resolved apr7 once by=check
             13 session.status running
-            14 tool.started w1
-            15 tool.completed w1 "Created a.txt (1 bytes)"
+            14 tool.started call6
+            15 tool.completed call6 "Created a.txt (1 bytes)"
             16 turn.completed turn4 tool_calls
-            17 turn.started turn7 play/script
-            18 turn.dispatched turn7 attempt=1
+            17 turn.started turn8 play/script
+            18 turn.dispatched turn8 attempt=1
             19 text.completed "Written."
-            20 turn.completed turn7 stop
+            20 turn.completed turn8 stop
             21 activity.closed act2 completed
             22 session.status idle
             => completed
@@ -121,18 +121,18 @@ async fn a_rejected_call_fails_with_the_reason_and_the_model_sees_it() {
              5 session.status running
              6 turn.started turn4 play/script
              7 turn.dispatched turn4 attempt=1
-             8 tool.called b1 bash {"command":"rm -rf build"}
+             8 tool.called call6 (b1) bash {"command":"rm -rf build"}
              9 turn.streamed turn4 tool_calls
-            10 approval.requested apr6 b1 bash ["rm -rf build"]
+            10 approval.requested apr7 call6 bash ["rm -rf build"]
             11 session.status waiting_approval
-            12 approval.resolved apr6 reject by=check
+            12 approval.resolved apr7 reject by=check
             13 session.status running
-            14 tool.failed b1 "the user rejected this call"
+            14 tool.failed call6 "the user rejected this call"
             15 turn.completed turn4 tool_calls
-            16 turn.started turn7 play/script
-            17 turn.dispatched turn7 attempt=1
+            16 turn.started turn8 play/script
+            17 turn.dispatched turn8 attempt=1
             18 text.completed "Understood."
-            19 turn.completed turn7 stop
+            19 turn.completed turn8 stop
             20 activity.closed act2 completed
             21 session.status idle
             => completed
@@ -235,18 +235,18 @@ async fn the_step_limit_closes_the_activity() {
              5 session.status running
              6 turn.started turn4 play/script
              7 turn.dispatched turn4 attempt=1
-             8 tool.called l1 list {}
+             8 tool.called call6 (l1) list {}
              9 turn.streamed turn4 tool_calls
-            10 tool.started l1
-            11 tool.completed l1 "./"
+            10 tool.started call6
+            11 tool.completed call6 "./"
             12 turn.completed turn4 tool_calls
-            13 turn.started turn6 play/script
-            14 turn.dispatched turn6 attempt=1
-            15 tool.called l2 list {}
-            16 turn.streamed turn6 tool_calls
-            17 tool.started l2
-            18 tool.completed l2 "./"
-            19 turn.completed turn6 tool_calls
+            13 turn.started turn7 play/script
+            14 turn.dispatched turn7 attempt=1
+            15 tool.called call9 (l2) list {}
+            16 turn.streamed turn7 tool_calls
+            17 tool.started call9
+            18 tool.completed call9 "./"
+            19 turn.completed turn7 tool_calls
             20 activity.closed act2 turn_limit "stopped after 2 provider turns"
             21 session.status idle
             => turn_limit
@@ -332,20 +332,20 @@ async fn an_overflow_compacts_the_context_and_runs_the_step_again() {
              6 turn.started turn4 play/script
              7 turn.dispatched turn4 attempt=1
              8 text.completed "On it."
-             9 tool.called c1 todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
+             9 tool.called call6 (c1) todowrite {"todos":[{"content":"write tests","status":"in_progress"}]}
             10 turn.streamed turn4 tool_calls
-            11 tool.started c1
-            12 tool.completed c1 "0/1 done"
+            11 tool.started call6
+            12 tool.completed call6 "0/1 done"
             13 turn.completed turn4 tool_calls
-            14 turn.started turn6 play/script
-            15 turn.dispatched turn6 attempt=1
-            16 turn.failed turn6 context_overflow retryable=true
-            17 compaction.started cmp7 overflow
-            18 compaction.completed cmp7 pruned=[] summary="## Goal"
-            19 turn.started turn8 play/script
-            20 turn.dispatched turn8 attempt=1
+            14 turn.started turn7 play/script
+            15 turn.dispatched turn7 attempt=1
+            16 turn.failed turn7 context_overflow retryable=true
+            17 compaction.started cmp8 overflow
+            18 compaction.completed cmp8 pruned=[] summary="## Goal"
+            19 turn.started turn9 play/script
+            20 turn.dispatched turn9 attempt=1
             21 text.completed "Done."
-            22 turn.completed turn8 stop
+            22 turn.completed turn9 stop
             23 activity.closed act2 completed
             24 session.status idle
             => completed

@@ -89,8 +89,16 @@ async fn run_answering(c: &Client, session: &str, sub: &str, prompt: &str, answe
     }
 }
 
-/// The settlement (`tool.completed` or `tool.failed`) of each call, by call id.
-fn result<'a>(events: &'a [Value], call_id: &str) -> &'a Value {
+/// keel's id for the call the mock model named `provider_id`.
+fn keel_id(events: &[Value], provider_id: &str) -> String {
+    let called = events.iter().find(|e| e["type"] == "tool.called" && e["data"]["providerCallId"] == provider_id);
+    let called = called.unwrap_or_else(|| panic!("no call {provider_id}: {events:#?}"));
+    called["data"]["callId"].as_str().unwrap().to_owned()
+}
+
+/// The settlement (`tool.completed` or `tool.failed`) of each call, by the id the mock model gave it.
+fn result<'a>(events: &'a [Value], provider_id: &str) -> &'a Value {
+    let call_id = keel_id(events, provider_id);
     events
         .iter()
         .find(|e| (e["type"] == "tool.completed" || e["type"] == "tool.failed") && e["data"]["callId"] == call_id)
@@ -206,9 +214,16 @@ async fn bash_is_killed_with_its_process_group_on_timeout_and_on_interrupt() {
     let c = &s.engine.client;
     c.ok("session/prompt", json!({ "sessionId": s.session, "input": [{ "type": "text", "text": "hang again" }] }))
         .await;
+    // Kept from here: the call's settlement is found through its `tool.called`.
+    let mut events = Vec::new();
     loop {
         let m = c.next_message().await;
-        if m["params"]["event"]["type"] == "tool.started" {
+        let e = m["params"]["event"].clone();
+        let started = e["type"] == "tool.started";
+        if m["method"] == "session/event" {
+            events.push(e);
+        }
+        if started {
             break;
         }
     }
@@ -216,7 +231,6 @@ async fn bash_is_killed_with_its_process_group_on_timeout_and_on_interrupt() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.ok("session/interrupt", json!({ "sessionId": s.session })).await;
-    let mut events = Vec::new();
     loop {
         let m = c.next_message().await;
         if m["method"] == "session/event" {
@@ -344,8 +358,9 @@ async fn rules_deny_split_bash_commands_and_dotenv_asks() {
     let asked: Vec<_> =
         events.iter().filter(|e| e["type"] == "approval.requested").map(|e| e["data"].clone()).collect();
     assert_eq!(asked.len(), 2, "{asked:#?}");
-    assert_eq!(asked.iter().find(|a| a["callId"] == "c2").unwrap()["resources"], json!(["touch made"]));
-    assert_eq!(asked.iter().find(|a| a["callId"] == "c3").unwrap()["resources"], json!([".env"]));
+    let asked_for = |provider_id: &str| asked.iter().find(|a| a["callId"] == keel_id(&events, provider_id)).unwrap();
+    assert_eq!(asked_for("c2")["resources"], json!(["touch made"]));
+    assert_eq!(asked_for("c3")["resources"], json!([".env"]));
     assert!(error(&events, "c2").contains("rejected") && !s.ws.join("made").exists());
 }
 

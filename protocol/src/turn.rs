@@ -169,7 +169,13 @@ pub struct PartCompletedData {
 pub struct ToolCalledData {
     pub turn_id: String,
     pub message_id: String,
+    /// Assigned by keel, unique within the session; every event, approval and client-facing field names the call
+    /// by it.
     pub call_id: String,
+    /// The id the provider gave the call, which may repeat across turns or be missing; only the requests replayed
+    /// to that provider carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_call_id: Option<String>,
     pub tool: String,
     pub input: serde_json::Value,
 }
@@ -310,6 +316,9 @@ pub enum Part {
     #[serde(rename_all = "camelCase")]
     Tool {
         call_id: String,
+        /// The provider's own id for the call (see `tool.called`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_call_id: Option<String>,
         tool: String,
         input: serde_json::Value,
         status: ToolStatus,

@@ -655,6 +655,7 @@ fn ask_permission(engine: &Arc<Engine>, peer: &PeerRef, row: ApprovalRow, shown_
             turn_id: String::new(),
             message_id: String::new(),
             call_id: row.call_id.clone(),
+            provider_call_id: None,
             tool,
             input,
         };

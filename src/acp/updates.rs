@@ -271,6 +271,7 @@ mod tests {
             turn_id: "t".into(),
             message_id: "m".into(),
             call_id: "c".into(),
+            provider_call_id: None,
             tool: "write".into(),
             input: json!({ "filePath": "a.txt", "content": "hi" }),
         };

@@ -105,6 +105,18 @@ impl ScriptTurn {
         chunks
     }
 
+    /// The turn with an id of the provider's shape (`call_`, `toolu_`, followed by random characters) for every
+    /// call that the script gives none, as a real server would send; ids the script gives are kept, repeated
+    /// ones included, since servers repeat them too.
+    pub fn with_call_ids(mut self, prefix: &str) -> Self {
+        for call in &mut self.tool_calls {
+            if call.id.is_none() {
+                call.id = Some(format!("{prefix}{}", uuid::Uuid::now_v7().simple()));
+            }
+        }
+        self
+    }
+
     pub fn call_id(&self, index: usize) -> String {
         self.tool_calls[index].id.clone().unwrap_or_else(|| format!("call_{index}"))
     }
@@ -145,10 +157,9 @@ impl Scripted {
         let cursor = cursors.entry(session_id.to_owned()).or_default();
         let turn = script.turns.get(*cursor).cloned();
         *cursor += 1;
-        Ok(turn.unwrap_or_else(|| ScriptTurn {
-            text: Some("(the script has no more turns)".into()),
-            ..Default::default()
-        }))
+        Ok(turn
+            .unwrap_or_else(|| ScriptTurn { text: Some("(the script has no more turns)".into()), ..Default::default() })
+            .with_call_ids("call_"))
     }
 }
 
@@ -200,5 +211,22 @@ impl Provider for Scripted {
             let _ = sink.send(StreamEvent::Finish(turn.finish_reason()));
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_without_an_id_get_distinct_ones_of_the_wire_shape_and_given_ids_stay() {
+        let call =
+            |id: Option<&str>| ScriptToolCall { id: id.map(str::to_owned), name: "list".into(), input: Value::Null };
+        let turn = ScriptTurn { tool_calls: vec![call(None), call(Some("call_0")), call(None)], ..Default::default() }
+            .with_call_ids("toolu_");
+        let ids: Vec<String> = (0..3).map(|i| turn.call_id(i)).collect();
+        assert_eq!(ids[1], "call_0");
+        assert!(ids[0].starts_with("toolu_") && ids[0].len() == "toolu_".len() + 32, "{ids:?}");
+        assert_ne!(ids[0], ids[2]);
     }
 }

@@ -147,7 +147,13 @@ fn assistant(parts: &[Part], messages: &mut Vec<ChatMessage>) {
     for part in parts {
         match part {
             Part::Text { text: t, .. } => text.push_str(t),
-            Part::Tool { call_id, tool, input, status, output, error } => {
+            Part::Tool { call_id, provider_call_id, tool, input, status, output, error } => {
+                // The provider is answered in its own ids; keel's stand in where it gave none, or where it gave
+                // one id to two calls of the same message, which would make their results ambiguous.
+                let call_id = match provider_call_id {
+                    Some(id) if !id.is_empty() && !calls.iter().any(|c: &ToolCall| c.id == *id) => id,
+                    _ => call_id,
+                };
                 calls.push(ToolCall { id: call_id.clone(), name: tool.clone(), input: input.clone() });
                 let (output, is_error) = match status {
                     ToolStatus::Completed => (output.clone().unwrap_or_default(), false),

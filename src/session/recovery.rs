@@ -228,6 +228,7 @@ mod tests {
                     turn_id: "t".into(),
                     message_id: "m".into(),
                     call_id: "c".into(),
+                    provider_call_id: None,
                     tool: "read".into(),
                     input: serde_json::json!({}),
                 }),

@@ -184,7 +184,11 @@ fn part_completed(tx: &dyn Db, at: &At<'_>, kind: &str, d: &PartCompletedData) -
 }
 
 fn tool_called(tx: &dyn Db, at: &At<'_>, d: &ToolCalledData) -> Result<()> {
-    let value = json!({ "type": "tool", "callId": d.call_id, "tool": d.tool, "input": d.input, "status": "pending" });
+    let mut value =
+        json!({ "type": "tool", "callId": d.call_id, "tool": d.tool, "input": d.input, "status": "pending" });
+    if let Some(provider_call_id) = &d.provider_call_id {
+        value["providerCallId"] = provider_call_id.as_str().into();
+    }
     let part = Part { idx: 0, message_id: &d.message_id, role: "assistant", part_id: &d.call_id, kind: "tool" };
     insert_part(tx, at, &part, &value)
 }

@@ -157,6 +157,7 @@ impl MockModel {
         } else {
             Wire::Anthropic
         };
+        let turn = turn.with_call_ids(if wire == Wire::Anthropic { "toolu_" } else { "call_" });
         respond(&mut stream, wire, &turn, dialect).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }

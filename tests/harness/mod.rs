@@ -178,7 +178,10 @@ impl Printer {
             }
             EventBody::RetryScheduled(d) => format!("{} attempt={} {}", self.id(&d.turn_id), d.attempt, d.error.kind),
             EventBody::TextCompleted(d) | EventBody::ReasoningCompleted(d) => format!("{:?}", d.text),
-            EventBody::ToolCalled(d) => format!("{} {} {}", self.id(&d.call_id), d.tool, d.input),
+            EventBody::ToolCalled(d) => {
+                let provider = d.provider_call_id.as_deref().map(|p| self.id(p)).unwrap_or_else(|| "-".into());
+                format!("{} ({provider}) {} {}", self.id(&d.call_id), d.tool, d.input)
+            }
             EventBody::ToolStarted(d) => self.id(&d.call_id),
             EventBody::ToolCompleted(d) => format!("{} {:?}", self.id(&d.call_id), first_line(&d.output)),
             EventBody::ToolFailed(d) => format!("{} {:?}", self.id(&d.call_id), d.error),

@@ -245,12 +245,22 @@ test("a steer joins the running activity", { skip }, async () => {
   assert.deepEqual(answers.slice(-2), ["Another slow answer.", "Steered in."]);
 });
 
+/** The selector of the tool card whose input mentions `text`: cards carry keel's call id, not the model's. */
+async function cardOf(text) {
+  const found = await page.waitForFunction(
+    (t) => [...document.querySelectorAll(".tool")].find((n) => n.textContent.includes(t))?.dataset.callId,
+    {},
+    text,
+  );
+  return `.tool[data-call-id="${await found.jsonValue()}"]`;
+}
+
 test("a task call shows its subagent, whose session opens read-only; only root sessions are listed", { skip }, async () => {
   const parentId = await page.$eval(".sessions", (n) => n.value);
   assert.equal(await page.$eval(".sessions", (n) => n.selectedOptions[0].textContent), "Write hello.txt");
   await page.type(".prompt", "Delegate a look around");
   await page.click(".send");
-  const card = '.tool[data-call-id="call_task"]';
+  const card = await cardOf("look around");
   await page.waitForSelector(`${card} .subagent[data-child-session-id]`);
   await page.waitForSelector(`${card} .subagent .subagent-result[data-reason="completed"]`);
   await page.waitForFunction(() => [...document.querySelectorAll(".message.assistant")].some((n) => n.textContent.includes("The explorer found")));
@@ -305,7 +315,7 @@ test("a subagent's approval is shown in its task card and answered there", { ski
   await page.waitForFunction(() => document.querySelector(".status")?.textContent === "idle");
   await page.type(".prompt", "Have notes written");
   await page.click(".send");
-  const card = '.tool[data-call-id="call_writer"]';
+  const card = await cardOf("write notes");
   // The child's write asks for approval: the panel follows the running child for it.
   await page.waitForSelector(`${card} .subagent .approval .approve-once`);
   assert.match(await page.$eval(`${card} .subagent .approval-title`, (n) => n.textContent), /notes\.md/);

@@ -1,6 +1,7 @@
 //! One provider attempt as it streams: deltas batched out to subscribers, parts and tool calls recorded as they
 //! complete, and each tool call started at once behind the permission gate.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub(super) struct TurnStream<'a> {
     agent: Option<Arc<crate::config::AgentSettings>>,
     sandbox: Arc<crate::sandbox::Policy>,
     calls: usize,
+    /// The keel ids of the calls whose input is streaming, by the provider's id: deltas arrive before the call.
+    open_calls: HashMap<String, String>,
     tool_cancel: CancellationToken,
     cwd: std::path::PathBuf,
     text: Option<OpenPart>,
@@ -81,6 +84,7 @@ impl<'a> TurnStream<'a> {
             agent: config.agents.get(&activity.agent).cloned().map(Arc::new),
             sandbox: Arc::new(crate::sandbox::Policy::for_agent(config, &activity.agent, &cwd, &services.paths)),
             calls: 0,
+            open_calls: HashMap::new(),
             tool_cancel,
             cwd,
             text: None,
@@ -147,16 +151,23 @@ impl<'a> TurnStream<'a> {
             }
             StreamEvent::ToolInputDelta { call_id, delta } => {
                 self.produced_output = true;
-                self.send_delta(&call_id, DeltaKind::ToolInput, delta);
+                let part_id = self.open_calls.entry(call_id).or_insert_with(|| id("call")).clone();
+                self.send_delta(&part_id, DeltaKind::ToolInput, delta);
             }
-            StreamEvent::ToolCall(call) => {
+            StreamEvent::ToolCall(mut call) => {
                 self.produced_output = true;
                 self.called = true;
+                // Providers reuse ids across turns (and some send none), while clients key calls by id per
+                // session: keel names the call itself and keeps the provider's id for replaying to it. Closing
+                // the entry lets a later call that reuses the id in this turn get an id of its own.
+                let provider_id = std::mem::take(&mut call.id);
+                call.id = self.open_calls.remove(&provider_id).unwrap_or_else(|| id("call"));
                 let mut events = self.flush_parts();
                 events.push(event(EventBody::ToolCalled(ToolCalledData {
                     turn_id: self.turn.turn_id.clone(),
                     message_id: self.turn.message_id.clone(),
                     call_id: call.id.clone(),
+                    provider_call_id: (!provider_id.is_empty()).then_some(provider_id),
                     tool: call.name.clone(),
                     input: call.input.clone(),
                 }))?);

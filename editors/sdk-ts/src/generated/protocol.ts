@@ -102,6 +102,10 @@ export type Part =
       error?: string | null;
       input: unknown;
       output?: string | null;
+      /**
+       * The provider's own id for the call (see `tool.called`).
+       */
+      providerCallId?: string | null;
       status: ToolStatus;
       tool: string;
       type: "tool";
@@ -1982,9 +1986,18 @@ export interface SubagentStartedData {
  * via the `definition` "ToolCalledData".
  */
 export interface ToolCalledData {
+  /**
+   * Assigned by keel, unique within the session; every event, approval and client-facing field names the call
+   * by it.
+   */
   callId: string;
   input: unknown;
   messageId: string;
+  /**
+   * The id the provider gave the call, which may repeat across turns or be missing; only the requests replayed
+   * to that provider carry it.
+   */
+  providerCallId?: string | null;
   tool: string;
   turnId: string;
 }
