@@ -133,16 +133,16 @@ impl Sqlite {
         let mut writer = self.writer.lock();
         let result = writer.run(f);
         let others = arrival.done();
-        if others == 0 || writer.size >= MAX_BATCH {
-            if let Some((batch, failure)) = writer.commit() {
-                // Still under the writer lock, so that batches are recorded as ended in commit order.
-                let mut ended = self.ended.lock();
-                ended.upto = batch;
-                if let Some(reason) = failure {
-                    ended.failed = Some((batch, reason));
-                }
-                self.batch_ended.notify_all();
+        if (others == 0 || writer.size >= MAX_BATCH)
+            && let Some((batch, failure)) = writer.commit()
+        {
+            // Still under the writer lock, so that batches are recorded as ended in commit order.
+            let mut ended = self.ended.lock();
+            ended.upto = batch;
+            if let Some(reason) = failure {
+                ended.failed = Some((batch, reason));
             }
+            self.batch_ended.notify_all();
         }
         drop(writer);
         let (batch, value) = result?;
