@@ -105,6 +105,8 @@ test("activation starts the engine and the panel's bridge drives a session with 
   const usage = await waitFor("session/usage for the panel", () => posted.find((m) => m.type === "usage" && m.usage.sessionId === sessionId));
   assert.ok(usage.usage.context.window > 0 && usage.usage.context.share > 0, JSON.stringify(usage.usage.context));
   await waitFor("the status bar to show the context share", () => /%\s+context/.test(statusItem.text));
+  // Both turns' `session/usage` first: one arriving after the panel's context would set the share again.
+  await waitFor("both turns' usage", () => posted.filter((m) => m.type === "usage" && m.usage.sessionId === sessionId).length >= 2);
   // The panel says which session it shows, with its context from `session/get`: the status bar shows that share.
   send({ type: "showing", sessionId, context: { tokens: 31_400, window: 200_000, compactAt: 180_000, share: 0.157 } });
   await waitFor("the shown session's share", () => /keel: idle · 16% context$/.test(statusItem.text));
