@@ -54,7 +54,7 @@ impl Feed {
         Some(recent.iter().skip(skip).take(limit).cloned().collect())
     }
 
-    fn publish(&self, events: &[Arc<Event>]) {
+    pub(super) fn publish(&self, events: &[Arc<Event>]) {
         let Some(last) = events.last() else { return };
         // On PostgreSQL two commits to one session can publish out of order; the later one has the head already.
         if last.seq <= self.head() {

@@ -21,12 +21,14 @@ use parking_lot::{Condvar, Mutex};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
-use super::db::{Db, Param, Row, Value};
+use super::db::{Db, Param, Row, Value, params};
 use super::{Error, Result, feed::Feeds, migrate};
 
 /// Connections one engine opens at most; callers beyond wait for one to come back.
 const MAX_CONNECTIONS: usize = 16;
 const CHANNEL: &str = "keel_events";
+/// Events read at most per wake into a feed's ring; subscribers further behind read the store themselves.
+const SHARED_READ: usize = 256;
 
 pub(super) struct Postgres {
     config: tokio_postgres::Config,
@@ -209,10 +211,22 @@ impl Postgres {
         }
         self.read(|db| {
             for feed in stale {
-                match super::head_seq(db, feed.session_id())? {
-                    Some(head) => feed.advance(head),
-                    None => feed.mark_deleted(),
+                let Some(head) = super::head_seq(db, feed.session_id())? else {
+                    feed.mark_deleted();
+                    continue;
+                };
+                // What another engine appended is read once here and put in the feed's ring, which every local
+                // subscriber reads from, instead of once per subscriber.
+                let seen = feed.head();
+                if head > seen {
+                    let events = db.rows(
+                        &format!("{} WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", super::SELECT_EVENTS),
+                        params![feed.session_id(), seen, SHARED_READ],
+                        super::read_event,
+                    )?;
+                    feed.publish(&events.into_iter().map(std::sync::Arc::new).collect::<Vec<_>>());
                 }
+                feed.advance(head);
             }
             Ok(())
         })
