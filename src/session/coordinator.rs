@@ -255,12 +255,13 @@ impl Coordinator {
             if let Ok(pause) = event(EventBody::QueuePaused(QueueData {})) {
                 let _ = store.append(session_id, vec![pause]);
             }
-            if let Some(cancel) = local {
-                cancel.cancel();
-            }
-            // Interrupted means an activity was open: a drain that has just closed one is still registered for a
-            // moment, and stopping it interrupts nothing.
-            return store.session(session_id).ok().flatten().is_some_and(|s| s.active_activity.is_some());
+            return match local {
+                Some(cancel) => {
+                    cancel.cancel();
+                    true
+                }
+                None => store.session(session_id).ok().flatten().is_some_and(|s| s.active_activity.is_some()),
+            };
         }
         match self.close_orphaned_activity(session_id) {
             Ok(closed) => closed,
