@@ -34,22 +34,9 @@ fn rate(n: usize, took: Duration) -> String {
 fn append_benchmarks(home: &Path) {
     let store = Store::open(&home.join("keel.db")).unwrap();
     let n = 30_000;
-    store.append("one", vec![created("/tmp")]).unwrap();
-    let t = Instant::now();
-    for i in 0..n {
-        store.append("one", vec![renamed(i)]).unwrap();
-    }
-    println!("append, 1 session, 1 event per transaction:     {}", rate(n, t.elapsed()));
-
-    let sessions: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
-    for s in &sessions {
-        store.append(s, vec![created("/tmp")]).unwrap();
-    }
-    let t = Instant::now();
-    for i in 0..n {
-        store.append(&sessions[i % 100], vec![renamed(i)]).unwrap();
-    }
-    println!("append, 100 sessions, 1 event per transaction:  {}", rate(n, t.elapsed()));
+    let (one, hundred) = common::appends_one_after_another(&store, n);
+    println!("append, 1 session, 1 event per transaction:     {}", rate(n, one));
+    println!("append, 100 sessions, 1 event per transaction:  {}", rate(n, hundred));
 
     let batches = 1_000;
     let t = Instant::now();

@@ -22,7 +22,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, created, line, renamed};
+use common::{call, line, renamed};
 use keel::store::Store;
 use serde_json::{Value, json};
 
@@ -68,22 +68,10 @@ fn raw_sqlite(path: &Path, n: usize) -> Duration {
 
 fn appends(backend: &str, open: &dyn Fn() -> Store, n: usize) {
     let store = Arc::new(open());
-    store.append("one", vec![created("/tmp")]).unwrap();
-    let t = Instant::now();
-    for i in 0..n {
-        store.append("one", vec![renamed(i)]).unwrap();
-    }
-    println!("{backend:>8}: append, 1 session, one after another:       {}", rate(n, t.elapsed()));
-
+    let (one, hundred) = common::appends_one_after_another(&store, n);
+    println!("{backend:>8}: append, 1 session, one after another:       {}", rate(n, one));
+    println!("{backend:>8}: append, 100 sessions, one after another:    {}", rate(n, hundred));
     let sessions: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
-    for s in &sessions {
-        store.append(s, vec![created("/tmp")]).unwrap();
-    }
-    let t = Instant::now();
-    for i in 0..n {
-        store.append(&sessions[i % 100], vec![renamed(i)]).unwrap();
-    }
-    println!("{backend:>8}: append, 100 sessions, one after another:    {}", rate(n, t.elapsed()));
 
     let t = Instant::now();
     let threads: Vec<_> = sessions

@@ -82,3 +82,22 @@ pub fn renamed(i: usize) -> NewEvent {
     }))
     .unwrap()
 }
+
+/// `n` single-event appends to one session, then `n` round-robin over 100 sessions: how long each series took.
+pub fn appends_one_after_another(store: &keel::store::Store, n: usize) -> (std::time::Duration, std::time::Duration) {
+    store.append("one", vec![created("/tmp")]).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        store.append("one", vec![renamed(i)]).unwrap();
+    }
+    let one = t.elapsed();
+    let sessions: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+    for s in &sessions {
+        store.append(s, vec![created("/tmp")]).unwrap();
+    }
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        store.append(&sessions[i % 100], vec![renamed(i)]).unwrap();
+    }
+    (one, t.elapsed())
+}

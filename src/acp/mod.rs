@@ -178,14 +178,14 @@ fn modes(config: &crate::config::Config, current: &str) -> SessionModeState {
     SessionModeState { current_mode_id: current.to_owned(), available_modes }
 }
 
-fn session_modes(engine: &Engine, session_id: &str) -> Reply<SessionModeState> {
-    let session = engine.sessions.get(session_id)?;
-    Ok(modes(&engine.config(Some(&session.cwd)), &session.agent))
+fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>> {
+    Ok(choices(engine, session_id)?.1)
 }
 
-/// The session's choices as ACP config options: the model (those that can run, the configured default and the
-/// session's own; never the offline scripted player unless config names it) and the mode (its agent).
-fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>> {
+/// The session's modes, and its choices as ACP config options: the model (those that can run, the configured
+/// default and the session's own; never the offline scripted player unless config names it) and the mode (its
+/// agent). One read of the session and its config for both.
+fn choices(engine: &Engine, session_id: &str) -> Reply<(SessionModeState, Vec<ConfigOption>)> {
     let session = engine.sessions.get(session_id)?;
     let config = engine.config(Some(&session.cwd));
     let default_model = Registry::default_model(&config);
@@ -207,7 +207,7 @@ fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>>
         }
     }
     let modes = modes(&config, &session.agent);
-    Ok(vec![
+    let options = vec![
         ConfigOption::Select(SelectOption {
             id: "model",
             name: "Model",
@@ -219,14 +219,15 @@ fn config_options(engine: &Engine, session_id: &str) -> Reply<Vec<ConfigOption>>
             id: "mode",
             name: "Agent",
             category: "mode",
-            current_value: modes.current_mode_id,
+            current_value: modes.current_mode_id.clone(),
             options: modes
                 .available_modes
-                .into_iter()
-                .map(|m| SelectValue { value: m.id, name: m.name, description: m.description })
+                .iter()
+                .map(|m| SelectValue { value: m.id.clone(), name: m.name.clone(), description: m.description.clone() })
                 .collect(),
         }),
-    ])
+    ];
+    Ok((modes, options))
 }
 
 async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call) -> Reply<NewSessionResponse> {
@@ -243,9 +244,9 @@ async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call)
 /// its options is remembered, so that later changes reach it.
 fn opened(engine: &Engine, call: &Call, session_id: &str, cwd: &str) -> Reply<OpenSessionResponse> {
     engine.watch_project(std::path::Path::new(cwd));
-    let config_options = config_options(engine, session_id)?;
+    let (modes, config_options) = choices(engine, session_id)?;
     remember_shown(&call.peer, session_id, &config_options);
-    Ok(OpenSessionResponse { modes: session_modes(engine, session_id)?, config_options })
+    Ok(OpenSessionResponse { modes, config_options })
 }
 
 async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call: Call) -> Reply<OpenSessionResponse> {
@@ -271,9 +272,13 @@ fn announce_commands(engine: &Arc<Engine>, call: &Call, session_id: &str, cwd: &
         kind: UpdateKind::AvailableCommandsUpdate(AvailableCommands { available_commands }),
         meta: Meta { keel: Position { seq: None, after_seq: Some(after_seq) } },
     };
-    let (peer, session_id) = (Arc::clone(&call.peer), session_id.to_owned());
+    update_after_response(call, "commands", session_id, update);
+}
+
+/// Sends `update` once the request's answer is out: a client learns of a session before hearing about it.
+fn update_after_response(call: &Call, what: &str, session_id: &str, update: SessionUpdate) {
+    let (peer, task, session_id) = (Arc::clone(&call.peer), format!("{what} {session_id}"), session_id.to_owned());
     call.after_response(move || {
-        let task = format!("commands {session_id}");
         let sender = Arc::clone(&peer);
         peer.spawn_task(task, async move { send_update(&sender, &session_id, update).await });
     });
@@ -463,13 +468,7 @@ async fn set_mode(engine: Arc<Engine>, params: SetSessionModeRequest, call: Call
     // The mode is also an option: a client showing options hears of it as for any other change.
     let update = UpdateKind::ConfigOptionUpdate(ConfigOptionsResponse { config_options: config_options.clone() });
     announce_mode_change(&call, &params.session_id, &config_options);
-    let (peer, session_id) = (Arc::clone(&call.peer), params.session_id);
-    call.after_response(move || {
-        let sender = Arc::clone(&peer);
-        peer.spawn_task(format!("options {session_id}"), async move {
-            send_update(&sender, &session_id, unplaced(update)).await;
-        });
-    });
+    update_after_response(&call, "options", &params.session_id, unplaced(update));
     Ok(SetSessionModeResponse {})
 }
 
@@ -493,11 +492,7 @@ fn announce_mode_change(call: &Call, session_id: &str, options: &[ConfigOption])
         return;
     }
     let update = unplaced(UpdateKind::CurrentModeUpdate(CurrentMode { current_mode_id: mode }));
-    let (peer, session_id) = (Arc::clone(&call.peer), session_id.to_owned());
-    call.after_response(move || {
-        let sender = Arc::clone(&peer);
-        peer.spawn_task(format!("mode {session_id}"), async move { send_update(&sender, &session_id, update).await });
-    });
+    update_after_response(call, "mode", session_id, update);
 }
 
 /// ACP content blocks as keel input.

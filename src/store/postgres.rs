@@ -365,9 +365,9 @@ fn driver_thread() -> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Send
                 });
             }
         })
-        .map_err(|source| Error::Io { path: "keel-postgres thread".into(), source })?;
+        .map_err(|e| Error::Connect(format!("cannot start the driver thread: {e}")))?;
     let started = handle.recv().map_err(|_| Error::Connect("the PostgreSQL driver thread did not start".into()))?;
-    started.map_err(|source| Error::Io { path: "keel-postgres runtime".into(), source })
+    started.map_err(|e| Error::Connect(format!("cannot start the driver's runtime: {e}")))
 }
 
 type BoxError = Box<dyn StdError + Sync + Send>;
