@@ -236,7 +236,10 @@ impl Connection {
                 return None;
             }
         };
-        match message::classify(&bytes) {
+        let incoming = message::classify(&bytes);
+        // A large request gives its memory back once answered, which only works if the frame is gone by then.
+        drop(bytes);
+        match incoming {
             Err(Invalid::Parse(reason)) => {
                 self.reply(message::error(&Value::Null, code::PARSE_ERROR, &format!("parse error: {reason}"), None))
                     .await;

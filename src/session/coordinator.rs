@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::{EventBody, EventKind};
+use keel_protocol::input::Delivery;
 use keel_protocol::recovery::{RecoveryDecision, RecoveryResolvedData};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::{ActivityClosedData, CloseReason, QueueData, StatusData, ToolFailedData};
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::approval::{self, ApprovalError, Resolution};
 use super::runner::{self, Mode};
 use super::{Error, Services, event};
-use crate::store::{Event, Fence, NewEvent, approvals, transcript};
+use crate::store::{Event, Fence, NewEvent, approvals, inputs, transcript};
 
 pub struct Coordinator {
     services: Arc<Services>,
@@ -243,25 +244,29 @@ impl Coordinator {
     pub fn interrupt(self: &Arc<Self>, session_id: &str) -> bool {
         let local = {
             let drains = self.drains.lock();
-            drains.get(session_id).filter(|d| !d.cancel.is_cancelled()).map(|d| d.cancel.clone())
+            drains.get(session_id).filter(|d| !d.cancel.is_cancelled()).map(|d| (d.cancel.clone(), d.mode))
         };
         let store = &self.services.store;
         let elsewhere = || {
             store.lease_holder(session_id).ok().flatten().is_some_and(|(owner, _)| *owner != *self.services.instance)
         };
         if local.is_some() || elsewhere() {
+            // Read before the pause: a drain also runs a short pass after an activity closes, to look at what others
+            // recorded meanwhile, and interrupting that pass stops nothing.
+            let stops_work = match local {
+                Some((_, Mode::Run)) => true,
+                Some(_) => self.has_work(session_id, true),
+                None => self.has_work(session_id, false),
+            };
             // Paused now, in log order: input admitted after this call restarts the queue, whenever the activity
             // closes.
             if let Ok(pause) = event(EventBody::QueuePaused(QueueData {})) {
                 let _ = store.append(session_id, vec![pause]);
             }
-            return match local {
-                Some(cancel) => {
-                    cancel.cancel();
-                    true
-                }
-                None => store.session(session_id).ok().flatten().is_some_and(|s| s.active_activity.is_some()),
-            };
+            if let Some((cancel, _)) = local {
+                cancel.cancel();
+            }
+            return stops_work;
         }
         match self.close_orphaned_activity(session_id) {
             Ok(closed) => closed,
@@ -270,6 +275,19 @@ impl Coordinator {
                 false
             }
         }
+    }
+
+    /// Whether the session has an activity open or, with `inputs`, input that its drain is about to run.
+    fn has_work(&self, session_id: &str, inputs: bool) -> bool {
+        let store = &self.services.store;
+        let Ok(Some(session)) = store.session(session_id) else { return false };
+        if session.active_activity.is_some() {
+            return true;
+        }
+        inputs
+            && store
+                .query(|c| inputs::pending(c, session_id))
+                .is_ok_and(|pending| pending.iter().any(|i| i.delivery == Delivery::Steer || !session.queue_paused))
     }
 
     /// Records an answer to an approval (see `approval::resolve`); a call that nobody in this process waits for
