@@ -12,6 +12,7 @@ use keel::cli::{admin, run};
 use keel::config::Paths;
 use keel::engine::{Engine, Settings};
 use keel::rpc;
+use keel_protocol::session::ReasoningEffort;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "A headless AI coding-agent engine driven over JSON-RPC")]
@@ -97,6 +98,10 @@ struct RunArgs {
     /// The agent whose settings apply (default: `build`).
     #[arg(long)]
     agent: Option<String>,
+    /// How hard a reasoning model thinks: `minimal`, `low`, `medium`, `high` (default: the agent's or config's
+    /// `reasoningEffort`); kept for the session.
+    #[arg(short, long, value_parser = parse_effort)]
+    effort: Option<ReasoningEffort>,
     /// The workspace of a new session (default: the current directory).
     #[arg(short = 'C', long)]
     cwd: Option<PathBuf>,
@@ -199,6 +204,9 @@ fn main() -> ExitCode {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+    }
+    if matches!(command, Command::Serve(_) | Command::Run(_) | Command::Acp) {
+        import_on_first_start();
     }
     let result = match command {
         Command::Serve(args) => serve(args),
@@ -351,6 +359,7 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
         let options = RunOptions {
             model: args.model,
             agent: args.agent,
+            effort: args.effort,
             cwd: args.cwd,
             session: args.session,
             continue_last: args.continue_last,
@@ -389,6 +398,21 @@ fn doctor(cwd: Option<PathBuf>) -> Result<ExitCode, String> {
         print!("{}", report.render());
         Ok(if report.problems() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// Told on stderr, once: the user should know where their settings came from.
+fn import_on_first_start() {
+    match keel::config::first_start::import_on_first_start(&Paths::from_env()) {
+        Ok(Some(i)) => eprintln!(
+            "keel: first start: imported {} into {} ({} settings carried over, {} not; its header lists them)",
+            i.from.display(),
+            i.written.display(),
+            i.mapped,
+            i.unmapped
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("keel: first start: nothing imported: {e}"),
+    }
 }
 
 fn acp() -> Result<ExitCode, String> {
@@ -493,4 +517,11 @@ fn schema(out: Option<PathBuf>) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_effort(value: &str) -> Result<ReasoningEffort, String> {
+    ReasoningEffort::ALL
+        .into_iter()
+        .find(|e| !e.is_default() && e.as_str() == value)
+        .ok_or_else(|| format!("{value:?} is not an effort: minimal, low, medium or high"))
 }

@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 async fn acp(home: &Home, mock: &MockModel) -> (tokio::process::Child, Client) {
     let config =
         json!({ "model": "mock/m", "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } } });
+    acp_with(home, config).await
+}
+
+async fn acp_with(home: &Home, config: Value) -> (tokio::process::Child, Client) {
     std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
     let mut child = common::keel_command(home.path())
         .arg("acp")
@@ -461,4 +465,45 @@ async fn a_config_edit_that_changes_the_default_model_updates_the_options() {
     let model = &update["params"]["update"]["configOptions"][0];
     assert_eq!(model["id"], "model");
     assert_eq!(model["currentValue"], "mock/other", "{update}");
+}
+
+#[tokio::test]
+async fn a_reasoning_model_offers_its_effort_as_an_option_that_the_next_prompt_sends() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let models = json!({ "m": { "reasoning": true }, "plain": {} });
+    let config = json!({ "model": "mock/m", "reasoningEffort": "medium",
+                         "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url(), "models": models } } });
+    let (_child, c) = acp_with(&home, config).await;
+    let new = c.ok("session/new", json!({ "cwd": home.workspace(), "mcpServers": [] })).await;
+    let session = new["sessionId"].as_str().unwrap().to_owned();
+    let option = |options: &Value| options.as_array().unwrap().iter().find(|o| o["id"] == "reasoning").cloned();
+    let effort = option(&new["configOptions"]).expect("a reasoning model has the option");
+    assert_eq!(effort["category"], "thought_level");
+    assert_eq!(effort["currentValue"], "default");
+    let values: Vec<&str> =
+        effort["options"].as_array().unwrap().iter().map(|o| o["value"].as_str().unwrap()).collect();
+    assert_eq!(values, ["default", "minimal", "low", "medium", "high"]);
+    assert_eq!(effort["options"][0]["name"], "Default (medium)");
+
+    let bad = c
+        .err("session/set_config_option", json!({ "sessionId": session, "configId": "reasoning", "value": "max" }))
+        .await;
+    assert_eq!(bad.code, -32602);
+    let set = c
+        .ok("session/set_config_option", json!({ "sessionId": session, "configId": "reasoning", "value": "high" }))
+        .await;
+    assert_eq!(option(&set["configOptions"]).unwrap()["currentValue"], "high");
+    mock.push(ScriptTurn { text: Some("thought".into()), ..Default::default() });
+    let (_, answer) = c
+        .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": "hm" }] }));
+    let (answer, _) = finish(&c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(mock.requests()[0].body["reasoning_effort"], "high");
+
+    // A model that does not reason has no such option.
+    let set = c
+        .ok("session/set_config_option", json!({ "sessionId": session, "configId": "model", "value": "mock/plain" }))
+        .await;
+    assert!(option(&set["configOptions"]).is_none(), "{set}");
 }

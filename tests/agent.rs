@@ -46,12 +46,20 @@ fn config(wire: Wire, mock: &MockModel, extra: Value) -> Value {
             "models": { "test-model": { "contextWindow": 100000, "maxOutputTokens": 1000,
                                         "cost": { "input": 1.0, "output": 2.0, "cacheRead": 0.0, "cacheWrite": 0.0 } } } } }
     });
-    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            c.insert(k.clone(), v.clone());
-        }
-    }
+    merge(&mut config, extra);
     config
+}
+
+/// `extra` laid over `base`, objects merged key by key.
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (k, v) in extra {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
 }
 
 struct Setup {
@@ -737,4 +745,81 @@ async fn a_llama_cpp_server_repeating_names_runs_a_two_step_tool_loop() {
         .map(|m| &m["content"])
         .collect();
     assert_eq!(contents, [&json!(""), &json!("Working on it.")], "content is a string, never null");
+}
+
+/// What a request asked of the model's reasoning, on each wire: Chat's `reasoning_effort`, Responses'
+/// `reasoning.effort`, Anthropic's thinking budget.
+fn effort_sent(wire: Wire, body: &Value) -> Value {
+    match wire {
+        Wire::Chat => body["reasoning_effort"].clone(),
+        Wire::Responses => body["reasoning"]["effort"].clone(),
+        Wire::Anthropic => body["thinking"]["budget_tokens"].clone(),
+    }
+}
+
+#[tokio::test]
+async fn the_reasoning_effort_comes_from_the_session_the_agent_or_the_config_and_only_for_models_that_reason() {
+    let reasoning_model = json!({ "providers": { "mock": { "models": {
+        "test-model": { "reasoning": true, "maxOutputTokens": 64000 }, "plain": {} } } } });
+    for wire in Wire::ALL {
+        let mut extra = reasoning_model.clone();
+        merge(&mut extra, json!({ "reasoningEffort": "medium", "agents": { "plan": { "reasoningEffort": "high" } } }));
+        let s = setup(wire, (0..4).map(|_| text("ok")).collect(), extra).await;
+        let c = &s.engine.client;
+        let mut sent = Vec::new();
+        // The config's effort; the agent's; the session's own over both; none for a model that does not reason.
+        for (agent, model, update) in [
+            (None, None, None),
+            (Some("plan"), None, None),
+            (Some("plan"), None, Some("low")),
+            (None, Some("mock/plain"), None),
+        ] {
+            if let Some(effort) = update {
+                let updated =
+                    c.ok("session/update", json!({ "sessionId": s.session, "reasoningEffort": effort })).await;
+                assert_eq!(updated["session"]["reasoningEffort"], effort);
+            }
+            let mut params = json!({ "sessionId": s.session, "input": [{ "type": "text", "text": "think" }] });
+            if let Some(agent) = agent {
+                params["agent"] = json!(agent);
+            }
+            if let Some(model) = model {
+                params["model"] = json!(model);
+            }
+            c.ok("session/prompt", params).await;
+            until(c, &s.sub, closed("completed")).await;
+            let requests = s.mock.requests();
+            sent.push(effort_sent(wire, &requests.last().unwrap().body));
+        }
+        let expected = match wire {
+            // Anthropic's budget: at most half of `max_tokens` (32000 here, keel's cap).
+            Wire::Anthropic => [json!(10000), json!(16000), json!(4000), Value::Null],
+            _ => [json!("medium"), json!("high"), json!("low"), Value::Null],
+        };
+        assert_eq!(sent, expected, "{wire:?}");
+        let got = c.ok("session/get", json!({ "sessionId": s.session })).await;
+        assert_eq!(got["session"]["reasoningEffort"], "low");
+        let e = c.err("session/update", json!({ "sessionId": s.session, "reasoningEffort": "extreme" })).await;
+        assert_eq!(e.code, -32602, "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn anthropic_thinking_goes_back_sealed_with_the_tool_results_of_its_turn() {
+    let thinking_call =
+        ScriptTurn { reasoning: Some("I should plan first.".into()), ..tool_call("todowrite", todo_input()) };
+    let extra = json!({ "reasoningEffort": "low", "providers": { "mock": { "models": { "test-model": { "reasoning": true } } } } });
+    let s = setup(Wire::Anthropic, vec![thinking_call, text("done")], extra).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "plan it", "queue").await;
+    let (events, _) = until(c, &s.sub, closed("completed")).await;
+    let reasoning = of_type(&events, "reasoning.completed");
+    assert_eq!(reasoning[0]["data"]["text"], "I should plan first.");
+    assert_eq!(reasoning[0]["data"]["signature"], "c2ln");
+    let requests = s.mock.requests();
+    assert_eq!(requests.len(), 2);
+    let assistant = requests[1].body["messages"].as_array().unwrap().iter().find(|m| m["role"] == "assistant").unwrap();
+    let blocks = assistant["content"].as_array().unwrap();
+    assert_eq!(blocks[0], json!({ "type": "thinking", "thinking": "I should plan first.", "signature": "c2ln" }));
+    assert!(blocks.iter().any(|b| b["type"] == "tool_use"));
 }

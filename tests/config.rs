@@ -224,3 +224,44 @@ async fn model_list_marks_the_models_that_can_run() {
         assert_eq!(ollama["runnable"], false, "a built-in provider nobody configured: {ollama}");
     }
 }
+
+#[tokio::test]
+async fn the_first_start_of_a_home_imports_the_users_opencode_config_once() {
+    let home = Home::new();
+    let mock = common::mock::MockModel::start().await;
+    mock.push(keel::provider::scripted::ScriptTurn {
+        text: Some("from the imported model".into()),
+        ..Default::default()
+    });
+    let xdg = home.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("opencode")).unwrap();
+    let opencode = json!({
+        "theme": "opencode",
+        "model": "mock/m",
+        "provider": { "mock": { "npm": "@ai-sdk/openai-compatible", "options": { "baseURL": mock.url() },
+                                "models": { "m": {} } } }
+    });
+    std::fs::write(xdg.join("opencode/opencode.json"), opencode.to_string()).unwrap();
+    let fresh = home.path().join("fresh");
+    let run = || {
+        let mut cmd = common::keel_command(&fresh);
+        cmd.env("XDG_CONFIG_HOME", &xdg).env("CODEX_HOME", home.path().join("no-codex"));
+        cmd.args(["run", "hello"]).current_dir(home.workspace());
+        cmd
+    };
+    let out = run().output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from the imported model"));
+    assert!(stderr.contains("first start: imported") && stderr.contains("opencode.json"), "{stderr}");
+    let written = std::fs::read_to_string(fresh.join("config.jsonc")).unwrap();
+    assert!(written.starts_with("// Imported from"), "{written}");
+    assert!(written.contains("mapped      providers.mock ← provider.mock"), "{written}");
+    assert!(written.contains("not mapped  theme"), "{written}");
+
+    mock.push(keel::provider::scripted::ScriptTurn { text: Some("again".into()), ..Default::default() });
+    let out = run().output().await.unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("first start"), "imported once");
+    assert_eq!(std::fs::read_to_string(fresh.join("config.jsonc")).unwrap(), written);
+}

@@ -103,7 +103,13 @@ async fn jsonrpsee_client_drives_sessions_and_receives_events() {
     call::<SessionSubscribe>(&client, SubscribeParams { session_id: id.clone(), after_seq: 0 }).await.unwrap();
     call::<SessionUpdate>(
         &client,
-        SessionUpdateParams { session_id: id.clone(), title: Some("renamed".into()), agent: None, model: None },
+        SessionUpdateParams {
+            session_id: id.clone(),
+            title: Some("renamed".into()),
+            agent: None,
+            model: None,
+            reasoning_effort: None,
+        },
     )
     .await
     .unwrap();

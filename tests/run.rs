@@ -299,3 +299,25 @@ async fn ctrl_c_interrupts_the_activity_and_exits_130() {
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!((summary["type"].as_str(), summary["error"].as_str()), (Some("summary"), Some("interrupted")));
 }
+
+#[tokio::test]
+async fn effort_is_sent_to_a_reasoning_model_and_kept_for_the_session() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let models = json!({ "m": { "reasoning": true } });
+    let config = json!({ "model": "mock/m",
+                         "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url(), "models": models } } });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    for _ in 0..2 {
+        mock.push(ScriptTurn { text: Some("ok".into()), ..Default::default() });
+    }
+    let (code, _, stderr) = keel_run(&home, &[], &["-e", "high", "think"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = keel_run(&home, &[], &["-c", "again"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let sent: Vec<Value> = mock.requests().iter().map(|r| r.body["reasoning_effort"].clone()).collect();
+    assert_eq!(sent, [json!("high"), json!("high")]);
+    let (code, _, stderr) = keel_run(&home, &[], &["--effort", "extreme", "x"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("minimal, low, medium or high"), "{stderr}");
+}

@@ -151,6 +151,8 @@ pub struct SessionUpdatedData {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<crate::session::ReasoningEffort>,
 }
 
 /// `session.deleted` (version 1): the last event of a session.

@@ -24,6 +24,41 @@ pub struct Session {
     pub updated_at: EpochMillis,
     pub status: SessionStatus,
     pub usage: Usage,
+    /// How hard the model thinks in this session; `default` follows the agent's and the config's `reasoningEffort`.
+    #[serde(default, skip_serializing_if = "ReasoningEffort::is_default")]
+    pub reasoning_effort: ReasoningEffort,
+}
+
+/// How much a reasoning model thinks before it answers. Sent only to models the catalog marks as reasoning:
+/// OpenAI's `reasoning_effort` (Chat) and `reasoning.effort` (Responses), Anthropic's thinking budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningEffort {
+    /// Whatever the agent, the config or else the provider choose.
+    #[default]
+    Default,
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningEffort {
+    pub const ALL: [ReasoningEffort; 5] = [Self::Default, Self::Minimal, Self::Low, Self::Medium, Self::High];
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::Default
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Minimal => "minimal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -158,6 +193,8 @@ pub struct SessionUpdateParams {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<ReasoningEffort>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -161,6 +161,10 @@ pub struct PartCompletedData {
     pub message_id: String,
     pub part_id: String,
     pub text: String,
+    /// Reasoning only: the provider's seal on it (Anthropic's thinking signature), which must come back with it
+    /// in the requests that continue the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// `tool.called` (version 1): a complete tool call from the model, recorded before it runs.
@@ -304,6 +308,8 @@ pub enum Part {
     Reasoning {
         id: String,
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
     File {
         id: String,

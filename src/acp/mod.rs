@@ -16,6 +16,7 @@ use jsonrpsee::core::RegisterMethodError;
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery, InputKind};
+use keel_protocol::session::ReasoningEffort;
 use keel_protocol::turn::{CloseReason, DeltaKind};
 use serde_json::Value;
 
@@ -25,7 +26,7 @@ use crate::provider::registry::Registry;
 use crate::rpc::{Call, PeerRef};
 use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
-use crate::session::service::{NewSession, SessionChanges};
+use crate::session::service::{NewSession, SessionChanges, effort_of};
 use crate::session::{Delta, Notice};
 use crate::store::approvals::ApprovalRow;
 pub use error::AcpError;
@@ -192,6 +193,7 @@ fn choices(engine: &Engine, session_id: &str) -> Reply<(SessionModeState, Vec<Co
     let current_model = if session.model.is_empty() { default_model.clone() } else { session.model.clone() };
     let known = engine.providers().models(&config);
     let runnable = engine.providers().runnable_each(&config, &known);
+    let reasons = known.iter().any(|m| m.id == current_model && m.reasoning);
     let mut models: Vec<SelectValue> = known
         .into_iter()
         .zip(runnable)
@@ -207,7 +209,7 @@ fn choices(engine: &Engine, session_id: &str) -> Reply<(SessionModeState, Vec<Co
         }
     }
     let modes = modes(&config, &session.agent);
-    let options = vec![
+    let mut options = vec![
         ConfigOption::Select(SelectOption {
             id: "model",
             name: "Model",
@@ -227,7 +229,38 @@ fn choices(engine: &Engine, session_id: &str) -> Reply<(SessionModeState, Vec<Co
                 .collect(),
         }),
     ];
+    if reasons {
+        options.push(reasoning_option(session.reasoning_effort, effort_of(&session, &session.agent, &config)));
+    }
     Ok((modes, options))
+}
+
+/// The reasoning effort as an option, offered for models that reason; `default` names what it stands for.
+fn reasoning_option(current: ReasoningEffort, effective: Option<ReasoningEffort>) -> ConfigOption {
+    let default_name = match effective.filter(|_| current.is_default()) {
+        Some(effort) => format!("Default ({})", effort.as_str()),
+        None => "Default".to_owned(),
+    };
+    let options = ReasoningEffort::ALL
+        .into_iter()
+        .map(|effort| SelectValue {
+            value: effort.as_str().to_owned(),
+            name: if effort.is_default() { default_name.clone() } else { capitalized(effort.as_str()) },
+            description: None,
+        })
+        .collect();
+    ConfigOption::Select(SelectOption {
+        id: "reasoning",
+        name: "Reasoning effort",
+        category: "thought_level",
+        current_value: current.as_str().to_owned(),
+        options,
+    })
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call) -> Reply<NewSessionResponse> {
@@ -451,6 +484,16 @@ async fn set_config_option(
             let session = engine.sessions.get(&session_id)?;
             engine.check_model(Some(&session.cwd), &value)?;
             engine.sessions.update(&session_id, SessionChanges { model: Some(value), ..Default::default() })?;
+        }
+        "reasoning" => {
+            let effort = ReasoningEffort::ALL.into_iter().find(|e| e.as_str() == value).ok_or_else(|| {
+                AcpError::invalid(
+                    "value",
+                    format!("unknown reasoning effort {value:?}; default, minimal, low, medium, high"),
+                )
+            })?;
+            let changes = SessionChanges { reasoning_effort: Some(effort), ..Default::default() };
+            engine.sessions.update(&session_id, changes)?;
         }
         // `agent` is what keel called the option before it was ACP's mode.
         "mode" | "agent" => switch_mode(&engine, &session_id, value, "value")?,

@@ -118,6 +118,7 @@ fn overlay(mut base: AgentSettings, over: AgentSettings) -> AgentSettings {
     base.mode = over.mode.or(base.mode);
     base.steps = over.steps.or(base.steps);
     base.model = over.model.or(base.model);
+    base.reasoning_effort = over.reasoning_effort.or(base.reasoning_effort);
     base.sandbox = over.sandbox.or(base.sandbox);
     base.tools.extend(over.tools);
     base.permissions.extend(over.permissions);
@@ -196,6 +197,8 @@ fn from_markdown(doc: &markdown::Document) -> AgentSettings {
         mode: text("mode"),
         steps: steps.and_then(|s| u32::try_from(s).ok()),
         model: text("model"),
+        reasoning_effort: text("reasoningEffort")
+            .and_then(|e| serde_json::from_value(serde_json::Value::String(e)).ok()),
         sandbox: None,
         tools,
         permissions,

@@ -94,7 +94,8 @@ pub async fn update(engine: Arc<Engine>, p: SessionUpdateParams, _: Call) -> Res
         let cwd = engine.sessions.get(&p.session_id)?.cwd;
         check_model(&engine, Some(&cwd), model)?;
     }
-    let changes = SessionChanges { title: p.title, agent: p.agent, model: p.model };
+    let changes =
+        SessionChanges { title: p.title, agent: p.agent, model: p.model, reasoning_effort: p.reasoning_effort };
     Ok(SessionResult { session: to_wire(engine.sessions.update(&p.session_id, changes)?) })
 }
 
@@ -120,6 +121,7 @@ fn to_wire(row: SessionRow) -> Session {
         created_at: row.created_at,
         updated_at: row.updated_at,
         status: row.status,
+        reasoning_effort: row.reasoning_effort,
     }
 }
 

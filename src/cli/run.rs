@@ -8,13 +8,14 @@ use std::sync::Arc;
 use keel_protocol::approval::Resolved;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery, InputKind};
+use keel_protocol::session::ReasoningEffort;
 use keel_protocol::turn::{CloseReason, DeltaKind};
 
 use crate::engine::Engine;
 use crate::provider::registry::{FALLBACK_MODEL, Registry};
 use crate::session::inbox::NewInput;
 use crate::session::prompt::Step;
-use crate::session::service::NewSession;
+use crate::session::service::{NewSession, SessionChanges};
 use crate::session::usage::ContextFigures;
 use crate::session::{Delta, Error as SessionError};
 use crate::store::approvals::ApprovalRow;
@@ -36,6 +37,8 @@ pub enum Approve {
 pub struct RunOptions {
     pub model: Option<String>,
     pub agent: Option<String>,
+    /// The session's reasoning effort from this prompt on.
+    pub effort: Option<ReasoningEffort>,
     pub cwd: Option<PathBuf>,
     pub session: Option<String>,
     /// Continue the most recently updated session of the working directory.
@@ -139,6 +142,9 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
                 .id
         }
     };
+    if let Some(effort) = options.effort {
+        engine.sessions.update(&session_id, SessionChanges { reasoning_effort: Some(effort), ..Default::default() })?;
+    }
     let session = engine.sessions.get(&session_id)?;
     // A broken config is an error a script must see, not a silent fall back to the offline provider.
     let config = engine.load_config(Some(&session.cwd)).map_err(|e| RunError::Config(e.to_string()))?;

@@ -40,8 +40,18 @@ pub enum ImportError {
     Read { path: String, message: String },
 }
 
-/// Where each tool keeps its user config.
+/// Where each tool looks for its config: opencode's project files in `cwd`, then the user's.
 fn candidates(source: Source, cwd: &Path) -> Vec<PathBuf> {
+    let mut files = match source {
+        Source::Codex => Vec::new(),
+        Source::Opencode => vec![cwd.join("opencode.jsonc"), cwd.join("opencode.json")],
+    };
+    files.extend(user_candidates(source));
+    files
+}
+
+/// Where each tool keeps its user config.
+fn user_candidates(source: Source) -> Vec<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     match source {
         Source::Codex => {
@@ -50,14 +60,14 @@ fn candidates(source: Source, cwd: &Path) -> Vec<PathBuf> {
         }
         Source::Opencode => {
             let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"));
-            vec![
-                cwd.join("opencode.jsonc"),
-                cwd.join("opencode.json"),
-                xdg.join("opencode/opencode.jsonc"),
-                xdg.join("opencode/opencode.json"),
-            ]
+            vec![xdg.join("opencode/opencode.jsonc"), xdg.join("opencode/opencode.json")]
         }
     }
+}
+
+/// The tool's user config, where there is one.
+pub fn user_file(source: Source) -> Option<PathBuf> {
+    user_candidates(source).into_iter().find(|p| p.is_file())
 }
 
 /// Reads and converts `file` (or the tool's usual file). The source is `from`, else guessed from the file name.

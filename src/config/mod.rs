@@ -7,6 +7,7 @@
 
 mod codex;
 pub(crate) mod edit;
+pub mod first_start;
 pub mod import;
 pub(crate) mod jsonc;
 mod legacy;
@@ -35,6 +36,10 @@ pub struct Config {
     /// words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub small_model: Option<String>,
+    /// How hard reasoning models think (`minimal`, `low`, `medium`, `high`); unset, the provider decides. An
+    /// agent's and a session's own setting come first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<keel_protocol::session::ReasoningEffort>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
     /// Ordered permission rules; the last match wins.
@@ -165,6 +170,9 @@ pub struct AgentSettings {
     pub steps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Overrides the top-level `reasoningEffort` for this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<keel_protocol::session::ReasoningEffort>,
     /// Overrides the top-level `sandbox` for this agent's commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::SandboxSettings>,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use keel_protocol::session::ReasoningEffort;
 use serde_json::{Value, json};
 
 use super::http::{self, Flow, KeyHeader, Upstream};
@@ -64,8 +65,12 @@ pub fn request_body(request: &Request) -> Value {
                     })
                     .collect(),
             ),
-            ChatMessage::Assistant { text, tool_calls } => {
-                let mut blocks = Vec::new();
+            ChatMessage::Assistant { reasoning, text, tool_calls } => {
+                // A turn that thought must show its sealed thinking again when its tool results come back.
+                let mut blocks: Vec<Value> = reasoning
+                    .iter()
+                    .map(|t| json!({ "type": "thinking", "thinking": t.text, "signature": t.signature }))
+                    .collect();
                 if !text.is_empty() {
                     blocks.push(json!({ "type": "text", "text": text }));
                 }
@@ -89,6 +94,9 @@ pub fn request_body(request: &Request) -> Value {
         "system": request.system,
         "messages": messages,
     });
+    if let Some(budget) = request.reasoning_effort.and_then(|effort| thinking_budget(effort, max_tokens)) {
+        body["thinking"] = json!({ "type": "enabled", "budget_tokens": budget });
+    }
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools
@@ -97,6 +105,19 @@ pub fn request_body(request: &Request) -> Value {
             .collect();
     }
     body
+}
+
+/// Anthropic asks for a thinking budget in tokens, out of `max_tokens`: at most half of it goes to thinking, and
+/// below the API's minimum of 1024 there is no thinking at all.
+fn thinking_budget(effort: ReasoningEffort, max_tokens: u64) -> Option<u64> {
+    let wanted: u64 = match effort {
+        ReasoningEffort::Default => return None,
+        ReasoningEffort::Minimal => 1_024,
+        ReasoningEffort::Low => 4_000,
+        ReasoningEffort::Medium => 10_000,
+        ReasoningEffort::High => 32_000,
+    };
+    Some(wanted.min(max_tokens / 2)).filter(|b| *b >= 1_024)
 }
 
 /// Runs a whole SSE body through this wire's parser and returns what it reports; for fuzzing.
@@ -143,6 +164,10 @@ impl State {
                     "thinking_delta" => {
                         let text = delta["thinking"].as_str().unwrap_or_default().to_owned();
                         let _ = sink.send(StreamEvent::ReasoningDelta(text));
+                    }
+                    "signature_delta" => {
+                        let signature = delta["signature"].as_str().unwrap_or_default().to_owned();
+                        let _ = sink.send(StreamEvent::ReasoningSignature(signature));
                     }
                     "input_json_delta" => {
                         let index = data["index"].as_u64().unwrap_or(0);

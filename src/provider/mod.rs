@@ -31,6 +31,8 @@ pub struct Request {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolSpec>,
     pub max_output_tokens: u64,
+    /// Set only for models that reason; never `Default`.
+    pub reasoning_effort: Option<keel_protocol::session::ReasoningEffort>,
     /// The session, for providers that keep per-session state (the scripted one).
     pub session_id: String,
 }
@@ -38,14 +40,31 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatMessage {
     User(Vec<UserPart>),
-    Assistant { text: String, tool_calls: Vec<ToolCall> },
-    ToolResult { call_id: String, tool: String, output: String, is_error: bool },
+    /// `reasoning`: the sealed thinking blocks that preceded the text and calls, for the wires that need them back.
+    Assistant {
+        reasoning: Vec<Thinking>,
+        text: String,
+        tool_calls: Vec<ToolCall>,
+    },
+    ToolResult {
+        call_id: String,
+        tool: String,
+        output: String,
+        is_error: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserPart {
     Text(String),
     Image { mime: String, data_base64: String },
+}
+
+/// A reasoning block as the provider sealed it (Anthropic's `thinking` with its `signature`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thinking {
+    pub text: String,
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +96,8 @@ pub struct TokenUsage {
 pub enum StreamEvent {
     TextDelta(String),
     ReasoningDelta(String),
+    /// The seal on the reasoning streamed so far, which ends that block.
+    ReasoningSignature(String),
     /// A fragment of a tool call's JSON input, for live display.
     ToolInputDelta {
         call_id: String,

@@ -34,7 +34,7 @@ pub fn request_body(request: &Request) -> Value {
     for message in &request.messages {
         messages.push(match message {
             ChatMessage::User(parts) => json!({ "role": "user", "content": user_content(parts) }),
-            ChatMessage::Assistant { text, tool_calls } => {
+            ChatMessage::Assistant { text, tool_calls, .. } => {
                 // Some servers (llama-cpp-python) refuse `null` content beside tool calls; all take "".
                 let mut m = json!({ "role": "assistant", "content": text });
                 if !tool_calls.is_empty() {
@@ -61,6 +61,9 @@ pub fn request_body(request: &Request) -> Value {
     });
     if request.max_output_tokens > 0 {
         body["max_tokens"] = json!(request.max_output_tokens);
+    }
+    if let Some(effort) = request.reasoning_effort {
+        body["reasoning_effort"] = json!(effort.as_str());
     }
     if !request.tools.is_empty() {
         body["tools"] = request

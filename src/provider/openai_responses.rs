@@ -45,7 +45,7 @@ pub fn request_body(request: &Request) -> Value {
                     .collect();
                 input.push(json!({ "role": "user", "content": content }));
             }
-            ChatMessage::Assistant { text, tool_calls } => {
+            ChatMessage::Assistant { text, tool_calls, .. } => {
                 if !text.is_empty() {
                     input.push(json!({ "type": "message", "role": "assistant",
                                        "content": [{ "type": "output_text", "text": text }] }));
@@ -69,6 +69,9 @@ pub fn request_body(request: &Request) -> Value {
     });
     if request.max_output_tokens > 0 {
         body["max_output_tokens"] = json!(request.max_output_tokens);
+    }
+    if let Some(effort) = request.reasoning_effort {
+        body["reasoning"] = json!({ "effort": effort.as_str() });
     }
     if !request.tools.is_empty() {
         body["tools"] = request

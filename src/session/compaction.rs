@@ -349,7 +349,7 @@ fn transcript_text(previous: Option<&str>, prefix: &[PartRow], cwd: &Path, budge
                     text.push('\n');
                 }
             }
-            ChatMessage::Assistant { text: said, tool_calls } => {
+            ChatMessage::Assistant { text: said, tool_calls, .. } => {
                 text.push_str("Assistant:\n");
                 text.push_str(&said);
                 text.push('\n');
@@ -419,6 +419,7 @@ async fn summarise(
         messages: vec![ChatMessage::User(vec![UserPart::Text(format!("<conversation>\n{text}\n</conversation>"))])],
         tools: Vec::new(),
         max_output_tokens: spec.max_output_tokens.min(SUMMARY_OUTPUT_TOKENS),
+        reasoning_effort: None,
         session_id: target.session_id.to_owned(),
     };
     let Some(answer) = crate::provider::complete(&*target.summariser.provider, &request, cancel).await? else {

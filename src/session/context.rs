@@ -7,7 +7,7 @@ use std::path::Path;
 use keel_protocol::turn::{Part, ToolStatus};
 
 use crate::config::{Config, Paths};
-use crate::provider::{ChatMessage, ToolCall, ToolSpec, UserPart};
+use crate::provider::{ChatMessage, Thinking, ToolCall, ToolSpec, UserPart};
 use crate::store::context::ContextRow;
 use crate::store::transcript::{self, PartRow};
 use crate::store::{Result, Store};
@@ -141,11 +141,15 @@ fn user_parts(parts: &[Part], raw: &[serde_json::Value], cwd: &Path) -> Vec<User
 }
 
 fn assistant(parts: &[Part], messages: &mut Vec<ChatMessage>) {
+    let mut reasoning = Vec::new();
     let mut text = String::new();
     let mut calls = Vec::new();
     let mut results = Vec::new();
     for part in parts {
         match part {
+            Part::Reasoning { text, signature: Some(signature), .. } => {
+                reasoning.push(Thinking { text: text.clone(), signature: signature.clone() });
+            }
             Part::Text { text: t, .. } => text.push_str(t),
             Part::Tool { call_id, provider_call_id, tool, input, status, output, error } => {
                 // The provider is answered in its own ids; keel's stand in where it gave none, or where it gave
@@ -173,7 +177,7 @@ fn assistant(parts: &[Part], messages: &mut Vec<ChatMessage>) {
     if text.is_empty() && calls.is_empty() {
         return;
     }
-    messages.push(ChatMessage::Assistant { text, tool_calls: calls });
+    messages.push(ChatMessage::Assistant { reasoning, text, tool_calls: calls });
     messages.extend(results);
 }
 

@@ -223,6 +223,7 @@ mod tests {
                     message_id: "m".into(),
                     part_id: "p".into(),
                     text: "hi".into(),
+                    signature: None,
                 }),
                 "call" => EventBody::ToolCalled(ToolCalledData {
                     turn_id: "t".into(),

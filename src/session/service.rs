@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keel_protocol::event::{ForkOrigin, SessionCreatedData, SessionDeletedData, SessionUpdatedData};
+use keel_protocol::session::ReasoningEffort;
 
 use super::Error;
 use crate::store::{NewEvent, SessionCursor, SessionFilter, SessionRow, Store};
@@ -21,6 +22,15 @@ pub fn model_of(session: &SessionRow, agent: &str, config: &crate::config::Confi
         .filter(|m| !m.is_empty())
         .or_else(|| config.agents.get(agent).and_then(|a| a.model.clone()))
         .unwrap_or_else(|| crate::provider::registry::Registry::default_model(config))
+}
+
+/// The reasoning effort the session's turns ask for: the session's, the agent's, the config's; `None` leaves it to
+/// the provider.
+pub fn effort_of(session: &SessionRow, agent: &str, config: &crate::config::Config) -> Option<ReasoningEffort> {
+    [Some(session.reasoning_effort), config.agents.get(agent).and_then(|a| a.reasoning_effort), config.reasoning_effort]
+        .into_iter()
+        .flatten()
+        .find(|e| !e.is_default())
 }
 
 /// The session and its ancestors, nearest first; a missing session ends the chain.
@@ -54,6 +64,7 @@ pub struct SessionChanges {
     pub title: Option<String>,
     pub agent: Option<String>,
     pub model: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
 }
 
 pub struct SessionPage {
@@ -115,6 +126,7 @@ impl Sessions {
             title: differs(changes.title, &current.title),
             agent: differs(changes.agent, &current.agent),
             model: differs(changes.model, &current.model),
+            reasoning_effort: changes.reasoning_effort.filter(|e| *e != current.reasoning_effort),
         };
         if data == SessionUpdatedData::default() {
             return Ok(current);

@@ -77,7 +77,7 @@ pub fn titled(
     if current.as_deref() != Some(DEFAULT_TITLE) {
         return Ok(None);
     }
-    let data = SessionUpdatedData { title: Some(title), agent: None, model: None };
+    let data = SessionUpdatedData { title: Some(title), ..Default::default() };
     Ok(Some(NewEvent::new(EventBody::SessionUpdated(data))?))
 }
 
@@ -98,6 +98,7 @@ pub fn ask(
             )])],
             tools: Vec::new(),
             max_output_tokens: 32,
+            reasoning_effort: None,
             session_id: session_id.clone(),
         };
         let never = CancellationToken::new();

@@ -20,10 +20,14 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
     ("0005_compaction", include_str!("../../migrations/0005_compaction.sql")),
     ("0006_jobs", include_str!("../../migrations/0006_jobs.sql")),
     ("0007_part_status", include_str!("../../migrations/0007_part_status.sql")),
+    ("0008_reasoning_effort", include_str!("../../migrations/0008_reasoning_effort.sql")),
 ];
 
 /// Every PostgreSQL migration, in order.
-pub(super) const POSTGRES: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/postgres/0001_init.sql"))];
+pub(super) const POSTGRES: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/postgres/0001_init.sql")),
+    ("0002_reasoning_effort", include_str!("../../migrations/postgres/0002_reasoning_effort.sql")),
+];
 
 /// The advisory lock that claims PostgreSQL migrations (any constant no other lock of keel's uses: session locks
 /// are hashes of session ids, taken per transaction).

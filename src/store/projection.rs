@@ -90,10 +90,11 @@ fn session_created(tx: &dyn Db, at: &At<'_>, d: &SessionCreatedData) -> Result<(
 }
 
 fn session_updated(tx: &dyn Db, at: &At<'_>, d: &SessionUpdatedData) -> Result<()> {
+    let effort = d.reasoning_effort.as_ref().map(column::text).transpose()?;
     tx.execute(
         "UPDATE sessions SET title = coalesce(?2, title), agent = coalesce(?3, agent), \
-         model = coalesce(?4, model) WHERE id = ?1",
-        params![at.sid, d.title, d.agent, d.model],
+         model = coalesce(?4, model), reasoning_effort = coalesce(?5, reasoning_effort) WHERE id = ?1",
+        params![at.sid, d.title, d.agent, d.model, effort],
     )?;
     Ok(())
 }
@@ -178,7 +179,10 @@ fn input_promoted(tx: &dyn Db, at: &At<'_>, d: &InputPromotedData) -> Result<()>
 }
 
 fn part_completed(tx: &dyn Db, at: &At<'_>, kind: &str, d: &PartCompletedData) -> Result<()> {
-    let value = json!({ "type": kind, "id": d.part_id, "text": d.text });
+    let mut value = json!({ "type": kind, "id": d.part_id, "text": d.text });
+    if let Some(signature) = &d.signature {
+        value["signature"] = signature.as_str().into();
+    }
     let part = Part { idx: 0, message_id: &d.message_id, role: "assistant", part_id: &d.part_id, kind };
     insert_part(tx, at, &part, &value)
 }

@@ -1,6 +1,6 @@
 //! Queries of the `sessions` read model.
 
-use keel_protocol::session::SessionStatus;
+use keel_protocol::session::{ReasoningEffort, SessionStatus};
 
 use super::Result;
 use super::db::{Db, Row, params};
@@ -27,6 +27,7 @@ pub struct SessionRow {
     pub queue_paused: bool,
     /// The activity that is open, if any.
     pub active_activity: Option<String>,
+    pub reasoning_effort: ReasoningEffort,
 }
 
 /// Keyset position in the newest-first session list.
@@ -38,7 +39,7 @@ pub struct SessionCursor {
 
 const COLUMNS: &str = "id, cwd, title, agent, model, parent_id, status, head_seq, created_at, updated_at, \
      input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_usd, queue_paused, \
-     active_activity";
+     active_activity, reasoning_effort";
 
 fn row(r: &mut Row) -> Result<SessionRow> {
     Ok(SessionRow {
@@ -60,6 +61,7 @@ fn row(r: &mut Row) -> Result<SessionRow> {
         cost_usd: r.get(15)?,
         queue_paused: r.get(16)?,
         active_activity: r.get(17)?,
+        reasoning_effort: r.parse(18)?,
     })
 }
 

@@ -61,6 +61,19 @@ struct OpenPart {
     text: String,
     pending: String,
     last_sent: Instant,
+    signature: Option<String>,
+}
+
+impl OpenPart {
+    fn new() -> Self {
+        Self {
+            part_id: id("prt"),
+            text: String::new(),
+            pending: String::new(),
+            last_sent: Instant::now(),
+            signature: None,
+        }
+    }
 }
 
 impl<'a> TurnStream<'a> {
@@ -149,6 +162,14 @@ impl<'a> TurnStream<'a> {
                 self.produced_output = true;
                 self.push_delta(DeltaKind::Reasoning, delta)?;
             }
+            StreamEvent::ReasoningSignature(signature) => {
+                // A sealed block may have no visible text (a provider that hides its thinking): it is kept anyway,
+                // since the continuation needs it back.
+                let mut part = self.reasoning.take().unwrap_or_else(OpenPart::new);
+                part.signature = Some(signature);
+                let completed = self.complete(part, DeltaKind::Reasoning)?;
+                self.services.append_events(&self.turn.session_id, vec![completed])?;
+            }
             StreamEvent::ToolInputDelta { call_id, delta } => {
                 self.produced_output = true;
                 let part_id = self.open_calls.entry(call_id).or_insert_with(|| id("call")).clone();
@@ -192,12 +213,7 @@ impl<'a> TurnStream<'a> {
             self.services.append_events(&self.turn.session_id, vec![completed])?;
         }
         let slot = if kind == DeltaKind::Text { &mut self.text } else { &mut self.reasoning };
-        let part = slot.get_or_insert_with(|| OpenPart {
-            part_id: id("prt"),
-            text: String::new(),
-            pending: String::new(),
-            last_sent: Instant::now(),
-        });
+        let part = slot.get_or_insert_with(OpenPart::new);
         part.text.push_str(&delta);
         part.pending.push_str(&delta);
         if part.pending.len() >= DELTA_BYTES || part.last_sent.elapsed() >= DELTA_INTERVAL {
@@ -230,6 +246,7 @@ impl<'a> TurnStream<'a> {
             message_id: self.turn.message_id.clone(),
             part_id: part.part_id,
             text: part.text,
+            signature: part.signature,
         };
         event(if kind == DeltaKind::Text {
             EventBody::TextCompleted(data)

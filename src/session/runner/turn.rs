@@ -81,6 +81,11 @@ pub(super) fn request_shape(
         messages: Vec::new(),
         tools,
         max_output_tokens: resolved.spec.max_output_tokens.min(32_000),
+        reasoning_effort: resolved
+            .spec
+            .reasoning
+            .then(|| crate::session::service::effort_of(&activity.session, &activity.agent, config))
+            .flatten(),
         session_id: activity.session.id.clone(),
     };
     (request, system.instructions)

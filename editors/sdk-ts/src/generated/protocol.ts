@@ -84,6 +84,7 @@ export type Part =
     }
   | {
       id: string;
+      signature?: string | null;
       text: string;
       type: "reasoning";
     }
@@ -120,6 +121,14 @@ export type ToolStatus = "pending" | "running" | "completed" | "failed";
  * via the `definition` "Role".
  */
 export type Role = "user" | "assistant";
+/**
+ * How much a reasoning model thinks before it answers. Sent only to models the catalog marks as reasoning:
+ * OpenAI's `reasoning_effort` (Chat) and `reasoning.effort` (Responses), Anthropic's thinking budget.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ReasoningEffort".
+ */
+export type ReasoningEffort = ("minimal" | "low" | "medium" | "high") | "default";
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "DeltaKind".
@@ -989,6 +998,10 @@ export interface Session {
    */
   model: string;
   parentId?: string | null;
+  /**
+   * How hard the model thinks in this session; `default` follows the agent's and the config's `reasoningEffort`.
+   */
+  reasoningEffort?: ("minimal" | "low" | "medium" | "high") | "default";
   status: SessionStatus;
   title: string;
   updatedAt: number;
@@ -1330,6 +1343,7 @@ export interface UnsubscribeParams {
 export interface SessionUpdateParams {
   agent?: string | null;
   model?: string | null;
+  reasoningEffort?: ReasoningEffort | null;
   sessionId: string;
   title?: string | null;
 }
@@ -1839,6 +1853,11 @@ export interface QueueData {}
 export interface PartCompletedData {
   messageId: string;
   partId: string;
+  /**
+   * Reasoning only: the provider's seal on it (Anthropic's thinking signature), which must come back with it
+   * in the requests that continue the turn.
+   */
+  signature?: string | null;
   text: string;
   turnId: string;
 }
@@ -1953,6 +1972,7 @@ export interface StatusData {
 export interface SessionUpdatedData {
   agent?: string | null;
   model?: string | null;
+  reasoningEffort?: ReasoningEffort | null;
   title?: string | null;
 }
 /**
