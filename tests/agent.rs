@@ -823,3 +823,37 @@ async fn anthropic_thinking_goes_back_sealed_with_the_tool_results_of_its_turn()
     assert_eq!(blocks[0], json!({ "type": "thinking", "thinking": "I should plan first.", "signature": "c2ln" }));
     assert!(blocks.iter().any(|b| b["type"] == "tool_use"));
 }
+
+#[tokio::test]
+async fn a_users_shell_command_is_recorded_and_reaches_the_model_in_the_next_turn() {
+    let deny_rm = json!({ "permissions": [{ "action": "bash", "pattern": "rm *", "effect": "deny" }] });
+    let s = setup(Wire::Chat, vec![text("I see it")], deny_rm).await;
+    let c = &s.engine.client;
+    let ran = c
+        .ok("session/shell", json!({ "sessionId": s.session, "command": "echo from-the-shell; echo oops >&2; exit 3" }))
+        .await;
+    assert_eq!(ran["exitCode"], 3, "{ran}");
+    let output = ran["output"].as_str().unwrap();
+    assert!(output.contains("from-the-shell") && output.contains("oops"), "{output}");
+    let (events, _) = until(c, &s.sub, |e| e["type"] == "shell.completed").await;
+    let started = of_type(&events, "shell.started");
+    assert_eq!(started[0]["data"]["command"], "echo from-the-shell; echo oops >&2; exit 3");
+    assert_eq!(events.last().unwrap()["seq"], ran["seq"]);
+    assert_eq!(events.last().unwrap()["data"]["shellId"], ran["shellId"]);
+
+    for (command, refusal) in [("rm -rf build", "refused by the permission rules: bash rm"), ("  ", "empty")] {
+        let e = c.err("session/shell", json!({ "sessionId": s.session, "command": command })).await;
+        assert_eq!(e.code, -32602, "{e:?}");
+        assert!(e.message.contains(refusal), "{}", e.message);
+    }
+    let e = c.err("session/shell", json!({ "sessionId": "nope", "command": "true" })).await;
+    assert_eq!(e.code, -32010, "{e:?}");
+
+    prompt(c, &s.session, "what did I just run?", "queue").await;
+    until(c, &s.sub, closed("completed")).await;
+    let requests = s.mock.requests();
+    assert_eq!(requests.len(), 1);
+    let users = user_texts(Wire::Chat, &requests[0].body);
+    assert!(users[0].contains("$ echo from-the-shell") && users[0].contains("from-the-shell\noops"), "{users:?}");
+    assert_eq!(users.last().unwrap(), "what did I just run?");
+}

@@ -15,6 +15,7 @@ use crate::compaction::{CompactionCompletedData, CompactionFailedData, Compactio
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
 use crate::job::{JobCancelledData, JobCompletedData, JobFailedData, JobStartedData};
 use crate::recovery::{RecoveryRequiredData, RecoveryResolvedData};
+use crate::shell::{ShellCompletedData, ShellStartedData};
 use crate::turn::{
     ActivityClosedData, ActivityOpenedData, ActivityResumedData, ActivitySuspendedData, InputAdmittedData,
     InputPromotedData, InputRemovedData, PartCompletedData, QueueData, RetryScheduledData, StatusData, ToolCalledData,
@@ -151,6 +152,9 @@ catalogue! {
     JobCompleted = "job.completed", 1 => JobCompletedData;
     JobFailed = "job.failed", 1 => JobFailedData;
     JobCancelled = "job.cancelled", 1 => JobCancelledData;
+    /// A user's command (`session/shell`) started; `shell.completed` follows with its output.
+    ShellStarted = "shell.started", 1 => ShellStartedData;
+    ShellCompleted = "shell.completed", 1 => ShellCompletedData;
 }
 
 impl fmt::Display for EventKind {

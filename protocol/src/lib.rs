@@ -19,6 +19,7 @@ pub mod model;
 pub mod recovery;
 pub mod schema;
 pub mod session;
+pub mod shell;
 pub mod turn;
 
 use schemars::JsonSchema;
@@ -79,6 +80,7 @@ macro_rules! client_methods {
             $crate::input::SessionResume,
             $crate::input::SessionInterrupt,
             $crate::input::SessionQueueRemove,
+            $crate::shell::SessionShell,
             $crate::model::ModelList,
             $crate::model::ProviderList,
             $crate::auth::AuthSet,

@@ -216,7 +216,10 @@ impl Mapper {
             | EventBody::JobStarted(_)
             | EventBody::JobCompleted(_)
             | EventBody::JobFailed(_)
-            | EventBody::JobCancelled(_) => {}
+            | EventBody::JobCancelled(_)
+            // `session/shell` is not an ACP method: its commands come from keel's own clients.
+            | EventBody::ShellStarted(_)
+            | EventBody::ShellCompleted(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

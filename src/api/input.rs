@@ -1,5 +1,5 @@
 //! `session/prompt|resume|interrupt|queue/remove` and `recovery/decide`: record durably, then wake the session's
-//! drain.
+//! drain. `session/shell`: the user's own command, recorded for the model's next turn.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use keel_protocol::input::{
 };
 use keel_protocol::recovery::RecoveryDecideParams;
 use keel_protocol::session::SessionIdParams;
+use keel_protocol::shell::{ShellParams, ShellResult};
 
 use super::ApiError;
 use super::session::check_model;
@@ -77,4 +78,12 @@ pub async fn queue_remove(engine: Arc<Engine>, p: QueueRemoveParams, _: Call) ->
 pub async fn decide(engine: Arc<Engine>, p: RecoveryDecideParams, _: Call) -> Result<Empty, ApiError> {
     engine.decide_recovery(&p.session_id, p.decision)?;
     Ok(Empty {})
+}
+
+pub async fn shell(engine: Arc<Engine>, p: ShellParams, _: Call) -> Result<ShellResult, ApiError> {
+    if p.command.trim().is_empty() {
+        return Err(ApiError::invalid("command", "empty"));
+    }
+    let run = engine.shell(&p.session_id, p.command, p.timeout_ms).await?;
+    Ok(ShellResult { shell_id: run.shell_id, output: run.output, exit_code: run.exit_code, seq: run.seq })
 }

@@ -79,6 +79,7 @@ mod bound {
         inp::SessionResume => input::resume,
         inp::SessionInterrupt => input::interrupt,
         inp::SessionQueueRemove => input::queue_remove,
+        keel_protocol::shell::SessionShell => input::shell,
         model::ModelList => catalog::models,
         model::ProviderList => catalog::providers,
         auth::AuthSet => catalog::auth_set,

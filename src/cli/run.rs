@@ -436,6 +436,7 @@ impl Printer {
             }
             EventBody::JobFailed(d) => eprintln!("  ⧗ job {} failed: {}", d.job_id, d.error),
             EventBody::JobCancelled(d) => eprintln!("  ⧗ job {} cancelled", d.job_id),
+            EventBody::ShellStarted(d) => eprintln!("$ {}", d.command),
             EventBody::SubagentCompleted(d) => {
                 eprintln!("  ↳ subagent {}: {}", d.child_session_id, keel_protocol::wire_name(&d.reason))
             }
@@ -463,6 +464,7 @@ impl Printer {
             EventBody::CompactionFailed(d) => eprintln!("keel: compaction failed: {}", d.error),
             // The terminal shows the answer and the tools; the rest is bookkeeping.
             EventBody::SessionCreated(_)
+            | EventBody::ShellCompleted(_)
             | EventBody::SessionUpdated(_)
             | EventBody::SessionDeleted(_)
             | EventBody::SessionStatus(_)

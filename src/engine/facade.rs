@@ -31,6 +31,16 @@ pub struct MessagePage {
 }
 
 impl Engine {
+    /// Runs a user's command in the session's workspace (`session/shell`).
+    pub async fn shell(
+        &self,
+        session_id: &str,
+        command: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<crate::session::shell::ShellRun, Error> {
+        crate::session::shell::run(&self.services, session_id, command, timeout_ms).await
+    }
+
     /// Follows the session's log after `after` (`None`: from its head).
     pub fn follow(&self, session_id: &str, after: Option<u64>) -> Result<Follower, Error> {
         Follower::open(Arc::clone(&self.services.store), session_id, after)

@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod runner;
 pub mod service;
 mod services;
+pub mod shell;
 pub mod title;
 pub mod usage;
 

@@ -7,6 +7,7 @@ use keel_protocol::compaction::CompactionCompletedData;
 use keel_protocol::event::{SessionCreatedData, SessionUpdatedData};
 use keel_protocol::input::ContentPart;
 use keel_protocol::session::Usage;
+use keel_protocol::shell::ShellCompletedData;
 use keel_protocol::turn::{InputAdmittedData, InputPromotedData, PartCompletedData, ToolCalledData, TurnCompletedData};
 use serde_json::json;
 
@@ -43,6 +44,7 @@ pub(super) fn apply(tx: &dyn Db, event: &Event, body: &EventBody) -> Result<()> 
         EventBody::QueueResumed(_) => set_session(tx, &at, "queue_paused", false),
         EventBody::TextCompleted(d) => part_completed(tx, &at, "text", d),
         EventBody::ReasoningCompleted(d) => part_completed(tx, &at, "reasoning", d),
+        EventBody::ShellCompleted(d) => shell_completed(tx, &at, d),
         EventBody::ToolCalled(d) => tool_called(tx, &at, d),
         EventBody::ToolStarted(d) => update_tool(tx, &at, &d.call_id, "running", None, None),
         EventBody::ToolCompleted(d) => update_tool(tx, &at, &d.call_id, "completed", Some(&d.output), None),
@@ -66,6 +68,7 @@ pub(super) fn apply(tx: &dyn Db, event: &Event, body: &EventBody) -> Result<()> 
         // Recorded for clients; no read model follows them.
         // Recovery reads the open activity's events from the log itself.
         EventBody::TurnFailed(_)
+        | EventBody::ShellStarted(_)
         | EventBody::SubagentStarted(_)
         | EventBody::SubagentCompleted(_)
         | EventBody::RetryScheduled(_)
@@ -184,6 +187,17 @@ fn part_completed(tx: &dyn Db, at: &At<'_>, kind: &str, d: &PartCompletedData) -
         value["signature"] = signature.as_str().into();
     }
     let part = Part { idx: 0, message_id: &d.message_id, role: "assistant", part_id: &d.part_id, kind };
+    insert_part(tx, at, &part, &value)
+}
+
+/// A user's command is a message of the user's in the transcript, so the model reads it in its next turn.
+fn shell_completed(tx: &dyn Db, at: &At<'_>, d: &ShellCompletedData) -> Result<()> {
+    let mut text = format!("I ran this command in the workspace:\n$ {}\n{}", d.command, d.output);
+    if let Some(error) = &d.error {
+        text.push_str(&format!("\n[{error}]"));
+    }
+    let value = json!({ "type": "text", "id": d.shell_id, "text": text });
+    let part = Part { idx: 0, message_id: &d.shell_id, role: "user", part_id: &d.shell_id, kind: "text" };
     insert_part(tx, at, &part, &value)
 }
 

@@ -196,6 +196,8 @@ impl Printer {
             EventBody::JobCompleted(d) => format!("{} exit={:?}", self.id(&d.job_id), d.exit_code),
             EventBody::JobFailed(d) => format!("{} {:?}", self.id(&d.job_id), d.error),
             EventBody::JobCancelled(d) => self.id(&d.job_id),
+            EventBody::ShellStarted(d) => format!("{} {:?}", self.id(&d.shell_id), d.command),
+            EventBody::ShellCompleted(d) => format!("{} {:?} {:?}", self.id(&d.shell_id), d.exit_code, d.output),
             EventBody::SubagentStarted(d) => {
                 format!("{} {} {} {:?}", self.id(&d.call_id), self.id(&d.child_session_id), d.agent, d.description)
             }

@@ -138,7 +138,7 @@ fn settlement(
     }
 }
 
-fn output_limits(config: &crate::config::Config) -> output::Limits {
+pub(super) fn output_limits(config: &crate::config::Config) -> output::Limits {
     let defaults = output::Limits::default();
     let settings = config.tool_output.as_ref();
     output::Limits {

@@ -328,6 +328,10 @@ export interface KeelRequests {
     params: SessionIdParams;
     result: ResumeResult;
   };
+  "session/shell": {
+    params: ShellParams;
+    result: ShellResult;
+  };
   "session/subscribe": {
     params: SubscribeParams;
     result: SubscribeResult;
@@ -1309,6 +1313,40 @@ export interface ResumeResult {
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ShellParams".
+ */
+export interface ShellParams {
+  /**
+   * A bash command line.
+   */
+  command: string;
+  sessionId: string;
+  /**
+   * Milliseconds before the command and everything it started are killed (default 120000, at most 600000).
+   */
+  timeoutMs?: number | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ShellResult".
+ */
+export interface ShellResult {
+  /**
+   * Absent when the command was killed (timeout, interrupt) or could not start.
+   */
+  exitCode?: number | null;
+  /**
+   * stdout then stderr, as the model will see it (a long output is cut and saved, as for the `bash` tool).
+   */
+  output: string;
+  /**
+   * The seq of its `shell.completed`.
+   */
+  seq: number;
+  shellId: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "SubscribeParams".
  */
 export interface SubscribeParams {
@@ -1592,6 +1630,8 @@ export interface KeelEventData {
   "session.deleted": SessionDeletedData;
   "session.status": StatusData;
   "session.updated": SessionUpdatedData;
+  "shell.completed": ShellCompletedData;
+  "shell.started": ShellStartedData;
   "subagent.completed": SubagentCompletedData;
   "subagent.started": SubagentStartedData;
   "text.completed": PartCompletedData;
@@ -1974,6 +2014,29 @@ export interface SessionUpdatedData {
   model?: string | null;
   reasoningEffort?: ReasoningEffort | null;
   title?: string | null;
+}
+/**
+ * `shell.completed` (version 1): also when the command failed or was killed; `error` then says why.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ShellCompletedData".
+ */
+export interface ShellCompletedData {
+  command: string;
+  error?: string | null;
+  exitCode?: number | null;
+  output: string;
+  shellId: string;
+}
+/**
+ * `shell.started` (version 1).
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ShellStartedData".
+ */
+export interface ShellStartedData {
+  command: string;
+  shellId: string;
 }
 /**
  * `subagent.completed` (version 1): the child's activity closed; its last answer is the call's result.
