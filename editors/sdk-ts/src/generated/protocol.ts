@@ -1002,6 +1002,11 @@ export interface Usage {
   cacheReadTokens: number;
   cacheWriteTokens: number;
   costUsd: number;
+  /**
+   * The provider reported no usage (a server that ignores `stream_options.include_usage`): these counts are
+   * keel's estimate from the request's and the answer's sizes.
+   */
+  estimated?: boolean;
   inputTokens: number;
   outputTokens: number;
   reasoningTokens: number;
@@ -1544,6 +1549,11 @@ export interface Usage1 {
   cacheReadTokens: number;
   cacheWriteTokens: number;
   costUsd: number;
+  /**
+   * The provider reported no usage (a server that ignores `stream_options.include_usage`): these counts are
+   * keel's estimate from the request's and the answer's sizes.
+   */
+  estimated?: boolean;
   inputTokens: number;
   outputTokens: number;
   reasoningTokens: number;
