@@ -757,6 +757,9 @@ impl Run {
     }
 }
 
+/// What a dialect's run must show.
+type Expect = fn(&Run);
+
 /// Plays `turns` to one prompt through a server speaking `dialect`, until the activity closes.
 async fn check(dialect: Dialect, turns: Vec<ScriptTurn>) -> Run {
     let s = setup(Wire::Chat, turns, json!({})).await;
@@ -783,7 +786,7 @@ async fn openai_compatible_dialects_are_understood() {
         error: Some(ScriptError { status: 400, message: "field 'foo' is not allowed here".into(), retry_after: None }),
         ..Default::default()
     };
-    let cases: Vec<(Dialect, Vec<ScriptTurn>, fn(&Run))> = vec![
+    let cases: Vec<(Dialect, Vec<ScriptTurn>, Expect)> = vec![
         (Dialect::NoCallIds, vec![two_todos(), text("done")], |run| {
             assert_eq!(run.closed()["reason"], "completed", "{:?}", run.dialect);
             let called = of_type(&run.events, "tool.called");
