@@ -857,3 +857,120 @@ async fn a_users_shell_command_is_recorded_and_reaches_the_model_in_the_next_tur
     assert!(users[0].contains("$ echo from-the-shell") && users[0].contains("from-the-shell\noops"), "{users:?}");
     assert_eq!(users.last().unwrap(), "what did I just run?");
 }
+
+/// What one prompt did against an OpenAI-compatible server speaking `dialect`.
+struct Run {
+    dialect: Dialect,
+    events: Vec<Value>,
+    deltas: Vec<Value>,
+    requests: Vec<common::mock::Recorded>,
+}
+
+impl Run {
+    fn closed(&self) -> &Value {
+        &of_type(&self.events, "activity.closed")[0]["data"]
+    }
+
+    fn usage(&self) -> &Value {
+        &of_type(&self.events, "turn.completed")[0]["data"]["usage"]
+    }
+}
+
+/// What a dialect's run must show.
+type Expect = fn(&Run);
+
+/// Plays `turns` to one prompt through a server speaking `dialect`, until the activity closes.
+async fn check(dialect: Dialect, turns: Vec<ScriptTurn>) -> Run {
+    let s = setup(Wire::Chat, turns, json!({})).await;
+    s.mock.dialect(dialect);
+    let c = &s.engine.client;
+    prompt(c, &s.session, "go", "queue").await;
+    let (events, deltas) = until(c, &s.sub, |e| e["type"] == "activity.closed").await;
+    Run { dialect, events, deltas, requests: s.mock.requests() }
+}
+
+fn two_todos() -> ScriptTurn {
+    let todo = |content: &str| ScriptToolCall {
+        id: None,
+        name: "todowrite".into(),
+        input: json!({ "todos": [{ "content": content, "status": "pending" }] }),
+    };
+    ScriptTurn { tool_calls: vec![todo("first"), todo("second")], ..Default::default() }
+}
+
+#[tokio::test]
+async fn openai_compatible_dialects_are_understood() {
+    let thinking = ScriptTurn { reasoning: Some("let me think it over".into()), ..text("the answer") };
+    let rejected = ScriptTurn {
+        error: Some(ScriptError { status: 400, message: "field 'foo' is not allowed here".into(), retry_after: None }),
+        ..Default::default()
+    };
+    let cases: Vec<(Dialect, Vec<ScriptTurn>, Expect)> = vec![
+        (Dialect::NoCallIds, vec![two_todos(), text("done")], |run| {
+            assert_eq!(run.closed()["reason"], "completed", "{:?}", run.dialect);
+            let called = of_type(&run.events, "tool.called");
+            assert_eq!(called.len(), 2);
+            let ids: Vec<&str> = called.iter().map(|e| e["data"]["callId"].as_str().unwrap()).collect();
+            assert_ne!(ids[0], ids[1]);
+            // Each call's streamed input is its own, under its own id, and adds up to its input.
+            for call in &called {
+                let id = call["data"]["callId"].as_str().unwrap();
+                let streamed: String = run
+                    .deltas
+                    .iter()
+                    .filter(|d| d["kind"] == "tool_input" && d["partId"] == id)
+                    .map(|d| d["delta"].as_str().unwrap())
+                    .collect();
+                assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), call["data"]["input"], "{id}");
+            }
+            let input_parts: std::collections::HashSet<&str> = run
+                .deltas
+                .iter()
+                .filter(|d| d["kind"] == "tool_input")
+                .map(|d| d["partId"].as_str().unwrap())
+                .collect();
+            assert_eq!(input_parts, ids.iter().copied().collect());
+            // The provider gets each result under an id of its own.
+            let (results, calls) = replayed_call_ids(Wire::Chat, &run.requests[1].body);
+            assert_eq!(results, ["call_0", "call_1"]);
+            assert_eq!(calls, ["call_0", "call_1"]);
+        }),
+        (Dialect::ReasoningKey, vec![thinking], |run| {
+            let reasoning = of_type(&run.events, "reasoning.completed");
+            assert_eq!(reasoning[0]["data"]["text"], "let me think it over", "{:?}", run.dialect);
+            assert_eq!(of_type(&run.events, "text.completed")[0]["data"]["text"], "the answer");
+        }),
+        (Dialect::UsageInLastChunk, vec![text("hello")], |run| {
+            assert_eq!(run.usage()["inputTokens"], 100, "{:?}: {}", run.dialect, run.usage());
+            assert_eq!(run.usage()["outputTokens"], 20);
+            assert!(run.usage().get("estimated").is_none());
+        }),
+        (Dialect::PlainTextErrors, vec![rejected], |run| {
+            assert_eq!(run.closed()["reason"], "failed", "{:?}", run.dialect);
+            let error = run.closed()["error"].as_str().unwrap();
+            assert!(error.contains("field 'foo' is not allowed here"), "{error}");
+            assert_eq!(run.requests.len(), 1, "a 400 is not retried");
+            assert!(of_type(&run.events, "retry.scheduled").is_empty());
+        }),
+        (Dialect::SplitNames, vec![tool_call("todowrite", todo_input()), text("done")], |run| {
+            let called = of_type(&run.events, "tool.called");
+            assert_eq!(called[0]["data"]["tool"], "todowrite", "{:?}", run.dialect);
+            assert_eq!(of_type(&run.events, "tool.completed").len(), 1);
+            assert_eq!(run.closed()["reason"], "completed");
+        }),
+        // llama.cpp reports no usage: keel estimates it from the sizes, and says so.
+        (Dialect::LlamaCpp, vec![text("hello there, how are you")], |run| {
+            let usage = run.usage();
+            assert_eq!(usage["estimated"], true, "{:?}: {usage}", run.dialect);
+            assert!(usage["inputTokens"].as_u64().unwrap() > 0, "{usage}");
+            assert!(usage["outputTokens"].as_u64().unwrap() > 0, "{usage}");
+        }),
+        (Dialect::OpenAi, vec![text("hello")], |run| {
+            assert_eq!(run.usage()["inputTokens"], 100);
+            assert!(run.usage().get("estimated").is_none(), "{}", run.usage());
+        }),
+    ];
+    for (dialect, turns, expect) in cases {
+        expect(&check(dialect, turns).await);
+    }
+}

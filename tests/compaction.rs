@@ -411,3 +411,59 @@ async fn a_transient_failure_of_the_summary_request_is_retried() {
     assert_eq!(of_type(&events, "compaction.completed")[0]["data"]["summary"], SUMMARY);
     assert_eq!(s.mock.requests().len(), 3);
 }
+
+#[tokio::test]
+async fn a_request_past_the_window_is_refused_without_being_sent() {
+    // The first prompt alone is past a 512-token window: nothing to compact, or compaction turned off.
+    for extra in [json!({}), json!({ "compaction": { "auto": false } })] {
+        let s = setup(Wire::Chat, 512, Vec::new(), extra.clone()).await;
+        let c = &s.engine.client;
+        prompt(c, &s.session, &"a long question ".repeat(250)).await;
+        let events = c.events_until(&s.sub, closed).await;
+        let close = &events.last().unwrap()["data"];
+        assert_eq!(close["reason"], "failed", "{extra}: {:?}", types(&events));
+        let error = close["error"].as_str().unwrap();
+        assert!(error.contains("the request is about"), "{extra}: {error}");
+        assert!(error.contains("above the model's 512-token window"), "{extra}: {error}");
+        let failed = of_type(&events, "turn.failed");
+        assert_eq!(failed.len(), 1, "{extra}");
+        assert_eq!(failed[0]["data"]["error"]["kind"], "context_overflow", "{extra}");
+        assert_eq!(failed[0]["data"]["retryable"], false, "{extra}");
+        assert!(of_type(&events, "turn.dispatched").is_empty(), "{extra}");
+        assert!(s.mock.requests().is_empty(), "{extra}: nothing reaches the model");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_stream_is_an_overflow_after_a_large_request_and_a_retry_after_a_small_one() {
+    let empty = || ScriptTurn { empty: true, ..Default::default() };
+    // Large: the first answer measures the context at 2,000 of a 3,000-token window (under the 2,700 usable).
+    let turns = vec![answer("the old answer", 2_000), empty(), answer(SUMMARY, 50), answer("the new answer", 300)];
+    let s = setup(Wire::Chat, 3_000, turns, json!({})).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "the first question").await;
+    c.events_until(&s.sub, closed).await;
+    prompt(c, &s.session, "the second question").await;
+    let events = c.events_until(&s.sub, closed).await;
+    let failed = of_type(&events, "turn.failed");
+    assert_eq!(failed.len(), 1, "{:?}", types(&events));
+    assert_eq!(failed[0]["data"]["error"]["kind"], "context_overflow");
+    let message = failed[0]["data"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("stream ended empty"), "{message}");
+    assert!(of_type(&events, "retry.scheduled").is_empty(), "{:?}", types(&events));
+    assert_eq!(of_type(&events, "compaction.started")[0]["data"]["reason"], "overflow");
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
+    assert_eq!(s.mock.requests().len(), 4);
+
+    // Small: the same empty stream is a transient cut, retried.
+    let s = setup(Wire::Chat, 100_000, vec![empty(), answer("the answer", 100)], json!({})).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "a question").await;
+    let events = c.events_until(&s.sub, closed).await;
+    let retries = of_type(&events, "retry.scheduled");
+    assert_eq!(retries.len(), 1, "{:?}", types(&events));
+    assert_eq!(retries[0]["data"]["error"]["kind"], "interrupted_stream");
+    assert!(of_type(&events, "compaction.started").is_empty());
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
+    assert_eq!(s.mock.requests().len(), 2);
+}

@@ -84,6 +84,10 @@ pub struct Usage {
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
     pub cost_usd: f64,
+    /// The provider reported no usage (a server that ignores `stream_options.include_usage`): these counts are
+    /// keel's estimate from the request's and the answer's sizes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

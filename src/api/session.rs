@@ -134,6 +134,7 @@ pub fn usage(row: &SessionRow) -> Usage {
         cache_read_tokens: row.cache_read_tokens,
         cache_write_tokens: row.cache_write_tokens,
         cost_usd: row.cost_usd,
+        estimated: false,
     }
 }
 

@@ -110,6 +110,14 @@ struct PendingCall {
     arguments: String,
 }
 
+impl PendingCall {
+    /// The provider's id, or, from a server that sends none, one made from the call's index: the same for its
+    /// input deltas and the finished call, so that each call's deltas stay with it.
+    fn id_or(&self, index: u64) -> String {
+        if self.id.is_empty() { format!("call_{index}") } else { self.id.clone() }
+    }
+}
+
 impl State {
     fn on_event(&mut self, event: &super::sse::SseEvent, sink: &EventSink) -> Result<Flow, ProviderError> {
         if event.data.trim() == "[DONE]" {
@@ -161,8 +169,8 @@ impl State {
             if let Some(args) = call["function"]["arguments"].as_str() {
                 pending.arguments.push_str(args);
                 if !args.is_empty() {
-                    let _ =
-                        sink.send(StreamEvent::ToolInputDelta { call_id: pending.id.clone(), delta: args.to_owned() });
+                    let call_id = pending.id_or(index);
+                    let _ = sink.send(StreamEvent::ToolInputDelta { call_id, delta: args.to_owned() });
                 }
             }
         }
@@ -174,9 +182,8 @@ impl State {
 
     fn finish(self, sink: &EventSink) {
         for (index, call) in self.calls {
-            let id = if call.id.is_empty() { format!("call_{index}") } else { call.id };
             let _ = sink.send(StreamEvent::ToolCall(ToolCall {
-                id,
+                id: call.id_or(index),
                 name: call.name,
                 input: parse_arguments(&call.arguments),
             }));

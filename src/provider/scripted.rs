@@ -49,6 +49,10 @@ pub struct ScriptTurn {
     /// Send something that is not the wire format.
     #[serde(default)]
     pub garbage: bool,
+    /// Answer 200 and end the stream with nothing in it: no content, no finish (what some servers do with a prompt
+    /// past their context).
+    #[serde(default)]
+    pub empty: bool,
     /// Fail in the middle of the stream with the wire's own error event carrying this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_error: Option<String>,
@@ -174,6 +178,9 @@ impl Provider for Scripted {
             }
             if turn.garbage {
                 return Err(ProviderError::Malformed("the script sent garbage".into()));
+            }
+            if turn.empty {
+                return Err(ProviderError::Interrupted("the script sent an empty stream".into()));
             }
             if let Some(message) = &turn.stream_error {
                 return Err(

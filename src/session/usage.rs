@@ -17,6 +17,7 @@ pub fn priced(spec: &ModelSpec, usage: &TokenUsage) -> Usage {
         cache_read_tokens: usage.cache_read,
         cache_write_tokens: usage.cache_write,
         cost_usd: spec.cost_of(usage),
+        estimated: false,
     }
 }
 

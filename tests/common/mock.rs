@@ -61,6 +61,16 @@ pub enum Dialect {
     OpenAi,
     /// llama.cpp and llama-cpp-python: the function name repeated in every tool-call chunk, and no usage.
     LlamaCpp,
+    /// Tool-call chunks without an `id` (some local servers): calls are told apart by their `index` alone.
+    NoCallIds,
+    /// Reasoning under `reasoning` (OpenRouter, vLLM's newer parsers) instead of `reasoning_content`.
+    ReasoningKey,
+    /// Usage inside the chunk that carries `finish_reason` instead of a chunk of its own after it.
+    UsageInLastChunk,
+    /// Error bodies in plain text, not JSON (proxies, some servers' 400s).
+    PlainTextErrors,
+    /// The function name split across two chunks.
+    SplitNames,
 }
 
 #[derive(Clone)]
@@ -198,14 +208,20 @@ async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<(String, St
 async fn respond(stream: &mut TcpStream, wire: Wire, turn: &ScriptTurn, dialect: Dialect) {
     tokio::time::sleep(Duration::from_millis(turn.delay_ms)).await;
     if let Some(error) = &turn.error {
-        let body = match wire {
-            Wire::Anthropic => json!({ "type": "error", "error": { "type": "api_error", "message": error.message } }),
-            _ => json!({ "error": { "message": error.message, "type": "error", "code": null } }),
-        }
-        .to_string();
+        let (body, content_type) = match wire {
+            _ if dialect == Dialect::PlainTextErrors => (error.message.clone(), "text/plain"),
+            Wire::Anthropic => (
+                json!({ "type": "error", "error": { "type": "api_error", "message": error.message } }).to_string(),
+                "application/json",
+            ),
+            _ => (
+                json!({ "error": { "message": error.message, "type": "error", "code": null } }).to_string(),
+                "application/json",
+            ),
+        };
         let retry = error.retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
         let head = format!(
-            "HTTP/1.1 {} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n",
+            "HTTP/1.1 {} Error\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n",
             error.status,
             body.len()
         );
@@ -218,8 +234,10 @@ async fn respond(stream: &mut TcpStream, wire: Wire, turn: &ScriptTurn, dialect:
         return;
     }
     let events = match wire {
+        // A 200 and then nothing, whatever the wire.
+        _ if turn.empty => Vec::new(),
         Wire::Chat if dialect == Dialect::LlamaCpp => sse::chat_llama_cpp(turn),
-        Wire::Chat => sse::chat(turn),
+        Wire::Chat => sse::chat(turn, dialect),
         Wire::Responses => sse::responses(turn),
         Wire::Anthropic => sse::anthropic(turn),
     };
@@ -244,6 +262,7 @@ async fn respond(stream: &mut TcpStream, wire: Wire, turn: &ScriptTurn, dialect:
 
 /// SSE bodies built from small constructors, one per event the real services send.
 pub mod sse {
+    use super::Dialect;
     use keel::provider::scripted::ScriptTurn;
     use serde_json::{Value, json};
 
@@ -283,7 +302,7 @@ pub mod sse {
         Item::Event("data: [DONE]\n\n".into())
     }
 
-    pub fn chat(turn: &ScriptTurn) -> Vec<Item> {
+    pub fn chat(turn: &ScriptTurn, dialect: Dialect) -> Vec<Item> {
         if turn.garbage {
             return vec![chat_chunk(json!({ "role": "assistant", "content": "" }), None), garbage()];
         }
@@ -292,8 +311,9 @@ pub mod sse {
             return vec![chat_chunk(json!({ "role": "assistant", "content": "" }), None), data(error)];
         }
         let mut out = vec![chat_chunk(json!({ "role": "assistant", "content": "" }), None)];
+        let reasoning_key = if dialect == Dialect::ReasoningKey { "reasoning" } else { "reasoning_content" };
         for piece in ScriptTurn::chunks(turn.reasoning.as_deref().unwrap_or_default()) {
-            out.push(chat_chunk(json!({ "reasoning_content": piece }), None));
+            out.push(chat_chunk(json!({ reasoning_key: piece }), None));
         }
         for piece in ScriptTurn::chunks(turn.text.as_deref().unwrap_or_default()) {
             out.push(chat_chunk(json!({ "content": piece }), None));
@@ -305,16 +325,32 @@ pub mod sse {
         for (i, call) in turn.tool_calls.iter().enumerate() {
             let args = call.input.to_string();
             let (a, b) = args.split_at(args.len() / 2);
-            out.push(chat_chunk(
-                json!({ "tool_calls": [{ "index": i, "id": turn.call_id(i), "type": "function", "function": { "name": call.name, "arguments": "" } }] }),
-                None,
-            ));
+            let (first, rest) = match dialect {
+                Dialect::SplitNames => call.name.split_at(call.name.len() / 2),
+                _ => (call.name.as_str(), ""),
+            };
+            let mut opening = json!({ "index": i, "type": "function", "function": { "name": first, "arguments": "" } });
+            if dialect != Dialect::NoCallIds {
+                opening["id"] = json!(turn.call_id(i));
+            }
+            out.push(chat_chunk(json!({ "tool_calls": [opening] }), None));
+            if !rest.is_empty() {
+                out.push(chat_chunk(json!({ "tool_calls": [{ "index": i, "function": { "name": rest } }] }), None));
+            }
             out.push(chat_chunk(json!({ "tool_calls": [{ "index": i, "function": { "arguments": a } }] }), None));
             out.push(chat_chunk(json!({ "tool_calls": [{ "index": i, "function": { "arguments": b } }] }), None));
         }
-        out.push(chat_chunk(json!({}), Some(&turn.finish_reason())));
         let usage = turn.usage.unwrap_or_default();
-        out.push(chat_usage(usage.input, usage.output));
+        let usage_json = json!({ "prompt_tokens": usage.input, "completion_tokens": usage.output,
+                                 "total_tokens": usage.input + usage.output });
+        if dialect == Dialect::UsageInLastChunk {
+            out.push(data(json!({ "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+                "model": "mock", "choices": [{ "index": 0, "delta": {}, "finish_reason": turn.finish_reason() }],
+                "usage": usage_json })));
+        } else {
+            out.push(chat_chunk(json!({}), Some(&turn.finish_reason())));
+            out.push(chat_usage(usage.input, usage.output));
+        }
         out.push(chat_done());
         out
     }

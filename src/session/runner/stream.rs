@@ -23,9 +23,16 @@ use crate::tool::{ToolContext, output};
 const DELTA_INTERVAL: Duration = Duration::from_millis(25);
 const DELTA_BYTES: usize = 2048;
 pub(super) enum StreamResult {
-    Finished { finish_reason: String, usage: TokenUsage },
+    Finished { finish_reason: String, usage: Measured },
     Failed(ProviderError),
     Interrupted,
+}
+
+/// What a finished attempt used: the provider's figures, or, from a server that reports none, the sizes of what
+/// the model wrote, for an estimate.
+pub(super) enum Measured {
+    Reported(TokenUsage),
+    Unreported { said_chars: usize, thought_chars: usize },
 }
 
 /// One provider attempt: consumes the stream, batches deltas, records parts and tool calls as they complete, and
@@ -52,7 +59,10 @@ pub(super) struct TurnStream<'a> {
     pub(super) answered: CancellationToken,
     pub(super) called: bool,
     pub(super) produced_output: bool,
-    usage: TokenUsage,
+    usage: Option<TokenUsage>,
+    /// Characters of text and tool calls the model wrote, then of its reasoning: for an estimate of usage.
+    said_chars: usize,
+    thought_chars: usize,
     finish_reason: Option<String>,
 }
 
@@ -106,7 +116,9 @@ impl<'a> TurnStream<'a> {
             answered: CancellationToken::new(),
             called: false,
             produced_output: false,
-            usage: TokenUsage::default(),
+            usage: None,
+            said_chars: 0,
+            thought_chars: 0,
             finish_reason: None,
         }
     }
@@ -146,7 +158,10 @@ impl<'a> TurnStream<'a> {
         match result {
             Ok(()) => StreamResult::Finished {
                 finish_reason: self.finish_reason.clone().unwrap_or_else(|| "stop".into()),
-                usage: self.usage,
+                usage: match self.usage {
+                    Some(usage) => Measured::Reported(usage),
+                    None => Measured::Unreported { said_chars: self.said_chars, thought_chars: self.thought_chars },
+                },
             },
             Err(e) => StreamResult::Failed(e),
         }
@@ -156,10 +171,12 @@ impl<'a> TurnStream<'a> {
         match streamed {
             StreamEvent::TextDelta(delta) => {
                 self.produced_output = true;
+                self.said_chars += delta.len();
                 self.push_delta(DeltaKind::Text, delta)?;
             }
             StreamEvent::ReasoningDelta(delta) => {
                 self.produced_output = true;
+                self.thought_chars += delta.len();
                 self.push_delta(DeltaKind::Reasoning, delta)?;
             }
             StreamEvent::ReasoningSignature(signature) => {
@@ -178,6 +195,7 @@ impl<'a> TurnStream<'a> {
             StreamEvent::ToolCall(mut call) => {
                 self.produced_output = true;
                 self.called = true;
+                self.said_chars += call.name.len() + call.input.to_string().len();
                 // Providers reuse ids across turns (and some send none), while clients key calls by id per
                 // session: keel names the call itself and keeps the provider's id for replaying to it. Closing
                 // the entry lets a later call that reuses the id in this turn get an id of its own.
@@ -195,7 +213,7 @@ impl<'a> TurnStream<'a> {
                 self.services.append_events(&self.turn.session_id, events)?;
                 self.start_tool(call)?;
             }
-            StreamEvent::Usage(usage) => self.usage = usage,
+            StreamEvent::Usage(usage) => self.usage = Some(usage),
             StreamEvent::Finish(reason) => self.finish_reason = Some(reason),
         }
         Ok(())

@@ -13,11 +13,11 @@ use keel_protocol::turn::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::stream::{StreamResult, TurnStream};
+use super::stream::{Measured, StreamResult, TurnStream};
 use super::{Activity, id};
 use crate::config::Config;
 use crate::provider::registry::Resolved;
-use crate::provider::{ProviderError, Request};
+use crate::provider::{ProviderError, Request, TokenUsage};
 use crate::session::context::Context;
 use crate::session::{Error, Services, compaction, context, event, recovery};
 use crate::store;
@@ -154,6 +154,17 @@ pub(super) async fn run_turn(
     // which recovery reads the same as a prepared one (never sent).
     let mut started = Some(started(instructions)?);
     request.messages = Context::load(&services.store, session_id)?.messages(&cwd);
+    // The same estimate the compaction check made just before: whatever compaction could do has been done.
+    let estimate = compaction::measure(&services.store, session_id, compaction::overhead_chars(&request))?.tokens;
+    let window = resolved.spec.context_window;
+    if window > 0 && estimate > window {
+        // The provider would refuse it (or, worse, silently cut it): said without spending a request.
+        let e = ProviderError::ContextOverflow {
+            message: format!("the request is about {estimate} tokens, above the model's {window}-token window"),
+        };
+        services.append_events(session_id, started.take().into_iter().collect())?;
+        return turn.fail(services, &e, false);
+    }
 
     let mut attempt = 0;
     loop {
@@ -174,7 +185,21 @@ pub(super) async fn run_turn(
         services.append_events(session_id, flushed)?;
         match result {
             StreamResult::Finished { finish_reason, usage } => {
-                let usage_wire = crate::session::usage::priced(&resolved.spec, &usage);
+                let usage_wire = match usage {
+                    Measured::Reported(usage) => crate::session::usage::priced(&resolved.spec, &usage),
+                    Measured::Unreported { said_chars, thought_chars } => {
+                        let usage = TokenUsage {
+                            input: estimate,
+                            output: compaction::chars_to_tokens(said_chars),
+                            reasoning: compaction::chars_to_tokens(thought_chars),
+                            ..TokenUsage::default()
+                        };
+                        keel_protocol::session::Usage {
+                            estimated: true,
+                            ..crate::session::usage::priced(&resolved.spec, &usage)
+                        }
+                    }
+                };
                 let completed = TurnCompletedData {
                     turn_id: turn.turn_id.clone(),
                     finish_reason,
@@ -216,6 +241,19 @@ pub(super) async fn run_turn(
             StreamResult::Failed(e) => {
                 stream.answered.cancel();
                 settle(tools).await;
+                let e = match e {
+                    // Some servers (llama.cpp, Ollama) answer a prompt past their context with a 200 and then
+                    // nothing; retrying it would only fail the same way.
+                    ProviderError::Interrupted(_) if window > 0 && !produced && estimate > window / 2 => {
+                        ProviderError::ContextOverflow {
+                            message: format!(
+                                "the stream ended empty after a request of about {estimate} tokens, more than half \
+                                 the model's {window}-token window"
+                            ),
+                        }
+                    }
+                    e => e,
+                };
                 if matches!(e, ProviderError::ContextOverflow { .. }) && !produced {
                     if may_compact && auto_compaction {
                         services.append_events(

@@ -1019,6 +1019,11 @@ export interface Usage {
   cacheReadTokens: number;
   cacheWriteTokens: number;
   costUsd: number;
+  /**
+   * The provider reported no usage (a server that ignores `stream_options.include_usage`): these counts are
+   * keel's estimate from the request's and the answer's sizes.
+   */
+  estimated?: boolean;
   inputTokens: number;
   outputTokens: number;
   reasoningTokens: number;
@@ -1596,6 +1601,11 @@ export interface Usage1 {
   cacheReadTokens: number;
   cacheWriteTokens: number;
   costUsd: number;
+  /**
+   * The provider reported no usage (a server that ignores `stream_options.include_usage`): these counts are
+   * keel's estimate from the request's and the answer's sizes.
+   */
+  estimated?: boolean;
   inputTokens: number;
   outputTokens: number;
   reasoningTokens: number;
