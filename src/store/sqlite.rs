@@ -174,7 +174,8 @@ impl Sqlite {
     /// per interval.
     pub(super) async fn watch_other_writers(&self, feeds: &Feeds, every: Duration) -> Result<()> {
         let conn = connect(&self.path)?;
-        let mut last: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        // No baseline: what others committed before this watcher started is caught up on its first look.
+        let mut last: Option<i64> = None;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -184,10 +185,10 @@ impl Sqlite {
                 continue;
             }
             let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-            if version == last {
+            if last == Some(version) {
                 continue;
             }
-            last = version;
+            last = Some(version);
             for feed in live {
                 match super::head_seq(&conn, feed.session_id())? {
                     Some(head) => feed.advance(head),
