@@ -328,3 +328,47 @@ async fn a_slash_command_sends_its_template_with_the_arguments() {
     let events = c.events_until(&sub, closed).await;
     assert_eq!(of_type(&events, "input.admitted")[0]["data"]["kind"], "compact");
 }
+
+#[tokio::test]
+async fn a_background_task_lets_the_parent_go_on_and_its_answer_wakes_the_parent() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    // The child runs on a model of its own, so the parent's and the child's requests never race for one script.
+    let kid = MockModel::start().await;
+    let providers = json!({ "mock": { "wire": "openai-chat", "baseUrl": mock.url() },
+                            "kid": { "wire": "openai-chat", "baseUrl": kid.url() } });
+    let engine =
+        start(&home, &mock, json!({ "providers": providers, "agents": { "general": { "model": "kid/m" } } })).await;
+    let c = engine.connect_with(json!({})).await;
+    let parent = c.create_session(&home.workspace()).await;
+    let sub = c.subscribe(&parent, 0).await;
+    let job =
+        json!({ "description": "look around", "prompt": "Say what you see", "agent": "general", "background": true });
+    mock.push(call("task", job));
+    mock.push(say("carrying on meanwhile"));
+    mock.push(say("the child saw a tidy repo"));
+    kid.push(say("a tidy repo"));
+    prompt(&c, &parent, "look around in the background", None).await;
+
+    let mut events = Vec::new();
+    while of_type(&events, "activity.closed").len() < 2 {
+        events.extend(c.events_until(&sub, closed).await);
+    }
+    let output = of_type(&events, "tool.completed")[0]["data"]["output"].as_str().unwrap().to_owned();
+    assert!(output.contains("in the background as job"), "{output}");
+    let started = of_type(&events, "job.started");
+    assert_eq!(started[0]["data"]["command"], "task general: look around");
+    let job_id = started[0]["data"]["jobId"].clone();
+    assert_eq!(of_type(&events, "subagent.completed")[0]["data"]["answer"], "a tidy repo");
+    let ended = of_type(&events, "job.completed");
+    assert_eq!(ended[0]["data"]["jobId"], job_id);
+    assert_eq!(ended[0]["data"]["output"], "a tidy repo");
+
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 3, "the task call, the turn after it, the turn the answer woke");
+    let woke = requests[2].body.to_string();
+    assert!(woke.contains("Background subagent general") && woke.contains("a tidy repo"), "{woke}");
+    assert_eq!(kid.requests().len(), 1);
+    let jobs = c.ok("job/list", json!({ "sessionId": parent })).await;
+    assert_eq!(jobs["jobs"][0]["state"], "completed", "{jobs}");
+}

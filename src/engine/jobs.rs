@@ -40,6 +40,45 @@ impl Jobs {
     pub fn log_path(data_dir: &Path, job_id: &str) -> PathBuf {
         data_dir.join("jobs").join(format!("{job_id}.log"))
     }
+
+    /// Records a job's start and makes it cancellable with `job/cancel`; the switch is what the job watches.
+    pub(super) fn begin(
+        &self,
+        engine: &Engine,
+        session_id: &str,
+        started: JobStartedData,
+    ) -> Result<CancellationToken, ToolError> {
+        let job_id = started.job_id.clone();
+        engine.record_for_tool(session_id, EventBody::JobStarted(started))?;
+        let cancel = CancellationToken::new();
+        self.running.lock().insert(job_id, cancel.clone());
+        Ok(cancel)
+    }
+
+    /// Records a job's end (`body`) and delivers `text` into its session as a queued prompt, which wakes it.
+    pub(super) fn end(&self, engine: &Engine, session_id: &str, job_id: &str, body: EventBody, text: String) {
+        self.running.lock().remove(job_id);
+        if let Err(e) = engine.record_for_tool(session_id, body) {
+            tracing::error!(session = %session_id, "recording the end of job {job_id} failed: {e}");
+            return;
+        }
+        let input = NewInput {
+            input_id: Some(format!("{job_id}-end")),
+            delivery: Delivery::Queue,
+            input: vec![ContentPart::Text { text }],
+            agent: None,
+            model: None,
+            kind: InputKind::Prompt,
+        };
+        if let Err(e) = engine.admit(session_id, input) {
+            tracing::error!(session = %session_id, "delivering the end of job {job_id} failed: {e}");
+        }
+    }
+}
+
+/// A new job's id.
+pub(super) fn job_id() -> String {
+    format!("job_{}", uuid::Uuid::now_v7().simple())
 }
 
 impl Background for Jobs {
@@ -51,7 +90,7 @@ impl Background for Jobs {
         dir: &Path,
     ) -> Result<String, ToolError> {
         let engine = self.engine.upgrade().ok_or_else(|| failed("the engine is stopping"))?;
-        let job_id = format!("job_{}", uuid::Uuid::now_v7().simple());
+        let job_id = job_id();
         let log_path = Self::log_path(&engine.paths().data_dir, &job_id);
         if let Some(parent) = log_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| failed(format!("cannot create the jobs folder: {e}")))?;
@@ -68,9 +107,7 @@ impl Background for Jobs {
             pid: child.id().map_or(0, i64::from),
         };
         let session_id = ctx.session_id.clone();
-        engine.record_for_tool(&session_id, EventBody::JobStarted(started))?;
-        let cancel = CancellationToken::new();
-        self.running.lock().insert(job_id.clone(), cancel.clone());
+        let cancel = self.begin(&engine, &session_id, started)?;
         let jobs = self.engine.clone();
         let (id, command) = (job_id.clone(), command.to_owned());
         tokio::spawn(async move {
@@ -97,24 +134,9 @@ impl Background for Jobs {
                 }
                 None => (EventBody::JobCancelled(JobCancelledData { job_id: id.clone() }), "was cancelled".into()),
             };
-            engine.jobs.running.lock().remove(&id);
-            if let Err(e) = engine.record_for_tool(&session_id, body) {
-                tracing::error!(session = %session_id, "recording the end of job {id} failed: {e}");
-                return;
-            }
             let cut = if truncated { "[… earlier output in job/output …]\n" } else { "" };
             let text = format!("Background job {id} (`{command}`) {summary}. Its output ends with:\n{cut}{tail}");
-            let input = NewInput {
-                input_id: Some(format!("{id}-end")),
-                delivery: Delivery::Queue,
-                input: vec![ContentPart::Text { text }],
-                agent: None,
-                model: None,
-                kind: InputKind::Prompt,
-            };
-            if let Err(e) = engine.admit(&session_id, input) {
-                tracing::error!(session = %session_id, "delivering the end of job {id} failed: {e}");
-            }
+            engine.jobs.end(&engine, &session_id, &id, body, text);
         });
         Ok(job_id)
     }

@@ -3,18 +3,20 @@
 //! `subagent.completed`; an interrupt of the call interrupts the child.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use keel_protocol::agent::{SubagentCompletedData, SubagentStartedData};
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::input::{ContentPart, Delivery, InputKind};
+use keel_protocol::job::{JobCancelledData, JobCompletedData, JobFailedData, JobStartedData};
 use keel_protocol::turn::CloseReason;
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::{Engine, tool_failed as failed};
 use crate::provider::BoxFuture;
 use crate::session::inbox::NewInput;
-use crate::session::prompt::Step;
+use crate::session::prompt::{Outcome, PromptRun, Step};
 use crate::session::service::NewSession;
 use crate::tool::task::{Delegate, Job};
 use crate::tool::{ToolContext, ToolError, ToolOutput};
@@ -26,23 +28,23 @@ pub const MAX_RUNNING: usize = 4;
 
 pub struct Subagents {
     engine: Weak<Engine>,
-    /// Running children per parent session.
-    running: Mutex<HashMap<String, usize>>,
+    /// Running children per parent session, shared with the slots of children running in the background.
+    running: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Subagents {
     pub fn new(engine: Weak<Engine>) -> Self {
-        Self { engine, running: Mutex::default() }
+        Self { engine, running: Arc::default() }
     }
 }
 
-/// Gives the parent's slot back however the job ends.
-struct Slot<'a> {
-    running: &'a Mutex<HashMap<String, usize>>,
+/// Gives the parent's slot back however the job ends, also when it ends in the background.
+struct Slot {
+    running: Arc<Mutex<HashMap<String, usize>>>,
     parent: String,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut running = self.running.lock();
         if let Some(n) = running.get_mut(&self.parent) {
@@ -75,14 +77,14 @@ impl Delegate for Subagents {
             if engine.lineage(&parent.id).len() > MAX_DEPTH {
                 return Err(failed(format!("subagents nest at most {MAX_DEPTH} deep; do this job yourself")));
             }
-            let _slot = {
+            let slot = {
                 let mut running = self.running.lock();
                 let n = running.entry(parent.id.clone()).or_default();
                 if *n >= MAX_RUNNING {
                     return Err(failed(format!("{MAX_RUNNING} subagents already run for this session; wait for one")));
                 }
                 *n += 1;
-                Slot { running: &self.running, parent: parent.id.clone() }
+                Slot { running: Arc::clone(&self.running), parent: parent.id.clone() }
             };
             let model = agent.model.clone().or_else(|| Some(parent.model.clone()).filter(|m| !m.is_empty()));
             let child = engine
@@ -105,30 +107,17 @@ impl Delegate for Subagents {
             let input = NewInput {
                 input_id: None,
                 delivery: Delivery::Queue,
-                input: vec![ContentPart::Text { text: job.prompt }],
+                input: vec![ContentPart::Text { text: job.prompt.clone() }],
                 agent: None,
                 model: None,
                 kind: InputKind::Prompt,
             };
-            let mut run = engine.prompt(&child.id, input).map_err(|e| failed(e.to_string()))?;
-            let mut answer = None;
-            let mut interrupted = false;
-            let outcome = loop {
-                let step = tokio::select! {
-                    step = run.next() => step.map_err(|e| failed(e.to_string()))?,
-                    () = ctx.cancel.cancelled(), if !interrupted => {
-                        interrupted = true;
-                        engine.interrupt(&child.id);
-                        continue;
-                    }
-                };
-                match step {
-                    Step::Event { body: EventBody::TextCompleted(d), ours: true, .. } => answer = Some(d.text),
-                    Step::Closed(outcome) => break outcome,
-                    // The child's approvals reach the parent's clients through their own notices.
-                    _ => {}
-                }
-            };
+            let run = engine.prompt(&child.id, input).map_err(|e| failed(e.to_string()))?;
+            if job.background {
+                return background(engine, ctx, job, child.id, run, slot);
+            }
+            let (outcome, answer) = follow(&engine, &child.id, run, &ctx.cancel).await?;
+            drop(slot);
             let completed = SubagentCompletedData {
                 call_id: ctx.call_id.clone(),
                 child_session_id: child.id.clone(),
@@ -159,4 +148,102 @@ impl Delegate for Subagents {
             }
         })
     }
+}
+
+/// Follows the child's run to its end (interrupting it when `cancel` fires): how it closed and its last answer.
+async fn follow(
+    engine: &Engine,
+    child_id: &str,
+    mut run: PromptRun,
+    cancel: &CancellationToken,
+) -> Result<(Outcome, Option<String>), ToolError> {
+    let mut answer = None;
+    let mut interrupted = false;
+    loop {
+        let step = tokio::select! {
+            step = run.next() => step.map_err(|e| failed(e.to_string()))?,
+            () = cancel.cancelled(), if !interrupted => {
+                interrupted = true;
+                engine.interrupt(child_id);
+                continue;
+            }
+        };
+        match step {
+            Step::Event { body: EventBody::TextCompleted(d), ours: true, .. } => answer = Some(d.text),
+            Step::Closed(outcome) => return Ok((outcome, answer)),
+            // The child's approvals reach the parent's clients through their own notices.
+            _ => {}
+        }
+    }
+}
+
+/// A `task {background: true}`: the child runs as a job of the parent's, which `job/cancel` interrupts; its end is
+/// recorded (`subagent.completed`, then the job's end) and delivered into the parent as a message that wakes it.
+fn background(
+    engine: Arc<Engine>,
+    ctx: &ToolContext,
+    job: Job,
+    child_id: String,
+    run: PromptRun,
+    slot: Slot,
+) -> Result<ToolOutput, ToolError> {
+    let job_id = super::jobs::job_id();
+    let started = JobStartedData {
+        job_id: job_id.clone(),
+        call_id: ctx.call_id.clone(),
+        command: format!("task {}: {}", job.agent, job.description),
+        description: Some(job.description.clone()),
+        host: crate::store::lease::host(),
+        owner_pid: i64::from(std::process::id()),
+        // No process of its own: the child session runs in this engine.
+        pid: 0,
+    };
+    let cancel = engine.jobs.begin(&engine, &ctx.session_id, started)?;
+    let (parent_id, call_id, id) = (ctx.session_id.clone(), ctx.call_id.clone(), job_id.clone());
+    let child = child_id.clone();
+    let agent = job.agent.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let followed = follow(&engine, &child, run, &cancel).await;
+        let (reason, answer, error) = match followed {
+            Ok((outcome, answer)) => (outcome.reason, answer, outcome.error),
+            Err(e) => (CloseReason::Failed, None, Some(e.to_string())),
+        };
+        let completed =
+            SubagentCompletedData { call_id, child_session_id: child.clone(), reason, answer: answer.clone() };
+        if let Err(e) = engine.record_for_tool(&parent_id, EventBody::SubagentCompleted(completed)) {
+            tracing::error!(session = %parent_id, "recording the end of subagent {child} failed: {e}");
+        }
+        let what = format!("Background subagent {agent} ({}, session {child})", job.description);
+        let (body, text) = match reason {
+            CloseReason::Completed => (
+                EventBody::JobCompleted(JobCompletedData {
+                    job_id: id.clone(),
+                    exit_code: Some(0),
+                    output: answer.clone().unwrap_or_default(),
+                    truncated: false,
+                }),
+                format!("{what} finished. Its answer:\n{}", answer.unwrap_or_default()),
+            ),
+            CloseReason::Interrupted if cancel.is_cancelled() => {
+                (EventBody::JobCancelled(JobCancelledData { job_id: id.clone() }), format!("{what} was cancelled."))
+            }
+            other => {
+                let why = error.unwrap_or_else(|| keel_protocol::wire_name(&other));
+                (
+                    EventBody::JobFailed(JobFailedData { job_id: id.clone(), error: why.clone() }),
+                    format!("{what} did not finish ({why}). Its last answer:\n{}", answer.unwrap_or_default()),
+                )
+            }
+        };
+        engine.jobs.end(&engine, &parent_id, &id, body, text);
+    });
+    Ok(ToolOutput {
+        output: format!(
+            "started subagent {} in the background as job {job_id} (session {child_id}); its answer will arrive as \
+             a message when it finishes",
+            job.agent
+        ),
+        truncated: false,
+    })
 }

@@ -17,6 +17,8 @@ pub struct Job {
     pub agent: String,
     pub description: String,
     pub prompt: String,
+    /// Run as a background job: the call answers at once, and the subagent's answer arrives as a message.
+    pub background: bool,
 }
 
 /// Runs a job in a child session of `ctx.session_id` and answers with the child's last answer. Interrupting the
@@ -48,6 +50,10 @@ pub struct Input {
     /// The subagent to run it (`general` or `explore`, or one the project declares).
     #[serde(alias = "subagent_type")]
     agent: String,
+    /// Run it in the background: the call answers at once with a job id, this conversation goes on, and the
+    /// subagent's answer arrives as a message when it finishes (`job/cancel` stops it).
+    #[serde(default)]
+    background: bool,
 }
 
 impl TypedTool for Task {
@@ -60,7 +66,8 @@ impl TypedTool for Task {
     fn description(&self) -> &'static str {
         "Start a subagent on a self-contained job in a session of its own and wait for its answer. Use it for \
          research across many files or for independent work that would crowd this conversation; give the job in \
-         full, as the subagent sees nothing else. Several task calls in one turn run at the same time."
+         full, as the subagent sees nothing else. Several task calls in one turn run at the same time; with \
+         background: true the call answers at once and the answer arrives later as a message."
     }
 
     fn access(&self, input: Result<&Input, &ToolError>, _: &ToolContext) -> Result<Vec<Access>, ToolError> {
@@ -73,7 +80,12 @@ impl TypedTool for Task {
             let Some(delegate) = self.delegate.get().and_then(Weak::upgrade) else {
                 return Err(ToolError::Failed("subagents are not available in this engine".into()));
             };
-            let job = Job { agent: input.agent, description: input.description, prompt: input.prompt };
+            let job = Job {
+                agent: input.agent,
+                description: input.description,
+                prompt: input.prompt,
+                background: input.background,
+            };
             delegate.delegate(&ctx, job).await
         })
     }
