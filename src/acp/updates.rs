@@ -405,4 +405,37 @@ mod tests {
                      "cost": { "amount": 0.5, "currency": "USD" }, "_meta": { "keel": { "seq": 6 } } })]
         );
     }
+
+    #[test]
+    fn a_job_is_an_execute_call_from_its_start_to_its_end() {
+        use keel_protocol::job::{JobCompletedData, JobStartedData};
+        let mut mapper = Mapper::new("/ws", 0);
+        let started = JobStartedData {
+            job_id: "job_1".into(),
+            call_id: "c".into(),
+            command: "make".into(),
+            description: None,
+            host: "h".into(),
+            owner_pid: 1,
+            pid: 2,
+        };
+        assert_eq!(
+            wire(&mut mapper, 7, EventBody::JobStarted(started)),
+            [json!({
+                "sessionUpdate": "tool_call", "toolCallId": "job_1", "title": "make", "kind": "execute",
+                "status": "in_progress", "rawInput": { "command": "make", "description": null },
+                "_meta": { "keel": { "seq": 7 } },
+            })]
+        );
+        let failed =
+            JobCompletedData { job_id: "job_1".into(), exit_code: Some(2), output: "no rule".into(), truncated: false };
+        assert_eq!(
+            wire(&mut mapper, 9, EventBody::JobCompleted(failed)),
+            [json!({
+                "sessionUpdate": "tool_call_update", "toolCallId": "job_1", "status": "failed",
+                "content": [{ "type": "content", "content": { "type": "text", "text": "no rule" } }],
+                "rawOutput": { "output": "no rule", "truncated": false }, "_meta": { "keel": { "seq": 9 } },
+            })]
+        );
+    }
 }
