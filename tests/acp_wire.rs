@@ -333,6 +333,19 @@ async fn commands_and_skills_are_announced_and_a_slash_prompt_runs_its_command()
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     let request = mock.requests()[0].body.to_string();
     assert!(request.contains("Explain src/lib.rs in two lines."), "{request}");
+
+    // A load announces them too.
+    c.ok("session/load", json!({ "sessionId": session, "cwd": ws, "mcpServers": [] })).await;
+    let announced = loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "available_commands_update" {
+            break m;
+        }
+    };
+    assert_eq!(announced["params"]["sessionId"], session.as_str());
+    let commands = announced["params"]["update"]["availableCommands"].as_array().unwrap();
+    let names: Vec<&str> = commands.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["compact", "explain", "init", "release", "review"]);
 }
 
 /// The model option's values, from a `session/new` or `session/set_config_option` answer.
@@ -506,4 +519,160 @@ async fn a_reasoning_model_offers_its_effort_as_an_option_that_the_next_prompt_s
         .ok("session/set_config_option", json!({ "sessionId": session, "configId": "model", "value": "mock/plain" }))
         .await;
     assert!(option(&set["configOptions"]).is_none(), "{set}");
+}
+
+fn call(id: &str, name: &str, input: Value) -> ScriptTurn {
+    ScriptTurn {
+        tool_calls: vec![ScriptToolCall { id: Some(id.into()), name: name.into(), input }],
+        ..Default::default()
+    }
+}
+
+fn say(text: &str) -> ScriptTurn {
+    ScriptTurn { text: Some(text.into()), ..Default::default() }
+}
+
+async fn prompt(c: &Client, session: &str, text: &str) -> Vec<Value> {
+    let (_, answer) = c
+        .start_request("session/prompt", json!({ "sessionId": session, "prompt": [{ "type": "text", "text": text }] }));
+    let (answer, updates) = finish(c, answer).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    updates
+}
+
+fn updates_of<'a>(updates: &'a [Value], call_id: &str) -> Vec<&'a Value> {
+    updates.iter().filter(|u| u["sessionUpdate"] == "tool_call_update" && u["toolCallId"] == call_id).collect()
+}
+
+#[tokio::test]
+async fn a_subagents_progress_and_answer_are_the_content_of_its_task_call() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    std::fs::write(std::path::Path::new(&ws).join("notes.md"), "hi").unwrap();
+    let session =
+        c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await["sessionId"].as_str().unwrap().to_owned();
+    // The parent's call, the child's two turns, then the parent's last.
+    let task = json!({ "description": "read the notes", "prompt": "Read notes.md", "agent": "general" });
+    mock.push(call("t1", "task", task));
+    mock.push(call("r1", "read", json!({ "filePath": "notes.md" })));
+    mock.push(say("the notes say hi"));
+    mock.push(say("done"));
+    let updates = prompt(&c, &session, "delegate").await;
+
+    let called = updates.iter().find(|u| u["sessionUpdate"] == "tool_call" && u["rawInput"]["agent"] == "general");
+    let task_id = called.expect("the task call").get("toolCallId").unwrap().as_str().unwrap().to_owned();
+    let on_task = updates_of(&updates, &task_id);
+    let line = "→ read: notes.md";
+    // While the child runs, its tool call shows in the task's content.
+    assert!(
+        on_task.iter().any(|u| u["status"] == "in_progress" && u["content"].to_string().contains(line)),
+        "{on_task:?}"
+    );
+    // The last content ends with the child's answer, and the call completed.
+    let last = on_task.iter().rev().find(|u| u["content"].is_array()).unwrap();
+    assert_eq!(last["status"], "completed", "{last}");
+    let content = last["content"].as_array().unwrap();
+    assert!(content.iter().any(|b| b["content"]["text"] == line), "{last}");
+    assert_eq!(content.last().unwrap()["content"]["text"], "the notes say hi", "{last}");
+    assert_eq!(on_task.last().unwrap()["status"], "completed");
+    // The child's tool call is not one of the parent's.
+    assert!(!updates.iter().any(|u| u["sessionUpdate"] == "tool_call" && u["title"] == "read: notes.md"));
+
+    // A load shows the same content from the log.
+    c.ok("session/load", json!({ "sessionId": session, "cwd": ws, "mcpServers": [] })).await;
+    let replayed = loop {
+        let m = c.next_message().await;
+        let u = &m["params"]["update"];
+        if u["sessionUpdate"] == "tool_call_update" && u["toolCallId"] == task_id.as_str() && u["status"] == "completed"
+        {
+            break u.clone();
+        }
+    };
+    assert_eq!(replayed["content"], last["content"]);
+}
+
+#[tokio::test]
+async fn a_background_job_is_an_execute_call_whose_end_a_later_prompt_shows() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let session =
+        c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await["sessionId"].as_str().unwrap().to_owned();
+    // The job waits for the test's word, so it ends after the first prompt did.
+    let command = "while [ ! -f go ]; do sleep 0.05; done; printf 'line one\\nbuilt ok\\n'";
+    let bash = json!({ "command": command, "background": true, "description": "a background job" });
+    mock.push(call("bg", "bash", bash));
+    mock.push(say("started the build"));
+    // The job's end wakes the idle session, whose turn this is.
+    mock.push(say("the build passed"));
+    let first = prompt(&c, &session, "build in the background").await;
+    let job = first
+        .iter()
+        .find(|u| u["sessionUpdate"] == "tool_call" && u["kind"] == "execute" && u["title"] == command)
+        .unwrap_or_else(|| panic!("the job's call: {first:?}"));
+    assert_eq!(job["status"], "in_progress");
+    let job_id = job["toolCallId"].as_str().unwrap().to_owned();
+    assert!(updates_of(&first, &job_id).is_empty(), "{first:?}");
+
+    std::fs::write(std::path::Path::new(&ws).join("go"), "").unwrap();
+    for _ in 0..500 {
+        if mock.requests().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(mock.requests().len(), 3, "the job's end woke the session");
+    mock.push(say("ok"));
+    let second = prompt(&c, &session, "and now?").await;
+    let ended = updates_of(&second, &job_id);
+    assert_eq!(ended.len(), 1, "{second:?}");
+    assert_eq!(ended[0]["status"], "completed");
+    assert!(ended[0]["content"][0]["content"]["text"].as_str().unwrap().contains("built ok"), "{}", ended[0]);
+    // Shown once: the next prompt does not show it again.
+    mock.push(say("still ok"));
+    let third = prompt(&c, &session, "again").await;
+    assert!(updates_of(&third, &job_id).is_empty(), "{third:?}");
+}
+
+#[tokio::test]
+async fn a_fork_carries_the_history_and_leaves_the_source_unchanged() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let (_child, c) = acp(&home, &mock).await;
+    let ws = home.workspace();
+    let session =
+        c.ok("session/new", json!({ "cwd": ws, "mcpServers": [] })).await["sessionId"].as_str().unwrap().to_owned();
+    mock.push(say("the first answer"));
+    prompt(&c, &session, "the first question").await;
+
+    let fork = c.ok("session/fork", json!({ "sessionId": session, "cwd": ws, "mcpServers": [] })).await;
+    let forked = fork["sessionId"].as_str().unwrap().to_owned();
+    assert_ne!(forked, session);
+    assert_eq!(fork["modes"]["currentModeId"], "build", "{fork}");
+    assert_eq!(fork["configOptions"][0]["id"], "model", "{fork}");
+    assert_eq!(fork["configOptions"][0]["currentValue"], "mock/m", "{fork}");
+    loop {
+        let m = c.next_message().await;
+        if m["params"]["update"]["sessionUpdate"] == "available_commands_update" {
+            assert_eq!(m["params"]["sessionId"], forked.as_str());
+            break;
+        }
+    }
+
+    mock.push(say("the second answer"));
+    prompt(&c, &forked, "the second question").await;
+    let in_fork = mock.requests()[1].body.to_string();
+    assert!(in_fork.contains("the first question") && in_fork.contains("the first answer"), "{in_fork}");
+    assert!(in_fork.contains("the second question"), "{in_fork}");
+
+    mock.push(say("the third answer"));
+    prompt(&c, &session, "the third question").await;
+    let in_source = mock.requests()[2].body.to_string();
+    assert!(in_source.contains("the first answer") && in_source.contains("the third question"), "{in_source}");
+    assert!(!in_source.contains("the second"), "{in_source}");
+
+    assert_eq!(c.err("session/fork", json!({ "sessionId": "ses_nope", "cwd": ws })).await.code, -32002);
 }

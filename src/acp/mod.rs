@@ -33,7 +33,7 @@ pub use error::AcpError;
 pub use ordering::ordering;
 pub use schema::PROTOCOL_VERSION;
 use schema::*;
-use updates::{Mapper, tool_kind, tool_title};
+use updates::{Child, Mapper, is_job, tool_kind, tool_title};
 
 type Reply<T> = Result<T, AcpError>;
 
@@ -53,6 +53,7 @@ pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodE
     method!("session/new", new_session);
     method!("session/load", load_session);
     method!("session/resume", resume_session);
+    method!("session/fork", fork_session);
     method!("session/list", list_sessions);
     method!("session/close", close_session);
     method!("session/prompt", prompt);
@@ -154,6 +155,7 @@ fn initialized() -> InitializeResponse {
                 list: Some(Empty {}),
                 resume: Some(Empty {}),
                 close: Some(Empty {}),
+                fork: Some(Empty {}),
             },
             meta: Some(Meta {
                 keel: KeelCapabilities { steer: "_keel/steer", protocol_version: keel_protocol::PROTOCOL_VERSION },
@@ -269,8 +271,36 @@ async fn new_session(engine: Arc<Engine>, params: NewSessionRequest, call: Call)
     let session = engine.sessions.create(new)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
     announce_commands(&engine, &call, &session.id, &session.cwd, session.head_seq);
+    seen(&call.peer, &session.id, session.head_seq);
     let opened = opened(&engine, &call, &session.id, &session.cwd)?;
     Ok(NewSessionResponse { session_id: session.id, modes: opened.modes, config_options: opened.config_options })
+}
+
+/// `session/fork`: the engine's fork of the session at its head, answered and announced like a new session. The
+/// client already shows the source's history, so none is replayed.
+async fn fork_session(engine: Arc<Engine>, params: ForkSessionRequest, call: Call) -> Reply<NewSessionResponse> {
+    let source = engine.sessions.get(&params.session_id)?;
+    let specs = mcp_specs(params.mcp_servers, &source.cwd)?;
+    let session = engine.sessions.fork(&source.id, None)?;
+    start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
+    announce_commands(&engine, &call, &session.id, &session.cwd, session.head_seq);
+    seen(&call.peer, &session.id, session.head_seq);
+    let opened = opened(&engine, &call, &session.id, &session.cwd)?;
+    Ok(NewSessionResponse { session_id: session.id, modes: opened.modes, config_options: opened.config_options })
+}
+
+/// How far this connection has shown each session's log: what happens between its prompts (a background job
+/// ending while the session is idle) is caught up on at the next prompt. A connection's view, like `Shown`.
+#[derive(Default)]
+struct Seen {
+    sessions: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+fn seen(peer: &PeerRef, session_id: &str, seq: u64) {
+    let state = peer.state::<Seen>();
+    let mut sessions = state.sessions.lock();
+    let at = sessions.entry(session_id.to_owned()).or_default();
+    *at = (*at).max(seq);
 }
 
 /// A session this connection now shows: its project's config files are watched, and what the client is told of
@@ -286,6 +316,7 @@ async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call:
     let session = engine.sessions.get(&params.session_id)?;
     let specs = mcp_specs(params.mcp_servers, &session.cwd)?;
     start_mcp(&engine, &call.peer, &session.id, &session.cwd, specs);
+    seen(&call.peer, &session.id, session.head_seq);
     opened(&engine, &call, &session.id, &session.cwd)
 }
 
@@ -426,12 +457,82 @@ async fn load_session(engine: Arc<Engine>, params: LoadSessionRequest, call: Cal
     let mut history = engine.follow(&session_id, Some(0))?;
     while let Some(events) = history.next_page(512, false).await? {
         for event in events {
-            for update in mapper.updates(event.seq, event.body().map_err(AcpError::internal)?) {
+            let body = event.body().map_err(AcpError::internal)?;
+            if let EventBody::SubagentCompleted(d) = &body {
+                read_child(&engine, &mut mapper, &d.call_id, &d.child_session_id);
+            }
+            for update in mapper.updates(event.seq, body) {
                 send_update(&call.peer, &session_id, update).await;
             }
         }
     }
+    seen(&call.peer, &session_id, history.cursor());
     opened(&engine, &call, &session_id, &session.cwd)
+}
+
+/// A subagent's whole log, read into its `task` call's content once it ended (the child's activity closed before
+/// the parent recorded `subagent.completed`). A child that cannot be read shows what was seen of it.
+fn read_child(engine: &Engine, mapper: &mut Mapper, call_id: &str, child_session_id: &str) {
+    // The line naming the subagent stays; the rest is read again.
+    let header = mapper.children.remove(call_id).and_then(|c| c.content.into_iter().next());
+    let mut child = Child { content: header.into_iter().collect() };
+    let mut after = 0;
+    while let Ok(events) = engine.events(child_session_id, after, 512) {
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for event in &events {
+            if let Ok(body) = event.body() {
+                child.add(&body);
+            }
+        }
+    }
+    mapper.children.insert(call_id.to_owned(), child);
+}
+
+/// Follows a running subagent's log and shows its progress as updates of the parent's `task` call, until the
+/// child's activity closes. Its end is awaited before the call's last update, which reads the child's whole log
+/// as a replay does, so that no progress update comes after it; dropped with the prompt, which aborts it.
+fn follow_child(
+    engine: &Engine,
+    peer: &PeerRef,
+    session_id: &str,
+    started: &keel_protocol::agent::SubagentStartedData,
+    after_seq: u64,
+) -> Option<ChildTask> {
+    let mut follower = engine.follow(&started.child_session_id, Some(0)).ok()?;
+    let mut child = Child::new(started);
+    let (peer, session_id, call_id) = (Arc::clone(peer), session_id.to_owned(), started.call_id.clone());
+    Some(ChildTask(tokio::spawn(async move {
+        while let Ok(Some(events)) = follower.next_page(256, true).await {
+            let mut changed = false;
+            let mut closed = false;
+            for event in &events {
+                let Ok(body) = event.body() else { continue };
+                closed |= matches!(body, EventBody::ActivityClosed(_));
+                changed |= child.add(&body);
+                if closed {
+                    break;
+                }
+            }
+            if changed {
+                let kind = child.update(&call_id, ToolCallStatus::InProgress);
+                let update =
+                    SessionUpdate { kind, meta: Meta { keel: Position { seq: None, after_seq: Some(after_seq) } } };
+                send_update(&peer, &session_id, update).await;
+            }
+            if closed {
+                break;
+            }
+        }
+    })))
+}
+
+struct ChildTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ChildTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn mapper(engine: &Engine, cwd: &str, model: &str) -> Mapper {
@@ -595,21 +696,42 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
     call.release_order();
     let mut mapper = mapper(&engine, &session.cwd, &session.model);
     mapper.cost_usd = session.cost_usd;
+    catch_up(&engine, &call.peer, &mut mapper, &session_id, run.cursor()).await;
+    let mut children: std::collections::HashMap<String, ChildTask> = std::collections::HashMap::new();
     // Whether the activity's last turn ran out of output tokens: its answer is cut, which ACP calls `max_tokens`.
     let mut cut = false;
     let mut used = TurnUsage::default();
     loop {
         match run.next().await.map_err(AcpError::internal)? {
-            // Events before the prompt's activity opened belong to others.
+            Step::Event { event, body, ours: false } if is_job(&body) => {
+                for update in mapper.updates(event.seq, body) {
+                    send_update(&call.peer, &session_id, update).await;
+                }
+            }
+            // Other events before the prompt's activity opened belong to others.
             Step::Event { ours: false, .. } => {}
             // Inputs are remembered for replays only; a live prompt's own text is the client's.
             Step::Event { event, body: body @ EventBody::InputAdmitted(_), .. } => {
                 let _ = mapper.updates(event.seq, body);
             }
             Step::Event { event, body, .. } => {
-                if let EventBody::TurnCompleted(d) = &body {
-                    cut = d.was_cut();
-                    add_usage(&mut used, &d.usage);
+                match &body {
+                    EventBody::TurnCompleted(d) => {
+                        cut = d.was_cut();
+                        add_usage(&mut used, &d.usage);
+                    }
+                    EventBody::SubagentStarted(d) => {
+                        if let Some(task) = follow_child(&engine, &call.peer, &session_id, d, event.seq) {
+                            children.insert(d.call_id.clone(), task);
+                        }
+                    }
+                    EventBody::SubagentCompleted(d) => {
+                        if let Some(mut task) = children.remove(&d.call_id) {
+                            let _ = (&mut task.0).await;
+                        }
+                        read_child(&engine, &mut mapper, &d.call_id, &d.child_session_id);
+                    }
+                    _ => {}
                 }
                 for update in mapper.updates(event.seq, body) {
                     send_update(&call.peer, &session_id, update).await;
@@ -621,10 +743,12 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
             // Cancelled before our input opened an activity: it stays queued (paused) and the prompt ends.
             // ACP has no queue: a cancelled prompt must not run later, so its input is withdrawn.
             Step::PausedBeforeStart => {
+                seen(&call.peer, &session_id, run.cursor());
                 let _ = engine.remove_input(&session_id, &run.receipt().input_id);
                 return Ok(PromptResponse { stop_reason: StopReason::Cancelled, usage: None });
             }
             Step::Closed(outcome) => {
+                seen(&call.peer, &session_id, run.cursor());
                 let stop_reason = match outcome.reason {
                     CloseReason::Completed if cut => StopReason::MaxTokens,
                     CloseReason::Completed => StopReason::EndTurn,
@@ -635,6 +759,25 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
                     }
                 };
                 return Ok(PromptResponse { stop_reason, usage: Some(used) });
+            }
+        }
+    }
+}
+
+/// Shows the background jobs' starts and ends that this connection has not shown since it last showed the
+/// session, up to `until` where the prompt's own stream starts: a job can end while no prompt runs.
+async fn catch_up(engine: &Engine, peer: &PeerRef, mapper: &mut Mapper, session_id: &str, until: u64) {
+    let Some(mut after) = peer.state::<Seen>().sessions.lock().get(session_id).copied() else { return };
+    while after < until {
+        let Ok(events) = engine.events(session_id, after, 256) else { return };
+        let Some(last) = events.last() else { return };
+        after = last.seq;
+        for event in events.into_iter().take_while(|e| e.seq <= until) {
+            let Ok(body) = event.body() else { continue };
+            if is_job(&body) {
+                for update in mapper.updates(event.seq, body) {
+                    send_update(peer, session_id, update).await;
+                }
             }
         }
     }
@@ -770,7 +913,7 @@ mod tests {
                 "loadSession": true,
                 "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
                 "mcpCapabilities": { "http": true, "sse": false },
-                "sessionCapabilities": { "list": {}, "resume": {}, "close": {} },
+                "sessionCapabilities": { "list": {}, "resume": {}, "close": {}, "fork": {} },
                 "_meta": { "keel": { "steer": "_keel/steer", "protocolVersion": keel_protocol::PROTOCOL_VERSION } },
             },
             "authMethods": [],

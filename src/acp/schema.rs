@@ -83,6 +83,9 @@ pub struct SessionCapabilities {
     pub resume: Option<Empty>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub close: Option<Empty>,
+    /// Unstable in ACP: `session/fork`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fork: Option<Empty>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -201,6 +204,16 @@ pub struct SessionRequest {
 }
 
 pub type LoadSessionRequest = OpenSessionRequest;
+
+/// `session/fork` (unstable in ACP): a copy of a stored session's history as a new session. The copy keeps the
+/// source's workspace, so ACP's required `cwd` is read as any unknown field is: not at all.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkSessionRequest {
+    pub session_id: String,
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
+}
 pub type ResumeSessionRequest = OpenSessionRequest;
 pub type CloseSessionRequest = SessionRequest;
 pub type CancelNotification = SessionRequest;

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
+use keel_protocol::agent::SubagentStartedData;
 use keel_protocol::catalogue::EventBody;
 use keel_protocol::event::SessionUpdatedData;
 use keel_protocol::input::ContentPart;
-use keel_protocol::turn::{PartCompletedData, ToolCalledData};
-use serde_json::Value;
+use keel_protocol::turn::{CloseReason, PartCompletedData, ToolCalledData};
+use serde_json::{Value, json};
 
 use super::schema::{
     Chunk, ContentBlock, Cost, CurrentMode, Location, Meta, Plan, PlanEntry, Position, RawOutput, SessionInfoUpdate,
@@ -19,6 +20,8 @@ use super::schema::{
 pub struct Mapper {
     inputs: HashMap<String, Vec<ContentPart>>,
     calls: HashMap<String, ToolCalledData>,
+    /// Each subagent's progress by its `task` call, kept once it ended so the call's result leaves it shown.
+    pub children: HashMap<String, Child>,
     /// Bytes of each part already sent as chunks from live deltas.
     pub streamed: HashMap<String, usize>,
     /// Parts whose whole text went out: late deltas for them are dropped.
@@ -72,6 +75,73 @@ fn content_block(part: &ContentPart) -> ContentBlock {
 
 fn text(text: impl Into<String>) -> ContentBlock {
     ContentBlock::Text { text: text.into() }
+}
+
+/// A subagent as the content of its parent's `task` call: a line naming it, then the child's text parts and a
+/// line per tool call it makes, in its log's order. ACP replaces a call's content with each update, so the whole
+/// is kept and sent every time.
+#[derive(Debug, Clone, Default)]
+pub struct Child {
+    pub content: Vec<ToolCallContent>,
+}
+
+impl Child {
+    pub fn new(d: &SubagentStartedData) -> Self {
+        let line = format!("{} subagent: {} (session {})", d.agent, d.description, d.child_session_id);
+        Self { content: vec![ToolCallContent::Content { content: text(line) }] }
+    }
+
+    /// Takes an event of the child's log; true when the content changed.
+    pub fn add(&mut self, body: &EventBody) -> bool {
+        let block = match body {
+            EventBody::TextCompleted(d) if !d.text.trim().is_empty() => text(d.text.clone()),
+            EventBody::ToolCalled(d) => text(format!("→ {}", tool_title(d))),
+            _ => return false,
+        };
+        self.content.push(ToolCallContent::Content { content: block });
+        true
+    }
+
+    /// The update showing the content so far.
+    pub fn update(&self, call_id: &str, status: ToolCallStatus) -> UpdateKind {
+        UpdateKind::ToolCallUpdate(ToolCallUpdate {
+            tool_call_id: call_id.to_owned(),
+            status,
+            content: Some(self.content.clone()),
+            raw_output: None,
+        })
+    }
+
+    /// Ends the content with the child's answer, unless its last text part already is that answer.
+    fn finish(&mut self, answer: Option<&str>) {
+        let Some(answer) = answer.filter(|a| !a.trim().is_empty()) else { return };
+        let last = self.content.iter().rev().find_map(|c| match c {
+            ToolCallContent::Content { content: ContentBlock::Text { text } } => Some(text.as_str()),
+            _ => None,
+        });
+        if last != Some(answer) {
+            self.content.push(ToolCallContent::Content { content: text(answer) });
+        }
+    }
+}
+
+/// A background job's end as the update of the call its start showed.
+fn job_ended(job_id: String, status: ToolCallStatus, output: String, truncated: bool) -> UpdateKind {
+    UpdateKind::ToolCallUpdate(ToolCallUpdate {
+        tool_call_id: job_id,
+        status,
+        content: Some(vec![ToolCallContent::Content { content: text(output.clone()) }]),
+        raw_output: Some(RawOutput { output, truncated }),
+    })
+}
+
+/// The events a prompt shows even when they are not of its activity: a background job's start and end belong to
+/// no prompt, and its end may come while another activity (or none) runs.
+pub fn is_job(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::JobStarted(_) | EventBody::JobCompleted(_) | EventBody::JobFailed(_) | EventBody::JobCancelled(_)
+    )
 }
 
 impl Mapper {
@@ -133,6 +203,15 @@ impl Mapper {
                     raw_output: None,
                 }));
             }
+            // The subagent's progress stays the content of its `task` call.
+            EventBody::ToolCompleted(d) if self.children.contains_key(&d.call_id) => {
+                out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
+                    tool_call_id: d.call_id,
+                    status: ToolCallStatus::Completed,
+                    content: None,
+                    raw_output: Some(RawOutput { output: d.output, truncated: d.truncated }),
+                }));
+            }
             EventBody::ToolCompleted(d) => {
                 let mut content = vec![ToolCallContent::Content { content: text(d.output.clone()) }];
                 if let Some(call) = self.calls.get(&d.call_id) {
@@ -149,10 +228,12 @@ impl Mapper {
                 }));
             }
             EventBody::ToolFailed(d) => {
+                let mut content = self.children.get(&d.call_id).map(|c| c.content.clone()).unwrap_or_default();
+                content.push(ToolCallContent::Content { content: text(d.error) });
                 out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
                     tool_call_id: d.call_id,
                     status: ToolCallStatus::Failed,
-                    content: Some(vec![ToolCallContent::Content { content: text(d.error) }]),
+                    content: Some(content),
                     raw_output: None,
                 }));
             }
@@ -167,19 +248,40 @@ impl Mapper {
                 self.cost_usd += d.usage.as_ref().map_or(0.0, |u| u.cost_usd);
                 out.push(self.usage(d.tokens_after));
             }
-            // ACP shows a subagent as its `task` call: the child session's id and how it ended join the call.
+            // ACP shows a subagent as its `task` call, whose content follows the child (see `Child`).
             EventBody::SubagentStarted(d) => {
-                out.push(UpdateKind::ToolCallUpdate(ToolCallUpdate {
-                    tool_call_id: d.call_id,
+                let child = self.children.entry(d.call_id.clone()).or_insert_with(|| Child::new(&d));
+                out.push(child.update(&d.call_id, ToolCallStatus::InProgress));
+            }
+            // By now the child's progress was added (`children`) by whoever read the child's log.
+            EventBody::SubagentCompleted(d) => {
+                let child = self.children.entry(d.call_id.clone()).or_default();
+                child.finish(d.answer.as_deref());
+                let status = match d.reason {
+                    CloseReason::Completed => ToolCallStatus::Completed,
+                    CloseReason::Interrupted | CloseReason::TurnLimit | CloseReason::Failed => ToolCallStatus::Failed,
+                };
+                out.push(child.update(&d.call_id, status));
+            }
+            // A background job is a call of its own, under its job id, from its start to its end.
+            EventBody::JobStarted(d) => {
+                out.push(UpdateKind::ToolCall(ToolCall {
+                    raw_input: json!({ "command": d.command, "description": d.description }),
+                    tool_call_id: d.job_id,
+                    title: d.command,
+                    kind: ToolKind::Execute,
                     status: ToolCallStatus::InProgress,
-                    content: Some(vec![ToolCallContent::Content {
-                        content: text(format!(
-                            "{} subagent: {} (session {})",
-                            d.agent, d.description, d.child_session_id
-                        )),
-                    }]),
-                    raw_output: None,
+                    locations: None,
+                    meta: None,
                 }));
+            }
+            EventBody::JobCompleted(d) => {
+                let status = if d.exit_code == Some(0) { ToolCallStatus::Completed } else { ToolCallStatus::Failed };
+                out.push(job_ended(d.job_id, status, d.output, d.truncated));
+            }
+            EventBody::JobFailed(d) => out.push(job_ended(d.job_id, ToolCallStatus::Failed, d.error, false)),
+            EventBody::JobCancelled(d) => {
+                out.push(job_ended(d.job_id, ToolCallStatus::Failed, "cancelled".to_owned(), false));
             }
             EventBody::SessionUpdated(SessionUpdatedData { title, agent, .. }) => {
                 if let Some(title) = title {
@@ -212,11 +314,6 @@ impl Mapper {
             | EventBody::RecoveryResolved(_)
             | EventBody::CompactionStarted(_)
             | EventBody::CompactionFailed(_)
-            | EventBody::SubagentCompleted(_)
-            | EventBody::JobStarted(_)
-            | EventBody::JobCompleted(_)
-            | EventBody::JobFailed(_)
-            | EventBody::JobCancelled(_)
             // `session/shell` is not an ACP method: its commands come from keel's own clients.
             | EventBody::ShellStarted(_)
             | EventBody::ShellCompleted(_) => {}
@@ -309,6 +406,39 @@ mod tests {
             wire(&mut mapper, 6, EventBody::TurnCompleted(turn)),
             [json!({ "sessionUpdate": "usage_update", "used": 15, "size": 1000,
                      "cost": { "amount": 0.5, "currency": "USD" }, "_meta": { "keel": { "seq": 6 } } })]
+        );
+    }
+
+    #[test]
+    fn a_job_is_an_execute_call_from_its_start_to_its_end() {
+        use keel_protocol::job::{JobCompletedData, JobStartedData};
+        let mut mapper = Mapper::new("/ws", 0);
+        let started = JobStartedData {
+            job_id: "job_1".into(),
+            call_id: "c".into(),
+            command: "make".into(),
+            description: None,
+            host: "h".into(),
+            owner_pid: 1,
+            pid: 2,
+        };
+        assert_eq!(
+            wire(&mut mapper, 7, EventBody::JobStarted(started)),
+            [json!({
+                "sessionUpdate": "tool_call", "toolCallId": "job_1", "title": "make", "kind": "execute",
+                "status": "in_progress", "rawInput": { "command": "make", "description": null },
+                "_meta": { "keel": { "seq": 7 } },
+            })]
+        );
+        let failed =
+            JobCompletedData { job_id: "job_1".into(), exit_code: Some(2), output: "no rule".into(), truncated: false };
+        assert_eq!(
+            wire(&mut mapper, 9, EventBody::JobCompleted(failed)),
+            [json!({
+                "sessionUpdate": "tool_call_update", "toolCallId": "job_1", "status": "failed",
+                "content": [{ "type": "content", "content": { "type": "text", "text": "no rule" } }],
+                "rawOutput": { "output": "no rule", "truncated": false }, "_meta": { "keel": { "seq": 9 } },
+            })]
         );
     }
 }
