@@ -281,6 +281,10 @@ async fn the_skill_tool_loads_a_skill_with_its_files() {
     let events = c.events_until(&sub, closed).await;
     let output = of_type(&events, "tool.completed")[0]["data"]["output"].as_str().unwrap().to_owned();
     assert!(output.contains("Bump the version, then tag.") && output.contains("checklist.md"), "{output}");
+    let loaded = of_type(&events, "skill.loaded");
+    assert_eq!(loaded.len(), 1, "{events:?}");
+    assert_eq!(loaded[0]["data"]["name"], "release");
+    assert_eq!(loaded[0]["data"]["callId"], of_type(&events, "tool.completed")[0]["data"]["callId"]);
     let system = mock.requests()[0].body["messages"][0]["content"].as_str().unwrap().to_owned();
     assert!(system.contains("- release: Cut a release"), "{system}");
 }
@@ -371,4 +375,54 @@ async fn a_background_task_lets_the_parent_go_on_and_its_answer_wakes_the_parent
     assert_eq!(kid.requests().len(), 1);
     let jobs = c.ok("job/list", json!({ "sessionId": parent })).await;
     assert_eq!(jobs["jobs"][0]["state"], "completed", "{jobs}");
+}
+
+#[tokio::test]
+async fn a_subscription_that_includes_children_follows_each_subagent_from_its_first_event() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let engine = start(&home, &mock, json!({})).await;
+    let c = engine.connect().await;
+    let parent = c.create_session(&home.workspace()).await;
+    let r = c.ok("session/subscribe", json!({ "sessionId": parent, "afterSeq": 0, "includeChildren": true })).await;
+    let sub = r["subscriptionId"].as_str().unwrap().to_owned();
+    mock.push(call("task", json!({ "description": "look", "prompt": "look around", "agent": "explore" })));
+    mock.push(say("nothing to see"));
+    mock.push(say("the child saw nothing"));
+    prompt(&c, &parent, "delegate", None).await;
+
+    // The parent's activity closes after its child's, so by then both logs have come through.
+    let (mut parents, mut childs, mut child_sub) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let m = c.next_message().await;
+        if m["method"] != "session/event" {
+            continue;
+        }
+        let (id, event) = (m["params"]["subscriptionId"].as_str().unwrap().to_owned(), m["params"]["event"].clone());
+        if id == sub {
+            parents.push(event.clone());
+            if closed(&event) {
+                break;
+            }
+        } else {
+            assert!(id.starts_with(&format!("{sub}/")), "{id}");
+            child_sub.get_or_insert(id);
+            childs.push(event);
+        }
+    }
+    let child = of_type(&parents, "subagent.started")[0]["data"]["childSessionId"].as_str().unwrap().to_owned();
+    assert_eq!(child_sub.unwrap(), format!("{sub}/{child}"));
+    assert!(childs.iter().all(|e| e["sessionId"] == child.as_str()));
+    let seqs: Vec<u64> = childs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "the child's log from its first event, in order");
+    assert_eq!(childs[0]["type"], "session.created");
+    assert_eq!(of_type(&childs, "text.completed")[0]["data"]["text"], "nothing to see");
+    assert!(closed(childs.last().unwrap()) || childs.iter().any(closed));
+
+    // A plain subscription does not.
+    let plain = c.subscribe(&parent, 0).await;
+    c.events_until(&plain, closed).await;
+    c.ok("session/unsubscribe", json!({ "subscriptionId": sub })).await;
+    let e = c.err("session/unsubscribe", json!({ "subscriptionId": format!("{sub}/{child}") })).await;
+    assert_eq!(e.code, -32602, "the child's subscription ended with its parent's");
 }

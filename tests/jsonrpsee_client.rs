@@ -100,7 +100,12 @@ async fn jsonrpsee_client_drives_sessions_and_receives_events() {
     let id = created.session.id;
 
     let mut events = client.subscribe_to_method::<EventNotificationParams>(SessionEvent::NAME).await.unwrap();
-    call::<SessionSubscribe>(&client, SubscribeParams { session_id: id.clone(), after_seq: 0 }).await.unwrap();
+    call::<SessionSubscribe>(
+        &client,
+        SubscribeParams { session_id: id.clone(), after_seq: 0, include_children: false },
+    )
+    .await
+    .unwrap();
     call::<SessionUpdate>(
         &client,
         SessionUpdateParams {

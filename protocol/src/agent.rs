@@ -50,6 +50,15 @@ pub struct SkillInfo {
     pub path: String,
 }
 
+/// `skill.loaded` (version 1): a `skill` call loaded a skill's instructions into the conversation; recorded with
+/// the call's `tool.completed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkillLoadedData {
+    pub call_id: String,
+    pub name: String,
+}
+
 /// `subagent.started` (version 1): a `task` call of this session started a child session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde_json::value::RawValue;
 
-use crate::agent::{SubagentCompletedData, SubagentStartedData};
+use crate::agent::{SkillLoadedData, SubagentCompletedData, SubagentStartedData};
 use crate::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use crate::compaction::{CompactionCompletedData, CompactionFailedData, CompactionStartedData};
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
@@ -144,6 +144,7 @@ catalogue! {
     /// The model's context starts at a new checkpoint.
     CompactionCompleted = "compaction.completed", 1 => CompactionCompletedData;
     CompactionFailed = "compaction.failed", 1 => CompactionFailedData;
+    SkillLoaded = "skill.loaded", 1 => SkillLoadedData;
     /// A `task` call started a child session.
     SubagentStarted = "subagent.started", 1 => SubagentStartedData;
     SubagentCompleted = "subagent.completed", 1 => SubagentCompletedData;

@@ -45,6 +45,11 @@ pub struct SubscribeParams {
     /// Exclusive cursor: 0 (default) replays everything, -1 starts from now.
     #[serde(default)]
     pub after_seq: i64,
+    /// Also follow the subagent sessions this one starts after the cursor (and theirs): each child's events, from
+    /// its first, come as `session/event` of a subscription of its own, `<subscriptionId>/<childSessionId>`, opened
+    /// when the parent's `subagent.started` is delivered and ended with the parent's subscription.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_children: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

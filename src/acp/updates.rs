@@ -316,7 +316,9 @@ impl Mapper {
             | EventBody::CompactionFailed(_)
             // `session/shell` is not an ACP method: its commands come from keel's own clients.
             | EventBody::ShellStarted(_)
-            | EventBody::ShellCompleted(_) => {}
+            | EventBody::ShellCompleted(_)
+            // The `skill` call itself is shown.
+            | EventBody::SkillLoaded(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

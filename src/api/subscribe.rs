@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use keel_protocol::Empty;
 use keel_protocol::Notification;
+use keel_protocol::agent::SubagentStartedData;
+use keel_protocol::catalogue::EventKind;
 use keel_protocol::event::{
     Event as WireEvent, EventNotificationParams, EventsParams, EventsResult, SessionEvent, SessionSubscriptionEnded,
     SessionSynced, SubscribeParams, SubscribeResult, SubscriptionEndReason, SubscriptionEndedParams, SyncedParams,
@@ -51,16 +53,8 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
         return Err(ApiError::Overloaded(format!("this connection already has {limit} subscriptions")));
     }
     let subscription_id = format!("sub_{}_{}", call.peer.id(), NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed));
-    let deltas = client.capabilities().deltas.then(|| engine.deltas().subscribe());
-    let subscription = Subscription {
-        deltas,
-        id: subscription_id.clone(),
-        engine: Arc::clone(&engine),
-        feed,
-        peer: Arc::clone(&call.peer),
-        stall: engine.settings().subscriber_stall,
-        cursor,
-    };
+    let subscription =
+        Subscription::new(&engine, &call.peer, subscription_id.clone(), feed, cursor, p.include_children);
     let peer = Arc::clone(&call.peer);
     let key = subscription_id.clone();
     client.attach(&subscription_id, &p.session_id);
@@ -74,7 +68,7 @@ pub async fn subscribe(engine: Arc<Engine>, p: SubscribeParams, call: Call) -> R
 
 pub async fn unsubscribe(_: Arc<Engine>, p: UnsubscribeParams, call: Call) -> Result<Empty, ApiError> {
     Client::of(&call.peer).detach(&p.subscription_id);
-    if !call.peer.stop_task(&p.subscription_id) {
+    if !call.peer.stop_task_tree(&p.subscription_id) {
         return Err(ApiError::invalid("subscriptionId", "no such subscription on this connection"));
     }
     Ok(Empty {})
@@ -117,6 +111,19 @@ struct Subscription {
     peer: PeerRef,
     stall: std::time::Duration,
     cursor: u64,
+    include_children: bool,
+    /// The subscriptions this one opened for children; they end with it.
+    children: Vec<String>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Also when the task is aborted (`session/unsubscribe`, the connection closing).
+        for child in &self.children {
+            self.peer.stop_task(child);
+            Client::of(&self.peer).detach(child);
+        }
+    }
 }
 
 enum Stop {
@@ -125,6 +132,42 @@ enum Stop {
 }
 
 impl Subscription {
+    fn new(
+        engine: &Arc<Engine>,
+        peer: &PeerRef,
+        id: String,
+        feed: Arc<Feed>,
+        cursor: u64,
+        include_children: bool,
+    ) -> Self {
+        let deltas = Client::of(peer).capabilities().deltas.then(|| engine.deltas().subscribe());
+        Subscription {
+            deltas,
+            id,
+            engine: Arc::clone(engine),
+            feed,
+            peer: Arc::clone(peer),
+            stall: engine.settings().subscriber_stall,
+            cursor,
+            include_children,
+            children: Vec::new(),
+        }
+    }
+
+    /// Opens the subscription of a child the parent's `subagent.started` names, from the child's first event.
+    fn follow_child(&mut self, event: &Event) {
+        let Ok(started) = serde_json::from_str::<SubagentStartedData>(event.data.get()) else { return };
+        let Ok(feed) = self.engine.feed(&started.child_session_id) else { return };
+        let id = format!("{}/{}", self.id, started.child_session_id);
+        if self.children.contains(&id) {
+            return;
+        }
+        let child = Subscription::new(&self.engine, &self.peer, id.clone(), feed, 0, true);
+        Client::of(&self.peer).attach(&id, &started.child_session_id);
+        self.peer.spawn_task(id.clone(), child.run());
+        self.children.push(id);
+    }
+
     async fn run(mut self) {
         let stop = self.deliver().await;
         if let Stop::Ended(reason) = stop {
@@ -162,7 +205,10 @@ impl Subscription {
                         return stop;
                     }
                     self.cursor = event.seq;
-                    if event.kind == keel_protocol::catalogue::EventKind::SessionDeleted {
+                    if self.include_children && event.kind == EventKind::SubagentStarted {
+                        self.follow_child(&event);
+                    }
+                    if event.kind == EventKind::SessionDeleted {
                         return Stop::Ended(SubscriptionEndReason::Deleted);
                     }
                 }

@@ -437,6 +437,7 @@ impl Printer {
             EventBody::JobFailed(d) => eprintln!("  ⧗ job {} failed: {}", d.job_id, d.error),
             EventBody::JobCancelled(d) => eprintln!("  ⧗ job {} cancelled", d.job_id),
             EventBody::ShellStarted(d) => eprintln!("$ {}", d.command),
+            EventBody::SkillLoaded(d) => eprintln!("  ✦ skill {}", d.name),
             EventBody::SubagentCompleted(d) => {
                 eprintln!("  ↳ subagent {}: {}", d.child_session_id, keel_protocol::wire_name(&d.reason))
             }

@@ -231,6 +231,19 @@ impl Peer {
         handle.map(|h| h.abort()).is_some()
     }
 
+    /// Stops the task and those keyed under it (`key/…`); whether `key` itself was running.
+    pub fn stop_task_tree(&self, key: &str) -> bool {
+        let prefix = format!("{key}/");
+        let mut tasks = self.tasks.lock();
+        let below: Vec<String> = tasks.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+        for k in below {
+            if let Some(h) = tasks.remove(&k) {
+                h.abort();
+            }
+        }
+        tasks.remove(key).map(|h| h.abort()).is_some()
+    }
+
     /// Forgets a task that ended by itself.
     pub fn forget_task(&self, key: &str) {
         self.tasks.lock().remove(key);

@@ -69,6 +69,7 @@ pub(super) fn apply(tx: &dyn Db, event: &Event, body: &EventBody) -> Result<()> 
         // Recovery reads the open activity's events from the log itself.
         EventBody::TurnFailed(_)
         | EventBody::ShellStarted(_)
+        | EventBody::SkillLoaded(_)
         | EventBody::SubagentStarted(_)
         | EventBody::SubagentCompleted(_)
         | EventBody::RetryScheduled(_)

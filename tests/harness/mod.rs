@@ -196,6 +196,7 @@ impl Printer {
             EventBody::JobCompleted(d) => format!("{} exit={:?}", self.id(&d.job_id), d.exit_code),
             EventBody::JobFailed(d) => format!("{} {:?}", self.id(&d.job_id), d.error),
             EventBody::JobCancelled(d) => self.id(&d.job_id),
+            EventBody::SkillLoaded(d) => format!("{} {}", self.id(&d.call_id), d.name),
             EventBody::ShellStarted(d) => format!("{} {:?}", self.id(&d.shell_id), d.command),
             EventBody::ShellCompleted(d) => format!("{} {:?} {:?}", self.id(&d.shell_id), d.exit_code, d.output),
             EventBody::SubagentStarted(d) => {

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_protocol::catalogue::EventBody;
+use keel_protocol::agent::SkillLoadedData;
+use keel_protocol::catalogue::{EventBody, EventKind};
 use keel_protocol::turn::{DeltaKind, PartCompletedData, ToolCalledData, ToolFailedData, ToolStartedData};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -337,6 +338,8 @@ impl<'a> TurnStream<'a> {
                 }
                 return;
             };
+            // A skill loaded is a fact of the session of its own, beside the call's result.
+            let skill = (call.name == "skill").then(|| call.input["name"].as_str().map(str::to_owned)).flatten();
             // Decoded once: the permission check and the run read the same input.
             let input = tool.decode(std::mem::take(&mut call.input));
             let gate =
@@ -359,7 +362,14 @@ impl<'a> TurnStream<'a> {
                 }
                 Err(e) => event(EventBody::ToolFailed(ToolFailedData { call_id, error: e.to_string() })),
             };
-            if let Err(e) = settled.and_then(|e| services.append_events(&session_id, vec![e])) {
+            let loaded = |settled: NewEvent| -> Result<Vec<NewEvent>, Error> {
+                let mut events = vec![settled];
+                if let (Some(name), Some(EventKind::ToolCompleted)) = (skill, events.first().map(NewEvent::kind)) {
+                    events.push(event(EventBody::SkillLoaded(SkillLoadedData { call_id: call.id.clone(), name }))?);
+                }
+                Ok(events)
+            };
+            if let Err(e) = settled.and_then(loaded).and_then(|events| services.append_events(&session_id, events)) {
                 tracing::error!(session = %session_id, "recording a tool result failed: {e}");
             }
         });

@@ -1359,6 +1359,12 @@ export interface SubscribeParams {
    * Exclusive cursor: 0 (default) replays everything, -1 starts from now.
    */
   afterSeq?: number;
+  /**
+   * Also follow the subagent sessions this one starts after the cursor (and theirs): each child's events, from
+   * its first, come as `session/event` of a subscription of its own, `<subscriptionId>/<childSessionId>`, opened
+   * when the parent's `subagent.started` is delivered and ended with the parent's subscription.
+   */
+  includeChildren?: boolean;
   sessionId: string;
 }
 /**
@@ -1642,6 +1648,7 @@ export interface KeelEventData {
   "session.updated": SessionUpdatedData;
   "shell.completed": ShellCompletedData;
   "shell.started": ShellStartedData;
+  "skill.loaded": SkillLoadedData;
   "subagent.completed": SubagentCompletedData;
   "subagent.started": SubagentStartedData;
   "text.completed": PartCompletedData;
@@ -2047,6 +2054,17 @@ export interface ShellCompletedData {
 export interface ShellStartedData {
   command: string;
   shellId: string;
+}
+/**
+ * `skill.loaded` (version 1): a `skill` call loaded a skill's instructions into the conversation; recorded with
+ * the call's `tool.completed`.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "SkillLoadedData".
+ */
+export interface SkillLoadedData {
+  callId: string;
+  name: string;
 }
 /**
  * `subagent.completed` (version 1): the child's activity closed; its last answer is the call's result.
