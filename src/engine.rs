@@ -270,6 +270,23 @@ impl Engine {
     }
 
     /// Every MCP server and its state.
+    /// Starts config's plugins (read for the process's directory), whose connections `server` serves: plugins
+    /// speak the engine's own protocol. Nothing waits for them.
+    pub fn start_plugins(&self, server: &Arc<crate::rpc::Server>) {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        let config = self.config(Some(&cwd.to_string_lossy()));
+        self.services.plugins.start(server, &self.services.store, &config, &cwd);
+    }
+
+    pub fn plugins(&self) -> Vec<keel_protocol::plugin::Plugin> {
+        self.services.plugins.list()
+    }
+
+    /// `plugin/register` and `tool/register`, from the connection `peer_id`.
+    pub fn plugin_host(&self) -> &crate::plugin::Host {
+        &self.services.plugins
+    }
+
     pub fn mcp_servers(&self) -> Vec<mcp::ServerInfo> {
         self.mcp.list()
     }

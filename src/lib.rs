@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fuzzing;
 pub mod mcp;
 pub mod permission;
+pub mod plugin;
 pub mod provider;
 pub mod rpc;
 pub mod sandbox;

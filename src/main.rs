@@ -348,6 +348,7 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
         let settings = Settings { discover: false, list_models: false, watch_config: false, ..settings(&paths) };
         let engine = Engine::open(paths, settings).map_err(|e| e.to_string())?;
         engine.start();
+        let _plugins = plugin_server(&engine)?;
         let prompt = if args.prompt.is_empty() || args.prompt == ["-"] {
             let mut prompt = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut prompt)
@@ -386,6 +387,15 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// Plugins speak keel's protocol whatever the engine's clients speak (ACP, or none for `keel run`): a server of
+/// its own serves their connections, and lives as long as the caller holds it.
+fn plugin_server(engine: &Arc<Engine>) -> Result<Arc<rpc::Server>, String> {
+    let methods = keel::api::methods(Arc::clone(engine)).map_err(|e| e.to_string())?;
+    let server = Arc::new(rpc::Server::new(methods, None).with_ordering(keel::api::ordering()));
+    engine.start_plugins(&server);
+    Ok(server)
+}
+
 fn doctor(cwd: Option<PathBuf>) -> Result<ExitCode, String> {
     let rt = runtime()?;
     rt.block_on(async move {
@@ -420,6 +430,7 @@ fn acp() -> Result<ExitCode, String> {
     rt.block_on(async move {
         let engine = open_engine()?;
         engine.start();
+        let _plugins = plugin_server(&engine)?;
         let methods = keel::acp::methods(Arc::clone(&engine)).map_err(|e| e.to_string())?;
         let server = rpc::Server::new(methods, None)
             .with_ordering(keel::acp::ordering())
@@ -460,6 +471,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         let server =
             rpc::Server::new(methods, token).with_ordering(keel::api::ordering()).with_max_connections(max_connections);
         let server = Arc::new(server);
+        engine.start_plugins(&server);
         match listen {
             None => {
                 let code = until_signal(&engine, rpc::stdio(server), 0).await;

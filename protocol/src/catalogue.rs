@@ -14,6 +14,7 @@ use crate::approval::{ApprovalRequestedData, ApprovalResolvedData};
 use crate::compaction::{CompactionCompletedData, CompactionFailedData, CompactionStartedData};
 use crate::event::{SessionCreatedData, SessionDeletedData, SessionUpdatedData};
 use crate::job::{JobCancelledData, JobCompletedData, JobFailedData, JobStartedData};
+use crate::plugin::{PluginActedData, PluginFailedData};
 use crate::recovery::{RecoveryRequiredData, RecoveryResolvedData};
 use crate::shell::{ShellCompletedData, ShellStartedData};
 use crate::turn::{
@@ -156,6 +157,10 @@ catalogue! {
     /// A user's command (`session/shell`) started; `shell.completed` follows with its output.
     ShellStarted = "shell.started", 1 => ShellStartedData;
     ShellCompleted = "shell.completed", 1 => ShellCompletedData;
+    /// A plugin's hook changed a call or a request.
+    PluginActed = "plugin.acted", 1 => PluginActedData;
+    /// A plugin's hook failed; the call or request went on unchanged.
+    PluginFailed = "plugin.failed", 1 => PluginFailedData;
 }
 
 impl fmt::Display for EventKind {

@@ -16,6 +16,7 @@ pub mod input;
 pub mod job;
 pub mod mcp;
 pub mod model;
+pub mod plugin;
 pub mod recovery;
 pub mod schema;
 pub mod session;
@@ -102,6 +103,9 @@ macro_rules! client_methods {
             $crate::job::JobList,
             $crate::job::JobOutput,
             $crate::job::JobCancel,
+            $crate::plugin::PluginRegister,
+            $crate::plugin::ToolRegister,
+            $crate::plugin::PluginList,
         }
     };
 }

@@ -4,7 +4,7 @@ use schemars::{SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::EventKind;
-use crate::{Method, Notification, PROTOCOL_VERSION, approval, event, initialize as init, session, turn};
+use crate::{Method, Notification, PROTOCOL_VERSION, approval, event, initialize as init, plugin, session, turn};
 
 struct Builder {
     generator: SchemaGenerator,
@@ -48,6 +48,13 @@ pub fn protocol_schema() -> Value {
     }
     crate::client_methods!(client_to_server);
     b.method::<approval::ApprovalRequest>(s2c)
+        .method::<plugin::ToolBefore>(s2c)
+        .method::<plugin::ToolAfter>(s2c)
+        .method::<plugin::ChatParams>(s2c)
+        .method::<plugin::PermissionAsk>(s2c)
+        .method::<plugin::ToolCall>(s2c)
+        .notification::<plugin::EventHook>(s2c)
+        .notification::<plugin::PluginListChanged>(s2c)
         .notification::<init::Initialized>(c2s)
         .notification::<init::Exit>(c2s)
         .notification::<init::CancelRequest>(both)

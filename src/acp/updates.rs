@@ -318,7 +318,9 @@ impl Mapper {
             | EventBody::ShellStarted(_)
             | EventBody::ShellCompleted(_)
             // The `skill` call itself is shown.
-            | EventBody::SkillLoaded(_) => {}
+            | EventBody::SkillLoaded(_)
+            | EventBody::PluginActed(_)
+            | EventBody::PluginFailed(_) => {}
         }
         out.into_iter().map(|u| with_seq(u, seq)).collect()
     }

@@ -4,7 +4,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use keel_protocol::error as code;
 use serde_json::json;
 
-use crate::{mcp, session, store};
+use crate::{mcp, plugin, session, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,6 +51,15 @@ impl From<mcp::McpError> for ApiError {
         match &e {
             mcp::McpError::UnknownServer(_) => Self::invalid("name", e.to_string()),
             mcp::McpError::InvalidSpec(spec) => Self::invalid(&spec.path, spec.message.clone()),
+        }
+    }
+}
+
+impl From<plugin::PluginError> for ApiError {
+    fn from(e: plugin::PluginError) -> Self {
+        match e {
+            plugin::PluginError::NotAPlugin => Self::InvalidRequest(e.to_string()),
+            plugin::PluginError::BadTool { path, message } => Self::invalid(&path, message),
         }
     }
 }

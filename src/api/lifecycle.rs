@@ -11,6 +11,7 @@ use keel_protocol::auth::{AuthChanged, AuthChangedParams};
 use keel_protocol::config::{ConfigChanged, ConfigChangedParams, ConfigInvalid, ConfigInvalidParams};
 use keel_protocol::mcp::{McpListChanged, McpStatusChanged};
 use keel_protocol::model::{ModelListChanged, ProviderListChanged};
+use keel_protocol::plugin::PluginListChanged;
 use keel_protocol::session::{SessionStatusChanged, SessionStatusChangedParams, SessionUsage, SessionUsageParams};
 use tokio::sync::broadcast;
 
@@ -138,6 +139,11 @@ async fn forward_notices(
             }
             Ok(Notice::McpListChanged) => {
                 if peer.notify(McpListChanged::NAME, &Empty {}).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Notice::PluginListChanged) => {
+                if peer.notify(PluginListChanged::NAME, &Empty {}).await.is_err() {
                     return;
                 }
             }

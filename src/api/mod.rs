@@ -10,6 +10,7 @@ mod input;
 mod job;
 mod lifecycle;
 pub(crate) mod params;
+mod plugin;
 mod session;
 mod subscribe;
 
@@ -101,6 +102,9 @@ mod bound {
         keel_protocol::job::JobList => job::list,
         keel_protocol::job::JobOutput => job::output,
         keel_protocol::job::JobCancel => job::cancel,
+        keel_protocol::plugin::PluginRegister => plugin::register,
+        keel_protocol::plugin::ToolRegister => plugin::register_tools,
+        keel_protocol::plugin::PluginList => plugin::list,
     }
 }
 

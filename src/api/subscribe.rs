@@ -290,12 +290,5 @@ async fn next_delta(deltas: &mut Option<broadcast::Receiver<Arc<Delta>>>) -> Arc
 
 /// A stored event in its wire shape, borrowing its data: nothing is parsed or copied.
 pub fn wire(e: &Event) -> WireEvent<&RawValue> {
-    WireEvent {
-        session_id: e.session_id.clone(),
-        seq: e.seq,
-        kind: e.kind.as_str().to_owned(),
-        version: e.version,
-        at: e.at,
-        data: &e.data,
-    }
+    e.wire()
 }

@@ -438,6 +438,10 @@ impl Printer {
             EventBody::JobCancelled(d) => eprintln!("  ⧗ job {} cancelled", d.job_id),
             EventBody::ShellStarted(d) => eprintln!("$ {}", d.command),
             EventBody::SkillLoaded(d) => eprintln!("  ✦ skill {}", d.name),
+            EventBody::PluginActed(d) => eprintln!("  ⚙ plugin {}: {}", d.plugin, d.change),
+            EventBody::PluginFailed(d) => {
+                eprintln!("  ⚙ plugin {} failed in {}: {}", d.plugin, keel_protocol::wire_name(&d.hook), d.error)
+            }
             EventBody::SubagentCompleted(d) => {
                 eprintln!("  ↳ subagent {}: {}", d.child_session_id, keel_protocol::wire_name(&d.reason))
             }

@@ -67,6 +67,10 @@ pub struct Config {
     /// `startupTimeoutMs`. Read by `mcp::config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<Value>,
+    /// Plugins by name (their hooks run in the order of their names): `{"guard": {"command": ["python3", "guard.py"], "env": {}, "timeoutMs":
+    /// 5000}}`. Read from the global config and the project's root config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, PluginSettings>,
     /// Instruction files (relative to the project) added to the system prompt.
     #[serde(default)]
     pub instructions: Vec<String>,
@@ -78,6 +82,23 @@ pub struct Config {
     /// The environment commands start with; credentials are always left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell_environment: Option<crate::sandbox::EnvPolicy>,
+}
+
+/// A plugin: a process that speaks keel's protocol on its stdio (see `plugin`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginSettings {
+    /// The program and its arguments, run in the engine's directory.
+    pub command: Vec<String>,
+    /// Added to the environment it starts with (the one `bash` gets, credentials left out).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Milliseconds a hook may take before the call goes on without it (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// `false` leaves it configured but not started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

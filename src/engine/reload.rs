@@ -152,6 +152,7 @@ impl Reloader {
         let notices = &self.services.notices;
         let mut lists_changed = false;
         let mut mcp_changed = None;
+        let mut plugins_changed = None;
         let mut told = BTreeSet::new();
         let projects: Vec<PathBuf> = self.state.lock().configs.keys().flatten().cloned().collect();
         self.watch_all(&projects);
@@ -171,7 +172,11 @@ impl Reloader {
                             continue;
                         }
                         lists_changed |= keys.iter().any(|k| k == "providers" || k == "model");
-                        if dir.as_deref() == Some(self.root.as_path()) && keys.iter().any(|k| k == "mcp") {
+                        let at_root = dir.as_deref() == Some(self.root.as_path());
+                        if at_root && keys.iter().any(|k| k == "plugins") {
+                            plugins_changed = Some(loaded.config.clone());
+                        }
+                        if at_root && keys.iter().any(|k| k == "mcp") {
                             mcp_changed = Some((old.get("mcp").cloned(), loaded.config));
                         }
                         let _ = notices.send(Notice::ConfigChanged { cwd: shown, keys });
@@ -212,6 +217,9 @@ impl Reloader {
         }
         if let Some((old, config)) = mcp_changed {
             self.restart_mcp(old.as_ref(), &config);
+        }
+        if let Some(config) = plugins_changed {
+            self.services.plugins.configure(&self.services.store, &config, &self.root);
         }
     }
 

@@ -23,8 +23,9 @@ pub struct Anthropic {
 impl Provider for Anthropic {
     fn stream<'a>(&'a self, request: &'a Request, sink: EventSink) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let endpoint =
-                self.upstream.endpoint("messages", KeyHeader::XApiKey, &[("anthropic-version", API_VERSION)]);
+            let mut extra = request.extra_headers();
+            extra.push(("anthropic-version", API_VERSION));
+            let endpoint = self.upstream.endpoint("messages", KeyHeader::XApiKey, &extra);
             let mut state = State::default();
             let done =
                 http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
@@ -96,6 +97,9 @@ pub fn request_body(request: &Request) -> Value {
     });
     if let Some(budget) = request.reasoning_effort.and_then(|effort| thinking_budget(effort, max_tokens)) {
         body["thinking"] = json!({ "type": "enabled", "budget_tokens": budget });
+    } else if let Some(t) = request.temperature {
+        // Anthropic refuses a temperature beside extended thinking.
+        body["temperature"] = json!(t);
     }
     if !request.tools.is_empty() {
         body["tools"] = request

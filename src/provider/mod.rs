@@ -33,8 +33,19 @@ pub struct Request {
     pub max_output_tokens: u64,
     /// Set only for models that reason; never `Default`.
     pub reasoning_effort: Option<keel_protocol::session::ReasoningEffort>,
+    /// Unset, the provider's default.
+    pub temperature: Option<f64>,
+    /// HTTP headers of this request beyond the provider's own (plugins' `chat/params`).
+    pub headers: Vec<(String, String)>,
     /// The session, for providers that keep per-session state (the scripted one).
     pub session_id: String,
+}
+
+impl Request {
+    /// `headers` as the HTTP layer takes them.
+    pub fn extra_headers(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

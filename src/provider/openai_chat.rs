@@ -16,7 +16,7 @@ pub struct OpenAiChat {
 impl Provider for OpenAiChat {
     fn stream<'a>(&'a self, request: &'a Request, sink: EventSink) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let endpoint = self.upstream.endpoint("chat/completions", KeyHeader::Bearer, &[]);
+            let endpoint = self.upstream.endpoint("chat/completions", KeyHeader::Bearer, &request.extra_headers());
             let mut state = State::default();
             let done =
                 http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
@@ -59,6 +59,9 @@ pub fn request_body(request: &Request) -> Value {
         "stream_options": { "include_usage": true },
         "messages": messages,
     });
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
     if request.max_output_tokens > 0 {
         body["max_tokens"] = json!(request.max_output_tokens);
     }

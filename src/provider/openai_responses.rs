@@ -17,7 +17,7 @@ pub struct OpenAiResponses {
 impl Provider for OpenAiResponses {
     fn stream<'a>(&'a self, request: &'a Request, sink: EventSink) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let endpoint = self.upstream.endpoint("responses", KeyHeader::Bearer, &[]);
+            let endpoint = self.upstream.endpoint("responses", KeyHeader::Bearer, &request.extra_headers());
             let mut state = State::default();
             let done =
                 http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
@@ -67,6 +67,9 @@ pub fn request_body(request: &Request) -> Value {
         "instructions": request.system,
         "input": input,
     });
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
     if request.max_output_tokens > 0 {
         body["max_output_tokens"] = json!(request.max_output_tokens);
     }

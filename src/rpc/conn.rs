@@ -124,7 +124,7 @@ impl Server {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let token = self.required_token.as_deref().map(Arc::from);
-        self.serve_connection(reader, writer, token).await
+        self.serve_connection(reader, writer, token, |_| {}).await
     }
 
     /// Serves a connection whose client already proved the token (a WebSocket upgrade carries it), so `initialize`
@@ -134,10 +134,31 @@ impl Server {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_connection(reader, writer, None).await
+        self.serve_connection(reader, writer, None, |_| {}).await
     }
 
-    async fn serve_connection<R, W>(self: &Arc<Self>, reader: R, writer: W, required_token: Option<Arc<str>>) -> Ended
+    /// Serves a connection the engine opened itself (a plugin's stdio): trusted like `serve_authenticated`, and
+    /// `opened` gets the connection's peer before its first frame, so the engine can send it requests.
+    pub async fn serve_opened<R, W>(
+        self: &Arc<Self>,
+        reader: R,
+        writer: W,
+        opened: impl FnOnce(PeerRef) + Send,
+    ) -> Ended
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_connection(reader, writer, None, opened).await
+    }
+
+    async fn serve_connection<R, W>(
+        self: &Arc<Self>,
+        reader: R,
+        writer: W,
+        required_token: Option<Arc<str>>,
+        opened: impl FnOnce(PeerRef) + Send,
+    ) -> Ended
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -145,6 +166,7 @@ impl Server {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
         let peer = Arc::new(Peer::with_cancel_notice(id, tx, self.cancel_notice));
+        opened(Arc::clone(&peer));
         let mut frames = FrameReader::strict(BufReader::new(reader), MAX_FRAME_BEFORE_INIT);
         let mut relaxed = false;
         let mut connection = Connection {

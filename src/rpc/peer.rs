@@ -4,7 +4,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -54,6 +54,9 @@ pub struct Peer {
     /// Bytes the client has accepted so far; a subscriber is cut only when this stops moving.
     progress: Arc<AtomicU64>,
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, PeerError>>>>,
+    /// Set (under `pending`'s lock) once the client is gone: later requests fail at once instead of waiting out
+    /// their timeout.
+    gone: AtomicBool,
     next_request: AtomicU64,
     lifecycle: Mutex<Lifecycle>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -76,6 +79,7 @@ impl Peer {
             out,
             progress: Arc::default(),
             pending: Mutex::new(HashMap::new()),
+            gone: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             lifecycle: Mutex::new(Lifecycle::default()),
             tasks: Mutex::new(HashMap::new()),
@@ -163,7 +167,7 @@ impl Peer {
     }
 
     /// The one request path: answered, timed out, or stopped by `stop`; the last two tell the client.
-    async fn request_until(
+    pub async fn request_until(
         &self,
         method: &str,
         params: &impl Serialize,
@@ -172,7 +176,13 @@ impl Peer {
     ) -> Result<Value, PeerError> {
         let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id.clone(), tx);
+        {
+            let mut pending = self.pending.lock();
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(PeerError::Closed);
+            }
+            pending.insert(id.clone(), tx);
+        }
         let _guard = PendingGuard { peer: self, id: &id };
         self.send_frame(message::request(&id, method, params)).await?;
         let result = tokio::select! {
@@ -251,7 +261,11 @@ impl Peer {
 
     /// The client is gone: every server→client request still waiting fails with `Closed`.
     pub(super) fn fail_pending(&self) {
-        let pending: Vec<_> = self.pending.lock().drain().collect();
+        let pending: Vec<_> = {
+            let mut pending = self.pending.lock();
+            self.gone.store(true, Ordering::Relaxed);
+            pending.drain().collect()
+        };
         for (_, waiter) in pending {
             let _ = waiter.send(Err(PeerError::Closed));
         }

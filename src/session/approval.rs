@@ -7,6 +7,7 @@
 
 use keel_protocol::approval::{ApprovalRequestedData, ApprovalResolvedData, Resolved};
 use keel_protocol::catalogue::EventBody;
+use keel_protocol::plugin::{Hook, PermissionAnswer, PermissionAskParams};
 use keel_protocol::session::SessionStatus;
 use keel_protocol::turn::StatusData;
 use tokio::sync::oneshot;
@@ -81,6 +82,25 @@ pub async fn authorize(
         }
         Verdict::Ask { action, resources } => (action, resources),
     };
+    if services.plugins.has(Hook::PermissionAsk) {
+        let asked = PermissionAskParams {
+            session_id: session_id.to_owned(),
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            action: action.clone(),
+            resources: resources.clone(),
+        };
+        let mut hooked = Vec::new();
+        let decided = services.plugins.permission_ask(asked, &mut hooked).await;
+        if !hooked.is_empty() {
+            services.append_events(session_id, hooked.into_iter().map(event).collect::<Result<Vec<_>, _>>()?)?;
+        }
+        match decided {
+            Some((PermissionAnswer::Allow, _)) => return Ok(Gate::Run),
+            Some((PermissionAnswer::Deny, said)) => return Ok(Gate::Refuse(said)),
+            None => {}
+        }
+    }
     tokio::select! {
         _ = answered.cancelled() => {}
         _ = ctx.cancel.cancelled() => return Ok(Gate::Interrupted),

@@ -420,6 +420,8 @@ async fn summarise(
         tools: Vec::new(),
         max_output_tokens: spec.max_output_tokens.min(SUMMARY_OUTPUT_TOKENS),
         reasoning_effort: None,
+        temperature: None,
+        headers: Vec::new(),
         session_id: target.session_id.to_owned(),
     };
     let Some(answer) = crate::provider::complete(&*target.summariser.provider, &request, cancel).await? else {

@@ -96,6 +96,8 @@ pub enum Notice {
     },
     /// Config's MCP servers changed and were restarted as they now read.
     McpListChanged,
+    /// A plugin started, registered, failed or stopped.
+    PluginListChanged,
     /// A turn or a compaction changed the session's usage or the size of its context.
     UsageChanged {
         session_id: String,

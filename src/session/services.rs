@@ -95,6 +95,8 @@ pub struct Services {
     pub delegate: tool::task::DelegateSlot,
     /// Where the engine installs what runs background jobs.
     pub background: tool::shell::BackgroundSlot,
+    /// Plugins: their hooks run from here, their tools are a source of `tools`.
+    pub plugins: Arc<crate::plugin::Host>,
     /// The last config that loaded, by directory (`None`: the global layers only).
     last_good: Mutex<HashMap<Option<String>, Config>>,
 }
@@ -114,10 +116,14 @@ impl Services {
         let (notices, _) = broadcast::channel(256);
         let delegate = tool::task::DelegateSlot::default();
         let background = tool::shell::BackgroundSlot::default();
+        let plugins = Arc::new(crate::plugin::Host::new(notices.clone()));
+        let mut tools = tool::Registry::with_agents(&paths, Arc::clone(&delegate), Arc::clone(&background));
+        tools.add_source(Arc::clone(&plugins) as Arc<dyn tool::ToolSource>);
         Self {
             store,
             providers,
-            tools: tool::Registry::with_agents(&paths, Arc::clone(&delegate), Arc::clone(&background)),
+            tools,
+            plugins,
             delegate,
             background,
             paths,

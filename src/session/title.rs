@@ -99,6 +99,8 @@ pub fn ask(
             tools: Vec::new(),
             max_output_tokens: 32,
             reasoning_effort: None,
+            temperature: None,
+            headers: Vec::new(),
             session_id: session_id.clone(),
         };
         let never = CancellationToken::new();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::Event;
 
@@ -113,9 +113,17 @@ impl Drop for Feed {
     }
 }
 
-#[derive(Default)]
 pub struct Feeds {
     map: Arc<Mutex<HashMap<String, Weak<Feed>>>>,
+    /// Every event this engine commits, for observers of all sessions (plugins' `event` hook); sent only while
+    /// someone listens.
+    all: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Feeds {
+    fn default() -> Self {
+        Self { map: Arc::default(), all: broadcast::channel(RING).0 }
+    }
 }
 
 impl Feeds {
@@ -144,6 +152,15 @@ impl Feeds {
         if let Some(feed) = self.get(session_id) {
             feed.publish(events);
         }
+        if self.all.receiver_count() > 0 {
+            for event in events {
+                let _ = self.all.send(Arc::clone(event));
+            }
+        }
+    }
+
+    pub(super) fn committed(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.all.subscribe()
     }
 
     pub(super) fn live(&self) -> Vec<Arc<Feed>> {

@@ -98,6 +98,18 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event in its wire shape, borrowing its data: nothing is parsed or copied.
+    pub fn wire(&self) -> keel_protocol::event::Event<&RawValue> {
+        keel_protocol::event::Event {
+            session_id: self.session_id.clone(),
+            seq: self.seq,
+            kind: self.kind.as_str().to_owned(),
+            version: self.version,
+            at: self.at,
+            data: &self.data,
+        }
+    }
+
     /// The typed payload; an event this engine cannot read is an error naming it.
     pub fn body(&self) -> Result<EventBody> {
         EventBody::decode(self.kind, self.version, self.data.get()).map_err(|source| Error::Decode {
@@ -183,6 +195,12 @@ impl Store {
         } else {
             Self::open(Path::new(location.strip_prefix("sqlite://").unwrap_or(location)))
         }
+    }
+
+    /// Every event this engine commits from now on, in commit order per session; a receiver that lags loses the
+    /// oldest.
+    pub fn committed(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+        self.feeds.committed()
     }
 
     /// Appends events to one session in one transaction and wakes its subscribers after the commit.

@@ -70,6 +70,8 @@ pub(super) fn apply(tx: &dyn Db, event: &Event, body: &EventBody) -> Result<()> 
         EventBody::TurnFailed(_)
         | EventBody::ShellStarted(_)
         | EventBody::SkillLoaded(_)
+        | EventBody::PluginActed(_)
+        | EventBody::PluginFailed(_)
         | EventBody::SubagentStarted(_)
         | EventBody::SubagentCompleted(_)
         | EventBody::RetryScheduled(_)

@@ -197,6 +197,8 @@ impl Printer {
             EventBody::JobFailed(d) => format!("{} {:?}", self.id(&d.job_id), d.error),
             EventBody::JobCancelled(d) => self.id(&d.job_id),
             EventBody::SkillLoaded(d) => format!("{} {}", self.id(&d.call_id), d.name),
+            EventBody::PluginActed(d) => format!("{} {}", d.plugin, d.change),
+            EventBody::PluginFailed(d) => format!("{} {}", d.plugin, d.error),
             EventBody::ShellStarted(d) => format!("{} {:?}", self.id(&d.shell_id), d.command),
             EventBody::ShellCompleted(d) => format!("{} {:?} {:?}", self.id(&d.shell_id), d.exit_code, d.output),
             EventBody::SubagentStarted(d) => {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use keel_protocol::agent::SkillLoadedData;
 use keel_protocol::catalogue::{EventBody, EventKind};
+use keel_protocol::plugin::Hook;
 use keel_protocol::turn::{DeltaKind, PartCompletedData, ToolCalledData, ToolFailedData, ToolStartedData};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -338,10 +339,28 @@ impl<'a> TurnStream<'a> {
                 }
                 return;
             };
+            // Plugins see the call first: the input they leave is what the rules judge and the tool runs.
+            let mut hooked = Vec::new();
+            let before = services
+                .plugins
+                .tool_before(&session_id, &call_id, &call.name, std::mem::take(&mut call.input), &mut hooked)
+                .await;
+            record(&services, &session_id, std::mem::take(&mut hooked));
+            let input = match before {
+                Ok(input) => input,
+                Err(reason) => {
+                    let refused = event(EventBody::ToolFailed(ToolFailedData { call_id, error: reason }));
+                    if let Err(e) = refused.and_then(|e| services.append_events(&session_id, vec![e])) {
+                        tracing::error!(session = %session_id, "recording a tool result failed: {e}");
+                    }
+                    return;
+                }
+            };
             // A skill loaded is a fact of the session of its own, beside the call's result.
-            let skill = (call.name == "skill").then(|| call.input["name"].as_str().map(str::to_owned)).flatten();
+            let skill = (call.name == "skill").then(|| input["name"].as_str().map(str::to_owned)).flatten();
+            let after = services.plugins.has(Hook::ToolAfter).then(|| input.clone());
             // Decoded once: the permission check and the run read the same input.
-            let input = tool.decode(std::mem::take(&mut call.input));
+            let input = tool.decode(input);
             let gate =
                 approval::authorize(&services, &*tool, &call, &input, &ctx, repeated, &permissions, &answered).await;
             let settled = match gate {
@@ -350,7 +369,14 @@ impl<'a> TurnStream<'a> {
                     if let Ok(started) = started {
                         let _ = services.append_events(&session_id, vec![started]);
                     }
-                    let result = tool.start(input, ctx.clone()).await;
+                    let mut result = tool.start(input, ctx.clone()).await;
+                    if let (Some(input), Ok(out)) = (&after, &mut result) {
+                        let output = std::mem::take(&mut out.output);
+                        out.output = services
+                            .plugins
+                            .tool_after(&session_id, &call_id, &call.name, input, output, &mut hooked)
+                            .await;
+                    }
                     let limits = if tool.pages_itself() { output::Limits::UNBOUNDED } else { limits };
                     settlement(call_id, result, limits, &ctx.output_dir)
                 }
@@ -363,8 +389,9 @@ impl<'a> TurnStream<'a> {
                 Err(e) => event(EventBody::ToolFailed(ToolFailedData { call_id, error: e.to_string() })),
             };
             let loaded = |settled: NewEvent| -> Result<Vec<NewEvent>, Error> {
-                let mut events = vec![settled];
-                if let (Some(name), Some(EventKind::ToolCompleted)) = (skill, events.first().map(NewEvent::kind)) {
+                let mut events = hooked.into_iter().map(event).collect::<Result<Vec<_>, _>>()?;
+                events.push(settled);
+                if let (Some(name), Some(EventKind::ToolCompleted)) = (skill, events.last().map(NewEvent::kind)) {
                     events.push(event(EventBody::SkillLoaded(SkillLoadedData { call_id: call.id.clone(), name }))?);
                 }
                 Ok(events)
@@ -374,5 +401,16 @@ impl<'a> TurnStream<'a> {
             }
         });
         Ok(())
+    }
+}
+
+/// Appends what plugins' hooks did to a call; losing that note is no reason to fail the call.
+fn record(services: &Services, session_id: &str, hooked: Vec<EventBody>) {
+    if hooked.is_empty() {
+        return;
+    }
+    let events = hooked.into_iter().map(event).collect::<Result<Vec<_>, _>>();
+    if let Err(e) = events.and_then(|events| services.append_events(session_id, events)) {
+        tracing::error!(session = %session_id, "recording a plugin's hook failed: {e}");
     }
 }

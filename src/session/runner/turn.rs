@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::stream::{Measured, StreamResult, TurnStream};
 use super::{Activity, id};
 use crate::config::Config;
+use crate::plugin::ChatDraft;
 use crate::provider::registry::Resolved;
 use crate::provider::{ProviderError, Request, TokenUsage};
 use crate::session::context::Context;
@@ -86,6 +87,8 @@ pub(super) fn request_shape(
             .reasoning
             .then(|| crate::session::service::effort_of(&activity.session, &activity.agent, config))
             .flatten(),
+        temperature: None,
+        headers: Vec::new(),
         session_id: activity.session.id.clone(),
     };
     (request, system.instructions)
@@ -150,9 +153,13 @@ pub(super) async fn run_turn(
     // MCP servers still on their first start join the turn's tools before it is shaped.
     services.tools.settle(session_id, cancel).await;
     let (mut request, instructions) = request_shape(services, activity, config, resolved);
+    let mut hooked = Vec::new();
+    let draft = ChatDraft { session_id, agent: &activity.agent, model };
+    services.plugins.chat_params(draft, &mut request, &mut hooked).await;
     // Recorded with the first dispatch, in one transaction: an engine that stops before it leaves no turn at all,
     // which recovery reads the same as a prepared one (never sent).
     let mut started = Some(started(instructions)?);
+    let mut hooked = hooked.into_iter().map(event).collect::<Result<Vec<_>, _>>()?;
     request.messages = Context::load(&services.store, session_id)?.messages(&cwd);
     // The same estimate the compaction check made just before: whatever compaction could do has been done.
     let estimate = compaction::measure(&services.store, session_id, compaction::overhead_chars(&request))?.tokens;
@@ -162,7 +169,7 @@ pub(super) async fn run_turn(
         let e = ProviderError::ContextOverflow {
             message: format!("the request is about {estimate} tokens, above the model's {window}-token window"),
         };
-        services.append_events(session_id, started.take().into_iter().collect())?;
+        services.append_events(session_id, started.take().into_iter().chain(hooked).collect())?;
         return turn.fail(services, &e, false);
     }
 
@@ -173,7 +180,8 @@ pub(super) async fn run_turn(
             turn_id: turn.turn_id.clone(),
             attempt: attempt + 1,
         }))?;
-        services.append_events(session_id, started.take().into_iter().chain([dispatched]).collect())?;
+        let first = started.take().into_iter().chain(hooked.drain(..));
+        services.append_events(session_id, first.chain([dispatched]).collect())?;
         let mut stream = TurnStream::new(services, &turn, activity, cancel.child_token(), cwd.clone(), config);
         let result = stream.run(&*resolved.provider, &request, cancel).await;
         let flushed = stream.flush_parts();

@@ -31,6 +31,18 @@ export type JobState = "running" | "completed" | "failed" | "cancelled";
  */
 export type McpStatus = "starting" | "ready" | "failed" | "stopped";
 /**
+ * The points of the engine a plugin can hook into.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "Hook".
+ */
+export type Hook = "tool/before" | "tool/after" | "chat/params" | "permission/ask" | "event";
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PluginStatus".
+ */
+export type PluginStatus = ("ready" | "stopped") | "starting" | "failed";
+/**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "RecoveryDecision".
  */
@@ -129,6 +141,11 @@ export type Role = "user" | "assistant";
  * via the `definition` "ReasoningEffort".
  */
 export type ReasoningEffort = ("minimal" | "low" | "medium" | "high") | "default";
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PermissionAnswer".
+ */
+export type PermissionAnswer = "allow" | "deny";
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "DeltaKind".
@@ -268,6 +285,14 @@ export interface KeelRequests {
     params: ModelListParams | null;
     result: ModelListResult;
   };
+  "plugin/list": {
+    params: Empty | null;
+    result: PluginListResult;
+  };
+  "plugin/register": {
+    params: PluginRegisterParams;
+    result: Empty;
+  };
   "provider/list": {
     params: Empty | null;
     result: ProviderListResult;
@@ -355,6 +380,10 @@ export interface KeelRequests {
   "tool/list": {
     params: ToolListParams | null;
     result: ToolListResult;
+  };
+  "tool/register": {
+    params: ToolRegisterParams;
+    result: Empty;
   };
 }
 /**
@@ -876,6 +905,43 @@ export interface ModelCost {
   cacheWrite: number;
   input: number;
   output: number;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PluginListResult".
+ */
+export interface PluginListResult {
+  /**
+   * In the order their hooks run.
+   */
+  plugins: Plugin[];
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "Plugin".
+ */
+export interface Plugin {
+  error?: string | null;
+  hooks: Hook[];
+  name: string;
+  pid?: number | null;
+  /**
+   * Starts after the first one.
+   */
+  restarts: number;
+  retrying: boolean;
+  status: PluginStatus;
+  tools: string[];
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PluginRegisterParams".
+ */
+export interface PluginRegisterParams {
+  /**
+   * Replaces the hooks declared before.
+   */
+  hooks: Hook[];
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
@@ -1443,12 +1509,61 @@ export interface ToolInfo {
   source: string;
 }
 /**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolRegisterParams".
+ */
+export interface ToolRegisterParams {
+  /**
+   * Replaces the tools registered before.
+   */
+  tools: ToolDeclaration[];
+}
+/**
+ * A tool a plugin offers; the engine calls it with `tool/call`.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolDeclaration".
+ */
+export interface ToolDeclaration {
+  description: string;
+  /**
+   * The JSON Schema of its input (an object).
+   */
+  inputSchema: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * `^[a-zA-Z0-9_-]{1,64}$`; a built-in tool's name is refused.
+   */
+  name: string;
+}
+/**
  * Requests the engine sends a client, by method.
  */
 export interface KeelServerRequests {
   "approval/request": {
     params: Approval;
     result: ApprovalAnswer;
+  };
+  "chat/params": {
+    params: ChatParamsParams;
+    result: ChatParamsResult;
+  };
+  "permission/ask": {
+    params: PermissionAskParams;
+    result: PermissionAskResult;
+  };
+  "tool/after": {
+    params: ToolAfterParams;
+    result: ToolAfterResult;
+  };
+  "tool/before": {
+    params: ToolBeforeParams;
+    result: ToolBeforeResult;
+  };
+  "tool/call": {
+    params: ToolCallParams;
+    result: ToolCallResult;
   };
 }
 /**
@@ -1460,6 +1575,139 @@ export interface KeelServerRequests {
 export interface ApprovalAnswer {
   decision: Decision;
   message?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ChatParamsParams".
+ */
+export interface ChatParamsParams {
+  agent: string;
+  /**
+   * Extra HTTP headers of the request (values of configured headers are not shown).
+   */
+  headers: string[];
+  /**
+   * `provider/model`.
+   */
+  model: string;
+  sessionId: string;
+  system: string;
+  temperature?: number | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ChatParamsResult".
+ */
+export interface ChatParamsResult {
+  /**
+   * Added to the request's HTTP headers.
+   */
+  headers?: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * Appended to the system prompt.
+   */
+  system?: string | null;
+  temperature?: number | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PermissionAskParams".
+ */
+export interface PermissionAskParams {
+  action: string;
+  callId: string;
+  resources: string[];
+  sessionId: string;
+  tool: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PermissionAskResult".
+ */
+export interface PermissionAskResult {
+  /**
+   * Without it the user is asked as usual.
+   */
+  decision?: PermissionAnswer | null;
+  /**
+   * The reason the model sees when denied.
+   */
+  message?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolAfterParams".
+ */
+export interface ToolAfterParams {
+  callId: string;
+  input: unknown;
+  output: string;
+  sessionId: string;
+  tool: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolAfterResult".
+ */
+export interface ToolAfterResult {
+  /**
+   * The output the model sees instead.
+   */
+  output?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolBeforeParams".
+ */
+export interface ToolBeforeParams {
+  callId: string;
+  /**
+   * The input as the model (or an earlier plugin) wrote it.
+   */
+  input: {
+    [k: string]: unknown | undefined;
+  };
+  sessionId: string;
+  tool: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolBeforeResult".
+ */
+export interface ToolBeforeResult {
+  /**
+   * The input to use instead.
+   */
+  input?: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * Refuses the call; the model sees this reason.
+   */
+  refuse?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolCallParams".
+ */
+export interface ToolCallParams {
+  callId: string;
+  input: unknown;
+  sessionId: string;
+  tool: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ToolCallResult".
+ */
+export interface ToolCallResult {
+  /**
+   * The call failed; `output` says why.
+   */
+  isError?: boolean;
+  output: string;
 }
 /**
  * Notifications a client sends, by method: params.
@@ -1489,9 +1737,11 @@ export interface KeelServerNotifications {
   "auth/changed": AuthChangedParams;
   "config/changed": ConfigChangedParams;
   "config/invalid": ConfigInvalidParams;
+  event: EventHookParams;
   "mcp/listChanged": Empty;
   "mcp/statusChanged": McpServer;
   "model/listChanged": Empty;
+  "plugin/listChanged": Empty;
   "provider/listChanged": Empty;
   "session/delta": DeltaParams;
   "session/event": EventNotificationParams;
@@ -1538,6 +1788,13 @@ export interface ConfigInvalidParams {
    * The file that does not parse or validate.
    */
   path: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "EventHookParams".
+ */
+export interface EventHookParams {
+  event: Event;
 }
 /**
  * `session/delta`: streamed fragments, not durable. The matching `*.completed` event carries the whole value.
@@ -1636,6 +1893,8 @@ export interface KeelEventData {
   "job.completed": JobCompletedData;
   "job.failed": JobFailedData;
   "job.started": JobStartedData;
+  "plugin.acted": PluginActedData;
+  "plugin.failed": PluginFailedData;
   "queue.paused": QueueData;
   "queue.resumed": QueueData;
   "reasoning.completed": PartCompletedData;
@@ -1893,6 +2152,39 @@ export interface JobStartedData {
    * The job's process group.
    */
   pid: number;
+}
+/**
+ * `plugin.acted` (version 1): a plugin's hook changed something of a session's call or request.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PluginActedData".
+ */
+export interface PluginActedData {
+  callId?: string | null;
+  /**
+   * What it did, in words ("rewrote the input", "denied: …").
+   */
+  change: string;
+  hook: Hook;
+  /**
+   * The input it gave a call (`tool/before`).
+   */
+  input?: {
+    [k: string]: unknown | undefined;
+  };
+  plugin: string;
+}
+/**
+ * `plugin.failed` (version 1): a hook failed, timed out or its plugin died; what it was given went on unchanged.
+ *
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "PluginFailedData".
+ */
+export interface PluginFailedData {
+  callId?: string | null;
+  error: string;
+  hook: Hook;
+  plugin: string;
 }
 /**
  * `queue.paused` / `queue.resumed` (version 1).

@@ -1,0 +1,24 @@
+//! `plugin/register`, `tool/register` (a plugin's own connection only) and `plugin/list`.
+
+use std::sync::Arc;
+
+use keel_protocol::Empty;
+use keel_protocol::plugin::{PluginListResult, PluginRegisterParams, ToolRegisterParams};
+
+use super::ApiError;
+use crate::engine::Engine;
+use crate::rpc::Call;
+
+pub async fn register(engine: Arc<Engine>, p: PluginRegisterParams, call: Call) -> Result<Empty, ApiError> {
+    engine.plugin_host().register_hooks(call.peer.id(), p.hooks)?;
+    Ok(Empty {})
+}
+
+pub async fn register_tools(engine: Arc<Engine>, p: ToolRegisterParams, call: Call) -> Result<Empty, ApiError> {
+    engine.plugin_host().register_tools(call.peer.id(), p.tools)?;
+    Ok(Empty {})
+}
+
+pub async fn list(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result<PluginListResult, ApiError> {
+    Ok(PluginListResult { plugins: engine.plugins() })
+}
