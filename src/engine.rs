@@ -282,7 +282,22 @@ impl Engine {
         self.services.plugins.list()
     }
 
-    /// `plugin/register` and `tool/register`, from the connection `peer_id`.
+    /// `provider/register` from connection `peer_id`: the plugin's models join the model database, and every client
+    /// hears of it.
+    pub fn register_plugin_provider(
+        &self,
+        peer_id: u64,
+        p: keel_protocol::plugin::ProviderRegisterParams,
+    ) -> Result<(), crate::plugin::PluginError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        let config = self.config(Some(&cwd.to_string_lossy()));
+        self.services.plugins.register_provider(peer_id, p, &self.services.providers, &config)?;
+        let _ = self.services.notices.send(crate::session::Notice::ProvidersChanged);
+        let _ = self.services.notices.send(crate::session::Notice::ModelsChanged);
+        Ok(())
+    }
+
+    /// `plugin/register`, `tool/register` and `provider/delta`, from the connection `peer_id`.
     pub fn plugin_host(&self) -> &crate::plugin::Host {
         &self.services.plugins
     }

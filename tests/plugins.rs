@@ -251,6 +251,41 @@ async fn eventually_failed(c: &Client, name: &str, reason: &str) {
 }
 
 #[tokio::test]
+async fn a_plugins_provider_joins_the_models_and_streams_turns_with_tool_calls() {
+    let home = Home::new();
+    let config = json!({
+        "model": "parrot/echo",
+        "permissions": [{ "action": "bash", "effect": "allow" }],
+        "plugins": { "parrot": { "command": ["python3", plugin_path("tests/plugins/fixture.py"), "provider"] } },
+    });
+    std::fs::write(home.path().join("config.jsonc"), config.to_string()).unwrap();
+    let engine = SocketEngine::start(home.path(), &[]).await;
+    let c = engine.connect().await;
+    eventually("the plugin's model joins the model list", async || {
+        let models = c.ok("model/list", json!({})).await;
+        models["models"].as_array().unwrap().iter().any(|m| m["id"] == "parrot/echo" && m["contextWindow"] == 8000)
+    })
+    .await;
+    let providers = c.ok("provider/list", json!({})).await.to_string();
+    assert!(providers.contains("\"parrot\"") && providers.contains("Parrot"), "{providers}");
+
+    let (_, events) = run(&c, &home).await;
+    assert_eq!(output_of(&events, "t1"), "from the plugin model\n");
+    let said: Vec<&str> =
+        of_type(&events, "text.completed").iter().map(|e| e["data"]["text"].as_str().unwrap()).collect();
+    assert_eq!(said, ["let me look", "the tool said: from the plugin model"]);
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
+    let usage = of_type(&events, "turn.completed").last().unwrap()["data"]["usage"].clone();
+    assert_eq!((usage["inputTokens"].as_u64(), usage["outputTokens"].as_u64()), (Some(11), Some(5)), "{usage}");
+
+    // Another connection cannot feed a plugin's turns or take its provider's id.
+    let e = c.err("provider/delta", json!({ "requestId": "prq_x", "deltas": [] })).await;
+    assert_eq!((e.code, e.data["path"].as_str()), (-32602, Some("requestId")), "{e:?}");
+    let e = c.err("provider/register", json!({ "id": "parrot", "models": [] })).await;
+    assert_eq!(e.code, -32600, "{e:?}");
+}
+
+#[tokio::test]
 async fn only_a_plugins_own_connection_registers() {
     let home = Home::new();
     let engine = SocketEngine::start(home.path(), &[]).await;

@@ -106,6 +106,8 @@ macro_rules! client_methods {
             $crate::plugin::PluginRegister,
             $crate::plugin::ToolRegister,
             $crate::plugin::PluginList,
+            $crate::plugin::ProviderRegister,
+            $crate::plugin::ProviderDeltas,
         }
     };
 }

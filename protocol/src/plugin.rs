@@ -269,3 +269,145 @@ notification!(
     "plugin/listChanged",
     crate::Empty
 );
+
+// A plugin's own provider: its models join the model database, and their turns are streamed by the plugin.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderModel {
+    /// Without the provider's prefix.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tokens; unknown when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Whether it calls tools (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<bool>,
+    #[serde(default)]
+    pub reasoning: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRegisterParams {
+    /// The provider's id, the prefix of its models' ids (`id/model`); a built-in or configured provider's id is
+    /// refused.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Replaces the models registered before under this id.
+    pub models: Vec<ProviderModel>,
+}
+
+method!(
+    /// Only on a plugin's own connection: a provider the plugin serves (`provider/stream`).
+    ProviderRegister,
+    "provider/register",
+    ProviderRegisterParams,
+    crate::Empty
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum UserContent {
+    Text { text: String },
+    Image { mime: String, data: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderToolCall {
+    pub id: String,
+    pub name: String,
+    pub input: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "role", rename_all = "camelCase")]
+pub enum ProviderMessage {
+    User {
+        content: Vec<UserContent>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Assistant {
+        text: String,
+        tool_calls: Vec<ProviderToolCall>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Tool {
+        call_id: String,
+        tool: String,
+        output: String,
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderStreamParams {
+    /// Names this turn in the plugin's `provider/delta` requests.
+    pub request_id: String,
+    /// Without the provider's prefix.
+    pub model: String,
+    pub system: String,
+    pub messages: Vec<ProviderMessage>,
+    pub tools: Vec<ToolDeclaration>,
+    pub max_output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<crate::session::ReasoningEffort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderUsage {
+    pub input: u64,
+    pub output: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderStreamResult {
+    /// `stop`, `tool_calls` or `length`.
+    pub finish_reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ProviderUsage>,
+}
+
+method!(
+    /// Engine → plugin: stream one turn of a model the plugin registered. The plugin sends the turn's pieces with
+    /// `provider/delta` and answers once they are answered.
+    ProviderStream,
+    "provider/stream",
+    ProviderStreamParams,
+    ProviderStreamResult
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ProviderDelta {
+    Text { text: String },
+    Reasoning { text: String },
+    ToolCall(ProviderToolCall),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderDeltaParams {
+    pub request_id: String,
+    pub deltas: Vec<ProviderDelta>,
+}
+
+method!(
+    /// Only on a plugin's own connection, while a `provider/stream` is out: the next pieces of that turn.
+    ProviderDeltas,
+    "provider/delta",
+    ProviderDeltaParams,
+    crate::Empty,
+    ordered_by = "requestId"
+);

@@ -53,6 +53,7 @@ pub fn protocol_schema() -> Value {
         .method::<plugin::ChatParams>(s2c)
         .method::<plugin::PermissionAsk>(s2c)
         .method::<plugin::ToolCall>(s2c)
+        .method::<plugin::ProviderStream>(s2c)
         .notification::<plugin::EventHook>(s2c)
         .notification::<plugin::PluginListChanged>(s2c)
         .notification::<init::Initialized>(c2s)

@@ -60,6 +60,8 @@ impl From<plugin::PluginError> for ApiError {
         match e {
             plugin::PluginError::NotAPlugin => Self::InvalidRequest(e.to_string()),
             plugin::PluginError::BadTool { path, message } => Self::invalid(&path, message),
+            plugin::PluginError::ProviderTaken(_) => Self::invalid("id", e.to_string()),
+            plugin::PluginError::UnknownTurn(_) => Self::invalid("requestId", e.to_string()),
         }
     }
 }

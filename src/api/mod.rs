@@ -105,6 +105,8 @@ mod bound {
         keel_protocol::plugin::PluginRegister => plugin::register,
         keel_protocol::plugin::ToolRegister => plugin::register_tools,
         keel_protocol::plugin::PluginList => plugin::list,
+        keel_protocol::plugin::ProviderRegister => plugin::register_provider,
+        keel_protocol::plugin::ProviderDeltas => plugin::delta,
     }
 }
 

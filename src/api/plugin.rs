@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use keel_protocol::Empty;
-use keel_protocol::plugin::{PluginListResult, PluginRegisterParams, ToolRegisterParams};
+use keel_protocol::plugin::{
+    PluginListResult, PluginRegisterParams, ProviderDeltaParams, ProviderRegisterParams, ToolRegisterParams,
+};
 
 use super::ApiError;
 use crate::engine::Engine;
@@ -21,4 +23,14 @@ pub async fn register_tools(engine: Arc<Engine>, p: ToolRegisterParams, call: Ca
 
 pub async fn list(engine: Arc<Engine>, _: Option<Empty>, _: Call) -> Result<PluginListResult, ApiError> {
     Ok(PluginListResult { plugins: engine.plugins() })
+}
+
+pub async fn register_provider(engine: Arc<Engine>, p: ProviderRegisterParams, call: Call) -> Result<Empty, ApiError> {
+    engine.register_plugin_provider(call.peer.id(), p)?;
+    Ok(Empty {})
+}
+
+pub async fn delta(engine: Arc<Engine>, p: ProviderDeltaParams, call: Call) -> Result<Empty, ApiError> {
+    engine.plugin_host().deliver(call.peer.id(), p)?;
+    Ok(Empty {})
 }

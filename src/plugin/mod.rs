@@ -7,6 +7,7 @@
 
 mod hooks;
 mod process;
+mod provider;
 mod tool;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use keel_protocol::plugin::{Hook, Plugin as PluginInfo, PluginStatus, ToolDeclaration};
+use keel_protocol::plugin::{
+    Hook, Plugin as PluginInfo, PluginStatus, ProviderDeltaParams, ProviderRegisterParams, ToolDeclaration,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 
@@ -36,6 +39,10 @@ pub enum PluginError {
     NotAPlugin,
     #[error("{path}: {message}")]
     BadTool { path: String, message: String },
+    #[error("provider {0:?} is built in or configured; a plugin's provider needs an id of its own")]
+    ProviderTaken(String),
+    #[error("no turn {0:?} is out with this plugin")]
+    UnknownTurn(String),
 }
 
 pub struct Host {
@@ -46,11 +53,19 @@ pub struct Host {
     notices: broadcast::Sender<Notice>,
     /// The forwarding of committed events to `event` hooks, started with the first plugin.
     forwarding: Mutex<bool>,
+    /// Turns out with plugins' providers.
+    streams: Arc<provider::Streams>,
 }
 
 impl Host {
     pub fn new(notices: broadcast::Sender<Notice>) -> Self {
-        Self { plugins: RwLock::default(), server: Mutex::default(), notices, forwarding: Mutex::new(false) }
+        Self {
+            plugins: RwLock::default(),
+            server: Mutex::default(),
+            notices,
+            forwarding: Mutex::new(false),
+            streams: Arc::default(),
+        }
     }
 
     /// Starts config's plugins, served by `server`; later `configure` calls use the same server.
@@ -170,6 +185,54 @@ impl Host {
             s.status = PluginStatus::Ready;
         });
         Ok(())
+    }
+
+    /// `provider/register` from connection `peer_id`: its models join `providers`' model database.
+    pub fn register_provider(
+        &self,
+        peer_id: u64,
+        p: ProviderRegisterParams,
+        providers: &crate::provider::registry::Registry,
+        config: &Config,
+    ) -> Result<(), PluginError> {
+        let plugin = self.on(peer_id)?;
+        let models = p
+            .models
+            .into_iter()
+            .map(|m| {
+                let id = format!("{}/{}", p.id, m.id);
+                crate::provider::catalog::ModelSpec {
+                    name: m.name.unwrap_or_else(|| id.clone()),
+                    id,
+                    context_window: m.context_window.unwrap_or(0),
+                    max_output_tokens: m.max_output_tokens.unwrap_or(0),
+                    tools: m.tools.unwrap_or(true),
+                    reasoning: m.reasoning,
+                    images: false,
+                    cost: Default::default(),
+                    source: "plugin",
+                }
+            })
+            .collect();
+        let served = Arc::new(provider::PluginProvider {
+            plugin: Arc::downgrade(&plugin),
+            streams: Arc::downgrade(&self.streams),
+        });
+        let name = p.name.unwrap_or_else(|| p.id.clone());
+        if !providers.register_plugin_provider(config, &p.id, name, served, models) {
+            return Err(PluginError::ProviderTaken(p.id));
+        }
+        plugin.set(|s| s.status = PluginStatus::Ready);
+        Ok(())
+    }
+
+    /// `provider/delta` from connection `peer_id`.
+    pub fn deliver(&self, peer_id: u64, p: ProviderDeltaParams) -> Result<(), PluginError> {
+        if self.streams.deliver(peer_id, &p.request_id, p.deltas) {
+            Ok(())
+        } else {
+            Err(PluginError::UnknownTurn(p.request_id))
+        }
     }
 
     fn on(&self, peer_id: u64) -> Result<Arc<Plugin>, PluginError> {

@@ -260,6 +260,9 @@ pub enum Wire {
     Anthropic,
     /// keel's offline stand-in; not a model.
     Scripted,
+    /// Served by a plugin (`provider/register`); never written in config.
+    #[serde(skip_deserializing)]
+    Plugin,
 }
 
 impl Wire {
@@ -269,6 +272,7 @@ impl Wire {
             Self::OpenaiResponses => "openai-responses",
             Self::Anthropic => "anthropic",
             Self::Scripted => "scripted",
+            Self::Plugin => "plugin",
         }
     }
 }

@@ -103,12 +103,17 @@ pub struct Registry {
     pub auth: AuthStore,
     scripted: Mutex<HashMap<Option<PathBuf>, Arc<Scripted>>>,
     runtime_models: Mutex<Vec<ModelSpec>>,
+    /// Providers that plugins serve, by id.
+    plugin_providers: Mutex<HashMap<String, Served>>,
     /// What each provider that lists its models listed last, and whether it answered.
     discovered: Mutex<HashMap<String, Discovery>>,
     /// The embedded catalog with the imported one over it, and where the import is stored.
     catalog: Mutex<Arc<Vec<ModelSpec>>>,
     data_dir: PathBuf,
 }
+
+/// A provider a plugin serves: its name and the turns' way to the plugin.
+type Served = (String, Arc<dyn Provider>);
 
 /// The outcome of asking a provider for its models.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +134,7 @@ impl Registry {
             auth,
             scripted: Mutex::new(HashMap::new()),
             runtime_models: Mutex::new(Vec::new()),
+            plugin_providers: Mutex::new(HashMap::new()),
             discovered: Mutex::new(HashMap::new()),
             catalog: Mutex::new(Arc::new(catalog::with_import(super::models_dev::load(data_dir)))),
             data_dir: data_dir.to_owned(),
@@ -152,6 +158,28 @@ impl Registry {
         let mut models = self.runtime_models.lock();
         models.retain(|m| m.id != spec.id);
         models.push(spec);
+    }
+
+    /// A provider a plugin serves, with its models (which replace those it registered before). False when `id` is
+    /// a built-in or configured provider's.
+    pub fn register_plugin_provider(
+        &self,
+        config: &Config,
+        id: &str,
+        name: String,
+        provider: Arc<dyn Provider>,
+        models: Vec<ModelSpec>,
+    ) -> bool {
+        let taken = BUILTINS.iter().any(|b| b.id == id) || config.providers.contains_key(id);
+        if taken {
+            return false;
+        }
+        self.plugin_providers.lock().insert(id.to_owned(), (name, provider));
+        let prefix = format!("{id}/");
+        let mut runtime = self.runtime_models.lock();
+        runtime.retain(|m| !m.id.starts_with(&prefix));
+        runtime.extend(models);
+        true
     }
 
     /// Reads the imported catalog again; true when the model database changed.
@@ -228,6 +256,19 @@ impl Registry {
                 entry.base_url = url.clone();
             }
             entry.settings = settings.clone();
+        }
+        for (id, (name, _)) in self.plugin_providers.lock().iter() {
+            if !entries.iter().any(|e| &e.id == id) {
+                entries.push(ProviderEntry {
+                    id: id.clone(),
+                    name: name.clone(),
+                    wire: Wire::Plugin,
+                    base_url: String::new(),
+                    needs_key: false,
+                    source: "plugin",
+                    settings: ProviderSettings::default(),
+                });
+            }
         }
         entries
     }
@@ -347,6 +388,11 @@ impl Registry {
 
     pub fn resolve(&self, config: &Config, model: &str) -> Result<Resolved, ProviderError> {
         let (provider_id, _) = split(model)?;
+        if let Some((_, provider)) = self.plugin_providers.lock().get(provider_id).cloned() {
+            let spec =
+                self.models(config).into_iter().find(|m| m.id == model).unwrap_or_else(|| ModelSpec::unknown(model));
+            return Ok(Resolved { provider, spec });
+        }
         let entry = self
             .providers(config)
             .into_iter()
@@ -386,6 +432,12 @@ impl Registry {
             Wire::OpenaiChat => Arc::new(OpenAiChat { upstream }),
             Wire::OpenaiResponses => Arc::new(OpenAiResponses { upstream }),
             Wire::Anthropic => Arc::new(Anthropic { upstream }),
+            Wire::Plugin => {
+                return Err(ProviderError::NotConfigured(format!(
+                    "provider {} is served by a plugin that is not running",
+                    entry.id
+                )));
+            }
             Wire::Scripted => {
                 let path =
                     entry.settings.script.clone().or_else(|| std::env::var("KEEL_SCRIPT").ok()).map(PathBuf::from);

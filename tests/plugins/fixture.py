@@ -6,7 +6,9 @@
 - die: exits when a hook arrives;
 - decide: permission/ask denies `rm` commands and allows the rest, chat/params adds to the system prompt, sets the
   temperature and adds a header, tool/after marks outputs; its tool `sessions` asks the engine for `session/list`
-  while the engine waits for it.
+  while the engine waits for it;
+- provider: serves the provider `parrot` and its model `echo`, whose first turn calls bash and whose second repeats
+  what the tool said.
 """
 
 import json
@@ -70,10 +72,28 @@ def answer(message):
         return {"system": "Answer in French.", "temperature": 0.2, "headers": {"X-Fixture": "on"}}, None
     if method == "tool/after":
         return {"output": params["output"] + "\n[checked by the fixture]"}, None
+    if method == "provider/stream":
+        return stream(params), None
     if method == "tool/call":
         sessions = call("session/list", {})
         return {"output": f"{len(sessions['sessions'])} sessions"}, None
     return {}, None
+
+
+def stream(params):
+    def delta(*deltas):
+        call("provider/delta", {"requestId": params["requestId"], "deltas": list(deltas)})
+
+    last = params["messages"][-1]
+    if last["role"] == "tool":
+        delta({"type": "text", "text": "the tool said: "}, {"type": "text", "text": last["output"].strip()})
+        return {"finishReason": "stop", "usage": {"input": 11, "output": 5}}
+    if "bash" not in [t["name"] for t in params["tools"]] or not params["system"]:
+        delta({"type": "text", "text": "no bash or no system prompt"})
+        return {"finishReason": "stop"}
+    command = {"command": "printf 'from the plugin model\\n'"}
+    delta({"type": "text", "text": "let me look"}, {"type": "toolCall", "id": "t1", "name": "bash", "input": command})
+    return {"finishReason": "tool_calls"}
 
 
 def handle(message):
@@ -88,6 +108,10 @@ def handle(message):
 
 call("initialize", {"protocolVersion": 1, "clientInfo": {"name": f"fixture-{MODE}"}})
 send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+if MODE == "provider":
+    call("provider/register", {"id": "parrot", "name": "Parrot", "models": [{"id": "echo", "contextWindow": 8000}]})
+    while True:
+        handle(read())
 call("tool/register", {"tools": [{
     "name": "sessions",
     "description": "Counts the engine's sessions.",

@@ -44,6 +44,20 @@ export type Hook = "tool/before" | "tool/after" | "chat/params" | "permission/as
 export type PluginStatus = ("ready" | "stopped") | "starting" | "failed";
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderDelta".
+ */
+export type ProviderDelta =
+  | {
+      text: string;
+      type: "text";
+    }
+  | {
+      text: string;
+      type: "reasoning";
+    }
+  | ProviderToolCall;
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "RecoveryDecision".
  */
 export type RecoveryDecision = "retry" | "abandon";
@@ -146,6 +160,41 @@ export type ReasoningEffort = ("minimal" | "low" | "medium" | "high") | "default
  * via the `definition` "PermissionAnswer".
  */
 export type PermissionAnswer = "allow" | "deny";
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderMessage".
+ */
+export type ProviderMessage =
+  | {
+      content: UserContent[];
+      role: "user";
+    }
+  | {
+      role: "assistant";
+      text: string;
+      toolCalls: ProviderToolCall1[];
+    }
+  | {
+      callId: string;
+      isError: boolean;
+      output: string;
+      role: "tool";
+      tool: string;
+    };
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "UserContent".
+ */
+export type UserContent =
+  | {
+      text: string;
+      type: "text";
+    }
+  | {
+      data: string;
+      mime: string;
+      type: "image";
+    };
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "DeltaKind".
@@ -293,9 +342,17 @@ export interface KeelRequests {
     params: PluginRegisterParams;
     result: Empty;
   };
+  "provider/delta": {
+    params: ProviderDeltaParams;
+    result: Empty;
+  };
   "provider/list": {
     params: Empty | null;
     result: ProviderListResult;
+  };
+  "provider/register": {
+    params: ProviderRegisterParams;
+    result: Empty;
   };
   "recovery/decide": {
     params: RecoveryDecideParams;
@@ -945,6 +1002,17 @@ export interface PluginRegisterParams {
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderDeltaParams".
+ */
+export interface ProviderDeltaParams {
+  deltas: ProviderDelta[];
+  requestId: string;
+}
+export interface ProviderToolCall {
+  type: "toolCall";
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
  * via the `definition` "ProviderListResult".
  */
 export interface ProviderListResult {
@@ -973,6 +1041,43 @@ export interface ProviderInfo {
    * `openai-chat`, `openai-responses`, `anthropic` or `scripted`.
    */
   wire: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderRegisterParams".
+ */
+export interface ProviderRegisterParams {
+  /**
+   * The provider's id, the prefix of its models' ids (`id/model`); a built-in or configured provider's id is
+   * refused.
+   */
+  id: string;
+  /**
+   * Replaces the models registered before under this id.
+   */
+  models: ProviderModel[];
+  name?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderModel".
+ */
+export interface ProviderModel {
+  /**
+   * Tokens; unknown when absent.
+   */
+  contextWindow?: number | null;
+  /**
+   * Without the provider's prefix.
+   */
+  id: string;
+  maxOutputTokens?: number | null;
+  name?: string | null;
+  reasoning?: boolean;
+  /**
+   * Whether it calls tools (default true).
+   */
+  tools?: boolean | null;
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
@@ -1069,7 +1174,8 @@ export interface Session {
   model: string;
   parentId?: string | null;
   /**
-   * How hard the model thinks in this session; `default` follows the agent's and the config's `reasoningEffort`.
+   * How much a reasoning model thinks before it answers. Sent only to models the catalog marks as reasoning:
+   * OpenAI's `reasoning_effort` (Chat) and `reasoning.effort` (Responses), Anthropic's thinking budget.
    */
   reasoningEffort?: ("minimal" | "low" | "medium" | "high") | "default";
   status: SessionStatus;
@@ -1553,6 +1659,10 @@ export interface KeelServerRequests {
     params: PermissionAskParams;
     result: PermissionAskResult;
   };
+  "provider/stream": {
+    params: ProviderStreamParams;
+    result: ProviderStreamResult;
+  };
   "tool/after": {
     params: ToolAfterParams;
     result: ToolAfterResult;
@@ -1635,6 +1745,54 @@ export interface PermissionAskResult {
    * The reason the model sees when denied.
    */
   message?: string | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderStreamParams".
+ */
+export interface ProviderStreamParams {
+  maxOutputTokens: number;
+  messages: ProviderMessage[];
+  /**
+   * Without the provider's prefix.
+   */
+  model: string;
+  reasoningEffort?: ReasoningEffort | null;
+  /**
+   * Names this turn in the plugin's `provider/delta` requests.
+   */
+  requestId: string;
+  system: string;
+  temperature?: number | null;
+  tools: ToolDeclaration[];
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderToolCall".
+ */
+export interface ProviderToolCall1 {
+  id: string;
+  input: unknown;
+  name: string;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderStreamResult".
+ */
+export interface ProviderStreamResult {
+  /**
+   * `stop`, `tool_calls` or `length`.
+   */
+  finishReason: string;
+  usage?: ProviderUsage | null;
+}
+/**
+ * This interface was referenced by `KeelProtocol`'s JSON-Schema
+ * via the `definition` "ProviderUsage".
+ */
+export interface ProviderUsage {
+  input: number;
+  output: number;
 }
 /**
  * This interface was referenced by `KeelProtocol`'s JSON-Schema
