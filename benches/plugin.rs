@@ -44,7 +44,7 @@ async fn run() {
     let none = time(async || before("read", json!({ "filePath": "a" })).await).await;
 
     let started = Instant::now();
-    engine.start_plugins(&server);
+    engine.start_plugins(&server, home.path());
     while engine.plugins().first().is_none_or(|p| p.status != PluginStatus::Ready || p.hooks.is_empty()) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -229,9 +229,37 @@ impl Engine {
     }
 
     /// The slash commands for sessions in `cwd` (see `agent::commands`).
-    pub fn commands(&self, cwd: Option<&str>) -> Vec<crate::agent::commands::Command> {
+    /// The slash commands of a session in `cwd`: templates, skills, and the prompts of the MCP servers that
+    /// `session_id` sees (config's alone without it).
+    pub fn commands(&self, cwd: Option<&str>, session_id: Option<&str>) -> Vec<crate::agent::commands::Command> {
         let config = self.config(cwd);
-        crate::agent::commands::discover(&config, &self.services.paths, cwd.map(std::path::Path::new))
+        let mut commands =
+            crate::agent::commands::discover(&config, &self.services.paths, cwd.map(std::path::Path::new));
+        for prompt in self.mcp.prompts(session_id) {
+            if commands.iter().any(|c| c.name == prompt.name) {
+                continue;
+            }
+            commands.push(crate::agent::commands::Command {
+                name: prompt.name,
+                settings: crate::config::CommandSettings {
+                    description: Some(prompt.description),
+                    ..Default::default()
+                },
+                source: "mcp".into(),
+                mcp_arguments: Some(prompt.arguments),
+            });
+        }
+        commands
+    }
+
+    /// The text an MCP prompt command (`server:prompt`) sends with `arguments`.
+    pub async fn mcp_prompt_text(
+        &self,
+        session_id: Option<&str>,
+        name: &str,
+        arguments: &str,
+    ) -> Result<String, mcp::McpError> {
+        self.mcp.prompt_text(session_id, name, arguments).await
     }
 
     /// How full a session's context is against its model's window.
@@ -270,12 +298,15 @@ impl Engine {
     }
 
     /// Every MCP server and its state.
-    /// Starts config's plugins (read for the process's directory), whose connections `server` serves: plugins
-    /// speak the engine's own protocol. Nothing waits for them.
-    pub fn start_plugins(&self, server: &Arc<crate::rpc::Server>) {
-        let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+    /// Starts the plugins of the config for `cwd` (a serving engine's: its process's directory), whose connections
+    /// `server` serves: plugins speak the engine's own protocol. Nothing waits for them.
+    pub fn start_plugins(&self, server: &Arc<crate::rpc::Server>, cwd: &std::path::Path) {
         let config = self.config(Some(&cwd.to_string_lossy()));
-        self.services.plugins.start(server, &self.services.store, &config, &cwd);
+        self.services.plugins.start(server, &self.services.store, &config, cwd);
+    }
+
+    pub fn stop_plugins(&self) {
+        self.services.plugins.stop_all();
     }
 
     pub fn plugins(&self) -> Vec<keel_protocol::plugin::Plugin> {

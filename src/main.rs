@@ -392,7 +392,7 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
 fn plugin_server(engine: &Arc<Engine>) -> Result<Arc<rpc::Server>, String> {
     let methods = keel::api::methods(Arc::clone(engine)).map_err(|e| e.to_string())?;
     let server = Arc::new(rpc::Server::new(methods, None).with_ordering(keel::api::ordering()));
-    engine.start_plugins(&server);
+    engine.start_plugins(&server, &std::env::current_dir().unwrap_or_default());
     Ok(server)
 }
 
@@ -471,7 +471,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         let server =
             rpc::Server::new(methods, token).with_ordering(keel::api::ordering()).with_max_connections(max_connections);
         let server = Arc::new(server);
-        engine.start_plugins(&server);
+        engine.start_plugins(&server, &std::env::current_dir().unwrap_or_default());
         match listen {
             None => {
                 let code = until_signal(&engine, rpc::stdio(server), 0).await;

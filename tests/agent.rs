@@ -974,3 +974,18 @@ async fn openai_compatible_dialects_are_understood() {
         expect(&check(dialect, turns).await);
     }
 }
+
+#[tokio::test]
+async fn a_providers_body_override_reaches_every_request() {
+    let body = json!({ "tool_choice": "required", "stream_options": null, "extra": { "top_k": 20 } });
+    let extra = json!({ "providers": { "mock": { "body": body } } });
+    let s = setup(Wire::Chat, vec![text("hi")], extra).await;
+    let c = &s.engine.client;
+    prompt(c, &s.session, "hello", "queue").await;
+    c.events_until(&s.sub, |e| e["type"] == "activity.closed").await;
+    let sent = &s.mock.requests()[0].body;
+    assert_eq!(sent["tool_choice"], "required");
+    assert!(sent.get("stream_options").is_none(), "{sent}");
+    assert_eq!(sent["extra"], json!({ "top_k": 20 }));
+    assert_eq!(sent["stream"], true, "what keel sends stays unless overridden");
+}

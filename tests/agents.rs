@@ -426,3 +426,32 @@ async fn a_subscription_that_includes_children_follows_each_subagent_from_its_fi
     let e = c.err("session/unsubscribe", json!({ "subscriptionId": format!("{sub}/{child}") })).await;
     assert_eq!(e.code, -32602, "the child's subscription ended with its parent's");
 }
+
+#[tokio::test]
+async fn subagents_nest_two_deep_and_no_deeper() {
+    let home = Home::new();
+    let mock = MockModel::start().await;
+    let nest = json!({ "description": "hands its job on", "mode": "subagent" });
+    let engine = start(&home, &mock, json!({ "agents": { "nest": nest } })).await;
+    let c = engine.connect().await;
+    let root = c.create_session(&home.workspace()).await;
+    let sub = c.subscribe(&root, 0).await;
+    let delegate = || call("task", json!({ "description": "pass it on", "prompt": "do it", "agent": "nest" }));
+    // The requests come one after another: root, child, grandchild (whose own task call is refused), then the
+    // answers back up.
+    mock.push(delegate());
+    mock.push(delegate());
+    mock.push(delegate());
+    mock.push(say("the grandchild did it"));
+    mock.push(say("the child passed it up"));
+    mock.push(say("done"));
+    prompt(&c, &root, "go", None).await;
+    let events = c.events_until(&sub, closed).await;
+    assert_eq!(events.last().unwrap()["data"]["reason"], "completed");
+    let grandchild_request = mock.requests()[3].body.to_string();
+    assert!(grandchild_request.contains("subagents nest at most 2 deep"), "{grandchild_request}");
+    let roots = c.ok("session/list", json!({ "roots": true })).await;
+    assert_eq!(roots["sessions"].as_array().unwrap().len(), 1, "{roots}");
+    let all = c.ok("session/list", json!({})).await;
+    assert_eq!(all["sessions"].as_array().unwrap().len(), 3, "{all}");
+}

@@ -66,9 +66,11 @@ async fn check(case: Case<'_>) {
 async fn a_good_home_is_all_well() {
     let mock = MockModel::start().await;
     mock.list_models(vec![json!({ "id": "m" }), json!({ "id": "n" })]);
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/pipefail.py");
     let config = json!({
         "model": "mock/m",
         "providers": { "mock": { "wire": "openai-chat", "baseUrl": mock.url() } },
+        "plugins": { "pipefail": { "command": ["python3", example] } },
     });
     check(Case {
         name: "good",
@@ -86,6 +88,7 @@ async fn a_good_home_is_all_well() {
             &["model", "mock/m", "ok", "default"],
             &["mcp", "(none)", "ok"],
             &["store", "sqlite", "keel.db", "ok", "0 sessions"],
+            &["plugin", "pipefail", "ok", "hooks: tool/before", "tools: word_count"],
             &["all well"],
         ],
     })
@@ -115,7 +118,11 @@ async fn broken_homes_say_what_is_wrong_and_exit_1() {
             env: &[],
             stored: None,
             exit: 1,
-            shows: &[&["config", "(no config file)", "note"], &["model", "default", "FAIL", "no model configured"]],
+            shows: &[
+                &["config", "(no config file)", "note"],
+                &["model", "default", "FAIL", "no model configured"],
+                &["plugin", "(none)", "ok"],
+            ],
         },
         Case {
             name: "a project file that does not parse",
@@ -132,6 +139,7 @@ async fn broken_homes_say_what_is_wrong_and_exit_1() {
                 "model": "openai/gpt-5",
                 "providers": { "down": { "wire": "openai-chat", "baseUrl": "http://127.0.0.1:9/v1" } },
                 "mcp": { "ghost": { "type": "local", "command": ["/nonexistent/keel-doctor-ghost"] } },
+                "plugins": { "phantom": { "command": ["/nonexistent/keel-doctor-phantom"] } },
             })),
             project: None,
             env: &[("ANTHROPIC_API_KEY", ENV_KEY)],
@@ -144,6 +152,7 @@ async fn broken_homes_say_what_is_wrong_and_exit_1() {
                 &["provider", "anthropic", "ok", "key set (env ANTHROPIC_API_KEY)"],
                 &["model", "openai/gpt-5", "FAIL", "no credentials"],
                 &["mcp", "ghost", "FAIL"],
+                &["plugin", "phantom", "FAIL", "cannot start"],
                 &["problems"],
             ],
         },

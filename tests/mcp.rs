@@ -384,6 +384,42 @@ async fn a_python_server_over_streamable_http_serves_tools_and_their_changes() {
 }
 
 #[tokio::test]
+async fn an_mcp_prompt_is_a_slash_command() {
+    let port = free_port();
+    let _server = python_server(port).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let s = setup(json!({ "py": { "type": "remote", "url": url } }), allow_mcp(), json!({})).await;
+    let c = &s.engine.client;
+    wait_ready(c, "py").await;
+    let listed = c.ok("command/list", json!({})).await;
+    let review = listed["commands"].as_array().unwrap().iter().find(|c| c["name"] == "py:review").cloned();
+    let review = review.unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!((review["source"].as_str(), review["hint"].as_str()), (Some("mcp"), Some("path focus")), "{review}");
+    assert_eq!(review["description"], "Asks for a review of one file.");
+
+    // The words go to the prompt's arguments in order, the last one taking the rest.
+    s.mock.push(done());
+    let params = json!({ "sessionId": s.session, "command": "py:review", "arguments": "src/lib.rs security holes" });
+    c.ok("session/command", params).await;
+    let sent = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(r) = s.mock.requests().first() {
+                return r.body.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the prompt reaches the model");
+    assert!(sent.contains("Review src/lib.rs, looking for security holes."), "{sent}");
+
+    // A required argument left out is the call's error, before anything is sent.
+    let e = c.err("session/command", json!({ "sessionId": s.session, "command": "py:review" })).await;
+    assert_eq!(e.code, -32602);
+    assert!(e.message.contains("needs its argument \"path\""), "{}", e.message);
+}
+
+#[tokio::test]
 async fn an_interrupt_ends_a_running_mcp_call() {
     let port = free_port();
     let _server = python_server(port).await;

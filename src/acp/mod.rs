@@ -324,11 +324,11 @@ async fn resume_session(engine: Arc<Engine>, params: ResumeSessionRequest, call:
 /// `after_seq` places it in the session's log, as every update is.
 fn announce_commands(engine: &Arc<Engine>, call: &Call, session_id: &str, cwd: &str, after_seq: u64) {
     let available_commands = engine
-        .commands(Some(cwd))
+        .commands(Some(cwd), Some(session_id))
         .into_iter()
         .map(|c| AvailableCommand {
             description: c.description().to_owned(),
-            input: c.takes_arguments().then(|| CommandInput { hint: "arguments".into() }),
+            input: c.takes_arguments().then(|| CommandInput { hint: c.hint() }),
             name: c.name,
         })
         .collect();
@@ -349,10 +349,10 @@ fn update_after_response(call: &Call, what: &str, session_id: &str, update: Sess
 }
 
 /// A prompt that is one text starting with a known `/command`: that command's input.
-fn slash_command(engine: &Engine, cwd: &str, input: &[ContentPart]) -> Option<NewInput> {
+async fn slash_command(engine: &Engine, cwd: &str, session_id: &str, input: &[ContentPart]) -> Option<NewInput> {
     let [ContentPart::Text { text }] = input else { return None };
     let (name, arguments) = crate::agent::commands::parse_invocation(text)?;
-    crate::api::agent::command_input(engine, cwd, name, arguments).ok()
+    crate::api::agent::command_input(engine, cwd, Some(session_id), name, arguments).await.ok()
 }
 
 /// ACP's `mcpServers` as keel's specs. A server that cannot be used (SSE, a program that does not exist) is the
@@ -683,7 +683,7 @@ async fn prompt(engine: Arc<Engine>, params: PromptRequest, call: Call) -> Reply
     let session_id = params.session_id;
     let session = engine.sessions.get(&session_id)?;
     let input = input_of(params.prompt)?;
-    let new = slash_command(&engine, &session.cwd, &input).unwrap_or(NewInput {
+    let new = slash_command(&engine, &session.cwd, &session_id, &input).await.unwrap_or(NewInput {
         input_id: None,
         delivery: Delivery::Queue,
         input,

@@ -17,8 +17,11 @@ pub const COMPACT: &str = "compact";
 pub struct Command {
     pub name: String,
     pub settings: CommandSettings,
-    /// `builtin`, `config`, `skill`, or the file.
+    /// `builtin`, `config`, `skill`, `mcp`, or the file.
     pub source: String,
+    /// An MCP server's prompt (`server:prompt`) and the names of its arguments: its text comes from the server when
+    /// it runs, not from `settings.template`.
+    pub mcp_arguments: Option<Vec<String>>,
 }
 
 impl Command {
@@ -28,7 +31,18 @@ impl Command {
 
     /// Whether the template takes arguments.
     pub fn takes_arguments(&self) -> bool {
-        self.settings.template.contains("$ARGUMENTS") || self.settings.template.contains("$1")
+        match &self.mcp_arguments {
+            Some(arguments) => !arguments.is_empty(),
+            None => self.settings.template.contains("$ARGUMENTS") || self.settings.template.contains("$1"),
+        }
+    }
+
+    /// What to type after the command: an MCP prompt's argument names, else "arguments".
+    pub fn hint(&self) -> String {
+        match &self.mcp_arguments {
+            Some(arguments) => arguments.join(" "),
+            None => "arguments".into(),
+        }
     }
 
     /// The prompt this command sends with `arguments`. Arguments to a template that does not place them are added
@@ -60,6 +74,7 @@ fn builtin(name: &str, description: &str, template: &str) -> Command {
             model: None,
         },
         source: "builtin".into(),
+        mcp_arguments: None,
     }
 }
 
@@ -89,7 +104,7 @@ pub fn discover(config: &Config, paths: &Paths, cwd: Option<&Path>) -> Vec<Comma
         let template = format!("Load the skill {:?} with the skill tool and follow it. $ARGUMENTS", skill.name);
         let settings =
             CommandSettings { template, description: Some(skill.description.clone()), agent: None, model: None };
-        add(Command { name: skill.name, settings, source: "skill".into() });
+        add(Command { name: skill.name, settings, source: "skill".into(), mcp_arguments: None });
     }
     let folders =
         super::folders(paths, cwd, "commands", &[".keel/commands", ".opencode/command", ".opencode/commands"]);
@@ -104,10 +119,10 @@ pub fn discover(config: &Config, paths: &Paths, cwd: Option<&Path>) -> Vec<Comma
             agent: field("agent"),
             model: field("model"),
         };
-        add(Command { name: name.to_owned(), settings, source: file.display().to_string() });
+        add(Command { name: name.to_owned(), settings, source: file.display().to_string(), mcp_arguments: None });
     }
     for (name, settings) in &config.commands {
-        add(Command { name: name.clone(), settings: settings.clone(), source: "config".into() });
+        add(Command { name: name.clone(), settings: settings.clone(), source: "config".into(), mcp_arguments: None });
     }
     commands.sort_by(|a, b| a.name.cmp(&b.name));
     commands
@@ -130,6 +145,7 @@ mod tests {
             name: "c".into(),
             settings: CommandSettings { template: template.into(), ..Default::default() },
             source: "test".into(),
+            mcp_arguments: None,
         };
         let check = |template: &str, arguments: &str, expected: &str| {
             assert_eq!(command(template).expand(arguments), expected, "{template:?} {arguments:?}");

@@ -46,11 +46,11 @@ pub async fn skills(engine: Arc<Engine>, p: Option<CwdParams>, _: Call) -> Resul
 pub async fn commands(engine: Arc<Engine>, p: Option<CwdParams>, _: Call) -> Result<CommandListResult, ApiError> {
     let cwd = cwd(p);
     let commands = engine
-        .commands(cwd.as_deref())
+        .commands(cwd.as_deref(), None)
         .into_iter()
         .map(|c| CommandInfo {
             description: c.description().to_owned(),
-            hint: c.takes_arguments().then(|| "arguments".to_owned()),
+            hint: c.takes_arguments().then(|| c.hint()),
             source: c.source,
             name: c.name,
         })
@@ -60,7 +60,7 @@ pub async fn commands(engine: Arc<Engine>, p: Option<CwdParams>, _: Call) -> Res
 
 pub async fn run(engine: Arc<Engine>, p: SessionCommandParams, _: Call) -> Result<PromptResult, ApiError> {
     let session = engine.sessions.get(&p.session_id)?;
-    let new = command_input(&engine, &session.cwd, &p.command, &p.arguments)?;
+    let new = command_input(&engine, &session.cwd, Some(&p.session_id), &p.command, &p.arguments).await?;
     if let Some(model) = &new.model {
         super::session::check_model(&engine, Some(&session.cwd), model)?;
     }
@@ -68,8 +68,14 @@ pub async fn run(engine: Arc<Engine>, p: SessionCommandParams, _: Call) -> Resul
 }
 
 /// The input a command sends: its expanded template as a queued prompt with its agent and model, or a compaction.
-pub fn command_input(engine: &Engine, cwd: &str, name: &str, arguments: &str) -> Result<NewInput, ApiError> {
-    let commands = engine.commands(Some(cwd));
+pub async fn command_input(
+    engine: &Engine,
+    cwd: &str,
+    session_id: Option<&str>,
+    name: &str,
+    arguments: &str,
+) -> Result<NewInput, ApiError> {
+    let commands = engine.commands(Some(cwd), session_id);
     let Some(command) = commands.iter().find(|c| c.name == name) else {
         let names: Vec<&str> = commands.iter().map(|c| c.name.as_str()).collect();
         return Err(ApiError::invalid(
@@ -87,7 +93,10 @@ pub fn command_input(engine: &Engine, cwd: &str, name: &str, arguments: &str) ->
             kind: InputKind::Compact,
         });
     }
-    let text = command.expand(arguments);
+    let text = match &command.mcp_arguments {
+        Some(_) => engine.mcp_prompt_text(session_id, name, arguments).await?,
+        None => command.expand(arguments),
+    };
     if text.trim().is_empty() {
         return Err(ApiError::invalid("command", format!("the command {name:?} has an empty template")));
     }

@@ -51,6 +51,7 @@ impl From<mcp::McpError> for ApiError {
         match &e {
             mcp::McpError::UnknownServer(_) => Self::invalid("name", e.to_string()),
             mcp::McpError::InvalidSpec(spec) => Self::invalid(&spec.path, spec.message.clone()),
+            mcp::McpError::Prompt(_) => Self::invalid("arguments", e.to_string()),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! `keel doctor`: what keel finds on this machine, as a table a user can paste into a bug report. Config files,
 //! providers and their keys (where a key comes from, never the key), reachability of the providers that list their
-//! models, the default model, config's MCP servers, and the database. Each check is the engine's own code path
+//! models, the default model, config's MCP servers, the database and config's plugins. Each check is the engine's own code path
 //! (config loading, the registry, discovery, the MCP manager, `Engine::open`), so what it says is what a serving
 //! engine would meet.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_protocol::plugin::PluginStatus;
 
 use crate::config::{self, Config, Paths};
 use crate::engine::{Engine, Settings};
@@ -90,7 +94,9 @@ pub async fn doctor(paths: &Paths, settings: Settings, cwd: &Path) -> Report {
         None => report.add("model", "default", Status::Fail, "not resolved: the config does not load (above)"),
     }
     check_mcp(&mut report, &config, cwd).await;
-    check_store(&mut report, paths, settings);
+    if let Some(engine) = check_store(&mut report, paths, settings) {
+        check_plugins(&mut report, &engine, cwd).await;
+    }
     report
 }
 
@@ -215,7 +221,7 @@ async fn check_mcp(report: &mut Report, config: &Config, cwd: &Path) {
 }
 
 /// Opens the store as the engine does and counts its sessions.
-fn check_store(report: &mut Report, paths: &Paths, settings: Settings) {
+fn check_store(report: &mut Report, paths: &Paths, settings: Settings) -> Option<Arc<Engine>> {
     let item = match &settings.store {
         Some(location) if is_postgres(location) => format!("postgres {}", hide_password(location)),
         Some(location) => format!("sqlite {location}"),
@@ -226,13 +232,50 @@ fn check_store(report: &mut Report, paths: &Paths, settings: Settings) {
         Ok(engine) => engine,
         Err(e) => {
             report.add("store", item, Status::Fail, crate::secret::scrub_owned(e.to_string()));
-            return;
+            return None;
         }
     };
     match count_sessions(&engine) {
         Ok(n) => report.add("store", item, Status::Ok, format!("{n} sessions")),
         Err(e) => report.add("store", item, Status::Fail, format!("cannot list sessions: {e}")),
     }
+    Some(engine)
+}
+
+/// How long a plugin may take to start and register.
+const PLUGIN_START: Duration = Duration::from_secs(10);
+
+/// Config's plugins started as a serving engine starts them, each given `PLUGIN_START` to register, then stopped.
+async fn check_plugins(report: &mut Report, engine: &Arc<Engine>, cwd: &Path) {
+    let Ok(methods) = crate::api::methods(Arc::clone(engine)) else { return };
+    let server = Arc::new(crate::rpc::Server::new(methods, None).with_ordering(crate::api::ordering()));
+    engine.start_plugins(&server, cwd);
+    let deadline = tokio::time::Instant::now() + PLUGIN_START;
+    while engine.plugins().iter().any(|p| p.status == PluginStatus::Starting) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let plugins = engine.plugins();
+    engine.stop_plugins();
+    if plugins.is_empty() {
+        report.add("plugin", "(none)", Status::Ok, "no plugin configured");
+    }
+    for p in plugins {
+        let (status, detail) = match p.status {
+            PluginStatus::Ready => {
+                let hooks: Vec<String> = p.hooks.iter().map(keel_protocol::wire_name).collect();
+                (Status::Ok, format!("ready; hooks: {}; tools: {}", list(&hooks), list(&p.tools)))
+            }
+            PluginStatus::Failed => (Status::Fail, p.error.unwrap_or_default()),
+            PluginStatus::Starting => (Status::Fail, format!("did not register within {} s", PLUGIN_START.as_secs())),
+            PluginStatus::Stopped => (Status::Note, "stopped".into()),
+        };
+        report.add("plugin", p.name, status, detail);
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
 fn count_sessions(engine: &Engine) -> Result<usize, crate::session::Error> {

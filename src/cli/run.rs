@@ -160,8 +160,12 @@ pub async fn run(engine: Arc<Engine>, options: RunOptions) -> Result<(), RunErro
         }
     }
     // `keel run "/review focus on the parser"` runs a slash command; unknown names are sent as written.
-    let command = crate::agent::commands::parse_invocation(&options.prompt)
-        .and_then(|(name, arguments)| crate::api::agent::command_input(&engine, &session.cwd, name, arguments).ok());
+    let command = match crate::agent::commands::parse_invocation(&options.prompt) {
+        Some((name, arguments)) => {
+            crate::api::agent::command_input(&engine, &session.cwd, Some(&session.id), name, arguments).await.ok()
+        }
+        None => None,
+    };
     let input = match command {
         Some(mut input) => {
             input.agent = options.agent.clone().or(input.agent);

@@ -121,6 +121,10 @@ pub struct ProviderSettings {
     /// The scripted provider only: the script file it plays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    /// Merged into every request body sent to this provider (objects key by key, `null` removes a key): for a
+    /// server that needs a field keel does not send, e.g. `{"tool_choice": "required", "top_k": 20}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
     /// Milliseconds the provider may take to send the first byte of a response (default 60000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_timeout_ms: Option<u64>,

@@ -4,6 +4,7 @@
 //! registry asks at every turn.
 
 pub mod config;
+mod prompt;
 mod server;
 mod tool;
 
@@ -15,6 +16,7 @@ use parking_lot::RwLock;
 use tokio::sync::broadcast;
 
 pub use config::{ServerSpec, SpecError, Transport};
+pub use prompt::PromptCommand;
 pub use server::Status;
 pub use tool::{ACTION, McpTool, tool_name};
 
@@ -29,6 +31,8 @@ pub enum McpError {
     UnknownServer(String),
     #[error("bad MCP server: {0}")]
     InvalidSpec(#[from] SpecError),
+    #[error("MCP prompt {0}")]
+    Prompt(String),
 }
 
 /// A server as `mcp/list` shows it.
@@ -158,6 +162,19 @@ impl Manager {
             restarts: 0,
         }));
         out
+    }
+
+    /// The prompts of the servers `session_id` sees (every session's when `None`), as slash commands.
+    pub fn prompts(&self, session_id: Option<&str>) -> Vec<PromptCommand> {
+        self.visible(session_id).iter().flat_map(|s| prompt::commands(s)).collect()
+    }
+
+    /// The text that the prompt command `name` (`server:prompt`) sends with `arguments`.
+    pub async fn prompt_text(&self, session_id: Option<&str>, name: &str, arguments: &str) -> Result<String, McpError> {
+        let (server, prompt) = name.split_once(':').ok_or_else(|| McpError::UnknownServer(name.to_owned()))?;
+        let found = self.visible(session_id).into_iter().find(|s| s.spec.name == server);
+        let found = found.ok_or_else(|| McpError::UnknownServer(server.to_owned()))?;
+        prompt::text(&found, prompt, arguments).await
     }
 
     /// Restarts a server now. A session's own when `session_id` has one of that name; else config's, read again from

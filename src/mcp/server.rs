@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rmcp::ClientHandler;
 use rmcp::model::{ClientCapabilities, ClientInfo, Implementation, ProtocolVersion};
-use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService, ServiceExt};
+use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService, ServiceError, ServiceExt};
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransport, StreamableHttpClientTransportConfig};
 use tokio::io::AsyncBufReadExt;
@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub status: Status,
     /// The last tool list; kept while a crashed server restarts, so the model's view does not flicker.
     pub tools: Vec<Arc<McpTool>>,
+    /// Its prompts (slash commands), for servers that have them.
+    pub prompts: Vec<rmcp::model::Prompt>,
     pub peer: Option<Peer<RoleClient>>,
     pub pid: Option<u32>,
     /// Starts after the first.
@@ -76,6 +78,7 @@ impl Server {
         let (state, _) = watch::channel(Snapshot {
             status: Status::Starting,
             tools: Vec::new(),
+            prompts: Vec::new(),
             peer: None,
             pid: None,
             restarts: 0,
@@ -166,6 +169,11 @@ impl ClientHandler for Handler {
     }
 
     fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) -> impl Future<Output = ()> + Send + '_ {
+        self.list_changed.notify_one();
+        std::future::ready(())
+    }
+
+    fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) -> impl Future<Output = ()> + Send + '_ {
         self.list_changed.notify_one();
         std::future::ready(())
     }
@@ -284,6 +292,11 @@ async fn follow(
                     Ok(Err(e)) => tracing::warn!(server = %this.spec.name, "listing tools again failed: {e}"),
                     Err(_) => tracing::warn!(server = %this.spec.name, "listing tools again timed out"),
                 }
+                match tokio::time::timeout(this.spec.startup_timeout, list_prompts(&peer)).await {
+                    Ok(Ok(prompts)) => this.set(|s| s.prompts = prompts),
+                    Ok(Err(e)) => tracing::warn!(server = %this.spec.name, "listing prompts again failed: {e}"),
+                    Err(_) => tracing::warn!(server = %this.spec.name, "listing prompts again timed out"),
+                }
             }
             () = this.restart.notified() => {
                 stop_now(&mut cancel);
@@ -355,8 +368,21 @@ async fn connect(
     };
     let tools = running.peer().list_all_tools().await.map_err(|e| format!("listing tools failed: {e}"))?;
     let tools = McpTool::from_listing(this, tools);
-    this.set(|s| s.tools = tools);
+    let prompts = list_prompts(running.peer()).await.map_err(|e| format!("listing prompts failed: {e}"))?;
+    this.set(|s| {
+        s.tools = tools;
+        s.prompts = prompts;
+    });
     Ok((running, pid))
+}
+
+/// A server's prompts; none for a server that does not offer any.
+async fn list_prompts(peer: &Peer<RoleClient>) -> Result<Vec<rmcp::model::Prompt>, ServiceError> {
+    let offers = peer.peer_info().is_some_and(|info| info.capabilities.prompts.is_some());
+    if !offers {
+        return Ok(Vec::new());
+    }
+    peer.list_all_prompts().await
 }
 
 async fn keep_stderr(err: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>, name: String) {

@@ -122,6 +122,12 @@ impl Host {
         }
     }
 
+    pub fn stop_all(&self) {
+        for plugin in self.plugins.write().drain(..) {
+            plugin.stop();
+        }
+    }
+
     pub fn list(&self) -> Vec<PluginInfo> {
         self.plugins
             .read()

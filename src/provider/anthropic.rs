@@ -27,8 +27,10 @@ impl Provider for Anthropic {
             extra.push(("anthropic-version", API_VERSION));
             let endpoint = self.upstream.endpoint("messages", KeyHeader::XApiKey, &extra);
             let mut state = State::default();
-            let done =
-                http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
+            let done = http::stream_sse(endpoint, &self.upstream.shape(request_body(request)), |event| {
+                state.on_event(&event, &sink)
+            })
+            .await?;
             if !done {
                 return Err(ProviderError::Interrupted("no message_stop".into()));
             }

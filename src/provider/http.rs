@@ -23,6 +23,8 @@ pub struct Upstream {
     pub api_key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
+    /// Config's `body`: merged into every request body, for servers that need a field keel does not send.
+    pub body: Option<serde_json::Value>,
 }
 
 /// How long a provider may stay silent: a server that accepts a request and then sends nothing must not hold a
@@ -50,6 +52,15 @@ pub enum KeyHeader {
 }
 
 impl Upstream {
+    /// A request body with config's `body` merged in: objects merge key by key, `null` removes a key, anything
+    /// else replaces.
+    pub fn shape(&self, mut body: serde_json::Value) -> serde_json::Value {
+        if let Some(overrides) = &self.body {
+            merge(&mut body, overrides);
+        }
+        body
+    }
+
     pub fn endpoint(&self, path: &str, key: KeyHeader, extra: &[(&str, &str)]) -> Endpoint<'_> {
         let mut headers = self.headers.clone();
         headers.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
@@ -65,6 +76,24 @@ impl Upstream {
             headers,
             secret: self.api_key.as_deref(),
             timeouts: self.timeouts,
+        }
+    }
+}
+
+fn merge(base: &mut serde_json::Value, overrides: &serde_json::Value) {
+    let (Some(base), Some(overrides)) = (base.as_object_mut(), overrides.as_object()) else {
+        *base = overrides.clone();
+        return;
+    };
+    for (key, value) in overrides {
+        match (value, base.get_mut(key)) {
+            (serde_json::Value::Null, _) => {
+                base.remove(key);
+            }
+            (serde_json::Value::Object(_), Some(existing)) if existing.is_object() => merge(existing, value),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
         }
     }
 }

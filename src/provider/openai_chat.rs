@@ -18,8 +18,10 @@ impl Provider for OpenAiChat {
         Box::pin(async move {
             let endpoint = self.upstream.endpoint("chat/completions", KeyHeader::Bearer, &request.extra_headers());
             let mut state = State::default();
-            let done =
-                http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
+            let done = http::stream_sse(endpoint, &self.upstream.shape(request_body(request)), |event| {
+                state.on_event(&event, &sink)
+            })
+            .await?;
             if !done && state.finish_reason.is_none() {
                 return Err(ProviderError::Interrupted("no finish_reason and no [DONE]".into()));
             }

@@ -19,8 +19,10 @@ impl Provider for OpenAiResponses {
         Box::pin(async move {
             let endpoint = self.upstream.endpoint("responses", KeyHeader::Bearer, &request.extra_headers());
             let mut state = State::default();
-            let done =
-                http::stream_sse(endpoint, &request_body(request), |event| state.on_event(&event, &sink)).await?;
+            let done = http::stream_sse(endpoint, &self.upstream.shape(request_body(request)), |event| {
+                state.on_event(&event, &sink)
+            })
+            .await?;
             if !done {
                 return Err(ProviderError::Interrupted("no response.completed".into()));
             }

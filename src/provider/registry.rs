@@ -415,6 +415,7 @@ impl Registry {
             .filter(|(name, _)| crate::secret::is_secret_name(name) || name.eq_ignore_ascii_case("authorization"));
         api_key.iter().chain(secret_headers.map(|(_, value)| value)).for_each(|v| crate::secret::remember(v));
         let upstream = Upstream {
+            body: entry.settings.body.clone(),
             client: self.client.clone(),
             base_url: entry.base_url.clone(),
             api_key,

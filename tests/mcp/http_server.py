@@ -1,7 +1,7 @@
 """A small MCP server on PyPI's `mcp` SDK (FastMCP) over streamable HTTP, for tests/mcp.rs.
 
 Usage: http_server.py PORT. Listens on 127.0.0.1 only. `grow` adds a tool at run time and tells clients with
-`notifications/tools/list_changed`.
+`notifications/tools/list_changed`. The prompt `review` becomes keel's slash command `py:review`.
 """
 
 import sys
@@ -43,6 +43,12 @@ async def grow(name: str, ctx: Context) -> str:
     server.add_tool(added, name=name, description=f"added at run time as {name}")
     await ctx.session.send_tool_list_changed()
     return f"added {name}"
+
+
+@server.prompt()
+def review(path: str, focus: str = "bugs") -> str:
+    """Asks for a review of one file."""
+    return f"Review {path}, looking for {focus}."
 
 
 server.run(transport="streamable-http")
