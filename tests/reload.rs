@@ -324,3 +324,43 @@ async fn a_config_directory_made_while_the_engine_runs_is_watched() {
     std::fs::write(config_home.join("keel/config.jsonc"), r#"{ "model": "openai/gpt-5-mini" }"#).unwrap();
     assert_eq!(heard(&c, "config/changed", |p| p.get("cwd").is_none()).await["keys"], json!(["model"]));
 }
+
+#[tokio::test]
+async fn plugins_added_and_removed_in_config_start_and_stop() {
+    let home = Home::new();
+    let file = home.path().join("config.jsonc");
+    std::fs::write(&file, "{}").unwrap();
+    let engine = SocketEngine::start(home.path(), &[]).await;
+    let c = engine.connect().await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/pipefail.py");
+    std::fs::write(&file, json!({ "plugins": { "pipefail": { "command": ["python3", example] } } }).to_string())
+        .unwrap();
+    assert_eq!(heard(&c, "config/changed", |p| p.get("cwd").is_none()).await["keys"], json!(["plugins"]));
+    let ready = tokio::time::timeout(WAIT, async {
+        loop {
+            heard(&c, "plugin/listChanged", |_| true).await;
+            let listed = c.ok("plugin/list", json!({})).await;
+            if listed["plugins"][0]["status"] == "ready" && listed["plugins"][0]["tools"] == json!(["word_count"]) {
+                return listed["plugins"][0]["pid"].as_u64().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the added plugin starts and registers");
+
+    std::fs::write(&file, "{}").unwrap();
+    let emptied = tokio::time::timeout(WAIT, async {
+        while c.ok("plugin/list", json!({})).await["plugins"] != json!([]) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    emptied.await.expect("the removed plugin leaves the list");
+    let gone = tokio::time::timeout(WAIT, async {
+        while std::path::Path::new(&format!("/proc/{ready}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{ready}/stat")).unwrap_or_default().contains(") Z")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    gone.await.expect("the removed plugin's process ends");
+}
