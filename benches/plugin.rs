@@ -31,8 +31,6 @@ async fn run() {
     let paths = Paths { config_dir: home.path().to_owned(), data_dir: home.path().to_owned() };
     let settings = Settings { discover: false, list_models: false, watch_config: false, ..Settings::default() };
     let engine = Engine::open(paths, settings).unwrap();
-    let methods = keel::api::methods(Arc::clone(&engine)).unwrap();
-    let server = Arc::new(keel::rpc::Server::new(methods, None).with_ordering(keel::api::ordering()));
 
     let host = engine.plugin_host();
     // Each call's records must be empty of failures: a timed failure is no round trip.
@@ -44,7 +42,7 @@ async fn run() {
     let none = time(async || before("read", json!({ "filePath": "a" })).await).await;
 
     let started = Instant::now();
-    engine.start_plugins(&server, home.path());
+    let _server = keel::api::start_plugins(&engine, home.path()).unwrap();
     while engine.plugins().first().is_none_or(|p| p.status != PluginStatus::Ready || p.hooks.is_empty()) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -328,7 +328,16 @@ impl Engine {
         Ok(())
     }
 
-    /// `plugin/register`, `tool/register` and `provider/delta`, from the connection `peer_id`.
+    /// `tool/register` from connection `peer_id`.
+    pub fn register_plugin_tools(
+        &self,
+        peer_id: u64,
+        tools: Vec<keel_protocol::plugin::ToolDeclaration>,
+    ) -> Result<(), crate::plugin::PluginError> {
+        self.services.plugins.register_tools(peer_id, tools, &self.services.tools)
+    }
+
+    /// `plugin/register` and `provider/delta`, from the connection `peer_id`.
     pub fn plugin_host(&self) -> &crate::plugin::Host {
         &self.services.plugins
     }

@@ -387,13 +387,8 @@ fn run_once(args: RunArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// Plugins speak keel's protocol whatever the engine's clients speak (ACP, or none for `keel run`): a server of
-/// its own serves their connections, and lives as long as the caller holds it.
 fn plugin_server(engine: &Arc<Engine>) -> Result<Arc<rpc::Server>, String> {
-    let methods = keel::api::methods(Arc::clone(engine)).map_err(|e| e.to_string())?;
-    let server = Arc::new(rpc::Server::new(methods, None).with_ordering(keel::api::ordering()));
-    engine.start_plugins(&server, &std::env::current_dir().unwrap_or_default());
-    Ok(server)
+    keel::api::start_plugins(engine, &std::env::current_dir().unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 fn doctor(cwd: Option<PathBuf>) -> Result<ExitCode, String> {
@@ -471,7 +466,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         let server =
             rpc::Server::new(methods, token).with_ordering(keel::api::ordering()).with_max_connections(max_connections);
         let server = Arc::new(server);
-        engine.start_plugins(&server, &std::env::current_dir().unwrap_or_default());
+        let _plugins = plugin_server(&engine)?;
         match listen {
             None => {
                 let code = until_signal(&engine, rpc::stdio(server), 0).await;

@@ -110,6 +110,17 @@ mod bound {
     }
 }
 
+/// Starts the plugins of the config for `cwd` on a server of their own: plugins speak keel's protocol whatever the
+/// engine's clients speak (ACP, or none for `keel run`). They are served as long as the caller holds the server.
+pub fn start_plugins(
+    engine: &Arc<Engine>,
+    cwd: &std::path::Path,
+) -> Result<Arc<crate::rpc::Server>, RegisterMethodError> {
+    let server = Arc::new(crate::rpc::Server::new(methods(Arc::clone(engine))?, None).with_ordering(ordering()));
+    engine.start_plugins(&server, cwd);
+    Ok(server)
+}
+
 /// The method table: every client→server method of the protocol, bound to its handler.
 pub fn methods(engine: Arc<Engine>) -> Result<RpcModule<Engine>, RegisterMethodError> {
     let mut table = Table(RpcModule::from_arc(engine));

@@ -17,7 +17,7 @@ pub async fn register(engine: Arc<Engine>, p: PluginRegisterParams, call: Call) 
 }
 
 pub async fn register_tools(engine: Arc<Engine>, p: ToolRegisterParams, call: Call) -> Result<Empty, ApiError> {
-    engine.plugin_host().register_tools(call.peer.id(), p.tools)?;
+    engine.register_plugin_tools(call.peer.id(), p.tools)?;
     Ok(Empty {})
 }
 

@@ -247,9 +247,7 @@ const PLUGIN_START: Duration = Duration::from_secs(10);
 
 /// Config's plugins started as a serving engine starts them, each given `PLUGIN_START` to register, then stopped.
 async fn check_plugins(report: &mut Report, engine: &Arc<Engine>, cwd: &Path) {
-    let Ok(methods) = crate::api::methods(Arc::clone(engine)) else { return };
-    let server = Arc::new(crate::rpc::Server::new(methods, None).with_ordering(crate::api::ordering()));
-    engine.start_plugins(&server, cwd);
+    let Ok(_server) = crate::api::start_plugins(engine, cwd) else { return };
     let deadline = tokio::time::Instant::now() + PLUGIN_START;
     while engine.plugins().iter().any(|p| p.status == PluginStatus::Starting) && tokio::time::Instant::now() < deadline
     {

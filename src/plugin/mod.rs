@@ -158,10 +158,14 @@ impl Host {
         Ok(())
     }
 
-    /// `tool/register` from connection `peer_id`: replaces the plugin's tools.
-    pub fn register_tools(&self, peer_id: u64, declared: Vec<ToolDeclaration>) -> Result<(), PluginError> {
+    /// `tool/register` from connection `peer_id`: replaces the plugin's tools; none may take a name of `builtin`'s.
+    pub fn register_tools(
+        &self,
+        peer_id: u64,
+        declared: Vec<ToolDeclaration>,
+        builtin: &crate::tool::Registry,
+    ) -> Result<(), PluginError> {
         let plugin = self.on(peer_id)?;
-        let builtin = crate::tool::Registry::builtin();
         let mut seen = std::collections::BTreeSet::new();
         for (index, tool) in declared.iter().enumerate() {
             let bad =
@@ -172,7 +176,7 @@ impl Host {
             if !valid {
                 return Err(bad("must match ^[a-zA-Z0-9_-]{1,64}$"));
             }
-            if builtin.get(&tool.name).is_some() || ["skill", "task"].contains(&tool.name.as_str()) {
+            if builtin.get(&tool.name).is_some() {
                 return Err(bad("is a built-in tool's name"));
             }
             if !seen.insert(tool.name.clone()) {
